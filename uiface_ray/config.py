@@ -1,0 +1,252 @@
+"""Stage configs: frozen pydantic models loaded from YAML with ``--section.key=value`` overrides.
+
+Every stage defines one ``Config`` subclass (frozen, ``extra="forbid"``) with a description on
+every field.  ``parse_args`` is what each job in ``jobs/`` calls: it reads ``--config FILE``,
+applies overrides, prints a field reference on ``--help`` and turns every validation problem into
+a :class:`ConfigError` that names the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "RayConfig",
+    "StorageConfig",
+    "load_config",
+    "parse_args",
+    "config_help",
+]
+
+C = TypeVar("C", bound="Config")
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key and its source."""
+
+
+class Config(BaseModel):
+    """Base of every stage config: immutable, and unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StorageConfig(Config):
+    """How to reach object storage; empty fields fall back to the standard ``AWS_*`` variables."""
+
+    endpoint_url: str | None = Field(
+        None, description="S3 endpoint URL (else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS)."
+    )
+    region: str | None = Field(None, description="S3 region (else AWS_REGION / AWS_DEFAULT_REGION).")
+    access_key_id: str | None = Field(
+        None, description="S3 access key (else AWS_ACCESS_KEY_ID or the instance profile)."
+    )
+    secret_access_key: str | None = Field(
+        None, description="S3 secret key (else AWS_SECRET_ACCESS_KEY or the instance profile)."
+    )
+
+
+class RayConfig(Config):
+    """Where the Ray driver connects."""
+
+    address: str | None = Field(
+        None,
+        description="Ray cluster address ('auto', 'ray://host:10001'); empty: RAY_ADDRESS if set "
+        "(as under 'ray job submit'), else an embedded local Ray started in-process.",
+    )
+    num_cpus: int | None = Field(
+        None, ge=1, description="CPUs for an embedded local Ray (default: all of this machine's)."
+    )
+    num_gpus: int | None = Field(None, ge=0, description="GPUs for an embedded local Ray.")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = {}
+            node[part] = child
+        if not isinstance(child, dict):
+            raise ConfigError(f"override --{dotted}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _parse_value(text: str) -> Any:
+    # YAML scalars: 'true' -> True, '3' -> 3, '1e-4' -> 1e-4 (YAML 1.1 needs a dot; accept both),
+    # '[1, 2]' -> list, 'null' -> None.
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in "eE.") and value[0] in "+-.0123456789" else value
+        except ValueError:
+            return value
+    return value
+
+
+def _format_errors(err: ValidationError, sources: dict[str, str], cls: type) -> str:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        top = key.split(".")[0]
+        source = sources.get(key) or sources.get(top) or "defaults"
+        if item["type"] == "extra_forbidden":
+            what = "unknown key"
+        else:
+            what = item["msg"]
+        given = item.get("input")
+        given_s = "" if item["type"] in ("extra_forbidden", "missing") else f" (got {given!r})"
+        lines.append(f"  {key}: {what}{given_s} [from {source}]")
+    return f"invalid {cls.__name__}:\n" + "\n".join(lines)
+
+
+def _flatten_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in tree.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, dict):
+            keys.extend(_flatten_keys(v, full + "."))
+    return keys
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
+    """Build ``cls`` from an optional YAML file plus ``section.key=value`` overrides."""
+    tree: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of keys, not {type(loaded).__name__}")
+        tree = loaded
+        for key in _flatten_keys(tree):
+            sources[key] = str(p)
+    for item in overrides:
+        text = item[2:] if item.startswith("--") else item
+        if "=" not in text:
+            raise ConfigError(f"override '{item}' must look like --section.key=value")
+        key, raw = text.split("=", 1)
+        _set_dotted(tree, key, _parse_value(raw))
+        sources[key] = f"command line --{key}"
+    try:
+        return cls.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, sources, cls)) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "|".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _field_lines(cls: type[BaseModel], prefix: str = "") -> list[str]:
+    lines = []
+    for name, field in cls.model_fields.items():
+        ann = field.annotation
+        sub = _submodel(ann)
+        if sub is not None:
+            lines.append(f"  {prefix}{name}.*  ({sub.__name__}) {field.description or ''}".rstrip())
+            lines.extend(_field_lines(sub, f"{prefix}{name}."))
+            continue
+        default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
+        lines.append(f"  --{prefix}{name}  [{_type_name(ann)}; {default}]")
+        if field.description:
+            lines.append(f"        {field.description}")
+    return lines
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def config_help(cls: type[BaseModel], prog: str, description: str | None) -> str:
+    head = (description or cls.__doc__ or "").strip()
+    usage = (
+        f"usage: {prog} [--config FILE.yaml] [--section.key=value ...]\n"
+        f"       ray job submit --working-dir . -- python {prog} --config FILE.yaml ...\n"
+    )
+    body = "\n".join(_field_lines(cls))
+    return f"{usage}\n{head}\n\nfields ({cls.__name__}; YAML keys, or --key=value overrides):\n{body}\n"
+
+
+def parse_args(cls: type[C], argv: Sequence[str] | None = None, description: str | None = None,
+               prog: str | None = None) -> C:
+    """Parse a job's command line into ``cls``; ``--help`` prints every field and exits."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = prog or Path(sys.argv[0]).name
+    if "-h" in argv or "--help" in argv:
+        print(config_help(cls, prog, description))
+        raise SystemExit(0)
+    path = None
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise ConfigError("--config needs a file path")
+            path = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        elif arg.startswith("--") and "=" in arg:
+            overrides.append(arg)
+        elif arg.startswith("--") and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            overrides.append(f"{arg}={argv[i + 1]}")
+            i += 1
+        else:
+            raise ConfigError(f"unexpected argument '{arg}': use --config FILE or --section.key=value")
+        i += 1
+    return load_config(cls, path, overrides)
+
+
+def run_job(cls: type[C], body: typing.Callable[[C], Any], argv: Sequence[str] | None = None,
+            description: str | None = None) -> int:
+    """Parse the config and run ``body``; a ConfigError prints one line and exits with 2."""
+    try:
+        cfg = parse_args(cls, argv, description)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    body(cfg)
+    return 0

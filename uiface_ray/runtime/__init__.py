@@ -1,0 +1,1 @@
+"""The runtime layer: the only package module (besides jobs/) that imports Ray."""

@@ -1,0 +1,216 @@
+"""URLs to filesystems, and writes that are all-or-nothing.
+
+Accepted URLs: plain paths (``out/run1``), ``file:///abs/path``, ``s3://bucket/prefix`` and
+``memory://name`` (tests).  S3 endpoint and credentials come from a :class:`StorageConfig` or,
+where its fields are empty, from the standard ``AWS_*`` variables (``AWS_ENDPOINT_URL_S3``,
+``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``), or the
+instance profile.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import fsspec
+from fsspec.spec import AbstractFileSystem
+
+from uiface_ray.config import StorageConfig
+
+
+class StorageError(OSError):
+    """A storage URL cannot be reached, read or written; the message names the URL."""
+
+
+def _scheme(url: str) -> str:
+    if "://" in url:
+        return url.split("://", 1)[0].lower()
+    return "file"
+
+
+def is_remote(url: str) -> bool:
+    return _scheme(url) not in ("file", "local")
+
+
+def s3_options(storage: StorageConfig | None) -> dict:
+    """s3fs keyword arguments from a config, falling back to the standard environment."""
+    storage = storage or StorageConfig()
+    endpoint = (
+        storage.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    region = storage.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    opts: dict = {"client_kwargs": {}}
+    if endpoint:
+        opts["client_kwargs"]["endpoint_url"] = endpoint
+    if region:
+        opts["client_kwargs"]["region_name"] = region
+    if storage.access_key_id:
+        opts["key"] = storage.access_key_id
+    if storage.secret_access_key:
+        opts["secret"] = storage.secret_access_key
+    return opts
+
+
+def url_to_fs(url: str, storage: StorageConfig | None = None) -> tuple[AbstractFileSystem, str]:
+    """Return ``(filesystem, path within it)`` for a storage URL."""
+    if not url:
+        raise StorageError("empty storage URL")
+    scheme = _scheme(url)
+    if scheme in ("file", "local"):
+        path = url.split("://", 1)[1] if "://" in url else url
+        return fsspec.filesystem("file"), os.path.abspath(os.path.expanduser(path))
+    if scheme in ("s3", "s3a"):
+        fs = fsspec.filesystem("s3", **s3_options(storage))
+        return fs, url.split("://", 1)[1].rstrip("/")
+    if scheme == "memory":
+        return fsspec.filesystem("memory"), "/" + url.split("://", 1)[1].strip("/")
+    raise StorageError(f"unsupported storage URL scheme '{scheme}://' in {url!r}: use a path, file://, s3:// or memory://")
+
+
+def join(url: str, *parts: str) -> str:
+    out = url.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def _wrap(url: str, action: str, exc: Exception) -> StorageError:
+    return StorageError(f"cannot {action} {url}: {type(exc).__name__}: {exc}")
+
+
+def write_bytes_atomic(url: str, data: bytes, storage: StorageConfig | None = None) -> None:
+    """Write ``data`` so that readers see either nothing or the whole file.
+
+    Local: write a temporary sibling, fsync, then ``os.replace``.  S3: one PUT request (S3
+    objects appear whole or not at all).  memory://: a single assignment.
+    """
+    fs, path = url_to_fs(url, storage)
+    try:
+        if not is_remote(url):
+            directory = os.path.dirname(path)
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=directory)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+        elif _scheme(url) in ("s3", "s3a"):
+            # A single put_object: never a multipart upload, so no partial object is visible.
+            fs.call_s3("put_object", Bucket=path.split("/", 1)[0], Key=path.split("/", 1)[1], Body=data)
+            fs.invalidate_cache(path)
+        else:
+            fs.pipe_file(path, data)
+    except StorageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - re-raised with the URL named
+        raise _wrap(url, "write", exc) from exc
+
+
+def read_bytes(url: str, storage: StorageConfig | None = None) -> bytes:
+    fs, path = url_to_fs(url, storage)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError as exc:
+        raise StorageError(f"not found: {url}") from exc
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(url, "read", exc) from exc
+
+
+def exists(url: str, storage: StorageConfig | None = None) -> bool:
+    fs, path = url_to_fs(url, storage)
+    try:
+        if is_remote(url):
+            fs.invalidate_cache(path)
+        return fs.exists(path)
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(url, "reach", exc) from exc
+
+
+def list_files(url: str, suffix: str = "", storage: StorageConfig | None = None) -> list[str]:
+    """Full URLs of the files directly under ``url`` whose names end with ``suffix``, sorted."""
+    fs, path = url_to_fs(url, storage)
+    try:
+        if is_remote(url):
+            fs.invalidate_cache(path)
+        if not fs.exists(path):
+            return []
+        names = fs.ls(path, detail=False)
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(url, "list", exc) from exc
+    out = []
+    for name in names:
+        base = name.rstrip("/").rsplit("/", 1)[-1]
+        if base.endswith(suffix) and not base.startswith(".tmp-"):
+            out.append(join(url, base))
+    return sorted(out)
+
+
+def remove(url: str, storage: StorageConfig | None = None, recursive: bool = False) -> None:
+    fs, path = url_to_fs(url, storage)
+    try:
+        if fs.exists(path):
+            fs.rm(path, recursive=recursive)
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(url, "remove", exc) from exc
+
+
+def open_url(url: str, mode: str = "rb", storage: StorageConfig | None = None):
+    fs, path = url_to_fs(url, storage)
+    return fs.open(path, mode)
+
+
+def check_writable(url: str, storage: StorageConfig | None = None) -> None:
+    """Fail early, naming the URL, if nothing can be written under ``url``."""
+    probe = join(url, f".probe-{uuid.uuid4().hex}")
+    write_bytes_atomic(probe, b"ok", storage)
+    remove(probe, storage)
+
+
+def upload_dir(local_dir: str | Path, url: str, storage: StorageConfig | None = None) -> None:
+    """Copy every file of a local folder tree under ``url`` (each file written atomically)."""
+    local_dir = Path(local_dir)
+    for file in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        write_bytes_atomic(join(url, file.relative_to(local_dir).as_posix()), file.read_bytes(), storage)
+
+
+def _walk(url: str, storage: StorageConfig | None) -> Iterator[str]:
+    fs, path = url_to_fs(url, storage)
+    if is_remote(url):
+        fs.invalidate_cache(path)
+    for name in fs.find(path):
+        rel = name[len(path):].lstrip("/") if name.startswith(path) else name.split(path.lstrip("/"), 1)[-1].lstrip("/")
+        yield rel
+
+
+def materialize_dir(url: str, storage: StorageConfig | None = None, cache_dir: str | None = None) -> Path:
+    """A local folder with the contents of ``url``: the folder itself when local, else a copy."""
+    if not is_remote(url):
+        path = Path(url_to_fs(url)[1])
+        if not path.is_dir():
+            raise StorageError(f"not a folder: {url}")
+        return path
+    target = Path(cache_dir or tempfile.mkdtemp(prefix="uiface-dl-"))
+    files = list(_walk(url, storage))
+    if not files:
+        raise StorageError(f"nothing found under {url}")
+    for rel in files:
+        dest = target / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(read_bytes(join(url, rel), storage))
+    return target
+
+
+def copy_tree_local(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, dirs_exist_ok=True)
