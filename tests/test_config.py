@@ -1,0 +1,98 @@
+"""Config loading: YAML + overrides, errors naming the key and the file, --help."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+from pydantic import Field, ValidationError
+
+from uiface_ray.config import Config, ConfigError, RayConfig, StorageConfig, load_config, parse_args, run_job
+
+
+class Inner(Config):
+    """An inner section."""
+
+    steps: int = Field(10, ge=1, description="How many steps.")
+    lr: float = Field(1e-4, description="Learning rate.")
+
+
+class Stage(Config):
+    """A stage for tests."""
+
+    name: str = Field(..., description="A required name.")
+    mode: Literal["a", "b"] = Field("a", description="The mode.")
+    inner: Inner = Field(default_factory=Inner, description="Inner section.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Storage.")
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "stage.yaml"
+    path.write_text("name: x\ninner:\n  steps: 5\n")
+    cfg = load_config(Stage, path, ["--inner.lr=1e-3", "--mode=b", "--ray.num_cpus=2"])
+    assert cfg.name == "x" and cfg.inner.steps == 5 and cfg.inner.lr == pytest.approx(1e-3)
+    assert cfg.mode == "b" and cfg.ray.num_cpus == 2
+
+
+def test_frozen():
+    cfg = load_config(Stage, None, ["name=y"])
+    with pytest.raises(ValidationError):
+        cfg.name = "z"  # type: ignore[misc]
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ninner:\n  stepz: 5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(Stage, path)
+    msg = str(err.value)
+    assert "inner.stepz" in msg and "unknown key" in msg and str(path) in msg
+
+
+def test_ill_typed_override_names_key_and_source(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("name: x\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(Stage, path, ["--inner.steps=many"])
+    msg = str(err.value)
+    assert "inner.steps" in msg and "command line" in msg and "'many'" in msg
+
+
+def test_ill_typed_yaml_value_names_file(tmp_path):
+    path = tmp_path / "typed.yaml"
+    path.write_text("name: x\nmode: c\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(Stage, path)
+    assert "mode" in str(err.value) and str(path) in str(err.value)
+
+
+def test_missing_and_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Stage, tmp_path / "nope.yaml")
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(Stage, bad)
+    with pytest.raises(ConfigError, match="required|Field required"):
+        load_config(Stage, None)
+
+
+def test_help_lists_fields(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(Stage, ["--help"], prog="jobs/stage.py")
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for needle in ("--name", "A required name.", "--inner.steps", "How many steps.", "--ray.address", "usage:"):
+        assert needle in out
+
+
+def test_parse_args_forms_and_run_job(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\n")
+    cfg = parse_args(Stage, ["--config", str(path), "--inner.steps", "3", "--mode=b"])
+    assert cfg.inner.steps == 3 and cfg.mode == "b"
+    seen = []
+    assert run_job(Stage, seen.append, ["--config", str(path)]) == 0 and seen[0].name == "x"
+    assert run_job(Stage, seen.append, ["--config", str(path), "--bogus=1"]) == 2
+    assert "bogus" in capsys.readouterr().err

@@ -1,0 +1,98 @@
+"""Storage round trips on a temporary folder, memory:// and the loopback S3 server."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pytest
+
+from uiface_ray.config import StorageConfig
+from uiface_ray.storage import (
+    StorageError,
+    exists,
+    list_files,
+    read_bytes,
+    read_table,
+    remove,
+    url_to_fs,
+    write_bytes_atomic,
+    write_table,
+)
+from uiface_ray.storage.fs import check_writable, materialize_dir, upload_dir
+
+
+def _roundtrip(base: str) -> None:
+    write_bytes_atomic(f"{base}/a/one.bin", b"hello")
+    assert read_bytes(f"{base}/a/one.bin") == b"hello"
+    write_bytes_atomic(f"{base}/a/one.bin", b"again")  # overwrite is whole
+    assert read_bytes(f"{base}/a/one.bin") == b"again"
+    table = pa.table({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+    write_table(f"{base}/a/t.parquet", table, metadata={"k": "v"})
+    back = read_table(f"{base}/a/t.parquet")
+    assert back.to_pydict() == table.to_pydict()
+    assert back.schema.metadata[b"k"] == b"v"
+    assert list_files(f"{base}/a", ".parquet") == [f"{base}/a/t.parquet"]
+    assert exists(f"{base}/a/t.parquet")
+    remove(f"{base}/a/t.parquet")
+    assert not exists(f"{base}/a/t.parquet")
+    with pytest.raises(StorageError, match="not found"):
+        read_bytes(f"{base}/a/missing.bin")
+
+
+def test_local_path_roundtrip(tmp_path):
+    _roundtrip(str(tmp_path))
+    _roundtrip(f"file://{tmp_path}/f")
+
+
+def test_memory_roundtrip():
+    _roundtrip("memory://uiface-test")
+
+
+def test_local_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "x.bin"
+    write_bytes_atomic(str(target), b"old")
+
+    def boom(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(StorageError, match="disk full"):
+        write_bytes_atomic(str(target), b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_unsupported_scheme():
+    with pytest.raises(StorageError, match="gs://"):
+        url_to_fs("gs://bucket/x")
+
+
+def test_unreadable_parquet_names_url(tmp_path):
+    write_bytes_atomic(str(tmp_path / "bad.parquet"), b"not parquet")
+    with pytest.raises(StorageError, match="bad.parquet"):
+        read_table(str(tmp_path / "bad.parquet"))
+
+
+def test_s3_roundtrip_env(s3_bucket):
+    _roundtrip(f"{s3_bucket}/prefix")
+
+
+def test_s3_endpoint_from_config(s3_server, s3_bucket, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    storage = StorageConfig(endpoint_url=s3_server, access_key_id="testing", secret_access_key="testing")
+    write_bytes_atomic(f"{s3_bucket}/cfg.bin", b"via config", storage)
+    assert read_bytes(f"{s3_bucket}/cfg.bin", storage) == b"via config"
+
+
+def test_s3_dirs(tmp_path, s3_bucket):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("A")
+    (src / "sub" / "b.txt").write_text("B")
+    upload_dir(src, f"{s3_bucket}/tree")
+    local = materialize_dir(f"{s3_bucket}/tree", cache_dir=str(tmp_path / "dl"))
+    assert (local / "a.txt").read_text() == "A" and (local / "sub" / "b.txt").read_text() == "B"
+    check_writable(f"{s3_bucket}/tree")
+    with pytest.raises(StorageError):
+        check_writable("s3://no-such-bucket-here/x")
