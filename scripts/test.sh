@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set everything up, then run the tests: the default suite, then the slow suites.
+#   scripts/test.sh          everything (default suite, then @slow suites)
+#   scripts/test.sh --fast   the default suite only
+#   scripts/test.sh ARGS     extra pytest arguments go to both runs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
+fast=0
+if [ "${1:-}" = "--fast" ]; then fast=1; shift; fi
+echo "[test] default suite"
+.venv/bin/python -m pytest -q -ra "$@"
+if [ "$fast" = 0 ]; then
+  echo "[test] slow suites"
+  set +e
+  .venv/bin/python -m pytest -q -ra -m slow "$@"
+  rc=$?
+  set -e
+  # exit 5: no test carries the slow mark
+  if [ "$rc" != 0 ] && [ "$rc" != 5 ]; then exit "$rc"; fi
+fi
