@@ -1,0 +1,219 @@
+"""The saved generator: UNet, context encoder with c_e, noise schedule, autoencoder, info.
+
+Layout of a model folder (local or ``s3://``), diffusers ``save_pretrained`` style::
+
+    unet/config.json, unet/diffusion_pytorch_model.safetensors
+    autoencoder/...                      (latent space only)
+    context_encoder.safetensors          (includes empty_context, the learnable c_e)
+    scheduler/scheduler_config.json
+    uiface.json                          written last: its presence marks a complete model
+
+``uiface.json`` holds the context encoder's sizes and ``info``: the identity encoder the model
+expects (kind, dim, fingerprint), the image size, the space and the latent scaling factor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+
+from uiface_ray.config import StorageConfig
+from uiface_ray.model.autoencoder import (
+    Autoencoder,
+    decode_latents,
+    encode_latents,
+    load_autoencoder_dir,
+)
+from uiface_ray.model.context import IdentityContextEncoder
+from uiface_ray.storage.fs import StorageError, exists, join, materialize_dir, remove, upload_dir, write_bytes_atomic
+
+__all__ = [
+    "MODEL_FORMAT",
+    "ModelLoadError",
+    "UIFaceModel",
+    "default_encoder_info",
+    "load_model",
+    "model_hash",
+    "save_model",
+]
+
+MODEL_FORMAT = "uiface-model/1"
+MARKER = "uiface.json"
+
+
+class ModelLoadError(FileNotFoundError):
+    """A model folder is missing, incomplete or inconsistent; the message names the path."""
+
+
+def default_encoder_info(dim: int) -> dict:
+    return {"kind": "unspecified", "dim": int(dim), "fingerprint": ""}
+
+
+@dataclass
+class UIFaceModel:
+    """Everything needed to sample: ``unet(x_t, t, encoder_hidden_states=context_encoder(c))``."""
+
+    unet: UNet2DConditionModel
+    context_encoder: IdentityContextEncoder
+    scheduler_config: dict
+    autoencoder: Autoencoder | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.context_encoder.embedding_dim
+
+    @property
+    def latent_scaling_factor(self) -> float:
+        return float(self.info.get("latent_scaling_factor", 1.0))
+
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the UNet denoises."""
+        size = self.unet.config.sample_size
+        return int(self.unet.config.in_channels), int(size), int(size)
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "UIFaceModel":
+        for module in self.modules():
+            module.to(device=device, dtype=dtype)
+        return self
+
+    def modules(self) -> list[torch.nn.Module]:
+        out = [self.unet, self.context_encoder]
+        if self.autoencoder is not None:
+            out.append(self.autoencoder)
+        return out
+
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images in [-1, 1] -> what the UNet denoises (the images themselves in pixel space)."""
+        if self.autoencoder is None:
+            return images
+        return encode_latents(self.autoencoder, images, self.latent_scaling_factor, generator)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """What the UNet denoises -> images in about [-1, 1]."""
+        if self.autoencoder is None:
+            return latents
+        return decode_latents(self.autoencoder, latents, self.latent_scaling_factor)
+
+
+# --------------------------------------------------------------------------------------------
+# Save
+
+
+def _write_local(model: UIFaceModel, folder: Path) -> bytes:
+    """Write everything but the marker into ``folder``; return the marker's bytes."""
+    model.unet.save_pretrained(folder / "unet", safe_serialization=True)
+    if model.autoencoder is not None:
+        model.autoencoder.save_pretrained(folder / "autoencoder", safe_serialization=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.context_encoder.state_dict().items()}
+    save_file(state, str(folder / "context_encoder.safetensors"))
+    DDPMScheduler.from_config(model.scheduler_config).save_config(str(folder / "scheduler"))
+    marker = {
+        "format": MODEL_FORMAT,
+        "context_encoder": model.context_encoder.config(),
+        "autoencoder_class": None if model.autoencoder is None else type(model.autoencoder).__name__,
+        "scheduler_config": model.scheduler_config,
+        "info": model.info,
+        "weights_hash": model_hash(model),
+    }
+    return json.dumps(marker, indent=2, sort_keys=True).encode()
+
+
+def save_model(model: UIFaceModel, url: str, storage: StorageConfig | None = None) -> None:
+    """Save under a local path or ``s3://`` URL; ``uiface.json`` is written last.
+
+    An existing marker at ``url`` is removed first, so a crash mid-save leaves a folder that
+    :func:`load_model` reports as incomplete rather than a mix of old and new weights.
+    """
+    with tempfile.TemporaryDirectory(prefix="uiface-save-") as tmp:
+        marker = _write_local(model, Path(tmp))
+        remove(join(url, MARKER), storage)
+        upload_dir(tmp, url, storage)
+        write_bytes_atomic(join(url, MARKER), marker, storage)
+
+
+# --------------------------------------------------------------------------------------------
+# Load
+
+
+def read_marker(folder: Path, url: str) -> dict:
+    marker_file = folder / MARKER
+    if not marker_file.is_file():
+        raise ModelLoadError(f"no UIFace model at {url}: {MARKER} is missing (nothing saved there, or an incomplete save)")
+    marker = json.loads(marker_file.read_text())
+    if marker.get("format") != MODEL_FORMAT:
+        raise ModelLoadError(f"{url}/{MARKER}: format {marker.get('format')!r}, expected {MODEL_FORMAT!r}")
+    return marker
+
+
+def _require(folder: Path, rel: str, url: str) -> Path:
+    path = folder / rel
+    if not path.exists():
+        raise ModelLoadError(f"incomplete UIFace model at {url}: {rel} is missing")
+    return path
+
+
+def load_model(url: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               storage: StorageConfig | None = None) -> UIFaceModel:
+    """Load a model saved by :func:`save_model` from a local path or ``s3://`` URL (eval mode)."""
+    try:
+        if not exists(url, storage):
+            raise ModelLoadError(f"no UIFace model at {url}: the path does not exist")
+        folder = materialize_dir(url, storage)
+    except StorageError as exc:
+        raise ModelLoadError(f"no UIFace model at {url}: {exc}") from exc
+    marker = read_marker(folder, url)
+    unet = UNet2DConditionModel.from_pretrained(
+        str(_require(folder, "unet", url)), torch_dtype=dtype, low_cpu_mem_usage=False
+    )
+    context_encoder = IdentityContextEncoder(**marker["context_encoder"])
+    state = load_file(str(_require(folder, "context_encoder.safetensors", url)))
+    context_encoder.load_state_dict(state)
+    autoencoder = None
+    if marker.get("autoencoder_class"):
+        autoencoder = load_autoencoder_dir(_require(folder, "autoencoder", url), device, dtype)
+    scheduler_file = _require(folder, "scheduler/scheduler_config.json", url)
+    saved = json.loads(scheduler_file.read_text())
+    scheduler_config = {k: saved[k] for k in marker["scheduler_config"] if k in saved}
+    model = UIFaceModel(unet=unet, context_encoder=context_encoder, scheduler_config=scheduler_config,
+                        autoencoder=autoencoder, info=marker["info"])
+    unet.to(device)  # already in dtype: from_pretrained keeps the modules diffusers wants in float32
+    context_encoder.to(device=device, dtype=dtype)
+    for module in model.modules():
+        module.eval()
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Hash
+
+
+def _hash_modules(model: UIFaceModel) -> str:
+    digest = hashlib.sha256()
+    parts = [("unet", model.unet), ("context_encoder", model.context_encoder)]
+    if model.autoencoder is not None:
+        parts.append(("autoencoder", model.autoencoder))
+    for prefix, module in parts:
+        for name, tensor in sorted(module.state_dict().items()):
+            # Canonical float32 CPU bytes, so the hash does not depend on the device.
+            value = tensor.detach().to("cpu", torch.float32).contiguous()
+            digest.update(f"{prefix}.{name}:{tuple(value.shape)}".encode())
+            digest.update(value.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_hash(model_or_url: UIFaceModel | str, storage: StorageConfig | None = None) -> str:
+    """A stable 16-hex-digit content hash of the weights (UNet, context encoder incl. c_e, autoencoder).
+
+    For a URL, the hash is recomputed from the loaded weights, not read from the marker.
+    """
+    if isinstance(model_or_url, UIFaceModel):
+        return _hash_modules(model_or_url)
+    return _hash_modules(load_model(str(model_or_url), storage=storage))
