@@ -1,0 +1,105 @@
+"""Shard plan, shard encoding, manifest and resume rules (no Ray, no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from uiface_ray import storage
+from uiface_ray.synth.manifest import Manifest, ShardRecord, config_differences, read_manifest, write_manifest
+from uiface_ray.synth.plan import plan_shards, shard_name
+from uiface_ray.synth.resume import ResumeError, expected_rows, resume_state
+from uiface_ray.synth.shard import ShardRows, decode_image, encode_image, encode_shard, read_shard, sha256
+
+
+def test_plan_covers_every_identity_once():
+    plan = plan_shards(10, 4, 3)
+    assert [s.name for s in plan] == ["shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
+    assert [(s.row_start, s.row_stop) for s in plan] == [(0, 4), (4, 8), (8, 10)]
+    assert sum(s.num_images for s in plan) == 30
+    assert shard_name(42) == "shard-00042.parquet"
+    with pytest.raises(ValueError):
+        plan_shards(0, 4, 3)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_image_encoding(fmt):
+    img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    data = encode_image(img, fmt, quality=90)
+    assert data == encode_image(img, fmt, quality=90)
+    back = decode_image(data)
+    assert back.shape == (16, 16, 3)
+    if fmt == "png":
+        np.testing.assert_array_equal(back, img)
+    with pytest.raises(ValueError):
+        encode_image(img.astype(np.float32), fmt)
+
+
+def _rows(spec, ids, seed_offset=0):
+    rng = np.random.default_rng(spec.index + seed_offset)
+    idn, idx = expected_rows(spec, ids)
+    imgs = [encode_image(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for _ in idn]
+    return ShardRows(idn, idx, idn * 100 + idx, imgs, np.full(len(idn), 500), "two_stage", "m" * 8)
+
+
+def test_shard_roundtrip_and_determinism(tmp_path):
+    spec = plan_shards(5, 2, 3)[1]
+    rows = _rows(spec, np.arange(5))
+    data = encode_shard(rows)
+    assert data == encode_shard(rows)
+    url = str(tmp_path / spec.name)
+    storage.write_bytes_atomic(url, data)
+    back = read_shard(url)
+    np.testing.assert_array_equal(back.identity_id, [2, 2, 2, 3, 3, 3])
+    np.testing.assert_array_equal(back.image_index, [0, 1, 2, 0, 1, 2])
+    assert back.image == rows.image and back.mode == "two_stage" and back.model_hash == "m" * 8
+
+
+def test_config_differences_names_keys():
+    diffs = config_differences({"seed": 1, "sampler": {"steps": 10}}, {"seed": 1, "sampler": {"steps": 20}, "x": 1})
+    assert diffs == ["sampler.steps: 10 -> 20", "x: '<absent>' -> 1"]
+
+
+def _setup(out, gen, n_done=2):
+    ids = np.arange(5)
+    plan = plan_shards(5, 2, 3)
+    man = Manifest(gen, 5, 3, len(plan), job_config={"a": 1})
+    for spec in plan[:n_done]:
+        data = encode_shard(_rows(spec, ids))
+        storage.write_bytes_atomic(storage.join(out, "shards", spec.name), data)
+        man.shards.append(ShardRecord(spec.name, spec.index, spec.num_images, sha256(data)))
+    write_manifest(out, man)
+    return ids, plan, man
+
+
+def test_resume_rules(tmp_path):
+    out = str(tmp_path / "out")
+    gen = {"model_hash": "m" * 8, "seed": 3}
+    assert resume_state(out, gen, plan_shards(5, 2, 3), np.arange(5)).todo == plan_shards(5, 2, 3)
+    ids, plan, man = _setup(out, gen)
+    back = read_manifest(out)
+    assert back.shards == man.shards and not back.complete and back.num_rows == 12
+    st = resume_state(out, gen, plan, ids)
+    assert sorted(st.done) == [0, 1] and [s.index for s in st.todo] == [2]
+    # shard 2 written, manifest not yet updated: adopted; shard 0 corrupted: rerun
+    storage.write_bytes_atomic(storage.join(out, "shards", plan[2].name), encode_shard(_rows(plan[2], ids)))
+    storage.write_bytes_atomic(storage.join(out, "shards", plan[0].name), encode_shard(_rows(plan[0], ids, 7)))
+    st = resume_state(out, gen, plan, ids)
+    assert st.adopted == [plan[2].name] and st.redo == [plan[0].name] and [s.index for s in st.todo] == [0]
+    # an unlisted shard with the wrong rows is rerun, not adopted
+    storage.write_bytes_atomic(storage.join(out, "shards", plan[2].name), encode_shard(_rows(plan[1], ids)))
+    assert 2 in [s.index for s in resume_state(out, gen, plan, ids).todo]
+
+
+def test_resume_refuses_other_config_and_foreign_files(tmp_path):
+    out = str(tmp_path / "out")
+    ids, plan, _ = _setup(out, {"model_hash": "m" * 8, "seed": 3})
+    with pytest.raises(ResumeError, match=r"seed: 3 -> 4"):
+        resume_state(out, {"model_hash": "m" * 8, "seed": 4}, plan, ids)
+    storage.write_bytes_atomic(storage.join(out, "shards", "shard-00099.parquet"), b"x")
+    with pytest.raises(ResumeError, match="shard-00099"):
+        resume_state(out, {"model_hash": "m" * 8, "seed": 3}, plan, ids)
+    other = str(tmp_path / "other")
+    storage.write_bytes_atomic(storage.join(other, "shards", "shard-00000.parquet"), b"x")
+    with pytest.raises(ResumeError, match="no manifest"):
+        resume_state(other, {}, plan, ids)

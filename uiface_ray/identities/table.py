@@ -1,0 +1,108 @@
+"""The identity table: one row per synthetic identity, read and validated at every boundary.
+
+Parquet columns: ``identity_id`` (int64, 0..N-1), ``embedding`` (list<float32>, L2-normalised),
+``seed`` (int64, the seed of the face it came from) and ``nn_similarity`` (float32, cosine
+similarity to its nearest other identity).  The schema metadata key ``uiface.encoder`` records
+the identity encoder (JSON: name, dim, fingerprint) and ``uiface.identities`` the filter summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from uiface_ray import storage
+from uiface_ray.identities.filtering import FilterResult
+from uiface_ray.storage.parquet import table_metadata
+
+__all__ = ["IdentityTable", "IdentityTableError", "read_identity_table", "write_identity_table"]
+
+COLUMNS = ("identity_id", "embedding", "seed", "nn_similarity")
+
+
+class IdentityTableError(ValueError):
+    """An identity table is missing, empty or malformed; the message names the file and the problem."""
+
+
+@dataclass
+class IdentityTable:
+    identity_ids: np.ndarray  # (N,) int64
+    embeddings: np.ndarray  # (N, E) float32
+    seeds: np.ndarray  # (N,) int64
+    nn_similarity: np.ndarray  # (N,) float32
+    encoder: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""  # hash of the file's bytes ("" when built in memory)
+
+    def __len__(self) -> int:
+        return len(self.identity_ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+
+def write_identity_table(url: str, result: FilterResult, encoder: dict[str, Any],
+                         storage_cfg=None) -> IdentityTable:
+    """Write a filter result as an identity table (ids 0..N-1 in acceptance order)."""
+    n = len(result.embeddings)
+    if n == 0:
+        raise IdentityTableError(f"refusing to write an empty identity table to {url}")
+    ids = np.arange(n, dtype=np.int64)
+    columns = {
+        "identity_id": ids,
+        "embedding": list(result.embeddings.astype(np.float32)),
+        "seed": result.seeds.astype(np.int64),
+        "nn_similarity": result.nn_similarity.astype(np.float32),
+    }
+    meta = {"uiface.encoder": json.dumps(encoder, sort_keys=True),
+            "uiface.identities": json.dumps(asdict(result.summary), sort_keys=True)}
+    data = storage.write_table(url, columns, storage_cfg, metadata=meta)
+    return IdentityTable(ids, result.embeddings.astype(np.float32), result.seeds.astype(np.int64),
+                         result.nn_similarity.astype(np.float32), dict(encoder), hashlib.sha256(data).hexdigest())
+
+
+def read_identity_table(url: str, expected_dim: int | None = None, storage_cfg=None) -> IdentityTable:
+    """Read and validate an identity table; every problem is an :class:`IdentityTableError` naming ``url``."""
+    if not storage.exists(url, storage_cfg):
+        raise IdentityTableError(f"identity table not found: {url}")
+    data = storage.read_bytes(url, storage_cfg)
+    table = storage.read_table(url, storage_cfg)
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise IdentityTableError(f"identity table {url} lacks column(s) {missing}; it has {table.column_names}")
+    n = table.num_rows
+    if n == 0:
+        raise IdentityTableError(f"identity table {url} is empty: expected at least one identity")
+    flat = table.column("embedding").combine_chunks()
+    lengths = np.asarray(flat.value_lengths().to_numpy(zero_copy_only=False))
+    if (lengths != lengths[0]).any():
+        raise IdentityTableError(f"identity table {url}: embeddings have mixed lengths {sorted(set(lengths.tolist()))}")
+    dim = int(lengths[0])
+    if expected_dim is not None and dim != expected_dim:
+        raise IdentityTableError(
+            f"identity table {url}: embeddings have dim {dim}, but the model expects {expected_dim}")
+    emb = np.asarray(flat.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(n, dim)  # (N, E)
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    if len(bad):
+        raise IdentityTableError(
+            f"identity table {url}: {len(bad)} embedding(s) hold NaN or infinite values (first at row {bad[0]})")
+    norms = np.linalg.norm(emb, axis=1)
+    if (norms == 0).any():
+        raise IdentityTableError(f"identity table {url}: all-zero embedding at row {int(np.argmin(norms))}")
+    ids = np.asarray(table.column("identity_id").to_numpy(), dtype=np.int64)
+    if len(np.unique(ids)) != n:
+        raise IdentityTableError(f"identity table {url}: identity_id values are not unique")
+    meta = table_metadata(table)
+    encoder = json.loads(meta.get("uiface.encoder", "{}"))
+    return IdentityTable(
+        identity_ids=ids,
+        embeddings=emb / norms[:, None],
+        seeds=np.asarray(table.column("seed").to_numpy(), dtype=np.int64),
+        nn_similarity=np.asarray(table.column("nn_similarity").to_numpy(), dtype=np.float32),
+        encoder=encoder,
+        sha256=hashlib.sha256(data).hexdigest(),
+    )

@@ -1,0 +1,105 @@
+"""Resume: what is already done under an output, verified, and what is left to run.
+
+Rules (the manifest is the commit marker):
+
+* no manifest and no shards: a fresh output, everything is to run;
+* no manifest but shard files: refused (not ours, or written by another tool);
+* a manifest with a different generation config: refused, naming every differing key;
+* a listed shard that is missing or whose SHA-256 differs: rerun (logged);
+* an unlisted planned shard (the driver died between the shard and the manifest update): adopted
+  when it reads back with exactly its planned identities and image indices, else rerun;
+* an unplanned shard file: refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from uiface_ray import storage
+from uiface_ray.synth.manifest import Manifest, ShardRecord, config_differences, read_manifest
+from uiface_ray.synth.plan import ShardSpec
+from uiface_ray.synth.shard import read_shard, sha256
+
+__all__ = ["ResumeError", "ResumeState", "expected_rows", "resume_state"]
+
+log = logging.getLogger(__name__)
+
+
+class ResumeError(ValueError):
+    """The output holds a different or foreign dataset; the message says what differs."""
+
+
+@dataclass
+class ResumeState:
+    done: dict[int, ShardRecord] = field(default_factory=dict)
+    todo: list[ShardSpec] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    redo: list[str] = field(default_factory=list)
+    fresh: bool = True
+
+
+def expected_rows(spec: ShardSpec, identity_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(identity_id, image_index)`` of a shard's rows, identity-major."""
+    ids = identity_ids[spec.row_start:spec.row_stop]
+    return (np.repeat(ids, spec.images_per_identity).astype(np.int64),
+            np.tile(np.arange(spec.images_per_identity), len(ids)).astype(np.int32))
+
+
+def _adoptable(url: str, spec: ShardSpec, identity_ids: np.ndarray, model_hash: str, storage_cfg) -> ShardRecord | None:
+    try:
+        data = storage.read_bytes(url, storage_cfg)
+        rows = read_shard(url, storage_cfg)
+    except (storage.StorageError, ValueError) as exc:
+        log.warning("rerunning %s: unreadable (%s)", url, exc)
+        return None
+    want_ids, want_idx = expected_rows(spec, identity_ids)
+    if (len(rows) != spec.num_images or not np.array_equal(rows.identity_id, want_ids)
+            or not np.array_equal(rows.image_index, want_idx) or rows.model_hash != model_hash):
+        log.warning("rerunning %s: its rows are not the planned ones", url)
+        return None
+    return ShardRecord(spec.name, spec.index, len(rows), sha256(data))
+
+
+def resume_state(out_url: str, generation: dict, plan: list[ShardSpec], identity_ids: np.ndarray,
+                 storage_cfg=None, verify_hashes: bool = True) -> ResumeState:
+    """Compare ``out_url`` with the planned job; raise :class:`ResumeError` when it is foreign."""
+    shards_url = storage.join(out_url, "shards")
+    present = {u.rsplit("/", 1)[-1]: u for u in storage.list_files(shards_url, ".parquet", storage_cfg)}
+    manifest: Manifest | None = read_manifest(out_url, storage_cfg)
+    by_name = {s.name: s for s in plan}
+    if manifest is None:
+        if present:
+            raise ResumeError(f"{out_url} holds {len(present)} shard file(s) but no manifest.json: "
+                              "not a dataset this job wrote; choose an empty output")
+        return ResumeState(todo=list(plan))
+    diffs = config_differences(manifest.generation, generation)
+    if diffs:
+        raise ResumeError(f"{out_url} holds a dataset made with a different config; refusing to mix them. "
+                          "Differences (existing -> this run):\n  " + "\n  ".join(diffs))
+    stray = sorted(set(present) - set(by_name))
+    if stray:
+        raise ResumeError(f"{out_url}/shards holds file(s) outside this job's plan: {stray[:5]}")
+    state = ResumeState(fresh=False)
+    listed = {r.name: r for r in manifest.shards}
+    for spec in plan:
+        record = listed.get(spec.name)
+        if record is not None and spec.name in present:
+            ok = not verify_hashes or sha256(storage.read_bytes(present[spec.name], storage_cfg)) == record.sha256
+            ok = ok and record.rows == spec.num_images
+            if ok:
+                state.done[spec.index] = record
+                continue
+            log.warning("rerunning %s: its content hash differs from the manifest", spec.name)
+        elif spec.name in present:
+            adopted = _adoptable(present[spec.name], spec, identity_ids, manifest.model_hash, storage_cfg)
+            if adopted is not None:
+                state.done[spec.index] = adopted
+                state.adopted.append(spec.name)
+                continue
+        if record is not None:
+            state.redo.append(spec.name)
+        state.todo.append(spec)
+    return state

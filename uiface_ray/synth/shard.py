@@ -1,0 +1,103 @@
+"""Shard encoding: generated images and their provenance as one Parquet file.
+
+Columns: ``identity_id`` (int64), ``image_index`` (int32), ``seed`` (int64), ``image`` (binary,
+PNG or JPEG), ``t0`` (int32, the timestep where the sample entered the identity stage), ``mode``
+(string, the sampler mode) and ``model_hash`` (string).  Encoding is deterministic: the same
+images give the same bytes, so a shard's SHA-256 identifies its content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from uiface_ray import storage
+from uiface_ray.storage.parquet import table_to_bytes, to_table
+
+__all__ = ["SHARD_COLUMNS", "ShardRows", "decode_image", "encode_image", "encode_shard", "read_shard", "sha256"]
+
+SHARD_COLUMNS = ("identity_id", "image_index", "seed", "image", "t0", "mode", "model_hash")
+ImageFormat = Literal["png", "jpeg"]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def encode_image(image: np.ndarray, fmt: ImageFormat = "png", quality: int = 95) -> bytes:
+    """Encode one ``(H, W, 3)`` uint8 image as PNG (lossless) or JPEG (``quality``)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+    buf = io.BytesIO()
+    pil = Image.fromarray(image, mode="RGB")
+    if fmt == "png":
+        pil.save(buf, format="PNG", compress_level=6)
+    elif fmt == "jpeg":
+        pil.save(buf, format="JPEG", quality=quality, subsampling=0)
+    else:
+        raise ValueError(f"image format must be 'png' or 'jpeg', got {fmt!r}")
+    return buf.getvalue()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode PNG/JPEG bytes to a ``(H, W, 3)`` uint8 array."""
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+@dataclass
+class ShardRows:
+    """The rows of one shard, one entry per image."""
+
+    identity_id: np.ndarray  # (R,) int64
+    image_index: np.ndarray  # (R,) int32
+    seed: np.ndarray  # (R,) int64
+    image: list[bytes]  # R encoded images
+    t0: np.ndarray  # (R,) int32
+    mode: str
+    model_hash: str
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+
+def encode_shard(rows: ShardRows) -> bytes:
+    """The Parquet bytes of one shard (no compression of the already-compressed images)."""
+    n = len(rows)
+    for name in ("identity_id", "image_index", "seed", "t0"):
+        if len(getattr(rows, name)) != n:
+            raise ValueError(f"shard column {name} has {len(getattr(rows, name))} rows, expected {n}")
+    columns = {
+        "identity_id": np.asarray(rows.identity_id, dtype=np.int64),
+        "image_index": np.asarray(rows.image_index, dtype=np.int32),
+        "seed": np.asarray(rows.seed, dtype=np.int64),
+        "image": list(rows.image),
+        "t0": np.asarray(rows.t0, dtype=np.int32),
+        "mode": [rows.mode] * n,
+        "model_hash": [rows.model_hash] * n,
+    }
+    return table_to_bytes(to_table(columns), compression="none")
+
+
+def read_shard(url: str, storage_cfg=None) -> ShardRows:
+    """Read a shard back; raises ValueError naming ``url`` when a column is missing."""
+    table = storage.read_table(url, storage_cfg)
+    missing = [c for c in SHARD_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"shard {url} lacks column(s) {missing}; it has {table.column_names}")
+    modes = table.column("mode").to_pylist()
+    hashes = table.column("model_hash").to_pylist()
+    return ShardRows(
+        identity_id=np.asarray(table.column("identity_id").to_numpy(), dtype=np.int64),
+        image_index=np.asarray(table.column("image_index").to_numpy(), dtype=np.int32),
+        seed=np.asarray(table.column("seed").to_numpy(), dtype=np.int64),
+        image=table.column("image").to_pylist(),
+        t0=np.asarray(table.column("t0").to_numpy(), dtype=np.int32),
+        mode=modes[0] if modes else "",
+        model_hash=hashes[0] if hashes else "",
+    )
