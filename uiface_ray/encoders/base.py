@@ -1,0 +1,95 @@
+"""The identity-encoder interface: aligned face images in, L2-normalised embeddings out.
+
+Every encoder has ``dim`` (embedding size), ``name`` (kind and variant), ``fingerprint`` (a short
+hash of its weights, recorded next to everything built from its embeddings) and
+``embed(images)`` taking uint8 RGB ``(B, H, W, 3)`` aligned face chips and returning float32
+``(B, dim)`` rows of unit L2 norm.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from uiface_ray.config import Config
+
+__all__ = ["EncoderConfig", "EncoderError", "IdentityEncoder", "check_images", "l2_normalize", "load_encoder"]
+
+
+class EncoderError(ValueError):
+    """An encoder cannot be built or was given input it cannot take; the message says which."""
+
+
+class EncoderConfig(Config):
+    """Which identity encoder to load and where it runs."""
+
+    kind: Literal["dlib", "iresnet"] = Field(
+        "dlib", description="'dlib': dlib's pretrained ResNet descriptor (128-d, offline, needs the dlib "
+        "extra); 'iresnet': an insightface/ElasticFace IResNet checkpoint (512-d)."
+    )
+    path: str | None = Field(
+        None, description="Weights file (local path or s3://...): .pth/.pt/.safetensors for 'iresnet'; "
+        "for 'dlib' a dlib_face_recognition_resnet_model_v1.dat (default: the one in face_recognition_models)."
+    )
+    depth: Literal[18, 34, 50, 100] = Field(50, description="IResNet depth for 'iresnet' (IR-18/34/50/100).")
+    embedding_dim: int = Field(512, ge=1, description="IResNet embedding size (the checkpoint's fc output).")
+    device: str = Field("cpu", description="Torch device for 'iresnet' ('cpu', 'cuda', 'cuda:0'); dlib runs on CPU.")
+    batch_size: int = Field(64, ge=1, description="Images per forward pass inside one encoder.")
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit L2 norm, as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32)
+
+
+def check_images(images: np.ndarray, who: str) -> np.ndarray:
+    """Validate a uint8 ``(B, H, W, 3)`` batch; the error names the encoder and the bad shape/dtype."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise EncoderError(f"{who}.embed expects uint8 RGB images (B, H, W, 3), got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise EncoderError(f"{who}.embed expects dtype uint8, got {images.dtype}")
+    return images
+
+
+class IdentityEncoder(abc.ABC):
+    """Aligned face images -> L2-normalised identity embeddings of a known dimension."""
+
+    dim: int
+    name: str
+    fingerprint: str
+
+    @abc.abstractmethod
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """uint8 ``(B, H, W, 3)`` RGB chips -> float32 ``(B, dim)`` unit-norm rows."""
+
+    def info(self) -> dict:
+        """What is recorded about the encoder next to its embeddings (``uiface.encoder``)."""
+        return {"kind": self.name.split("-")[0], "name": self.name, "dim": self.dim, "hash": self.fingerprint}
+
+    def info_json(self) -> str:
+        return json.dumps(self.info(), sort_keys=True)
+
+
+def load_encoder(spec: EncoderConfig | dict, storage=None) -> IdentityEncoder:
+    """Build the encoder ``spec`` describes; weights at s3:// URLs are read through the storage layer.
+
+    ``storage`` is a :class:`uiface_ray.config.StorageConfig` (endpoint, credentials) or None.
+    """
+    if isinstance(spec, dict):
+        spec = EncoderConfig.model_validate(spec)
+    if spec.kind == "iresnet":
+        from uiface_ray.encoders.iresnet import IResNetEncoder
+
+        return IResNetEncoder.from_config(spec, storage)
+    if spec.kind == "dlib":
+        from uiface_ray.encoders.dlib_resnet import DlibResNetEncoder
+
+        return DlibResNetEncoder.from_config(spec, storage)
+    raise EncoderError(f"unknown encoder kind {spec.kind!r}: expected 'dlib' or 'iresnet'")
