@@ -1,0 +1,123 @@
+"""One reader for the datasets evaluation consumes: a synthetic dataset or a real face table.
+
+- synthetic dataset: a folder/URL with ``manifest.json`` (the commit marker) and the shards it
+  lists (``shards/shard-*.parquet``: identity_id, image_index, seed, image, t0, mode, ...);
+  labels are the identity ids ranked densely from 0.
+- face table: one ``.parquet`` file or a folder of them, with ``image``, ``label``, ``identity``.
+- an LFW-style image folder (``<root>/<name>/<name>_<NNNN>.jpg``) restricted to a people list
+  (``peopleDevTrain.txt``), for the real-data reference row.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from uiface_ray import storage
+from uiface_ray.config import StorageConfig
+from uiface_ray.storage.fs import list_files
+
+
+@dataclass(frozen=True)
+class FaceSet:
+    images: list  # encoded image bytes, one per row
+    labels: np.ndarray  # (N,) int64, contiguous from 0
+    identities: list  # (N,) identity name or id as text
+    source: str  # the URL read
+    kind: str  # "synthetic", "face_table" or "image_folder"
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def subset(self, rows: np.ndarray) -> "FaceSet":
+        rows = np.asarray(rows, dtype=np.int64)
+        return FaceSet([self.images[i] for i in rows], self.labels[rows],
+                       [self.identities[i] for i in rows], self.source, self.kind)
+
+
+def decode_images(items: list, size: int | None = None) -> np.ndarray:
+    """Encoded images -> uint8 (N, size, size, 3) RGB (bilinear resize when sizes differ)."""
+    out = []
+    for i, data in enumerate(items):
+        try:
+            img = Image.open(io.BytesIO(data)).convert("RGB")
+        except Exception as exc:  # noqa: BLE001 - re-raised naming the row
+            raise ValueError(f"row {i}: not a decodable image ({type(exc).__name__}: {exc})") from exc
+        if size is not None and img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        out.append(np.asarray(img, dtype=np.uint8))
+    if not out:
+        return np.zeros((0, size or 0, size or 0, 3), dtype=np.uint8)
+    return np.stack(out)
+
+
+def _dense(keys: list) -> np.ndarray:
+    order = {k: i for i, k in enumerate(sorted(set(keys)))}
+    return np.array([order[k] for k in keys], dtype=np.int64)
+
+
+def _read_synthetic(url: str, st: StorageConfig | None) -> FaceSet:
+    man_url = storage.join(url, "manifest.json")
+    manifest = json.loads(storage.read_bytes(man_url, st).decode())
+    shards = sorted(manifest.get("shards", []), key=lambda s: s.get("index", 0))
+    if not shards:
+        raise ValueError(f"{man_url} lists no shards")
+    images, ids = [], []
+    for rec in shards:
+        name = rec["name"]
+        shard_url = storage.join(url, name) if "/" in name else storage.join(url, "shards", name)
+        table = storage.read_table(shard_url, st, columns=["identity_id", "image_index", "image"])
+        cols = table.to_pydict()
+        for ident, img in zip(cols["identity_id"], cols["image"]):
+            images.append(img)
+            ids.append(int(ident))
+    return FaceSet(images, _dense(ids), [str(i) for i in ids], url, "synthetic")
+
+
+def _read_face_table(url: str, st: StorageConfig | None) -> FaceSet:
+    files = [url] if url.endswith(".parquet") else list_files(url, ".parquet", st)
+    if not files:
+        raise ValueError(f"{url}: no manifest.json and no .parquet face table found")
+    images, labels, names = [], [], []
+    for f in files:
+        table = storage.read_table(f, st)
+        missing = [c for c in ("image", "label") if c not in table.column_names]
+        if missing:
+            raise ValueError(f"{f} lacks face-table column(s) {missing}; it has {table.column_names}")
+        cols = table.select([c for c in ("image", "label", "identity") if c in table.column_names]).to_pydict()
+        images += cols["image"]
+        labels += [int(v) for v in cols["label"]]
+        names += [str(v) for v in cols.get("identity", cols["label"])]
+    return FaceSet(images, _dense(labels), names, url, "face_table")
+
+
+def read_image_folder(root: str, people_file: str, min_images: int = 1, max_identities: int | None = None,
+                      max_per_identity: int | None = None, st: StorageConfig | None = None) -> FaceSet:
+    """An LFW-style folder restricted to the people listed (``name<TAB>count`` lines after a count)."""
+    lines = storage.read_bytes(people_file, st).decode().splitlines()
+    people = []
+    for line in lines[1:]:
+        f = line.split()
+        if len(f) == 2 and int(f[1]) >= min_images:
+            people.append((f[0], int(f[1])))
+    people = people[:max_identities] if max_identities else people
+    images, names = [], []
+    for name, count in people:
+        for i in range(1, min(count, max_per_identity or count) + 1):
+            images.append(storage.read_bytes(storage.join(root, name, f"{name}_{i:04d}.jpg"), st))
+            names.append(name)
+    if not images:
+        raise ValueError(f"{people_file}: no person with at least {min_images} images")
+    return FaceSet(images, _dense(names), names, root, "image_folder")
+
+
+def read_faceset(url: str, st: StorageConfig | None = None) -> FaceSet:
+    """A synthetic dataset (has manifest.json) or a face table (.parquet file or folder)."""
+    if not url.endswith(".parquet") and storage.exists(storage.join(url, "manifest.json"), st):
+        return _read_synthetic(url, st)
+    return _read_face_table(url, st)
