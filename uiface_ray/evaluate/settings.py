@@ -1,0 +1,91 @@
+"""Configs of the evaluation stages (metrics, FR training, verification, ablation)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from uiface_ray.config import Config, RayConfig, StorageConfig
+from uiface_ray.encoders.base import EncoderConfig
+
+
+class FRTrainConfig(Config):
+    """Train an IResNet + ArcFace face-recognition model with Ray Train on a Parquet dataset."""
+
+    data: str = Field(..., description="Dataset URL: a synthetic dataset folder (with manifest.json) or a "
+                      "face table (.parquet file or folder of them, columns image, label, identity).")
+    out: str = Field(..., description="Output URL: backbone.pth (insightface layout) and train_log.json.")
+    depth: Literal[18, 34, 50, 100] = Field(50, description="IResNet depth (IR-50 is the paper's).")
+    embedding_dim: int = Field(512, ge=8, description="Embedding size of the backbone's fc layer.")
+    epochs: int = Field(40, ge=1, description="Epochs over the dataset (paper: 40).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (overrides epochs when smaller).")
+    batch_size: int = Field(128, ge=2, description="Images per step on each worker.")
+    lr: float = Field(0.1, gt=0, description="Initial learning rate (paper A.1: 0.1, then 0.01, 0.001, 0.0001).")
+    lr_milestones: tuple[float, ...] = Field(
+        (0.25, 0.5, 0.75), description="Where the learning rate drops by lr_gamma, as fractions of all steps "
+        "(the paper gives the four rates, not the epochs of the drops).")
+    lr_gamma: float = Field(0.1, gt=0, le=1, description="Factor of each learning-rate drop.")
+    optimizer: Literal["sgd", "adam"] = Field(
+        "sgd", description="'sgd' (momentum 0.9, as insightface/TFace) or 'adam' (A.1 names Adam, but with "
+        "a 0.1 rate Adam diverges; use lr=1e-3 with it).")
+    weight_decay: float = Field(5e-4, ge=0, description="Weight decay.")
+    arcface_s: float = Field(64.0, gt=0, description="ArcFace scale s.")
+    arcface_m: float = Field(0.5, ge=0, description="ArcFace additive angular margin m (radians).")
+    flip: bool = Field(True, description="Random horizontal flip (p = 0.5).")
+    augment_p: float = Field(0.2, ge=0, le=1, description="Probability of each AdaFace-style augmentation "
+                             "(crop, low resolution, photometric); 0 disables them.")
+    seed: int = Field(0, description="Seed of initialisation, shuffling and augmentation.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel, DDP).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker.")
+    torch_threads: int = Field(1, ge=1, description="torch.set_num_threads inside each worker.")
+    checkpoint_every: int = Field(0, ge=0, description="Report a Ray Train checkpoint every N steps (0: once per epoch).")
+    ray_storage: str | None = Field(None, description="Ray Train storage_path for run checkpoints (shared path or "
+                                    "s3:// on multi-node clusters); default: a local temporary folder.")
+    run_name: str = Field("uiface-fr", description="Ray Train run name (a rerun with the same name and "
+                          "ray_storage resumes from its last checkpoint).")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage access.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Where the Ray driver connects.")
+
+
+class VerifySetConfig(Config):
+    """One verification benchmark."""
+
+    name: str = Field(..., description="Name shown in results (e.g. 'lfw-devtest', 'cfp_fp').")
+    pairs: str | None = Field(None, description="Pairs file in the LFW format (with images_root).")
+    images_root: str | None = Field(None, description="Folder of <name>/<name>_<NNNN>.jpg for a pairs file.")
+    bin: str | None = Field(None, description="insightface .bin file (read with a restricted unpickler).")
+    max_pairs: int | None = Field(None, ge=20, description="Use only this many pairs (half same, half different).")
+
+
+class VerifyConfig(Config):
+    """10-fold verification accuracy of an identity encoder on pairs files and .bin benchmarks."""
+
+    encoder: EncoderConfig = Field(..., description="The encoder to score (an FR checkpoint: kind iresnet).")
+    sets: tuple[VerifySetConfig, ...] = Field(..., min_length=1, description="Benchmarks to score.")
+    out: str | None = Field(None, description="Where to write verify.json (optional).")
+    folds: int = Field(10, ge=2, description="Number of folds.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage access.")
+
+
+class MetricsConfig(Config):
+    """Dataset metrics: identity consistency, intra-class diversity, improved precision/recall."""
+
+    data: str = Field(..., description="Dataset to measure: synthetic dataset folder or face table.")
+    real: str | None = Field(None, description="Real face set for precision/recall: face table URL, or an "
+                             "image folder with real_people.")
+    real_people: str | None = Field(None, description="People list (peopleDevTrain.txt) when real is an image folder.")
+    real_max_images: int = Field(2000, ge=11, description="At most this many real images (seeded sample).")
+    encoder: EncoderConfig = Field(..., description="FR encoder that defines the feature space.")
+    out: str = Field(..., description="Output URL: metrics.json and genuine_impostor.png.")
+    diversity_identities: int = Field(100, ge=1, description="Identities sampled for intra-class diversity.")
+    diversity_pairs: int = Field(45, ge=1, description="At most this many image pairs per identity for MS-SSIM.")
+    genuine_pairs: int = Field(45, ge=1, description="At most this many genuine pairs per identity.")
+    impostor_pairs: int = Field(10000, ge=1, description="Impostor pairs drawn at random.")
+    k: int = Field(10, ge=1, description="Nearest-neighbour k of improved precision/recall (paper: 10).")
+    msssim_size: int = Field(112, ge=48, description="Images are resized to this size for MS-SSIM.")
+    lpips_vgg: str | None = Field(None, description="torchvision VGG16 state dict (.pth) for LPIPS; no LPIPS without it.")
+    lpips_lin: str | None = Field(None, description="LPIPS linear-layer weights (vgg.pth of Zhang et al.).")
+    seed: int = Field(0, description="Seed of every sample drawn.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage access.")

@@ -1,0 +1,87 @@
+"""Verification benchmarks: LFW-format pairs files and insightface ``.bin`` files, 10-fold accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from uiface_ray import storage
+from uiface_ray.config import StorageConfig
+from uiface_ray.evaluate.bin_reader import parse_bin
+from uiface_ray.evaluate.faceset import decode_images
+from uiface_ray.evaluate.pairs import image_relpath, parse_pairs
+from uiface_ray.evaluate.settings import VerifyConfig, VerifySetConfig
+from uiface_ray.evaluate.tenfold import flip_embeddings, pair_scores, ten_fold_accuracy
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    name: str
+    accuracy: float  # mean 10-fold accuracy, in [0, 1]
+    accuracy_std: float
+    num_pairs: int
+    encoder: str  # name:fingerprint
+    scores: list  # cosine similarity of each pair
+    issame: list
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d.pop("scores"), d.pop("issame")
+        return d
+
+
+def _limit(issame: np.ndarray, max_pairs: int | None) -> np.ndarray:
+    """Row indices keeping at most max_pairs / 2 of each class, in file order."""
+    if max_pairs is None:
+        return np.arange(len(issame))
+    keep = [np.flatnonzero(issame == c)[: max_pairs // 2] for c in (True, False)]
+    return np.sort(np.concatenate(keep))
+
+
+def pairs_images(spec: VerifySetConfig, st: StorageConfig | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images of first members, images of second members, issame) for an LFW-format pairs file."""
+    if not spec.images_root:
+        raise ValueError(f"verify set {spec.name!r}: a pairs file needs images_root")
+    pairs = parse_pairs(storage.read_bytes(spec.pairs, st).decode(), spec.pairs)
+    issame = np.array([p.same for p in pairs])
+    rows = _limit(issame, spec.max_pairs)
+    pairs = [pairs[i] for i in rows]
+
+    def load(name: str, idx: int) -> bytes:
+        return storage.read_bytes(storage.join(spec.images_root, image_relpath(name, idx)), st)
+
+    a = decode_images([load(p.name1, p.index1) for p in pairs], 112)
+    b = decode_images([load(p.name2, p.index2) for p in pairs], 112)
+    return a, b, issame[rows]
+
+
+def bin_images(spec: VerifySetConfig, st: StorageConfig | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    data = parse_bin(storage.read_bytes(spec.bin, st), spec.bin)
+    rows = _limit(data.issame, spec.max_pairs)
+    return data.images[2 * rows], data.images[2 * rows + 1], data.issame[rows]
+
+
+def verify_set(encoder, spec: VerifySetConfig, folds: int = 10, st: StorageConfig | None = None) -> VerifyResult:
+    """10-fold accuracy of ``encoder`` (an IdentityEncoder) on one benchmark."""
+    if (spec.pairs is None) == (spec.bin is None):
+        raise ValueError(f"verify set {spec.name!r}: give exactly one of pairs (with images_root) or bin")
+    a, b, issame = pairs_images(spec, st) if spec.pairs else bin_images(spec, st)
+    scores = pair_scores(flip_embeddings(encoder, a), flip_embeddings(encoder, b))
+    res = ten_fold_accuracy(scores, issame, folds)
+    return VerifyResult(spec.name, res.accuracy, res.accuracy_std, res.num_pairs,
+                        f"{encoder.name}:{encoder.fingerprint}", scores.tolist(), issame.tolist())
+
+
+def run_verify(cfg: VerifyConfig) -> list[VerifyResult]:
+    import json
+
+    from uiface_ray.encoders import load_encoder
+
+    encoder = load_encoder(cfg.encoder, cfg.storage)
+    results = [verify_set(encoder, s, cfg.folds, cfg.storage) for s in cfg.sets]
+    if cfg.out:
+        body = {"encoder": cfg.encoder.model_dump(mode="json"), "results": [r.summary() for r in results]}
+        storage.write_bytes_atomic(storage.join(cfg.out, "verify.json"), json.dumps(body, indent=2).encode(),
+                                   cfg.storage)
+    return results
