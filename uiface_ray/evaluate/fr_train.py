@@ -1,0 +1,100 @@
+"""FR training core (pure torch): IResNet + ArcFace, step LR schedule, one optimisation step.
+
+The Ray Train loop in ``uiface_ray.runtime.train_fr`` calls these per step; nothing here knows
+about Ray or storage.  UIFace A.1: IR-50 backbone, ArcFace (s = 64, m = 0.5), 40 epochs,
+step-wise learning rates 0.1, 0.01, 0.001, 0.0001, AdaFace augmentation with probability 0.2.
+The backbone's state dict keeps insightface's layout (``conv1``, ``layer1.0.bn1`` ...), so a
+saved ``backbone.pth`` loads with ``uiface_ray.encoders.load_encoder(kind="iresnet")``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from uiface_ray.encoders.iresnet import build_iresnet
+from uiface_ray.evaluate.arcface import ArcFaceHead
+from uiface_ray.evaluate.augment import AugmentSpec, augment_batch
+
+
+class FRModel(nn.Module):
+    """Backbone (insightface IResNet) and ArcFace head; ``forward`` returns the loss."""
+
+    def __init__(self, depth: int, num_classes: int, embedding_dim: int = 512, s: float = 64.0,
+                 m: float = 0.5, generator: torch.Generator | None = None):
+        super().__init__()
+        self.backbone = build_iresnet(depth, embedding_dim)
+        self.head = ArcFaceHead(embedding_dim, num_classes, s=s, m=m, generator=generator)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images), labels)
+
+
+def lr_at(step: int, base_lr: float, milestones: tuple[int, ...], gamma: float = 0.1) -> float:
+    """Step schedule: ``base_lr * gamma ** (number of milestones <= step)``."""
+    return base_lr * gamma ** sum(step >= m for m in milestones)
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
+                    momentum: float = 0.9) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
+
+
+def to_unit_range(images: np.ndarray) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float
+    lr: float
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: np.ndarray, labels: np.ndarray,
+               lr: float, generator: torch.Generator, augment: AugmentSpec | None,
+               device: torch.device | str = "cpu") -> StepResult:
+    """Augment, normalise to [-1, 1] as insightface, one forward/backward/update."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    x = to_unit_range(images)
+    if augment is not None:
+        x = augment_batch(x, generator, augment)
+    x = ((x - 0.5) / 0.5).to(device)  # (B, 3, 112, 112) in [-1, 1]
+    y = torch.as_tensor(labels, dtype=torch.long, device=device)
+    model.train()
+    loss = model(x, y)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"ArcFace loss is {float(loss)} at lr {lr}: lower the learning rate")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return StepResult(float(loss.detach()), lr)
+
+
+def epoch_batches(rows: np.ndarray, batch_size: int, steps: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """``steps`` batches of ``rows`` for one epoch, shuffled by a generator seeded (seed, epoch)."""
+    rng = np.random.default_rng([seed, epoch])
+    perm = rows[rng.permutation(len(rows))]
+    return [perm[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+
+
+def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The backbone's state dict in insightface layout (a DDP ``module.`` wrapper is looked through)."""
+    inner = getattr(model, "module", model)
+    return {k: v.detach().cpu().clone() for k, v in inner.backbone.state_dict().items()}
+
+
+def state_bytes(state: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
