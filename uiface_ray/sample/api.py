@@ -1,0 +1,113 @@
+"""Python API without Ray: load a saved generator and sample identity images.
+
+    sampler = UIFaceSampler.from_pretrained("s3://bucket/model", device="cuda", dtype=torch.bfloat16)
+    batch = sampler.sample(embeddings, seeds=[image_seed(job, identity, k) for k in range(8)])
+    batch.images  # (B, H, W, 3) uint8
+
+Identity embeddings are L2-normalised here (as the official release does on load); every image
+gets its own CPU ``torch.Generator``, so its initial noise is the same on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler
+
+from uiface_ray.model.bundle import UIFaceModel, load_model
+from uiface_ray.sample.config import SamplerConfig
+from uiface_ray.sample.loop import SamplerOutput, run_sampler
+from uiface_ray.sample.seeds import image_seed
+
+__all__ = ["GeneratedBatch", "UIFaceSampler", "image_seed", "to_uint8"]
+
+
+@dataclass
+class GeneratedBatch:
+    """B generated images and how each was made."""
+
+    images: np.ndarray  # (B, H, W, 3) uint8
+    seeds: list[int]
+    t0: np.ndarray  # (B,) int64: stage 2 ran at t < t0
+    d_t: np.ndarray  # (B, S) float32, NaN where not computed
+    timesteps: np.ndarray  # (S,) int64
+    unet_evaluations: np.ndarray  # (B,) int64 UNet sample-evaluations per image
+    unet_calls: int
+    mode: str
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Images in [-1, 1], (B, 3, H, W) -> (B, H, W, 3) uint8."""
+    scaled = ((images.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return scaled.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class UIFaceSampler:
+    """Samples images from a :class:`UIFaceModel` with one :class:`SamplerConfig`."""
+
+    def __init__(self, model: UIFaceModel, config: SamplerConfig | None = None) -> None:
+        self.model = model
+        self.config = SamplerConfig() if config is None else config
+        if not isinstance(self.config, SamplerConfig):
+            raise TypeError(f"config must be a SamplerConfig, got {type(self.config).__name__}")
+        self.scheduler = DDIMScheduler.from_config(model.scheduler_config)
+
+    @classmethod
+    def from_pretrained(cls, url: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                        config: SamplerConfig | None = None, storage=None) -> "UIFaceSampler":
+        """Load a model folder written by ``uiface_ray.model.bundle.save_model`` (local or s3://)."""
+        return cls(load_model(url, device=device, dtype=dtype, storage=storage), config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.unet.device
+
+    def _embeddings(self, contexts) -> torch.Tensor:
+        """Check and L2-normalise identity embeddings: (B, E) float32 on the model's device."""
+        x = contexts if torch.is_tensor(contexts) else torch.as_tensor(np.asarray(contexts))
+        dim = self.model.embedding_dim
+        if x.ndim != 2 or x.shape[1] != dim or x.shape[0] == 0:
+            raise ValueError(f"contexts must be identity embeddings of shape (B, {dim}), got {tuple(x.shape)}")
+        x = x.to(torch.float32)
+        finite = torch.isfinite(x).all(dim=1)
+        if not finite.all():
+            raise ValueError(f"contexts rows {(~finite).nonzero().flatten().tolist()} contain NaN or inf")
+        norms = x.norm(dim=1)
+        if not (norms > 0).all():
+            raise ValueError(f"contexts rows {(norms <= 0).nonzero().flatten().tolist()} have zero norm")
+        return (x / norms[:, None]).to(self.device)
+
+    def sample(self, contexts, seeds: Sequence[int]) -> GeneratedBatch:
+        """One image per row of ``contexts`` (B, E), image i from ``seeds[i]``."""
+        embeddings = self._embeddings(contexts)
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != embeddings.shape[0]:
+            raise ValueError(f"got {len(seeds)} seeds for {embeddings.shape[0]} contexts; need one seed per context")
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        model, dtype = self.model, self.model.unet.dtype
+        with torch.inference_mode():
+            encoder = model.context_encoder
+            context_tokens = encoder(embeddings.to(encoder.proj_in.weight.dtype)).to(dtype)
+            empty_tokens = encoder.empty_tokens(len(seeds)).to(dtype)
+        out = run_sampler(model.unet, self.scheduler, context_tokens, empty_tokens, generators, self.config,
+                          model.latent_shape())
+        return self._finish(out, seeds)
+
+    def _finish(self, out: SamplerOutput, seeds: list[int]) -> GeneratedBatch:
+        model = self.model
+        with torch.inference_mode():
+            decoder_dtype = model.unet.dtype if model.autoencoder is None else next(model.autoencoder.parameters()).dtype
+            images = model.decode_latents(out.latents.to(decoder_dtype))
+        return GeneratedBatch(
+            images=to_uint8(images),
+            seeds=seeds,
+            t0=out.t0.cpu().numpy(),
+            d_t=out.d_t.cpu().numpy(),
+            timesteps=out.timesteps.cpu().numpy(),
+            unet_evaluations=out.unet_evaluations.cpu().numpy(),
+            unet_calls=out.unet_calls,
+            mode=self.config.mode,
+        )

@@ -1,0 +1,152 @@
+"""The UIFace step loop: DDIM (eta 0) with the two stages, adaptive t0 and attention injection.
+
+Each step makes ONE UNet call whose rows are the c_e passes of the samples that need one,
+followed by the conditional passes of the samples in stage 2; samples in stage 1 cost one
+evaluation, samples in stage 2 two.  For ``uiface`` an image costs S + (steps with t < t0)
+UNet sample-evaluations, not 2S.  Latents stay float32 between steps; the UNet runs in its
+own dtype.  Every sample draws its initial noise from its own generator, and nothing in this
+loop reduces over the batch, so an image does not depend on its batch-mates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDIMScheduler, UNet2DConditionModel
+
+from uiface_ray.sample.adaptive_t0 import combine_maps, map_distance, settle
+from uiface_ray.sample.attention import AttentionPlan, UIFaceAttnProcessor
+from uiface_ray.sample.config import SamplerConfig
+from uiface_ray.sample.two_stage import guide, in_stage_two, initial_t0, needs_empty_pass
+
+__all__ = ["SamplerOutput", "run_sampler", "initial_noise", "check_inputs"]
+
+
+@dataclass
+class SamplerOutput:
+    """Result of :func:`run_sampler` for a batch of B images over S steps."""
+
+    latents: torch.Tensor  # (B, C, H, W) z_0, float32 (float64 for a float64 UNet)
+    t0: torch.Tensor  # (B,) int64: stage 2 ran at the timesteps t < t0
+    d_t: torch.Tensor  # (B, S) float32: eq. 5 distance at each step, NaN where not computed
+    timesteps: torch.Tensor  # (S,) int64, the DDIM timesteps in sampling order
+    unet_evaluations: torch.Tensor  # (B,) int64 UNet sample-evaluations per image
+    unet_calls: int  # batched UNet forward calls made
+
+
+def check_inputs(
+    unet: UNet2DConditionModel,
+    context_tokens: torch.Tensor,
+    empty_tokens: torch.Tensor,
+    generators: list[torch.Generator],
+    cfg: SamplerConfig,
+    latent_shape: tuple[int, int, int],
+) -> None:
+    """Raise ValueError/TypeError naming the bad argument; runs before any UNet call."""
+    if not isinstance(cfg, SamplerConfig):
+        raise TypeError(f"cfg must be a SamplerConfig, got {type(cfg).__name__}")
+    dim = unet.config.cross_attention_dim
+    if context_tokens.ndim != 3 or context_tokens.shape[-1] != dim:
+        raise ValueError(f"context_tokens must be (B, N, {dim}) for this UNet, got {tuple(context_tokens.shape)}")
+    if empty_tokens.shape != context_tokens.shape:
+        raise ValueError(
+            f"empty_tokens {tuple(empty_tokens.shape)} must match context_tokens {tuple(context_tokens.shape)}"
+        )
+    if context_tokens.shape[0] == 0:
+        raise ValueError("context_tokens is an empty batch")
+    for name, tokens in (("context_tokens", context_tokens), ("empty_tokens", empty_tokens)):
+        if not torch.isfinite(tokens).all():
+            bad = (~torch.isfinite(tokens)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+            raise ValueError(f"{name} has NaN/inf values in rows {bad}")
+    if len(generators) != context_tokens.shape[0] or not all(isinstance(g, torch.Generator) for g in generators):
+        raise ValueError(
+            f"need one torch.Generator per context row: {len(generators)} generators for {context_tokens.shape[0]} rows"
+        )
+    channels = unet.config.in_channels
+    if len(latent_shape) != 3 or latent_shape[0] != channels:
+        raise ValueError(f"latent_shape must be ({channels}, H, W) for this UNet, got {tuple(latent_shape)}")
+    if unet.config.out_channels != channels:
+        raise ValueError(f"UNet predicts {unet.config.out_channels} channels for {channels} inputs; expected eps only")
+
+
+def initial_noise(generators: list[torch.Generator], latent_shape: tuple[int, int, int], device) -> torch.Tensor:
+    """z_T: (B, C, H, W) float32, row i drawn from generators[i] alone."""
+    rows = [torch.randn(latent_shape, generator=g, device=g.device, dtype=torch.float32) for g in generators]
+    return torch.stack(rows).to(device)
+
+
+def _plan_rows(stage_two: torch.Tensor, record: torch.Tensor, cfg: SamplerConfig, latent_hw) -> tuple:
+    """Which samples go in this call as c_e rows and as conditional rows, and the processors' plan."""
+    empty_idx = needs_empty_pass(stage_two, cfg).nonzero().flatten()  # samples with a c_e row
+    cond_idx = stage_two.nonzero().flatten()  # samples with a conditional row
+    row_of = torch.full_like(stage_two, -1, dtype=torch.long)
+    row_of[empty_idx] = torch.arange(len(empty_idx), device=stage_two.device)  # sample -> its c_e row
+    plan = AttentionPlan(num_empty=len(empty_idx), latent_hw=latent_hw, blend=cfg.injection_blend)
+    if record.any():
+        plan.record = row_of[record.nonzero().flatten()]
+    if cfg.injection and len(cond_idx):
+        plan.source = row_of[cond_idx]
+        assert bool((plan.source >= 0).all()), "injection needs the c_e row of every stage-2 sample"
+        plan.inject_self, plan.inject_cross = cfg.inject_self, cfg.inject_cross
+    return empty_idx, cond_idx, row_of, plan
+
+
+def run_sampler(
+    unet: UNet2DConditionModel,
+    scheduler: DDIMScheduler,
+    context_tokens: torch.Tensor,
+    empty_tokens: torch.Tensor,
+    generators: list[torch.Generator],
+    cfg: SamplerConfig,
+    latent_shape: tuple[int, int, int],
+) -> SamplerOutput:
+    """Sample B latents: context_tokens / empty_tokens (B, N, D) on the UNet's device."""
+    check_inputs(unet, context_tokens, empty_tokens, generators, cfg, latent_shape)
+    device, dtype = context_tokens.device, unet.dtype
+    state_dtype = torch.float64 if dtype == torch.float64 else torch.float32  # latents between steps
+    batch, latent_hw = context_tokens.shape[0], tuple(latent_shape[1:])
+    map_hw = latent_hw if cfg.map_resolution is None else (cfg.map_resolution, cfg.map_resolution)
+    scheduler.set_timesteps(cfg.num_inference_steps, device=device)
+    timesteps = scheduler.timesteps
+    latents = initial_noise(generators, latent_shape, device).to(state_dtype) * scheduler.init_noise_sigma  # z_T
+    t0 = initial_t0(cfg, batch, scheduler.config.num_train_timesteps, device)
+    d_t = torch.full((batch, len(timesteps)), float("nan"), device=device)  # float32
+    prev_map = torch.zeros((batch, *map_hw), device=device)  # float32, as spatial_map returns  # h_(t+1) of each sample
+    evaluations = torch.zeros(batch, dtype=torch.long, device=device)
+    processor = UIFaceAttnProcessor()
+    original = unet.attn_processors
+    unet.set_attn_processor(processor)
+    try:
+        with torch.inference_mode():
+            for step, t in enumerate(timesteps):
+                # 1. who is in which stage at t (eq. 4) and who needs its c_e map (eq. 5)
+                stage_two = in_stage_two(t, t0)
+                record = ~stage_two if cfg.adaptive else torch.zeros_like(stage_two)
+                empty_idx, cond_idx, row_of, processor.plan = _plan_rows(stage_two, record, cfg, latent_hw)
+                # 2. one UNet call: c_e rows, then conditional rows
+                model_input = torch.cat([latents[empty_idx], latents[cond_idx]]).to(dtype)
+                tokens = torch.cat([empty_tokens[empty_idx], context_tokens[cond_idx]]).to(dtype)
+                noise_pred = unet(model_input, t, encoder_hidden_states=tokens, return_dict=False)[0].to(state_dtype)
+                evaluations[empty_idx] += 1
+                evaluations[cond_idx] += 1
+                # 3. eps per sample: c_e in stage 1, guided in stage 2 (eq. 4)
+                n = len(empty_idx)
+                eps = torch.empty_like(latents)
+                eps[empty_idx] = noise_pred[:n]
+                eps_empty = noise_pred[:n][row_of[cond_idx]] if cfg.guidance_scale != 0.0 else None
+                eps[cond_idx] = guide(eps_empty, noise_pred[n:], cfg.guidance_scale)
+                # 4. adaptive boundary (eq. 5) from this step's c_e cross-attention maps
+                if processor.plan.record is not None:
+                    rows = record.nonzero().flatten()
+                    h_t = combine_maps(processor.plan.maps, map_hw, cfg.layer_max_normalise)
+                    if step > 0:
+                        d_t[rows, step] = map_distance(h_t, prev_map[rows])
+                        t0 = settle(t0, rows, d_t[rows, step], t, cfg.threshold)
+                    prev_map[rows] = h_t
+                # 5. DDIM update, eta 0
+                latents = scheduler.step(eps, t, latents, eta=0.0).prev_sample
+                processor.plan = None
+    finally:
+        unet.set_attn_processor(original)
+    return SamplerOutput(latents, t0, d_t, timesteps.long(), evaluations, len(timesteps))
