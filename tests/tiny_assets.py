@@ -1,0 +1,44 @@
+"""Tiny synthesis inputs on disk for tests: a random-weight 16x16 model and a small identity table.
+
+``make_tiny_synthesis_inputs(dir) -> (model_url, identities_url)`` is a stable helper that other
+test files (e.g. the deploy tests' ``ray job submit`` run) reuse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from uiface_ray.identities.filtering import GreedyIdentityFilter
+from uiface_ray.identities.table import write_identity_table
+
+TINY_EMBEDDING_DIM = 128
+
+
+def make_tiny_model(url: str, seed: int = 0, embedding_dim: int = TINY_EMBEDDING_DIM) -> str:
+    """Save a freshly initialised tiny generator (16x16, 32/64 channels) at ``url``."""
+    from uiface_ray.model import ModelConfig, build_model, save_model
+
+    encoder = {"kind": "test", "dim": embedding_dim, "fingerprint": "tiny-test"}
+    save_model(build_model(ModelConfig.tiny(embedding_dim=embedding_dim), encoder, seed=seed), url)
+    return url
+
+
+def make_tiny_identities(url: str, num_identities: int = 4, dim: int = TINY_EMBEDDING_DIM, seed: int = 0) -> str:
+    """Write an identity table of ``num_identities`` random unit embeddings at ``url``."""
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((num_identities, dim)).astype(np.float32)
+    filt = GreedyIdentityFilter(num_identities, dim, similarity_threshold=1.01)
+    filt.offer(emb, rng.integers(0, 2**31, num_identities))
+    write_identity_table(url, filt.result(), {"kind": "test", "dim": dim, "fingerprint": "tiny-test"})
+    return url
+
+
+def make_tiny_synthesis_inputs(directory: str | Path, num_identities: int = 4) -> tuple[str, str]:
+    """A tiny model and a matching identity table under ``directory``; returns their URLs."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model_url = make_tiny_model(str(directory / "model"))
+    identities_url = make_tiny_identities(str(directory / "identities.parquet"), num_identities)
+    return model_url, identities_url

@@ -1,0 +1,50 @@
+"""The live progress line: shards, images, images/s and ETA."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+@dataclass
+class Progress:
+    """Counts shards/images done; :meth:`line` formats them, :meth:`maybe_print` rate-limits printing."""
+
+    total_shards: int
+    total_images: int
+    shards_done: int = 0
+    images_done: int = 0
+    every_s: float = 5.0
+    stream: object = None
+    _start: float = field(default_factory=time.perf_counter)
+    _images_this_run: int = 0
+    _last_print: float = 0.0
+
+    def update(self, images: int) -> None:
+        self.shards_done += 1
+        self.images_done += images
+        self._images_this_run += images
+
+    @property
+    def images_per_second(self) -> float:
+        elapsed = time.perf_counter() - self._start
+        return self._images_this_run / elapsed if elapsed > 0 else 0.0
+
+    def line(self) -> str:
+        rate = self.images_per_second
+        left = self.total_images - self.images_done
+        eta = _hms(left / rate) if rate > 0 else "?"
+        return (f"[synthesize] shards {self.shards_done}/{self.total_shards}  images "
+                f"{self.images_done}/{self.total_images}  {rate:.2f} img/s  ETA {eta}")
+
+    def maybe_print(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if force or now - self._last_print >= self.every_s:
+            print(self.line(), file=self.stream or sys.stderr, flush=True)
+            self._last_print = now
