@@ -106,3 +106,24 @@ def test_augment_is_seeded_and_keeps_shape():
     assert torch.equal(none, x)
     flipped = augment_batch(x, torch.Generator().manual_seed(5), AugmentSpec(1.0, 0, 0, 0))
     assert torch.equal(flipped, x.flip(-1))
+
+
+def test_lpips_needs_both_weight_files_and_measures_difference(tmp_path):
+    from uiface_ray.encoders.checkpoint import CheckpointError
+    from uiface_ray.evaluate.lpips import LPIPSVGG, load_lpips_vgg, lpips_distance
+
+    torch.manual_seed(0)
+    ref = LPIPSVGG()
+    vgg = {f"features.{k}": v for k, v in ref.features.state_dict().items()}
+    vgg["classifier.0.weight"] = torch.zeros(2, 2)  # torchvision files carry the classifier too
+    lin = {f"lin{k}": v.abs() for k, v in ref.lins.state_dict().items()}
+    torch.save(vgg, tmp_path / "vgg16.pth")
+    torch.save(lin, tmp_path / "lin.pth")
+    model, fp = load_lpips_vgg(str(tmp_path / "vgg16.pth"), str(tmp_path / "lin.pth"))
+    a, b = _faces(2, seed=4), _faces(2, seed=5)
+    assert torch.allclose(lpips_distance(model, a, a), torch.zeros(2), atol=1e-6)
+    assert (lpips_distance(model, a, b) > 0).all() and fp
+    del lin["lin4.model.1.weight"]
+    torch.save(lin, tmp_path / "lin_bad.pth")
+    with pytest.raises(CheckpointError, match="lin_bad.pth.*4.model.1.weight"):
+        load_lpips_vgg(str(tmp_path / "vgg16.pth"), str(tmp_path / "lin_bad.pth"))

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,20 +61,14 @@ def _dense(keys: list) -> np.ndarray:
 
 
 def _read_synthetic(url: str, st: StorageConfig | None) -> FaceSet:
-    man_url = storage.join(url, "manifest.json")
-    manifest = json.loads(storage.read_bytes(man_url, st).decode())
-    shards = sorted(manifest.get("shards", []), key=lambda s: s.get("index", 0))
-    if not shards:
-        raise ValueError(f"{man_url} lists no shards")
+    from uiface_ray.synth.dataset import open_dataset
+
     images, ids = [], []
-    for rec in shards:
-        name = rec["name"]
-        shard_url = storage.join(url, name) if "/" in name else storage.join(url, "shards", name)
-        table = storage.read_table(shard_url, st, columns=["identity_id", "image_index", "image"])
-        cols = table.to_pydict()
-        for ident, img in zip(cols["identity_id"], cols["image"]):
-            images.append(img)
-            ids.append(int(ident))
+    for rows in open_dataset(url, st).iter_shards(verify=True):  # complete, hash-checked
+        images += list(rows.image)
+        ids += [int(i) for i in rows.identity_id]
+    if not images:
+        raise ValueError(f"{url}: the synthetic dataset holds no images")
     return FaceSet(images, _dense(ids), [str(i) for i in ids], url, "synthetic")
 
 

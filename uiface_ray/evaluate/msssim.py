@@ -79,28 +79,34 @@ class DiversityResult:
     num_pairs: int
 
 
-def intra_class_diversity(images: np.ndarray, labels: np.ndarray, num_identities: int | None,
-                          max_pairs_per_identity: int, rng: np.random.Generator,
-                          batch_size: int = 64) -> DiversityResult:
-    """1 - MS-SSIM among images of one identity, over a seeded sample of identities."""
+def intra_pairs(labels: np.ndarray, num_identities: int | None, max_pairs_per_identity: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, second, identity) of image pairs within identities, over a seeded identity sample."""
     labels = np.asarray(labels)
     ids = [c for c in np.unique(labels) if (labels == c).sum() >= 2]
     if not ids:
-        raise ValueError("intra-class diversity needs an identity with at least 2 images")
+        raise ValueError("intra-class pairs need an identity with at least 2 images")
     if num_identities is not None and num_identities < len(ids):
         ids = sorted(rng.choice(ids, size=num_identities, replace=False).tolist())
     ia, ib, owner = [], [], []
     for c in ids:
         idx = np.flatnonzero(labels == c)
-        pairs = [(i, j) for k, i in enumerate(idx) for j in idx[k + 1:]]
-        if len(pairs) > max_pairs_per_identity:
-            pick = rng.choice(len(pairs), size=max_pairs_per_identity, replace=False)
-            pairs = [pairs[p] for p in sorted(pick)]
-        for i, j in pairs:
-            ia.append(i), ib.append(j), owner.append(c)
-    ia, ib, owner = np.array(ia), np.array(ib), np.array(owner)
+        ii, jj = np.triu_indices(len(idx), k=1)
+        if len(ii) > max_pairs_per_identity:
+            pick = np.sort(rng.choice(len(ii), size=max_pairs_per_identity, replace=False))
+            ii, jj = ii[pick], jj[pick]
+        ia.append(idx[ii]), ib.append(idx[jj]), owner.append(np.full(len(ii), c))
+    return np.concatenate(ia), np.concatenate(ib), np.concatenate(owner)
+
+
+def intra_class_diversity(images: np.ndarray, labels: np.ndarray, num_identities: int | None,
+                          max_pairs_per_identity: int, rng: np.random.Generator,
+                          batch_size: int = 64) -> DiversityResult:
+    """1 - MS-SSIM among images of one identity, over a seeded sample of identities."""
+    ia, ib, owner = intra_pairs(labels, num_identities, max_pairs_per_identity, rng)
     sims = np.concatenate([ms_ssim(images[ia[s:s + batch_size]], images[ib[s:s + batch_size]])
                            for s in range(0, len(ia), batch_size)])
+    ids = np.unique(owner)
     per = {int(c): float(1.0 - sims[owner == c].mean()) for c in ids}
     vals = np.array(list(per.values()))
     return DiversityResult(float(vals.mean()), float(vals.std()), per, len(ids), len(ia))

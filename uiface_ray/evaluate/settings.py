@@ -89,3 +89,60 @@ class MetricsConfig(Config):
     lpips_lin: str | None = Field(None, description="LPIPS linear-layer weights (vgg.pth of Zhang et al.).")
     seed: int = Field(0, description="Seed of every sample drawn.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage access.")
+
+
+class AblationFRConfig(Config):
+    """FR training settings used for every row of the ablation (data and out are filled in)."""
+
+    depth: Literal[18, 34, 50, 100] = Field(50, description="IResNet depth (paper: IR-50).")
+    embedding_dim: int = Field(512, ge=8, description="Embedding size.")
+    epochs: int = Field(40, ge=1, description="Epochs per dataset.")
+    max_steps: int | None = Field(None, ge=1, description="Cap on steps per dataset.")
+    batch_size: int = Field(128, ge=2, description="Images per step per worker.")
+    lr: float = Field(0.1, gt=0, description="Initial learning rate.")
+    lr_milestones: tuple[float, ...] = Field((0.25, 0.5, 0.75), description="LR drops, as fractions of all steps.")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="Optimizer.")
+    augment_p: float = Field(0.2, ge=0, le=1, description="AdaFace-style augmentation probability.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers.")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per worker.")
+    torch_threads: int = Field(1, ge=1, description="Torch threads per worker.")
+
+
+class AblationConfig(Config):
+    """Table 2 at our scale: one generator, each sampler mode on the same identities and seeds."""
+
+    model: str = Field(..., description="Generator folder/URL (uiface_ray.model.bundle.save_model).")
+    out: str = Field(..., description="Output URL: per-mode face tables, FR models, results.json, report/.")
+    modes: tuple[Literal["baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"], ...] = \
+        Field(("baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"),
+              description="Sampler modes (Table 2 rows).")
+    sampler: dict = Field(default_factory=dict, description="SamplerConfig fields shared by every mode "
+                          "(num_inference_steps, guidance_scale, t0, threshold, max_t0, ...); mode is set per row.")
+    identities: str | None = Field(None, description="Identity table (Parquet with embedding) giving the "
+                                   "contexts; default: seeded random unit vectors of the model's embedding size.")
+    num_identities: int = Field(50, ge=2, description="Identities per mode.")
+    images_per_identity: int = Field(10, ge=2, description="Images per identity.")
+    batch_size: int = Field(64, ge=1, description="Images per sampler call.")
+    seed: int = Field(0, description="Job seed: image seeds are image_seed(seed, identity, index).")
+    device: str = Field("cpu", description="Torch device of the sampler.")
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="FR encoder for the metrics "
+                                   "and Figure 2 (default: dlib).")
+    lfw_dir: str = Field("../shared/data/lfw112", description="Real faces (lfw112 layout): DevTrain for the "
+                         "real row and precision/recall, pairsDevTest for verification.")
+    real_row: bool = Field(True, description="Also train on real DevTrain faces (the reference row).")
+    real_min_images: int = Field(5, ge=2, description="Real row: people with at least this many images.")
+    real_max_images: int = Field(2000, ge=11, description="Real images for precision/recall (seeded sample).")
+    verify_max_pairs: int | None = Field(None, ge=20, description="Use only this many pairsDevTest pairs.")
+    fr: AblationFRConfig = Field(default_factory=AblationFRConfig, description="FR training for every row.")
+    metrics_k: int = Field(10, ge=1, description="k of improved precision/recall.")
+    diversity_identities: int = Field(100, ge=1, description="Identities sampled for 1 - MS-SSIM.")
+    intervals: tuple[tuple[int, int], ...] = Field(
+        ((800, 1000), (600, 800), (400, 600), (200, 400), (0, 200), (0, 1000)),
+        description="Figure 2: timestep intervals [start, end) where the identity guides sampling.")
+    interval_identities: int = Field(10, ge=1, description="Figure 2: identities per interval.")
+    interval_images: int = Field(4, ge=2, description="Figure 2: images per identity.")
+    grid_identities: int = Field(6, ge=1, description="Image grids: identities (rows) per mode.")
+    grid_images: int = Field(6, ge=1, description="Image grids: images (columns) per identity.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage access.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Where the Ray driver connects.")
