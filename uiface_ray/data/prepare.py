@@ -1,0 +1,120 @@
+"""Prepare faces: an image-folder tree or an insightface ``train.rec`` -> a face table (Parquet).
+
+Everything is read and checked before anything is written; the table is written in one atomic
+step, so a failure leaves no output.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from pydantic import Field
+
+from uiface_ray.config import Config, StorageConfig
+from uiface_ray.data.face_table import FaceTableBuilder, FaceTableSummary
+from uiface_ray.data.image_folder import FaceDataError, read_people_list, scan_image_folder
+from uiface_ray.data.images import prepare_image
+from uiface_ray.data.recordio import RecordIOReader
+from uiface_ray.storage import read_bytes
+
+__all__ = ["PrepareFacesConfig", "PrepareResult", "prepare_faces"]
+
+
+class PrepareFacesConfig(Config):
+    """Turn real aligned faces (image folders or insightface RecordIO) into a face table."""
+
+    input: str = Field(
+        "../shared/data/lfw112/images",
+        description="Image-folder tree (one folder per identity) or an insightface train.rec (path or s3://).",
+    )
+    format: Literal["auto", "folder", "rec"] = Field(
+        "auto", description="Input kind; 'auto': 'rec' when input ends with .rec, else 'folder'."
+    )
+    idx: str | None = Field(None, description="The .idx of a .rec input (default: next to it, same stem).")
+    people_file: str | None = Field(
+        None, description="Only these people (peopleDevTrain.txt format: count line, then name<TAB>n lines)."
+    )
+    min_images: int = Field(1, ge=1, description="Drop identities with fewer images than this.")
+    max_identities: int | None = Field(None, ge=1, description="Keep at most this many identities (in name order).")
+    max_images_per_identity: int | None = Field(None, ge=1, description="Keep at most this many images per identity.")
+    resolution: int | None = Field(
+        112, ge=8, description="Output side length in pixels (square; non-square inputs are centre-cropped); "
+        "null keeps the input size."
+    )
+    image_format: Literal["jpeg", "png"] = Field("jpeg", description="Encoding of the stored images.")
+    jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality when images are re-encoded.")
+    output: str = Field("out/faces.parquet", description="Face table to write (path or s3://.../faces.parquet).")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage endpoint and keys.")
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    table: FaceTableSummary
+    source_kind: str
+    seconds: float
+
+
+def _log(message: str) -> None:
+    print(f"[prepare_faces] {message}", file=sys.stderr, flush=True)
+
+
+def _add_folder_faces(cfg: PrepareFacesConfig, builder: FaceTableBuilder, log: Callable[[str], None]) -> None:
+    people = None
+    if cfg.people_file:
+        people = [name for name, _ in read_people_list(cfg.people_file, cfg.storage)]
+    identities = scan_image_folder(cfg.input, people, cfg.min_images, cfg.max_identities,
+                                   cfg.max_images_per_identity, cfg.storage, progress=log)
+    total = sum(len(ident.files) for ident in identities)
+    log(f"{len(identities)} identities with >= {cfg.min_images} images, {total} images")
+    for ident in identities:
+        for url in ident.files:
+            face = prepare_image(read_bytes(url, cfg.storage), url, cfg.resolution, cfg.image_format, cfg.jpeg_quality)
+            builder.add(ident.name, url, face)
+            if len(builder) % 1000 == 0:
+                log(f"{len(builder)}/{total} images")
+
+
+def _add_rec_faces(cfg: PrepareFacesConfig, builder: FaceTableBuilder, log: Callable[[str], None]) -> None:
+    with RecordIOReader(cfg.input, cfg.idx, cfg.storage) as reader:
+        items = [(reader.record_index(i), item.label, item.image) for i, item in enumerate(reader)]
+    log(f"{len(items)} images read from {cfg.input}")
+    counts = Counter(label for _, label, _ in items)
+    kept = sorted(label for label, n in counts.items() if n >= cfg.min_images)[: cfg.max_identities]
+    per_label: dict[float, list[tuple[int, bytes]]] = {label: [] for label in kept}
+    for index, label, image in items:
+        if label in per_label:
+            per_label[label].append((index, image))
+    for label in kept:
+        for index, image in per_label[label][: cfg.max_images_per_identity]:
+            source = f"rec:{index}"
+            face = prepare_image(image, f"{cfg.input} record {index}", cfg.resolution, cfg.image_format,
+                                 cfg.jpeg_quality)
+            builder.add(f"{int(label)}", source, face)
+
+
+def prepare_faces(cfg: PrepareFacesConfig, log: Callable[[str], None] = _log) -> PrepareResult:
+    """Read, filter, resize and write the face table ``cfg.output``; returns what was written."""
+    start = time.perf_counter()
+    kind = cfg.format if cfg.format != "auto" else ("rec" if cfg.input.endswith(".rec") else "folder")
+    builder = FaceTableBuilder()
+    if kind == "rec" and cfg.people_file:
+        raise FaceDataError(f"people_file {cfg.people_file} applies to image folders, not to {cfg.input}")
+    if kind == "rec":
+        _add_rec_faces(cfg, builder, log)
+    else:
+        _add_folder_faces(cfg, builder, log)
+    if not len(builder):
+        raise FaceDataError(f"{cfg.input}: no identity has at least {cfg.min_images} images; nothing to write")
+    provenance = {
+        "input": cfg.input, "format": kind, "people_file": cfg.people_file, "min_images": cfg.min_images,
+        "resolution": cfg.resolution, "image_format": cfg.image_format,
+    }
+    summary = builder.write(cfg.output, provenance, cfg.storage)
+    seconds = time.perf_counter() - start
+    log(f"wrote {summary.images} images of {summary.identities} identities to {summary.output} "
+        f"({summary.num_bytes / 1e6:.1f} MB) in {seconds:.1f} s")
+    return PrepareResult(summary, kind, seconds)
