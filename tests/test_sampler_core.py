@@ -180,3 +180,13 @@ def test_attention_materialised_only_where_needed(unet, monkeypatch, mode):
         assert counts == {"self": 0, "cross": layers * steps_with_stage_one}
     else:
         assert counts == {"self": layers * STEPS, "cross": layers * STEPS}
+
+
+def test_guidance_zero_without_injection_skips_the_empty_pass_in_stage_two(unet):
+    cfg = SamplerConfig(mode="two_stage_fixed", guidance_scale=0.0, num_inference_steps=STEPS)
+    context, empty = tokens(2)
+    out = run(unet, cfg, [0, 1], context, empty)
+    assert (out.unet_evaluations == STEPS).all()  # one pass per step: c_e, then c alone
+    for i in range(2):
+        z, _, _, _ = reference_sample(unet, context[i], empty[i], i, cfg)
+        assert close(out.latents[i], z, rel=1e-6)
