@@ -1,0 +1,78 @@
+"""SynthesisConfig: the config of ``jobs/synthesize.py`` (and what decides the dataset's bytes)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from uiface_ray.config import Config, RayConfig, StorageConfig
+from uiface_ray.sample.config import SamplerConfig
+
+__all__ = ["ActorPoolConfig", "FaultInjectionConfig", "SynthesisConfig"]
+
+
+class ActorPoolConfig(Config):
+    """The fixed pool of sampler actors."""
+
+    num_actors: int | None = Field(
+        None, ge=1, description="Actors in the pool; empty: one per GPU of the cluster, else one per CPU slot.")
+    use_gpu: Literal["auto", "yes", "no"] = Field(
+        "auto", description="'auto': one actor per GPU (num_gpus=1) when the cluster has GPUs, else CPU actors.")
+    cpus_per_actor: int = Field(1, ge=1, description="num_cpus of each CPU actor (and torch threads in it).")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="Sampling dtype on GPU actors (CPU actors always use float32).")
+    tasks_per_actor: int = Field(2, ge=1, description="Shards queued per actor (2 keeps it busy while one is written).")
+    max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed actor in its own slot.")
+    max_shard_attempts: int = Field(
+        4, ge=1, description="Times one shard is dispatched before the job fails (an actor death counts).")
+
+
+class FaultInjectionConfig(Config):
+    """Test hook: make an actor hold one shard so that a test can kill it mid-shard."""
+
+    hold_shard: int | None = Field(
+        None, ge=0, description="On its first attempt, shard with this index sleeps before being written.")
+    hold_seconds: float = Field(60.0, ge=0, description="How long the held shard sleeps.")
+    marker_dir: str | None = Field(
+        None, description="Local folder where the holding actor writes 'holding-<shard>' holding its actor name.")
+
+
+class SynthesisConfig(Config):
+    """Generate images for every identity of an identity table into Parquet shards + a manifest."""
+
+    model: str = Field(..., description="Model folder (path or s3:// URL) saved by save_model.")
+    identities: str = Field(..., description="Identity table (Parquet) written by jobs/make_identities.py.")
+    output: str = Field(..., description="Output folder (path or s3://bucket/prefix): shards/ and manifest.json.")
+    images_per_identity: int = Field(50, ge=1, description="Images generated per identity.")
+    identities_per_shard: int = Field(16, ge=1, description="Identities per shard (one shard = one actor task).")
+    seed: int = Field(0, ge=0, description="Job seed; each image's seed is image_seed(seed, identity, index).")
+    batch_size: int = Field(64, ge=1, description="Images per sampler call inside an actor.")
+    image_format: Literal["png", "jpeg"] = Field("png", description="Encoding of the images in the shards.")
+    jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality when image_format is 'jpeg'.")
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="How images are sampled.")
+    actors: ActorPoolConfig = Field(default_factory=ActorPoolConfig, description="The sampler actor pool.")
+    verify_hashes: bool = Field(True, description="On resume, re-hash every listed shard against the manifest.")
+    progress_every_s: float = Field(5.0, ge=0, description="Seconds between local progress lines.")
+    fault_injection: FaultInjectionConfig = Field(
+        default_factory=FaultInjectionConfig, description="Test hook (leave empty in production).")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Where the driver connects.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")
+
+    def generation(self, model_hash: str, identities_sha256: str, dtype: str) -> dict[str, Any]:
+        """What determines the dataset's bytes; a resume with any of these changed is refused."""
+        return {
+            "model_hash": model_hash,
+            "identities_sha256": identities_sha256,
+            "images_per_identity": self.images_per_identity,
+            "identities_per_shard": self.identities_per_shard,
+            "seed": self.seed,
+            "image_format": self.image_format,
+            "jpeg_quality": self.jpeg_quality if self.image_format == "jpeg" else None,
+            "dtype": dtype,
+            "sampler": self.sampler.model_dump(mode="json"),
+        }
+
+    def recorded(self) -> dict[str, Any]:
+        """The job config as recorded in the manifest (storage secrets left out)."""
+        return self.model_dump(mode="json", exclude={"storage", "fault_injection"})
