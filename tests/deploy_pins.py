@@ -122,3 +122,10 @@ def render(text: str, values: dict[str, str]) -> str:
     missing = placeholders(text) - set(values)
     assert not missing, f"no value for placeholders {sorted(missing)}"
     return PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)
+
+
+def envsubst_vars(path: Path) -> set[str]:
+    """The variables that the file's own ``envsubst '...'`` usage line names."""
+    m = re.search(r"envsubst '([^']+)'", path.read_text())
+    assert m, f"{path.name}: no envsubst usage line"
+    return {v.lstrip("$") for v in m.group(1).split()}

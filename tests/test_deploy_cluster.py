@@ -20,11 +20,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy_pins import CPU_TORCH_INDEX, ROOT, TORCH_VERSION, V100_TORCH_INDEX, pip_installs, render
+from deploy_pins import (CPU_TORCH_INDEX, ROOT, TORCH_VERSION, V100_TORCH_INDEX, envsubst_vars, pip_installs,
+                         placeholders, render)
 
 DEPLOY = ROOT / "deploy"
 CLUSTER_FILES = sorted(p for p in DEPLOY.glob("*.yaml") if "provider" in (yaml.safe_load(p.read_text()) or {}))
 AWS = DEPLOY / "aws-v100.yaml"
+ONPREM = DEPLOY / "onprem-v100.yaml"
+# Example values for the ${NAME} placeholders that on-prem files leave to envsubst.
+EXAMPLES = {"IMAGE_REPO": "registry.example.com/uiface-ray", "HEAD_IP": "10.0.0.1", "WORKER_IP_1": "10.0.0.2",
+            "WORKER_IP_2": "10.0.0.3", "SSH_USER": "ops"}
 # AWS's published sizes: vCPUs and V100 GPUs per instance.
 P3 = {"p3.2xlarge": (8, 1), "p3.8xlarge": (32, 4), "p3.16xlarge": (64, 8)}
 COMMAND_KEYS = ("setup_commands", "head_setup_commands", "worker_setup_commands",
@@ -43,7 +48,8 @@ def no_network(monkeypatch):
 
 
 def load(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
+    text = path.read_text()
+    return yaml.safe_load(render(text, {k: EXAMPLES[k] for k in placeholders(text)}))
 
 
 def prepared(path: Path) -> dict:
@@ -55,7 +61,14 @@ def prepared(path: Path) -> dict:
 
 
 def test_cluster_files_found():
-    assert AWS in CLUSTER_FILES, CLUSTER_FILES
+    assert {AWS, ONPREM} <= set(CLUSTER_FILES), CLUSTER_FILES
+
+
+@pytest.mark.parametrize("path", CLUSTER_FILES, ids=lambda p: p.name)
+def test_placeholders_documented(path):
+    found = placeholders(path.read_text())
+    if found:
+        assert found == envsubst_vars(path), f"{path.name}: placeholders {found} vs its envsubst line"
 
 
 @pytest.mark.parametrize("path", CLUSTER_FILES, ids=lambda p: p.name)
@@ -109,9 +122,13 @@ def test_node_types_cpu_head_and_v100_workers(no_network):
     assert sum(s["min_workers"] for s in types.values()) <= config["max_workers"]
 
 
-def test_instance_profiles_and_no_keys():
-    text = AWS.read_text()
+@pytest.mark.parametrize("path", CLUSTER_FILES, ids=lambda p: p.name)
+def test_no_keys_in_cluster_files(path):
+    text = path.read_text()
     assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key|aws_access_key_id|aws_credentials", text, re.I)
+
+
+def test_instance_profiles():
     config = load(AWS)
     for name, spec in config["available_node_types"].items():
         profile = spec["node_config"].get("IamInstanceProfile")
@@ -206,3 +223,24 @@ def test_job_upload_stays_small(tmp_path):
     assert not tops & {".venv", ".git", "tests", "docs", "deploy", "docker"}, tops
     assert not any("__pycache__" in n for n in names)
     assert target.stat().st_size < 4 * 2**20, f"upload is {target.stat().st_size} bytes"
+
+
+def test_onprem_runs_the_images(no_network):
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    config = prepared(ONPREM)
+    docker = config["docker"]
+    repo = EXAMPLES["IMAGE_REPO"]
+    assert (docker["image"], docker["head_image"]) == (f"{repo}:{version}-gpu", f"{repo}:{version}-cpu")
+    for kind in ("gpu", "cpu"):
+        assert f":{version}-{kind}" in (ROOT / "docker" / f"Dockerfile.{kind}").read_text(), "image tags drifted"
+    assert "--gpus all" in docker["worker_run_options"] and "--gpus all" not in docker.get("head_run_options", [])
+    assert "--env RAY_AUTH_MODE=token" in docker["run_options"]
+    assert any(o.startswith("--volume $HOME/.aws:/root/.aws:ro") for o in docker["run_options"])
+    assert config["file_mounts"] == {"/root/.ray/auth_token": "~/.ray/auth_token"}
+    head_start = next(c for c in config["head_start_ray_commands"] if "ray start" in c)
+    assert "--num-cpus=0" in head_start and "--num-gpus=0" in head_start
+    commands = config["head_setup_commands"] + config["worker_setup_commands"]
+    assert not _installs(commands), "on-prem nodes install nothing: everything is in the images"
+    assert config["provider"]["worker_ips"] == [EXAMPLES["WORKER_IP_1"], EXAMPLES["WORKER_IP_2"]]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy_pins import ROOT, placeholders, pyproject_pins, render
+from deploy_pins import ROOT, envsubst_vars, placeholders, pyproject_pins, render
 
 KUBERAY = ROOT / "deploy" / "kuberay"
 CLUSTER = KUBERAY / "raycluster.yaml"
@@ -33,13 +33,6 @@ P3_2XLARGE = {"cpu": 8, "memory_gi": 61}
 def documents(path: Path) -> dict[str, dict]:
     docs = list(yaml.safe_load_all(render(path.read_text(), VALUES)))
     return {d["kind"]: d for d in docs}
-
-
-def envsubst_vars(path: Path) -> set[str]:
-    """The variables the file's own `envsubst '...'` usage line names."""
-    m = re.search(r"envsubst '([^']+)'", path.read_text())
-    assert m, f"{path.name}: no envsubst usage line"
-    return {v.lstrip("$") for v in m.group(1).split()}
 
 
 @pytest.mark.parametrize("path", [CLUSTER, JOB], ids=lambda p: p.name)
