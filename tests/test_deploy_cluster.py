@@ -3,9 +3,9 @@
 Each file goes through ``prepare_config`` (merges the provider's defaults.yaml, the per-node-type
 min/max workers and the setup commands) and ``validate_config`` (ray-schema.json plus Ray's own
 cross-checks), with sockets disabled to prove nothing reaches the network. ``ray up`` then runs the
-AWS bootstrap (``bootstrap_aws``: key pair, subnets, security group, instance-type lookup), which
-calls EC2/IAM and is therefore not run here; what it would read from this file (instance profiles,
-ImageId, resources) is checked directly below.
+AWS bootstrap (``bootstrap_aws``: IAM profile, key pair, subnets, security group), which calls EC2
+and IAM: that step runs here against moto_server on 127.0.0.1, never against AWS. What only real AWS
+can answer (p3 capacity, the SSM AMI lookup) is checked as configuration below.
 """
 
 from __future__ import annotations
@@ -244,3 +244,28 @@ def test_onprem_runs_the_images(no_network):
     commands = config["head_setup_commands"] + config["worker_setup_commands"]
     assert not _installs(commands), "on-prem nodes install nothing: everything is in the images"
     assert config["provider"]["worker_ips"] == [EXAMPLES["WORKER_IP_1"], EXAMPLES["WORKER_IP_2"]]
+
+
+def test_aws_bootstrap_against_loopback_ec2(s3_server, tmp_path, monkeypatch):
+    """`ray up`'s next step, Ray's own bootstrap_aws, run against moto_server on 127.0.0.1 (the
+    conftest S3 server also answers EC2 and IAM): it keeps our instance profiles (creates no IAM
+    role), makes a key pair (written under a temporary HOME), picks subnets in the listed zones and
+    a security group for every node type. Instance-type lookup is not exercised: moto's EC2 data,
+    like the real API today, no longer lists p3 types."""
+    import boto3
+
+    from ray.autoscaler._private.aws.config import bootstrap_aws
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = bootstrap_aws(prepared(AWS))
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=s3_server)
+    zones = {s["SubnetId"]: s["AvailabilityZone"] for s in ec2.describe_subnets()["Subnets"]}
+    wanted = set(config["provider"]["availability_zone"].split(","))
+    for name, spec in config["available_node_types"].items():
+        node = spec["node_config"]
+        assert node["SubnetIds"] and {zones[s] for s in node["SubnetIds"]} <= wanted, name
+        assert node["SecurityGroupIds"] and node["KeyName"], name
+    assert Path(config["auth"]["ssh_private_key"]).is_file()
+    assert str(tmp_path) in config["auth"]["ssh_private_key"]
+    roles = boto3.client("iam", region_name="us-east-1", endpoint_url=s3_server).list_roles()["Roles"]
+    assert not [r for r in roles if r["RoleName"].startswith("ray-autoscaler")], "bootstrap made its own role"
