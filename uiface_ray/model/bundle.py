@@ -80,8 +80,9 @@ class UIFaceModel:
         return int(self.unet.config.in_channels), int(size), int(size)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "UIFaceModel":
+        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for module in self.modules():
-            module.to(device=device, dtype=dtype)
+            module.to(**kwargs)
         return self
 
     def modules(self) -> list[torch.nn.Module]:

@@ -1,0 +1,241 @@
+"""The training loop of one worker (pure torch): resume, steps, metrics, checkpoints.
+
+Ray-agnostic: the runtime layer hands in a :class:`WorkerContext` (rank, device, DDP wrapper,
+metrics reporter); a single process can run it with the defaults, as the benchmarks do.
+Everything random in a step comes from a generator seeded by (seed, step, rank), and the data
+order is a function of (seed, step), so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+from torch import nn
+
+from uiface_ray.model.bundle import UIFaceModel
+from uiface_ray.model.unet import build_model
+from uiface_ray.train.checkpoint import load_train_state, read_latest, save_checkpoint
+from uiface_ray.train.config import TrainConfig
+from uiface_ray.train.data import BatchOrder, FaceData, decode_images, load_face_data
+from uiface_ray.train.ema import EMA
+from uiface_ray.train.grid import grid_png, sample_grid
+from uiface_ray.train.lr import make_lr_scheduler
+from uiface_ray.train.objective import DiffusionModule, apply_flip, diffusion_loss, draw_step_noise
+
+__all__ = ["SimulatedCrash", "TrainState", "WorkerContext", "run_training", "step_seed"]
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised after ``fail_at_step`` (tests of crash and resume)."""
+
+
+def _mean_identity(value: float) -> float:
+    return value
+
+
+@dataclass
+class WorkerContext:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    wrap: Callable[[nn.Module], nn.Module] = lambda module: module
+    report: Callable[[dict], None] = lambda metrics: None
+    mean: Callable[[float], float] = _mean_identity  # mean of a float over ranks
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class TrainState:
+    model: UIFaceModel
+    module: DiffusionModule
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: EMA
+    step: int = 0
+    metrics: list[dict] = field(default_factory=list)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+def build_state(cfg: TrainConfig, data: FaceData, device: torch.device) -> TrainState:
+    model = build_model(cfg.model, data.encoder_info, seed=cfg.seed)
+    model.to(device)
+    module = DiffusionModule(model.unet, model.context_encoder)
+    o = cfg.optim
+    opt_cls = torch.optim.AdamW if o.weight_decay else torch.optim.Adam
+    optimizer = opt_cls(module.parameters(), lr=o.lr, betas=tuple(o.adam_betas), weight_decay=o.weight_decay)
+    lr_scheduler = make_lr_scheduler(optimizer, cfg.max_steps, o.warmup_steps, o.lr_schedule, o.min_lr_ratio)
+    ema = EMA(module, cfg.diffusion.ema_decay, cfg.diffusion.ema_warmup)
+    return TrainState(model, module, optimizer, lr_scheduler, ema)
+
+
+def restore(state: TrainState, cfg: TrainConfig) -> bool:
+    """Load the newest checkpoint of ``cfg.output`` into ``state``; False for a fresh run."""
+    latest = read_latest(cfg.output, cfg.storage)
+    if latest is None:
+        return False
+    saved = load_train_state(latest["checkpoint"], cfg.storage)
+    state.module.load_state_dict(saved["module"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.lr_scheduler.load_state_dict(saved["lr_scheduler"])
+    state.ema.load_state_dict(saved["ema"])
+    state.ema.to(next(state.module.parameters()).device)
+    state.step = int(saved["step"])
+    state.metrics = list(saved["metrics"])
+    return True
+
+
+def train_state_dict(state: TrainState, cfg: TrainConfig) -> dict:
+    return {
+        "step": state.step,
+        "module": {k: v.detach().cpu() for k, v in state.module.state_dict().items()},
+        "optimizer": state.optimizer.state_dict(),
+        "lr_scheduler": state.lr_scheduler.state_dict(),
+        "ema": state.ema.state_dict(),
+        "metrics": state.metrics,
+        "config": cfg.model_dump(mode="json", exclude={"storage"}),  # no credentials in checkpoints
+    }
+
+
+def ema_model(state: TrainState) -> UIFaceModel:
+    """A copy of the model holding the EMA weights (what is saved and sampled)."""
+    module = copy.deepcopy(state.module)
+    state.ema.copy_to(module)
+    m = state.model
+    return UIFaceModel(unet=module.unet, context_encoder=module.context_encoder,
+                       scheduler_config=m.scheduler_config, autoencoder=m.autoencoder, info=m.info)
+
+
+def grid_rows(data: FaceData, count: int) -> np.ndarray:
+    """Row indices of the first image of the ``count`` identities with the most images."""
+    counts = np.bincount(data.labels)
+    labels = sorted(range(len(counts)), key=lambda lab: (-counts[lab], data.identities[lab]))[:count]
+    return np.array([int(np.flatnonzero(data.labels == lab)[0]) for lab in labels], dtype=np.int64)
+
+
+def train_step(state: TrainState, wrapped: nn.Module, scheduler: DDPMScheduler, images: torch.Tensor,
+               embeddings: torch.Tensor, cfg: TrainConfig, ctx: WorkerContext) -> float:
+    generator = torch.Generator().manual_seed(step_seed(cfg.seed, state.step, ctx.rank))
+    shape = (images.shape[0], *state.model.latent_shape())
+    draws = draw_step_noise(shape, scheduler.config.num_train_timesteps, cfg.diffusion.p_uncond,
+                            generator, cfg.data.hflip).to(ctx.device)
+    autocast = ctx.device.type == "cuda" and cfg.mixed_precision == "bf16"
+    with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=autocast):
+        with torch.no_grad():
+            x0 = state.model.encode_images(apply_flip(images, draws.flip))
+        loss = diffusion_loss(wrapped, scheduler, x0, embeddings, draws, cfg.diffusion)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.optim.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(state.module.parameters(), cfg.optim.max_grad_norm)
+    state.optimizer.step()
+    state.lr_scheduler.step()
+    state.ema.update(state.module)
+    state.step += 1
+    return float(loss.detach())
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+@dataclass
+class _Meter:
+    """Loss and throughput since the last log line, and this session's pace for the ETA."""
+
+    session_start: float
+    session_first_step: int
+    last_time: float
+    loss_sum: float = 0.0
+    count: int = 0
+
+    def line(self, state: TrainState, cfg: TrainConfig, ctx: WorkerContext) -> dict:
+        now = time.time()
+        loss = ctx.mean(self.loss_sum / max(1, self.count))
+        metrics = {
+            "step": state.step,
+            "loss": loss,
+            "lr": state.optimizer.param_groups[0]["lr"],
+            "images_per_s": self.count * cfg.batch_size / max(1e-9, now - self.last_time),
+            "session_elapsed_s": now - self.session_start,
+        }
+        per_step = (now - self.session_start) / max(1, state.step - self.session_first_step)
+        metrics["eta_s"] = per_step * (cfg.max_steps - state.step)
+        self.loss_sum, self.count, self.last_time = 0.0, 0, now
+        return metrics
+
+
+def progress_line(m: dict, max_steps: int) -> str:
+    return (f"[train] step {m['step']}/{max_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
+            f"{m['images_per_s']:.1f} img/s elapsed {_fmt_time(m['session_elapsed_s'])} eta {_fmt_time(m['eta_s'])}")
+
+
+def write_checkpoint(state: TrainState, cfg: TrainConfig, data: FaceData, images: np.ndarray,
+                     ctx: WorkerContext) -> str:
+    model = ema_model(state)
+    png = None
+    g = cfg.grid
+    if g.num_identities:
+        rows = grid_rows(data, g.num_identities)
+        emb = torch.from_numpy(data.embeddings[rows])
+        grid = sample_grid(model, emb, g.num_seeds, g.num_inference_steps, g.seed, ctx.device, images[rows])
+        png = grid_png(grid, scale=max(1, 64 // cfg.model.image_size))
+    record = {"model_config": cfg.model.model_dump(mode="json"), "encoder": data.encoder_info,
+              "max_steps": cfg.max_steps, "metrics": state.metrics[-1] if state.metrics else None}
+    url = save_checkpoint(cfg.output, state.step, model, train_state_dict(state, cfg), record, state.metrics,
+                          png, cfg.keep_checkpoints, cfg.storage)
+    ctx.log(f"[train] checkpoint step {state.step} -> {url}")
+    return url
+
+
+def load_training_data(cfg: TrainConfig) -> tuple[FaceData, np.ndarray]:
+    d = cfg.data
+    data = load_face_data(d.table, cfg.model.embedding_dim, d.min_images_per_identity, d.max_identities,
+                          with_images=True, storage=cfg.storage)
+    images = decode_images(data.encoded, cfg.model.image_size)  # (N, S, S, 3) uint8
+    data.encoded = None
+    return data, images
+
+
+def run_training(cfg: TrainConfig, ctx: WorkerContext | None = None) -> TrainState:
+    """Train from the newest checkpoint of ``cfg.output`` (or from scratch) to ``cfg.max_steps``."""
+    ctx = ctx or WorkerContext()
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    data, images = load_training_data(cfg)
+    state = build_state(cfg, data, ctx.device)
+    if restore(state, cfg) and ctx.rank == 0:
+        ctx.log(f"[train] resumed {cfg.output} at step {state.step}")
+    wrapped = ctx.wrap(state.module)
+    scheduler = DDPMScheduler.from_config(state.model.scheduler_config)
+    order = BatchOrder(data.num_rows, cfg.seed)
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, 3, S, S) uint8
+    embeddings = torch.from_numpy(data.embeddings)
+    now = time.time()
+    meter = _Meter(now, state.step, now)
+    while state.step < cfg.max_steps:
+        idx = torch.from_numpy(order.worker_batch(state.step, cfg.batch_size, ctx.rank, ctx.world_size))
+        batch = (pixels[idx].to(ctx.device).float() / 127.5 - 1.0)  # (b, 3, S, S) in [-1, 1]
+        meter.loss_sum += train_step(state, wrapped, scheduler, batch, embeddings[idx].to(ctx.device), cfg, ctx)
+        meter.count += 1
+        last = state.step == cfg.max_steps
+        if state.step % cfg.log_every == 0 or last:
+            metrics = meter.line(state, cfg, ctx)
+            state.metrics.append(metrics)
+            ctx.report(metrics)
+            if ctx.rank == 0:
+                ctx.log(progress_line(metrics, cfg.max_steps))
+        if (state.step % cfg.checkpoint_every == 0 or last) and ctx.rank == 0:
+            write_checkpoint(state, cfg, data, images, ctx)
+        if cfg.fail_at_step is not None and state.step == cfg.fail_at_step:
+            raise SimulatedCrash(f"simulated crash after step {state.step} (fail_at_step)")
+    return state

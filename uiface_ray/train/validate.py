@@ -1,0 +1,73 @@
+"""Checks made before any training step: data, dimensions, storage, and an existing run.
+
+A failed check raises :class:`TrainInputError` naming the field, file or URL, before anything is
+written (apart from the writability probe, which removes itself), so no checkpoint is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from uiface_ray.storage.fs import StorageError, check_writable
+from uiface_ray.train.checkpoint import read_latest
+from uiface_ray.train.config import TrainConfig
+from uiface_ray.train.data import FaceTableError, load_face_data
+
+__all__ = ["RunPlan", "TrainInputError", "validate_run"]
+
+
+class TrainInputError(ValueError):
+    """The training input or output cannot be used; the message says which and why."""
+
+
+@dataclass
+class RunPlan:
+    num_rows: int
+    num_identities: int
+    encoder_info: dict
+    start_step: int  # 0 for a fresh run, else the step of the checkpoint it resumes from
+
+
+def _check_resume(cfg: TrainConfig, latest: dict, encoder_info: dict) -> None:
+    where = f"{cfg.output}/latest.json"
+    saved_model = latest.get("model_config")
+    if saved_model != cfg.model.model_dump(mode="json"):
+        diff = sorted(k for k in set(saved_model or {}) | set(cfg.model.model_dump(mode="json"))
+                      if (saved_model or {}).get(k) != cfg.model.model_dump(mode="json").get(k))
+        raise TrainInputError(
+            f"output {cfg.output} holds a run of a different model (model fields differ: {diff}, see {where}); "
+            "use another output folder or the same model config"
+        )
+    saved_enc = latest.get("encoder") or {}
+    for key in ("kind", "dim", "fingerprint"):
+        if saved_enc.get(key) != encoder_info.get(key):
+            raise TrainInputError(
+                f"output {cfg.output} was trained with identity encoder {saved_enc}, but {cfg.data.table} "
+                f"has {encoder_info} ({key} differs)"
+            )
+    if int(latest["step"]) > cfg.max_steps:
+        raise TrainInputError(f"output {cfg.output} is at step {latest['step']}, beyond max_steps={cfg.max_steps}")
+
+
+def validate_run(cfg: TrainConfig) -> RunPlan:
+    """Validate everything a run needs; return what it will train on and where it starts."""
+    d = cfg.data
+    try:
+        data = load_face_data(d.table, cfg.model.embedding_dim, d.min_images_per_identity, d.max_identities,
+                              with_images=False, storage=cfg.storage)
+    except FaceTableError as exc:
+        raise TrainInputError(str(exc)) from exc
+    try:
+        check_writable(cfg.output, cfg.storage)
+        latest = read_latest(cfg.output, cfg.storage)
+    except StorageError as exc:
+        raise TrainInputError(f"output {cfg.output} is not writable: {exc}") from exc
+    start = 0
+    if latest is not None:
+        _check_resume(cfg, latest, data.encoder_info)
+        start = int(latest["step"])
+    if cfg.grid.num_identities > len(data.identities):
+        raise TrainInputError(
+            f"grid.num_identities={cfg.grid.num_identities} but the table has {len(data.identities)} identities"
+        )
+    return RunPlan(data.num_rows, len(data.identities), data.encoder_info, start)
