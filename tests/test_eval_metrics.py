@@ -90,7 +90,10 @@ def test_arcface_margin_and_scale():
     theta = np.pi / 4
     assert logits[0, 0].item() == pytest.approx(64 * np.cos(theta + 0.5), rel=1e-5)
     assert logits[0, 1].item() == pytest.approx(64 * np.cos(theta), rel=1e-5)
-    assert head(emb, torch.tensor([0])).item() > head(emb, torch.tensor([0])).new_tensor(0).item()
+    no_margin = ArcFaceHead(4, 3, s=64.0, m=0.0)
+    with torch.no_grad():
+        no_margin.weight.copy_(head.weight)
+    assert head(emb, torch.tensor([0])).item() > no_margin(emb, torch.tensor([0])).item() > 0
     with pytest.raises(ValueError, match="labels"):
         head(emb, torch.tensor([3]))
 

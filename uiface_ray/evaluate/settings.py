@@ -10,12 +10,9 @@ from uiface_ray.config import Config, RayConfig, StorageConfig
 from uiface_ray.encoders.base import EncoderConfig
 
 
-class FRTrainConfig(Config):
-    """Train an IResNet + ArcFace face-recognition model with Ray Train on a Parquet dataset."""
+class FRTrainParams(Config):
+    """How an IResNet + ArcFace model is trained (shared by train_fr and the ablation)."""
 
-    data: str = Field(..., description="Dataset URL: a synthetic dataset folder (with manifest.json) or a "
-                      "face table (.parquet file or folder of them, columns image, label, identity).")
-    out: str = Field(..., description="Output URL: backbone.pth (insightface layout) and train_log.json.")
     depth: Literal[18, 34, 50, 100] = Field(50, description="IResNet depth (IR-50 is the paper's).")
     embedding_dim: int = Field(512, ge=8, description="Embedding size of the backbone's fc layer.")
     epochs: int = Field(40, ge=1, description="Epochs over the dataset (paper: 40).")
@@ -35,11 +32,19 @@ class FRTrainConfig(Config):
     flip: bool = Field(True, description="Random horizontal flip (p = 0.5).")
     augment_p: float = Field(0.2, ge=0, le=1, description="Probability of each AdaFace-style augmentation "
                              "(crop, low resolution, photometric); 0 disables them.")
-    seed: int = Field(0, description="Seed of initialisation, shuffling and augmentation.")
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel, DDP).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker.")
     torch_threads: int = Field(1, ge=1, description="torch.set_num_threads inside each worker.")
+
+
+class FRTrainConfig(FRTrainParams):
+    """Train an IResNet + ArcFace face-recognition model with Ray Train on a Parquet dataset."""
+
+    data: str = Field(..., description="Dataset URL: a synthetic dataset folder (with manifest.json) or a "
+                      "face table (.parquet file or folder of them, columns image, label, identity).")
+    out: str = Field(..., description="Output URL: backbone.pth (insightface layout) and train_log.json.")
+    seed: int = Field(0, description="Seed of initialisation, shuffling and augmentation.")
     checkpoint_every: int = Field(0, ge=0, description="Report a Ray Train checkpoint every N steps (0: once per epoch).")
     ray_storage: str | None = Field(None, description="Ray Train storage_path for run checkpoints (shared path or "
                                     "s3:// on multi-node clusters); default: a local temporary folder.")
@@ -91,24 +96,6 @@ class MetricsConfig(Config):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage access.")
 
 
-class AblationFRConfig(Config):
-    """FR training settings used for every row of the ablation (data and out are filled in)."""
-
-    depth: Literal[18, 34, 50, 100] = Field(50, description="IResNet depth (paper: IR-50).")
-    embedding_dim: int = Field(512, ge=8, description="Embedding size.")
-    epochs: int = Field(40, ge=1, description="Epochs per dataset.")
-    max_steps: int | None = Field(None, ge=1, description="Cap on steps per dataset.")
-    batch_size: int = Field(128, ge=2, description="Images per step per worker.")
-    lr: float = Field(0.1, gt=0, description="Initial learning rate.")
-    lr_milestones: tuple[float, ...] = Field((0.25, 0.5, 0.75), description="LR drops, as fractions of all steps.")
-    optimizer: Literal["sgd", "adam"] = Field("sgd", description="Optimizer.")
-    augment_p: float = Field(0.2, ge=0, le=1, description="AdaFace-style augmentation probability.")
-    num_workers: int = Field(2, ge=1, description="Ray Train workers.")
-    use_gpu: bool = Field(False, description="One GPU per worker.")
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per worker.")
-    torch_threads: int = Field(1, ge=1, description="Torch threads per worker.")
-
-
 class AblationConfig(Config):
     """Table 2 at our scale: one generator, each sampler mode on the same identities and seeds."""
 
@@ -134,7 +121,8 @@ class AblationConfig(Config):
     real_min_images: int = Field(5, ge=2, description="Real row: people with at least this many images.")
     real_max_images: int = Field(2000, ge=11, description="Real images for precision/recall (seeded sample).")
     verify_max_pairs: int | None = Field(None, ge=20, description="Use only this many pairsDevTest pairs.")
-    fr: AblationFRConfig = Field(default_factory=AblationFRConfig, description="FR training for every row.")
+    fr: FRTrainParams = Field(default_factory=FRTrainParams, description="FR training for every row "
+                              "(e.g. depth 18 and fewer epochs on a CPU machine).")
     metrics_k: int = Field(10, ge=1, description="k of improved precision/recall.")
     diversity_identities: int = Field(100, ge=1, description="Identities sampled for 1 - MS-SSIM.")
     intervals: tuple[tuple[int, int], ...] = Field(

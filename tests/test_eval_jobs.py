@@ -1,0 +1,106 @@
+"""The metrics job on a synthetic dataset, the report's plots, and the ablation at tiny scale (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from uiface_ray import storage
+
+
+def _synthetic_dataset(url: str, identities: int = 4, per_identity: int = 4) -> None:
+    """A dataset in jobs/synthesize.py's layout (shards + manifest written last)."""
+    from uiface_ray.synth.manifest import Manifest, ShardRecord, write_manifest
+    from uiface_ray.synth.plan import shard_name
+    from uiface_ray.synth.shard import ShardRows, encode_image, encode_shard, sha256
+
+    rng = np.random.default_rng(0)
+    n = identities * per_identity
+    ids = np.repeat(np.arange(identities), per_identity)
+    patterns = rng.integers(0, 256, (identities, 8, 8, 3))
+    imgs = [np.clip(np.kron(patterns[i], np.ones((8, 8, 1))) + rng.normal(0, 25, (64, 64, 3)), 0, 255)
+            .astype(np.uint8) for i in ids]
+    rows = ShardRows(identity_id=ids.astype(np.int64), image_index=np.tile(np.arange(per_identity), identities),
+                     seed=np.arange(n), image=[encode_image(im, "png") for im in imgs],
+                     t0=np.full(n, 500), mode="uiface", model_hash="test")
+    data = encode_shard(rows)
+    storage.write_bytes_atomic(storage.join(url, "shards", shard_name(0)), data)
+    write_manifest(url, Manifest(generation={"model_hash": "test"}, num_identities=identities,
+                                 images_per_identity=per_identity, num_shards=1,
+                                 shards=[ShardRecord(shard_name(0), 0, n, sha256(data))]))
+
+
+def test_metrics_job_on_synthetic_dataset(tmp_path, lfw_dir):
+    import jobs.metrics as job
+
+    data = str(tmp_path / "synth")
+    _synthetic_dataset(data)
+    out = tmp_path / "m"
+    rc = job.main(["--data", data, "--out", str(out), "--encoder.kind", "dlib", "--real",
+                   str(lfw_dir / "images"), "--real_people", str(lfw_dir / "peopleDevTest.txt"),
+                   "--real_max_images", "20", "--k", "3", "--impostor_pairs", "50"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_images"] == 16 and m["num_identities"] == 4
+    assert 0.0 < m["diversity_1_minus_msssim"] < 1.0
+    assert m["encoder"].startswith("dlib") and m["lpips_vgg"] is None
+    assert 0.0 <= m["fr_precision"] <= 1.0 and 0.0 <= m["fr_recall"] <= 1.0
+    assert m["genuine_mean"] > m["impostor_mean"]  # images of one pattern are more alike
+    assert (out / "genuine_impostor.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plots_and_report(tmp_path):
+    from PIL import Image
+
+    from uiface_ray.evaluate.plots import bar_plot, histogram_plot, image_grid, line_plot
+    from uiface_ray.evaluate.report import Report
+
+    rng = np.random.default_rng(0)
+    rep = Report("t")
+    rep.table(("a", "b"), [["x", 0.5], ["y", None]])
+    rep.image("h.png", histogram_plot({"g": rng.normal(0.5, 0.1, 100), "i": rng.normal(0, 0.1, 100)}, "h", "cos"))
+    rep.image("l.png", line_plot({"m": ([0, 1, 2], [1.0, np.nan, 0.5])}, "l", "t", "d"))
+    rep.image("b.png", bar_plot(["a", "b"], [0.2, 0.4], "b", "y"))
+    grid = image_grid(np.zeros((2, 3, 8, 8, 3), np.uint8))
+    assert grid.size == (3 * 10 + 2, 2 * 10 + 2)
+    page = rep.write(str(tmp_path / "r"))
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert page.endswith("index.html") and "<td>0.5000</td>" in html and 'src="h.png"' in html
+    assert Image.open(tmp_path / "r" / "h.png").size == (640, 400)
+    with pytest.raises(ValueError, match="twice"):
+        rep.image("h.png", grid)
+
+
+@pytest.mark.slow
+def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir):
+    from tiny_assets import make_tiny_model
+    from uiface_ray.evaluate.ablation import run_ablation
+    from uiface_ray.evaluate.ablation_report import write_report
+    from uiface_ray.evaluate.settings import AblationConfig
+    from uiface_ray.runtime.train_fr import fit_fr
+
+    model = make_tiny_model(str(tmp_path / "gen"))
+    cfg = AblationConfig(
+        model=model, out=str(tmp_path / "abl"), num_identities=3, images_per_identity=2, batch_size=8,
+        sampler={"num_inference_steps": 5, "max_t0": 400}, lfw_dir=str(lfw_dir), real_max_images=12,
+        verify_max_pairs=20, metrics_k=2, diversity_identities=3, intervals=((500, 1000), (0, 500)),
+        interval_identities=2, interval_images=2, grid_identities=2, grid_images=2,
+        fr={"depth": 18, "embedding_dim": 32, "epochs": 1, "max_steps": 1, "batch_size": 2, "num_workers": 2},
+    )
+    res = run_ablation(cfg, fit_fr)
+    page = write_report(cfg, res)
+    names = [r.name for r in res.rows]
+    assert names == list(cfg.modes) + ["real (DevTrain)"]
+    for r in res.rows:
+        assert 0.0 <= r.verify_accuracy <= 1.0 and r.fr_steps == 1
+        assert r.metrics.num_images == 6
+    # Same seeds in every mode: baseline and attention_injection differ only by injection.
+    assert set(res.grids) == set(cfg.modes) and res.grids["baseline"].shape[:2] == (2, 2)
+    assert len(res.intervals) == 2
+    body = json.loads(storage.read_bytes(res.results_url).decode())
+    assert len(body["rows"]) == 6 and body["rows"][0]["metrics"]["fr_recall"] is not None
+    html = storage.read_bytes(page).decode()
+    for name in ("grid_uiface.png", "figure2.png", "genuine_impostor_baseline.png"):
+        assert name in html and storage.exists(storage.join(cfg.out, "report", name))

@@ -1,0 +1,194 @@
+"""The paper's ablation (Table 2) at our scale.
+
+For one generator: the same identity contexts and the same per-image seeds through every sampler
+mode; for each resulting dataset the dataset metrics, an FR model trained on it (by the
+``train_fr`` callable the job passes in: Ray Train) and its 10-fold accuracy on pairsDevTest;
+a real-data row trained on DevTrain faces; Figure 2 (identity only inside a timestep interval).
+The report is written by :mod:`uiface_ray.evaluate.ablation_report`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from uiface_ray import storage
+from uiface_ray.evaluate.faceset import FaceSet, decode_images, read_faceset, read_image_folder
+from uiface_ray.evaluate.interval_sampling import IntervalPoint, interval_similarity
+from uiface_ray.evaluate.metrics import DatasetMetrics, MetricParams, measure
+from uiface_ray.evaluate.settings import AblationConfig, FRTrainConfig, VerifySetConfig
+from uiface_ray.evaluate.verify import verify_set
+
+
+@dataclass
+class ModeData:
+    images: np.ndarray  # (N*K, H, W, 3) uint8, identity-major
+    labels: np.ndarray  # (N*K,) identity index
+    seeds: list
+    t0: np.ndarray  # (N*K,)
+    d_t: np.ndarray  # (N*K, S), NaN where not computed
+    timesteps: np.ndarray  # (S,)
+    unet_evaluations: np.ndarray  # (N*K,)
+
+
+@dataclass
+class Row:
+    name: str  # sampler mode, or "real (DevTrain)"
+    metrics: DatasetMetrics
+    verify_accuracy: float | None = None
+    verify_std: float | None = None
+    fr_steps: int | None = None
+    fr_loss: tuple = ()  # (first, last)
+    mean_t0: float | None = None
+    unet_evals_per_image: float | None = None
+    genuine: np.ndarray = field(default=None, repr=False)
+    impostor: np.ndarray = field(default=None, repr=False)
+
+
+@dataclass
+class AblationResult:
+    rows: list
+    grids: dict  # mode -> (rows, cols, H, W, 3) uint8
+    d_t: dict  # mode -> (timesteps, mean d_t)
+    intervals: list  # IntervalPoint
+    results_url: str
+    report_url: str | None = None
+
+
+def identity_contexts(cfg: AblationConfig, dim: int) -> np.ndarray:
+    """(N, dim) unit-norm identity contexts: an identity table's first N rows or seeded random ones."""
+    if cfg.identities:
+        from uiface_ray.identities.table import read_identity_table
+
+        table = read_identity_table(cfg.identities, expected_dim=dim, storage_cfg=cfg.storage)
+        if len(table) < cfg.num_identities:
+            raise ValueError(f"{cfg.identities} has {len(table)} identities, num_identities={cfg.num_identities}")
+        emb = np.asarray(table.embeddings[: cfg.num_identities], dtype=np.float32)
+    else:
+        emb = np.random.default_rng([cfg.seed, 7]).standard_normal((cfg.num_identities, dim)).astype(np.float32)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+def generate_mode(model, mode: str, cfg: AblationConfig, contexts: np.ndarray) -> ModeData:
+    from uiface_ray.sample.api import UIFaceSampler, image_seed
+    from uiface_ray.sample.config import SamplerConfig
+
+    sampler = UIFaceSampler(model, SamplerConfig(**{**cfg.sampler, "mode": mode}))
+    k = cfg.images_per_identity
+    labels = np.repeat(np.arange(len(contexts)), k)
+    seeds = [image_seed(cfg.seed, int(i), j) for i in range(len(contexts)) for j in range(k)]
+    parts = []
+    for s in range(0, len(seeds), cfg.batch_size):
+        parts.append(sampler.sample(contexts[labels[s:s + cfg.batch_size]], seeds[s:s + cfg.batch_size]))
+    return ModeData(np.concatenate([p.images for p in parts]), labels, seeds,
+                    np.concatenate([p.t0 for p in parts]), np.concatenate([p.d_t for p in parts]),
+                    parts[0].timesteps, np.concatenate([p.unet_evaluations for p in parts]))
+
+
+def write_face_table(url: str, faces: FaceSet | None, images: np.ndarray | None = None,
+                     labels: np.ndarray | None = None, sources: list | None = None, st=None) -> str:
+    """A face table (image, label, identity, source, width, height) from a FaceSet or uint8 images."""
+    from uiface_ray.synth.shard import encode_image
+
+    if faces is not None:
+        blobs, labels, names = faces.images, faces.labels, faces.identities
+        sizes = decode_images(blobs[:1]).shape[1:3]
+        sources = [f"{faces.source}:{i}" for i in range(len(blobs))]
+    else:
+        blobs = [encode_image(im, "png") for im in images]
+        names, sizes = [str(int(v)) for v in labels], images.shape[1:3]
+    storage.write_table(url, {"image": blobs, "label": np.asarray(labels, np.int64), "identity": names,
+                              "source": sources, "width": np.full(len(blobs), sizes[1], np.int32),
+                              "height": np.full(len(blobs), sizes[0], np.int32)}, st)
+    return url
+
+
+def train_and_verify(cfg: AblationConfig, name: str, data_url: str, train_fr: Callable) -> tuple:
+    """Train an FR model on ``data_url``; its 10-fold pairsDevTest accuracy, std, steps, losses."""
+    from uiface_ray.encoders import EncoderConfig, load_encoder
+
+    out = storage.join(cfg.out, "fr", name)
+    fr_cfg = FRTrainConfig(data=data_url, out=out, seed=cfg.seed, run_name=f"ablation-{name}",
+                           storage=cfg.storage, ray=cfg.ray, **cfg.fr.model_dump())
+    res = train_fr(fr_cfg)
+    enc = load_encoder(EncoderConfig(kind="iresnet", path=res.backbone_url, depth=cfg.fr.depth,
+                                     embedding_dim=cfg.fr.embedding_dim), cfg.storage)
+    spec = VerifySetConfig(name="pairsDevTest", pairs=storage.join(cfg.lfw_dir, "pairsDevTest.txt"),
+                           images_root=storage.join(cfg.lfw_dir, "images"), max_pairs=cfg.verify_max_pairs)
+    v = verify_set(enc, spec, 10, cfg.storage)
+    return v.accuracy, v.accuracy_std, res.steps, (res.losses[0], res.losses[-1])
+
+
+def _real_sets(cfg: AblationConfig) -> tuple[FaceSet, FaceSet]:
+    """(DevTrain reference sample for precision/recall, DevTrain training set for the real row)."""
+    people = storage.join(cfg.lfw_dir, "peopleDevTrain.txt")
+    root = storage.join(cfg.lfw_dir, "images")
+    ref = read_image_folder(root, people, st=cfg.storage)
+    if len(ref.labels) > cfg.real_max_images:
+        ref = ref.subset(np.sort(np.random.default_rng([cfg.seed, 3]).choice(len(ref.labels), cfg.real_max_images,
+                                                                             replace=False)))
+    train = read_image_folder(root, people, min_images=cfg.real_min_images, max_identities=cfg.num_identities,
+                              max_per_identity=cfg.images_per_identity, st=cfg.storage)
+    return ref, train
+
+
+def _mean_d_t(data: ModeData) -> tuple[list, list]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # steps where no sample computed d_t
+        mean = np.nanmean(data.d_t, axis=0)
+    keep = np.isfinite(mean)
+    return data.timesteps[keep].tolist(), mean[keep].tolist()
+
+
+def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
+    from uiface_ray.encoders import load_encoder
+    from uiface_ray.model.bundle import load_model
+
+    storage.fs.check_writable(cfg.out, cfg.storage)
+    model = load_model(cfg.model, device=cfg.device, dtype=torch.float32, storage=cfg.storage)
+    contexts = identity_contexts(cfg, model.embedding_dim)
+    encoder = load_encoder(cfg.encoder, cfg.storage)
+    ref, real_train = _real_sets(cfg)
+    ref_emb = encoder.embed(decode_images(ref.images, 112))
+    params = MetricParams(cfg.diversity_identities, 45, 45, 10000, cfg.metrics_k, 112)
+    rows, grids, d_t = [], {}, {}
+    for mode in cfg.modes:
+        data = generate_mode(model, mode, cfg, contexts)
+        url = write_face_table(storage.join(cfg.out, "data", f"{mode}.parquet"), None, data.images, data.labels,
+                               [f"seed:{s}" for s in data.seeds], cfg.storage)
+        m, ic = measure(read_faceset(url, cfg.storage), encoder, ref_emb, params, cfg.seed)
+        acc, std, steps, loss = train_and_verify(cfg, mode, url, train_fr)
+        rows.append(Row(mode, m, acc, std, steps, loss, float(data.t0.mean()),
+                        float(data.unet_evaluations.mean()), ic.genuine, ic.impostor))
+        g, c = min(cfg.grid_identities, cfg.num_identities), min(cfg.grid_images, cfg.images_per_identity)
+        grids[mode] = data.images.reshape(cfg.num_identities, cfg.images_per_identity, *data.images.shape[1:])[:g, :c]
+        d_t[mode] = _mean_d_t(data)
+    if cfg.real_row:
+        url = write_face_table(storage.join(cfg.out, "data", "real.parquet"), real_train, st=cfg.storage)
+        m, ic = measure(real_train, encoder, None, params, cfg.seed)
+        acc, std, steps, loss = train_and_verify(cfg, "real", url, train_fr)
+        rows.append(Row("real (DevTrain)", m, acc, std, steps, loss, None, None, ic.genuine, ic.impostor))
+    sampler_steps = int(cfg.sampler.get("num_inference_steps", 50))
+    points = interval_similarity(model, contexts[: cfg.interval_identities], encoder, cfg.intervals,
+                                 cfg.interval_images, cfg.seed, sampler_steps,
+                                 float(cfg.sampler.get("guidance_scale", 1.0)))
+    results_url = storage.join(cfg.out, "results.json")
+    storage.write_bytes_atomic(results_url, json.dumps(results_json(cfg, rows, points), indent=2).encode(),
+                               cfg.storage)
+    return AblationResult(rows, grids, d_t, points, results_url)
+
+
+def results_json(cfg: AblationConfig, rows: list, points: list[IntervalPoint]) -> dict:
+    def row(r: Row) -> dict:
+        d = {k: v for k, v in asdict(r).items() if k not in ("genuine", "impostor", "metrics")}
+        d["metrics"] = asdict(r.metrics)
+        return d
+
+    return {"config": cfg.model_dump(mode="json"), "rows": [row(r) for r in rows],
+            "figure2": [asdict(p) for p in points]}
