@@ -56,11 +56,15 @@ def parse_pin(text: str) -> Pin | None:
     return Pin(normalize(m["name"]), extras, m["version"])
 
 
-def pyproject_pins() -> dict[str, Pin]:
-    """``[project] dependencies`` of pyproject.toml, each of which must be an exact pin."""
+def pyproject_pins(extras: tuple[str, ...] = ()) -> dict[str, Pin]:
+    """``[project] dependencies`` of pyproject.toml (plus the named optional extras), each of which
+    must be an exact pin."""
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    reqs = list(data["project"]["dependencies"])
+    for extra in extras:
+        reqs += data["project"]["optional-dependencies"][extra]
     pins = {}
-    for req in data["project"]["dependencies"]:
+    for req in reqs:
         pin = parse_pin(req)
         assert pin is not None, f"pyproject.toml dependency {req!r} is not pinned with =="
         pins[pin.name] = pin

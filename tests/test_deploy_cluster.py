@@ -32,6 +32,7 @@ EXAMPLES = {"IMAGE_REPO": "registry.example.com/uiface-ray", "HEAD_IP": "10.0.0.
             "WORKER_IP_2": "10.0.0.3", "SSH_USER": "ops"}
 # AWS's published sizes: vCPUs and V100 GPUs per instance.
 P3 = {"p3.2xlarge": (8, 1), "p3.8xlarge": (32, 4), "p3.16xlarge": (64, 8)}
+PACKAGE = "$HOME/uiface-ray[dlib]"  # the file-mounted checkout: pyproject.toml's pins and its dlib extra
 COMMAND_KEYS = ("setup_commands", "head_setup_commands", "worker_setup_commands",
                 "head_start_ray_commands", "worker_start_ray_commands", "initialization_commands")
 
@@ -155,12 +156,12 @@ def test_setup_installs_v100_torch_then_the_package():
     for name, (commands, index, label) in plans.items():
         installs = _installs(commands)
         torch_at = next(i for i, inst in enumerate(installs) if any(p.name == "torch" for p in inst.pins))
-        package_at = next(i for i, inst in enumerate(installs) if "~/uiface-ray" in inst.unpinned)
+        package_at = next(i for i, inst in enumerate(installs) if PACKAGE in inst.unpinned)
         assert torch_at < package_at, f"{name}: torch must be in place before the package's pins"
         torch = installs[torch_at]
         assert (torch.index_url, torch.pins[0].version) == (index, f"{TORCH_VERSION}+{label}"), name
         for inst in installs:
-            assert set(inst.unpinned) <= {"~/uiface-ray"}, f"{name}: unpinned {inst.unpinned}"
+            assert set(inst.unpinned) <= {PACKAGE}, f"{name}: unpinned {inst.unpinned}"
             for pin in inst.pins:
                 if pin.name == "boto3":
                     assert pin.version == boto3_docker, "boto3 differs from the images'"
