@@ -23,7 +23,9 @@ from uiface_ray.config import StorageConfig
 from uiface_ray.storage.fs import StorageError, list_files
 from uiface_ray.storage.parquet import read_table, table_metadata
 
-__all__ = ["BatchOrder", "FaceData", "FaceTableError", "decode_images", "load_face_data", "table_files"]
+__all__ = [
+    "BatchOrder", "FaceData", "FaceTableError", "decode_images", "load_face_data", "load_face_images", "table_files",
+]
 
 META_COLUMNS = ["label", "identity", "source", "embedding"]
 
@@ -148,6 +150,20 @@ def load_face_data(url: str, embedding_dim: int, min_images: int = 1, max_identi
         sources=[sources[k] for k in rows], encoder_info=_encoder_info(parts[0][4], url, emb.shape[1]),
         encoded=encoded,
     )
+
+
+def load_face_images(url: str, size: int, storage: StorageConfig | None = None) -> np.ndarray:
+    """All images of a face table (embeddings not needed), decoded to (N, size, size, 3) uint8."""
+    encoded: list[bytes] = []
+    for f in table_files(url, storage):
+        try:
+            table = read_table(f, storage, columns=["image"])
+        except StorageError as exc:
+            raise FaceTableError(f"face table {f} cannot be read (needs an 'image' column): {exc}") from exc
+        encoded.extend(table.column("image").to_pylist())
+    if not encoded:
+        raise FaceTableError(f"face table {url} has no rows")
+    return decode_images(encoded, size)
 
 
 def decode_images(encoded: list[bytes], size: int) -> np.ndarray:

@@ -1,0 +1,152 @@
+"""Train a small diffusers ``VQModel`` or ``AutoencoderKL`` on the face table (pure torch).
+
+No pretrained LDM autoencoder can be downloaded here, so latent diffusion is made testable end to
+end with a small one trained on the faces: reconstruction loss (L1 + MSE) plus the VQ commitment
+loss (``VQModel``) or a small KL term (``AutoencoderKL``).  At the end the latent scale is set to
+1 / std of the training latents (``scaling_factor`` in the saved config), as LDM does.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, VQModel
+from pydantic import Field
+
+from uiface_ray.config import Config, RayConfig, StorageConfig
+from uiface_ray.model.autoencoder import Autoencoder
+from uiface_ray.storage.fs import join, upload_dir, write_bytes_atomic
+from uiface_ray.train.data import load_face_images
+
+__all__ = ["AutoencoderResult", "AutoencoderTrainConfig", "build_autoencoder", "train_autoencoder"]
+
+
+class AutoencoderTrainConfig(Config):
+    """Train a small VQModel / AutoencoderKL on the images of a face table."""
+
+    table: str = Field(..., description="Face table (.parquet file or folder; only 'image' is read).")
+    output: str = Field(..., description="Folder (local or s3://) for the diffusers save_pretrained layout.")
+    kind: Literal["vq", "kl"] = Field("vq", description="'vq': diffusers VQModel (as LDM VQ-f4); 'kl': AutoencoderKL.")
+    image_size: int = Field(32, ge=8, description="Training image side in pixels.")
+    block_out_channels: tuple[int, ...] = Field(
+        (32, 64, 64), description="Encoder/decoder channels; downscale = 2 ** (levels - 1)."
+    )
+    layers_per_block: int = Field(1, ge=1, description="ResNet layers per block.")
+    norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups.")
+    latent_channels: int = Field(3, ge=1, description="Latent channels (LDM VQ-f4: 3).")
+    num_vq_embeddings: int = Field(512, ge=2, description="VQ codebook size.")
+    kl_weight: float = Field(1e-6, ge=0, description="KL weight (kind 'kl').")
+    steps: int = Field(2000, ge=1, description="Optimiser steps.")
+    batch_size: int = Field(32, ge=1, description="Batch size.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (cosine-annealed).")
+    log_every: int = Field(50, ge=1, description="Print the loss every this many steps.")
+    seed: int = Field(0, description="Seed of weights and batch order.")
+    torch_threads: int | None = Field(1, ge=1, description="torch threads (empty: torch's default).")
+    use_gpu: bool = Field(False, description="Train on one GPU.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")
+
+
+@dataclass
+class AutoencoderResult:
+    output: str
+    steps: int
+    first_loss: float
+    final_loss: float
+    psnr_db: float  # reconstruction PSNR on the first 256 images, in [-1, 1] range
+    scaling_factor: float
+    wall_s: float
+
+
+def build_autoencoder(cfg: AutoencoderTrainConfig) -> Autoencoder:
+    levels = len(cfg.block_out_channels)
+    common = dict(
+        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+        norm_num_groups=cfg.norm_num_groups, latent_channels=cfg.latent_channels, sample_size=cfg.image_size,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        if cfg.kind == "vq":
+            return VQModel(num_vq_embeddings=cfg.num_vq_embeddings, **common)
+        return AutoencoderKL(**common)
+
+
+def _loss(model: Autoencoder, x: torch.Tensor, cfg: AutoencoderTrainConfig, generator: torch.Generator):
+    if isinstance(model, VQModel):
+        out = model(x)
+        recon, extra = out.sample, out.commit_loss.mean()
+    else:
+        posterior = model.encode(x).latent_dist
+        recon = model.decode(posterior.sample(generator=generator)).sample
+        extra = cfg.kl_weight * posterior.kl().mean()
+    return F.l1_loss(recon, x) + F.mse_loss(recon, x) + extra
+
+
+@torch.no_grad()
+def _evaluate(model: Autoencoder, x: torch.Tensor) -> tuple[float, float]:
+    """(PSNR in dB of the reconstructions, std of the pre-quantisation latents)."""
+    model.eval()
+    if isinstance(model, VQModel):
+        latents = model.encode(x).latents
+        recon = model.decode(latents).sample
+    else:
+        latents = model.encode(x).latent_dist.mode()
+        recon = model.decode(latents).sample
+    mse = F.mse_loss(recon.clamp(-1, 1), x).item()
+    model.train()
+    return 10 * np.log10(4.0 / max(mse, 1e-12)), float(latents.std())
+
+
+def _save(model: Autoencoder, url: str, storage: StorageConfig | None) -> None:
+    """Weights first, config.json (what loaders look for) last."""
+    with tempfile.TemporaryDirectory(prefix="uiface-ae-") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        config = Path(tmp) / "config.json"
+        data = config.read_bytes()
+        config.unlink()
+        upload_dir(tmp, url, storage)
+        write_bytes_atomic(join(url, "config.json"), data, storage)
+
+
+def train_autoencoder(cfg: AutoencoderTrainConfig, log: Callable[[str], None] = print) -> AutoencoderResult:
+    start = time.time()
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    device = torch.device("cuda" if cfg.use_gpu else "cpu")
+    images = torch.from_numpy(load_face_images(cfg.table, cfg.image_size, cfg.storage)).permute(0, 3, 1, 2)
+    data = images.float() / 127.5 - 1.0  # (N, 3, S, S) in [-1, 1]
+    model = build_autoencoder(cfg).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps)
+    rng = np.random.default_rng(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    losses = []
+    for step in range(1, cfg.steps + 1):
+        idx = torch.from_numpy(rng.integers(0, data.shape[0], cfg.batch_size))
+        x = data[idx].to(device)
+        x = torch.where(torch.from_numpy(rng.random(cfg.batch_size) < 0.5).to(device)[:, None, None, None],
+                        x.flip(-1), x)
+        loss = _loss(model, x, cfg, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log(f"[autoencoder] step {step}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.4f}")
+    psnr, latent_std = _evaluate(model, data[:256].to(device))
+    scaling = 1.0 / max(latent_std, 1e-6)
+    model.register_to_config(scaling_factor=scaling)
+    _save(model.cpu(), cfg.output, cfg.storage)
+    log(f"[autoencoder] PSNR {psnr:.2f} dB, latent scale {scaling:.4f} -> {cfg.output}")
+    window = max(1, min(cfg.log_every, len(losses) // 4))
+    return AutoencoderResult(cfg.output, cfg.steps, float(np.mean(losses[:window])),
+                             float(np.mean(losses[-window:])), psnr, scaling, time.time() - start)
