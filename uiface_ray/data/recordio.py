@@ -175,7 +175,14 @@ class RecordIOReader:
         if not exists(rec_path, storage):
             raise RecordIOError(f"RecordIO file not found: {rec_path}")
         self._fh = open_url(rec_path, "rb", storage)
-        self._offsets = self._read_idx() if exists(self.idx_path, storage) else self._scan()
+        try:
+            self._load_index()
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def _load_index(self) -> None:
+        self._offsets = self._read_idx() if exists(self.idx_path, self.storage) else self._scan()
         self.header: IRHeader | None = None
         self.identity_ranges: list[tuple[int, int]] = []
         self._image_keys = sorted(self._offsets)
