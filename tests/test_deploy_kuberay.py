@@ -127,3 +127,6 @@ def test_rayjob_runs_synthesize_on_the_same_cluster_and_cleans_up():
     args = [w.replace("/app/", f"{ROOT}/", 1) if w.startswith("/app/") else w for w in words[2:]]
     cfg = parse_args(SynthesisConfig, args)
     assert cfg.output == f"s3://{VALUES['BUCKET']}/uiface/synth-v1" and cfg.model.startswith("s3://")
+    # An autoscaling cluster has no GPUs when the job starts: the pool must ask for them itself.
+    workers = spec["rayClusterSpec"]["workerGroupSpecs"]
+    assert cfg.actors.use_gpu is True and 1 <= cfg.actors.num_actors <= sum(g["maxReplicas"] for g in workers)
