@@ -1,0 +1,34 @@
+"""The whole UIFace chain at small scale (what scripts/run.sh runs): prepare faces -> embed (dlib) ->
+train a small generator (or reuse a cached one) -> make identities -> synthesize with 2 sampler actors ->
+metrics -> export -> report. Reruns skip what is complete and resume the rest."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from uiface_ray.config import run_job  # noqa: E402
+from uiface_ray.runtime.pipeline import PipelineConfig  # noqa: E402
+
+
+def body(cfg: PipelineConfig) -> None:
+    from uiface_ray.runtime.pipeline import run_pipeline
+    from uiface_ray.storage import read_bytes
+
+    result = run_pipeline(cfg)
+    print(read_bytes(result.report, cfg.storage).decode())
+    print(f"[pipeline] report -> {result.report}")
+
+
+def main(argv=None) -> int:
+    try:
+        return run_job(PipelineConfig, body, argv, __doc__)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
