@@ -97,12 +97,7 @@ def naive_sampler(unet, scheduler, context, empty, gens, cfg, shape):
             stage_two = t < t0
             processor.mode = "record"
             eps_ce = unet(z.to(unet.dtype), t, encoder_hidden_states=empty).sample.float()
-            processor.mode, processor.inject = "replay", (stage_two.nonzero().flatten() if cfg.injection else None)
-            tokens = torch.where(stage_two[:, None, None], context, empty)
-            eps_c = unet(z.to(unet.dtype), t, encoder_hidden_states=tokens).sample.float()
-            w = cfg.guidance_scale
-            eps = torch.where(stage_two[:, None, None, None], (w + 1) * eps_c - w * eps_ce, eps_ce)
-            if cfg.adaptive:
+            if cfg.adaptive:  # the release decides from this step's c_e maps, before the conditional pass
                 maps = [spatial_map(processor.logits[id(m)], layer_grid(processor.logits[id(m)].shape[2], shape[1:]))
                         for m in cross_layers]
                 h = combine_maps(maps, shape[1:] if cfg.map_resolution is None else (cfg.map_resolution,) * 2,
@@ -110,7 +105,14 @@ def naive_sampler(unet, scheduler, context, empty, gens, cfg, shape):
                 if prev is not None:
                     settle = ~stage_two & (map_distance(h, prev) < cfg.threshold)
                     t0 = torch.where(settle, t.to(t0.dtype), t0)
+                    if cfg.switch == "same_step":
+                        stage_two = stage_two | settle
                 prev = h
+            processor.mode, processor.inject = "replay", (stage_two.nonzero().flatten() if cfg.injection else None)
+            tokens = torch.where(stage_two[:, None, None], context, empty)
+            eps_c = unet(z.to(unet.dtype), t, encoder_hidden_states=tokens).sample.float()
+            w = cfg.guidance_scale
+            eps = torch.where(stage_two[:, None, None, None], (w + 1) * eps_c - w * eps_ce, eps_ce)
             z = scheduler.step(eps, t, z).prev_sample
     unet.set_attn_processor(original)
     return z, t0, torch.full((batch,), 2 * len(scheduler.timesteps))

@@ -38,7 +38,8 @@ def test_sample_returns_uint8_images_and_counters(sampler):
     assert isinstance(batch, GeneratedBatch) and batch.mode == "uiface" and batch.seeds == seeds
     assert batch.images.shape == (3, 16, 16, 3) and batch.images.dtype == np.uint8
     assert batch.t0.shape == (3,) and batch.d_t.shape == (3, 6) and batch.timesteps.shape == (6,)
-    expected = 6 + (batch.timesteps[None, :] < batch.t0[:, None]).sum(axis=1)
+    settled = (np.nan_to_num(batch.d_t, nan=1.0) < CFG.threshold).any(axis=1)  # same-step switch: +1 at t0
+    expected = 6 + (batch.timesteps[None, :] < batch.t0[:, None]).sum(axis=1) + settled
     assert np.array_equal(batch.unet_evaluations, expected)
     assert batch.images.std() > 0
 

@@ -144,11 +144,30 @@ def test_distance_and_settle():
     b[0, 0, 0] = 1.6
     d = map_distance(a, b)
     assert torch.allclose(d, torch.tensor([0.1, 0.0]))
-    t0 = settle(torch.tensor([400, 400, 400]), torch.tensor([0, 2]), d, torch.tensor(700), threshold=0.05)
-    assert t0.tolist() == [400, 400, 700]
+    t0, settled = settle(torch.tensor([400, 400, 400]), torch.tensor([0, 2]), d, torch.tensor(700), threshold=0.05)
+    assert t0.tolist() == [400, 400, 700] and settled.tolist() == [False, True]
 
 
 def test_spatial_map_shape():
     logits = torch.randn(2, 3, 12, 5)
     m = spatial_map(logits, (4, 3))
     assert m.shape == (2, 4, 3) and torch.allclose(m.sum(dim=(1, 2)), torch.ones(2))
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_conditional_only_call_reads_what_the_main_call_kept(cross):
+    """A same-step switch: c_e rows first (keeping q/k or logit stats), conditional rows in a later call."""
+    attn, processor = layer(cross), UIFaceAttnProcessor()
+    hidden, context = inputs(4)
+    context = context if cross else None
+    flags = dict(inject_self=not cross, inject_cross=cross, blend=0.5)
+    processor.plan = plan(**flags)  # everything in one call
+    together = run(attn, processor, hidden, context)
+    main = AttentionPlan(num_empty=2, latent_hw=(SIDE, SIDE), keep=torch.tensor([0, 1]), **flags)
+    processor.plan = main
+    first = run(attn, processor, hidden[:2], None if context is None else context[:2])
+    assert len(main.kept) == 1
+    processor.plan = AttentionPlan(num_empty=0, latent_hw=(SIDE, SIDE), source=SOURCE, kept=main.kept, **flags)
+    second = run(attn, processor, hidden[2:], None if context is None else context[2:])
+    assert torch.allclose(first, together[:2], atol=1e-12)
+    assert torch.allclose(second, together[2:], atol=1e-12)

@@ -138,14 +138,7 @@ def reference_sample(unet, context, empty, seed: int, cfg: SamplerConfig):
         store.mode = "record"
         with torch.no_grad():
             eps_ce = unet(z.to(dtype), t, encoder_hidden_states=empty[None].to(dtype)).sample.to(state)
-            evaluations += 1
-            eps = eps_ce
-            if stage_two:
-                store.mode = "replay" if inject else "plain"
-                eps_c = unet(z.to(dtype), t, encoder_hidden_states=context[None].to(dtype)).sample.to(state)
-                evaluations += 1
-                w = cfg.guidance_scale
-                eps = (w + 1) * eps_c - w * eps_ce
+        evaluations += 1
         d = float("nan")
         if adaptive and not stage_two:
             h = reference_map(unet, store, cfg)
@@ -153,8 +146,17 @@ def reference_sample(unet, context, empty, seed: int, cfg: SamplerConfig):
                 d = (h - prev_h).abs().mean().item()
                 if d < cfg.threshold:
                     switched_at = t
+                    stage_two = cfg.switch == "same_step"  # the release guides this very step
             prev_h = h
         curve.append(d)
+        eps = eps_ce
+        if stage_two:
+            store.mode = "replay" if inject else "plain"
+            with torch.no_grad():
+                eps_c = unet(z.to(dtype), t, encoder_hidden_states=context[None].to(dtype)).sample.to(state)
+            evaluations += 1
+            w = cfg.guidance_scale
+            eps = (w + 1) * eps_c - w * eps_ce
         # DDIM, eta 0
         a_t = alphas[t]
         a_prev = alphas[t - ratio] if t - ratio >= 0 else torch.tensor(1.0, dtype=torch.float64)

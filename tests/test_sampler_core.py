@@ -48,10 +48,16 @@ CASES = [
     dict(mode="uiface", guidance_scale=1.0, **ADAPTIVE),
     dict(mode="uiface", guidance_scale=2.0, injection_blend=0.5, map_resolution=6, layer_max_normalise=False,
          **ADAPTIVE),
+    dict(mode="two_stage_adaptive", switch="next_step", guidance_scale=1.5, **ADAPTIVE),
+    dict(mode="uiface", switch="next_step", guidance_scale=1.0, **ADAPTIVE),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c["mode"] + ("-release" if "map_resolution" in c else ""))
+def case_id(case):
+    return case["mode"] + ("-release" if "map_resolution" in case else "") + ("-next" if "switch" in case else "")
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_every_mode_matches_the_reference(unet, case):
     cfg = SamplerConfig(num_inference_steps=STEPS, **case)
     context, empty = tokens(4)
@@ -71,17 +77,26 @@ def test_every_mode_matches_the_reference(unet, case):
         assert t0s == [600, 600, 500, 500], "the tiny UNet changed: pick ADAPTIVE again so t0 differs per sample"
 
 
-def test_uiface_costs_s_plus_stage_two_steps_in_one_call_per_step(unet):
-    cfg = SamplerConfig(num_inference_steps=STEPS, **ADAPTIVE)
+def settle_steps(out) -> int:
+    """Number of distinct steps at which some sample's d_t settled (each costs one same-step call)."""
+    return len({int(t) for t, curve in zip(out.t0, out.d_t) if bool((curve < ADAPTIVE["threshold"]).any())})
+
+
+@pytest.mark.parametrize("switch", ["same_step", "next_step"])
+def test_uiface_costs_s_plus_stage_two_steps(unet, switch):
+    cfg = SamplerConfig(num_inference_steps=STEPS, switch=switch, **ADAPTIVE)
     counter = CallCounter(unet)
     try:
         out = run(unet, cfg, [0, 1, 2, 3])
     finally:
         counter.remove()
-    stage_two_steps = (out.timesteps[None, :] < out.t0[:, None]).sum(dim=1)
-    assert torch.equal(out.unet_evaluations, STEPS + stage_two_steps)
+    t, t0 = out.timesteps[None, :], out.t0[:, None]
+    after = (t <= t0) if switch == "same_step" else (t < t0)
+    assert torch.equal(out.unet_evaluations, STEPS + after.sum(dim=1))
     assert (out.unet_evaluations < 2 * STEPS).all()
-    assert counter.calls == STEPS == out.unet_calls
+    extra = settle_steps(out) if switch == "same_step" else 0
+    assert extra == (2 if switch == "same_step" else 0)  # samples settle at t = 600 and t = 500
+    assert counter.calls == STEPS + extra == out.unet_calls
     assert counter.rows == int(out.unet_evaluations.sum())
 
 
@@ -168,7 +183,7 @@ def _count_manual(monkeypatch):
     return counts
 
 
-@pytest.mark.parametrize("mode", ["baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection"])
+@pytest.mark.parametrize("mode", ["baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"])
 def test_attention_materialised_only_where_needed(unet, monkeypatch, mode):
     counts = _count_manual(monkeypatch)
     out = run(unet, SamplerConfig(mode=mode, num_inference_steps=STEPS, **ADAPTIVE), [0, 2])
@@ -178,8 +193,11 @@ def test_attention_materialised_only_where_needed(unet, monkeypatch, mode):
     elif mode == "two_stage_adaptive":
         steps_with_stage_one = int((out.timesteps >= out.t0.max()).sum())
         assert counts == {"self": 0, "cross": layers * steps_with_stage_one}
-    else:
+    elif mode == "attention_injection":
         assert counts == {"self": layers * STEPS, "cross": layers * STEPS}
+    else:  # every main call injects or keeps, plus one conditional-only call per settling step
+        calls = STEPS + settle_steps(out)
+        assert counts == {"self": layers * calls, "cross": layers * calls}
 
 
 def test_guidance_zero_without_injection_skips_the_empty_pass_in_stage_two(unet):

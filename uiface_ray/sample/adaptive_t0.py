@@ -5,7 +5,8 @@
           heads (optionally divided by its maximum), resized to one grid, averaged over layers,
           min-max normalised per sample
     d_t = mean over pixels |h_t - h_(t+1)|      (h_(t+1): the previous, noisier DDIM step)
-    t0  = the first timestep with d_t < threshold; stage 2 is then t < t0 (eq. 4)
+    t0  = the first timestep with d_t < threshold; stage 2 is then t < t0 (eq. 4), plus t0
+          itself with switch="same_step" (the official release's order)
 
 Eq. 5 writes the L2 norm and ``min{t : d_(t+1) > th and d_t < th}``; the official release takes
 the mean absolute difference and the first crossing, which this module follows.  Every function
@@ -66,9 +67,9 @@ def map_distance(h_t: torch.Tensor, h_prev: torch.Tensor) -> torch.Tensor:
 
 def settle(
     t0: torch.Tensor, rows: torch.Tensor, d_t: torch.Tensor, t: torch.Tensor, threshold: float
-) -> torch.Tensor:
-    """New t0 (B,): samples ``rows`` whose d_t fell under ``threshold`` get t0 = t (stage 2 from the next step)."""
-    settled = rows[d_t < threshold]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(new t0 (B,), mask over ``rows``): samples ``rows`` whose d_t fell under ``threshold`` get t0 = t."""
+    settled = d_t < threshold
     t0 = t0.clone()
-    t0[settled] = t.to(t0.dtype)
-    return t0
+    t0[rows[settled]] = t.to(t0.dtype)
+    return t0, settled

@@ -2,7 +2,11 @@
 
 One UNet call carries two kinds of rows: rows ``[0, num_empty)`` are c_e passes, the rest are
 conditional passes; conditional row k belongs to the same sample as c_e row ``source[k]``.
-The processor is installed with ``unet.set_attn_processor`` and reads an :class:`AttentionPlan`
+A sample that switches to stage 2 at the step its d_t settles (``switch="same_step"``) gets its
+conditional pass in a second, conditional-only call of that step; the main call keeps what
+injection needs of the c_e rows that might switch (``keep`` -> ``kept``: q and k per
+self-attention layer, per-query logit mean and std per cross-attention layer), and in that second
+call ``source`` indexes the kept rows.  The processor is installed with ``unet.set_attn_processor`` and reads an :class:`AttentionPlan`
 that the step loop sets before each call.
 
 Self-attention injection, ``h_self^c = h_self^(c_e)``: the conditional rows take the c_e rows'
@@ -25,7 +29,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from uiface_ray.sample.adaptive_t0 import layer_grid, spatial_map
 
-__all__ = ["AttentionPlan", "UIFaceAttnProcessor", "renormalise_cross_logits"]
+__all__ = ["AttentionPlan", "UIFaceAttnProcessor", "query_stats", "renormalise_cross_logits"]
 
 
 @dataclass
@@ -35,21 +39,33 @@ class AttentionPlan:
     num_empty: int  # rows [0, num_empty) are c_e passes
     latent_hw: tuple[int, int]  # (H, W) of the latent, to put maps back on a grid
     record: torch.Tensor | None = None  # c_e rows whose cross-attention maps eq. 5 needs
-    source: torch.Tensor | None = None  # for each conditional row, its sample's c_e row (injection)
+    source: torch.Tensor | None = None  # per conditional row: its sample's c_e row, or its row in `kept`
     inject_self: bool = False
     inject_cross: bool = False
     blend: float = 1.0
+    keep: torch.Tensor | None = None  # c_e rows whose injection inputs a later call of this step may need
+    kept: dict = field(default_factory=dict)  # per layer: (q, k) of self-, (mean, std) of cross-attention
     maps: list[torch.Tensor] = field(default_factory=list)  # filled: one (len(record), h, w) per layer
 
+    def injects(self, is_cross: bool) -> bool:
+        """Whether this call's layers of that kind take part in injection (as source or as target)."""
+        wanted = self.inject_cross if is_cross else self.inject_self
+        return wanted and (self.source is not None or self.keep is not None)
 
-def renormalise_cross_logits(logits_c: torch.Tensor, logits_ce: torch.Tensor, blend: float) -> torch.Tensor:
-    """Eq. 6-7 on logits (R, heads, HW, N): per query, over the N context tokens."""
-    mu_c, sigma_c = logits_c.mean(dim=-1, keepdim=True), logits_c.std(dim=-1, keepdim=True)  # eq. 6
-    mu_ce, sigma_ce = logits_ce.mean(dim=-1, keepdim=True), logits_ce.std(dim=-1, keepdim=True)
-    mu_t = blend * mu_ce + (1.0 - blend) * mu_c
-    sigma_t = blend * sigma_ce + (1.0 - blend) * sigma_c
-    sigma_c = sigma_c.clamp_min(torch.finfo(logits_c.dtype).tiny)
-    return (logits_c - mu_c) / sigma_c * sigma_t + mu_t  # eq. 7 at blend 1
+
+def query_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 6: mean and std over the context tokens, per query: (R, heads, HW, N) -> 2x (R, heads, HW, 1)."""
+    return logits.mean(dim=-1, keepdim=True), logits.std(dim=-1, keepdim=True)
+
+
+def renormalise_cross_logits(
+    logits_c: torch.Tensor, mean_ce: torch.Tensor, std_ce: torch.Tensor, blend: float
+) -> torch.Tensor:
+    """Eq. 7 on logits (R, heads, HW, N), per query, towards blend*(c_e stats) + (1-blend)*(own)."""
+    mean_c, std_c = query_stats(logits_c)
+    target_mean = blend * mean_ce + (1.0 - blend) * mean_c
+    target_std = blend * std_ce + (1.0 - blend) * std_c
+    return (logits_c - mean_c) / std_c.clamp_min(torch.finfo(logits_c.dtype).tiny) * target_std + target_mean
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -68,9 +84,7 @@ class UIFaceAttnProcessor:
         plan = self.plan
         if plan is None:
             return False
-        if is_cross:
-            return plan.record is not None or (plan.source is not None and plan.inject_cross)
-        return plan.source is not None and plan.inject_self
+        return plan.injects(is_cross) or (is_cross and plan.record is not None)
 
     def __call__(
         self,
@@ -110,17 +124,24 @@ class UIFaceAttnProcessor:
 
     def _self(self, attn: Attention, x: torch.Tensor) -> torch.Tensor:
         """Self-attention whose conditional rows use their c_e row's q and k: (B, heads, HW, d)."""
-        plan = self.plan
-        n = plan.num_empty
-        query = _heads(attn.to_q(x[:n]), attn.heads)  # (n, heads, HW, d): c_e rows only
-        key = _heads(attn.to_k(x[:n]), attn.heads)
+        plan, n = self.plan, self.plan.num_empty
         value = _heads(attn.to_v(x), attn.heads)  # (B, heads, HW, d): every row's own values
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-        query = torch.cat([query, query[plan.source]])  # (B, heads, HW, d)
-        key = torch.cat([key, key[plan.source]])
+        if n:
+            query = _heads(attn.to_q(x[:n]), attn.heads)  # (n, heads, HW, d): c_e rows only
+            key = _heads(attn.to_k(x[:n]), attn.heads)
+            if attn.norm_q is not None:
+                query = attn.norm_q(query)
+            if attn.norm_k is not None:
+                key = attn.norm_k(key)
+            if plan.keep is not None:
+                plan.kept[id(attn)] = (query[plan.keep], key[plan.keep])
+            source_q, source_k = query, key
+        else:  # a same-step call of conditional rows only: c_e's q and k were kept by the main call
+            source_q, source_k = plan.kept[id(attn)]
+            query = key = source_q[:0]
+        if plan.source is not None:
+            query = torch.cat([query, source_q[plan.source]])  # (B, heads, HW, d)
+            key = torch.cat([key, source_k[plan.source]])
         return F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
 
     def _cross(self, attn: Attention, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -139,8 +160,13 @@ class UIFaceAttnProcessor:
             grid = layer_grid(logits.shape[2], plan.latent_hw)
             plan.maps.append(spatial_map(logits[plan.record], grid))
         n = plan.num_empty
-        if plan.source is not None and plan.inject_cross and logits.shape[0] > n:
-            injected = renormalise_cross_logits(logits[n:], logits[plan.source], plan.blend)
-            logits = torch.cat([logits[:n], injected])
+        if plan.inject_cross and plan.keep is not None:
+            plan.kept[id(attn)] = query_stats(logits[plan.keep])
+        if plan.inject_cross and plan.source is not None:
+            if n:
+                mean_ce, std_ce = query_stats(logits[plan.source])
+            else:  # a same-step call of conditional rows only: the main call kept c_e's statistics
+                mean_ce, std_ce = (stat[plan.source] for stat in plan.kept[id(attn)])
+            logits = torch.cat([logits[:n], renormalise_cross_logits(logits[n:], mean_ce, std_ce, plan.blend)])
         probs = logits.softmax(dim=-1).to(value.dtype)  # over the context tokens
         return probs @ value  # (B, heads, HW, d)

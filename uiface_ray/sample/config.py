@@ -36,6 +36,11 @@ class SamplerConfig(Config):
         400, ge=0, description="Adaptive modes: every sample is in stage 2 for t < max_t0 whatever d_t says "
         "(official release: 400, some configs 500; 0 disables the forced switch).",
     )
+    switch: Literal["same_step", "next_step"] = Field(
+        "same_step", description="Adaptive modes: same_step (as the official release) guides the step at which "
+        "d_t first falls under threshold, in a second, conditional-only UNet call of that step; next_step starts "
+        "stage 2 one step later, so every step stays one call (eq. 4 read with t0 in the first case).",
+    )
     map_resolution: int | None = Field(
         None, ge=1, le=4096, description="Side of the common grid the per-layer cross-attention maps are resized to "
         "(None: the latent's own size; the release uses 32 on 32x32 latents).",

@@ -2,8 +2,10 @@
 
 Each step makes ONE UNet call whose rows are the c_e passes of the samples that need one,
 followed by the conditional passes of the samples in stage 2; samples in stage 1 cost one
-evaluation, samples in stage 2 two.  For ``uiface`` an image costs S + (steps with t < t0)
-UNet sample-evaluations, not 2S.  Latents stay float32 between steps; the UNet runs in its
+evaluation, samples in stage 2 two.  With ``switch="same_step"`` the samples whose d_t settles
+at a step get their conditional pass of that step in one more call (conditional rows only,
+reading the c_e attention the first call kept).  For ``uiface`` an image costs
+S + (steps with t <= t0) UNet sample-evaluations (t < t0 with ``next_step``), not 2S.  Latents stay float32 between steps; the UNet runs in its
 own dtype.  Every sample draws its initial noise from its own generator, and nothing in this
 loop reduces over the batch, so an image does not depend on its batch-mates.
 """
@@ -28,7 +30,7 @@ class SamplerOutput:
     """Result of :func:`run_sampler` for a batch of B images over S steps."""
 
     latents: torch.Tensor  # (B, C, H, W) z_0, float32 (float64 for a float64 UNet)
-    t0: torch.Tensor  # (B,) int64: stage 2 ran at the timesteps t < t0
+    t0: torch.Tensor  # (B,) int64: stage 2 ran at t < t0 (and at t0 itself for a same-step adaptive switch)
     d_t: torch.Tensor  # (B, S) float32: eq. 5 distance at each step, NaN where not computed
     timesteps: torch.Tensor  # (S,) int64, the DDIM timesteps in sampling order
     unet_evaluations: torch.Tensor  # (B,) int64 UNet sample-evaluations per image
@@ -85,11 +87,44 @@ def _plan_rows(stage_two: torch.Tensor, record: torch.Tensor, cfg: SamplerConfig
     plan = AttentionPlan(num_empty=len(empty_idx), latent_hw=latent_hw, blend=cfg.injection_blend)
     if record.any():
         plan.record = row_of[record.nonzero().flatten()]
-    if cfg.injection and len(cond_idx):
-        plan.source = row_of[cond_idx]
-        assert bool((plan.source >= 0).all()), "injection needs the c_e row of every stage-2 sample"
+    if cfg.injection:
         plan.inject_self, plan.inject_cross = cfg.inject_self, cfg.inject_cross
+        if len(cond_idx):
+            plan.source = row_of[cond_idx]
+            assert bool((plan.source >= 0).all()), "injection needs the c_e row of every stage-2 sample"
+        if cfg.switch == "same_step" and plan.record is not None:
+            plan.keep = plan.record  # any sample still in stage 1 may switch at this step
     return empty_idx, cond_idx, row_of, plan
+
+
+def _same_step_plan(main: AttentionPlan, settled: torch.Tensor, cfg: SamplerConfig, latent_hw) -> AttentionPlan:
+    """Plan of the conditional-only call for the samples that settled in ``main``'s step."""
+    plan = AttentionPlan(num_empty=0, latent_hw=latent_hw, blend=cfg.injection_blend)
+    if cfg.injection:
+        plan.source = settled.nonzero().flatten()  # their rows among main.keep (= main.record)
+        plan.kept, plan.inject_self, plan.inject_cross = main.kept, cfg.inject_self, cfg.inject_cross
+    return plan
+
+
+def _boundary(plan: AttentionPlan, rows, step: int, t, t0, d_t, prev_map, cfg: SamplerConfig):
+    """Eq. 5 for the stage-1 samples ``rows``: fills d_t and prev_map, returns (t0, settled mask over rows)."""
+    h_t = combine_maps(plan.maps, tuple(prev_map.shape[1:]), cfg.layer_max_normalise)
+    settled = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+    if step > 0:
+        d_t[rows, step] = map_distance(h_t, prev_map[rows])
+        t0, settled = settle(t0, rows, d_t[rows, step], t, cfg.threshold)
+    prev_map[rows] = h_t
+    return t0, settled
+
+
+def _denoise(unet, processor, plan, latents, tokens, t, state_dtype) -> torch.Tensor:
+    """One batched UNet call under ``plan``: (R, C, H, W) latents and (R, N, D) tokens -> eps."""
+    processor.plan = plan
+    try:
+        out = unet(latents.to(unet.dtype), t, encoder_hidden_states=tokens.to(unet.dtype), return_dict=False)[0]
+    finally:
+        processor.plan = None
+    return out.to(state_dtype)
 
 
 def run_sampler(
@@ -103,8 +138,8 @@ def run_sampler(
 ) -> SamplerOutput:
     """Sample B latents: context_tokens / empty_tokens (B, N, D) on the UNet's device."""
     check_inputs(unet, context_tokens, empty_tokens, generators, cfg, latent_shape)
-    device, dtype = context_tokens.device, unet.dtype
-    state_dtype = torch.float64 if dtype == torch.float64 else torch.float32  # latents between steps
+    device = context_tokens.device
+    state_dtype = torch.float64 if unet.dtype == torch.float64 else torch.float32  # latents between steps
     batch, latent_hw = context_tokens.shape[0], tuple(latent_shape[1:])
     map_hw = latent_hw if cfg.map_resolution is None else (cfg.map_resolution, cfg.map_resolution)
     scheduler.set_timesteps(cfg.num_inference_steps, device=device)
@@ -112,9 +147,10 @@ def run_sampler(
     latents = initial_noise(generators, latent_shape, device).to(state_dtype) * scheduler.init_noise_sigma  # z_T
     t0 = initial_t0(cfg, batch, scheduler.config.num_train_timesteps, device)
     d_t = torch.full((batch, len(timesteps)), float("nan"), device=device)  # float32
-    prev_map = torch.zeros((batch, *map_hw), device=device)  # float32, as spatial_map returns  # h_(t+1) of each sample
+    prev_map = torch.zeros((batch, *map_hw), device=device)  # h_(t+1) of each sample, float32
     evaluations = torch.zeros(batch, dtype=torch.long, device=device)
-    processor = UIFaceAttnProcessor()
+    calls, processor = 0, UIFaceAttnProcessor()
+    denoise = lambda plan, rows, tokens, t: _denoise(unet, processor, plan, rows, tokens, t, state_dtype)  # noqa: E731
     original = unet.attn_processors
     unet.set_attn_processor(processor)
     try:
@@ -123,11 +159,11 @@ def run_sampler(
                 # 1. who is in which stage at t (eq. 4) and who needs its c_e map (eq. 5)
                 stage_two = in_stage_two(t, t0)
                 record = ~stage_two if cfg.adaptive else torch.zeros_like(stage_two)
-                empty_idx, cond_idx, row_of, processor.plan = _plan_rows(stage_two, record, cfg, latent_hw)
+                empty_idx, cond_idx, row_of, plan = _plan_rows(stage_two, record, cfg, latent_hw)
                 # 2. one UNet call: c_e rows, then conditional rows
-                model_input = torch.cat([latents[empty_idx], latents[cond_idx]]).to(dtype)
-                tokens = torch.cat([empty_tokens[empty_idx], context_tokens[cond_idx]]).to(dtype)
-                noise_pred = unet(model_input, t, encoder_hidden_states=tokens, return_dict=False)[0].to(state_dtype)
+                noise_pred = denoise(plan, torch.cat([latents[empty_idx], latents[cond_idx]]),
+                                     torch.cat([empty_tokens[empty_idx], context_tokens[cond_idx]]), t)
+                calls += 1
                 evaluations[empty_idx] += 1
                 evaluations[cond_idx] += 1
                 # 3. eps per sample: c_e in stage 1, guided in stage 2 (eq. 4)
@@ -137,16 +173,19 @@ def run_sampler(
                 eps_empty = noise_pred[:n][row_of[cond_idx]] if cfg.guidance_scale != 0.0 else None
                 eps[cond_idx] = guide(eps_empty, noise_pred[n:], cfg.guidance_scale)
                 # 4. adaptive boundary (eq. 5) from this step's c_e cross-attention maps
-                if processor.plan.record is not None:
+                if plan.record is not None:
                     rows = record.nonzero().flatten()
-                    h_t = combine_maps(processor.plan.maps, map_hw, cfg.layer_max_normalise)
-                    if step > 0:
-                        d_t[rows, step] = map_distance(h_t, prev_map[rows])
-                        t0 = settle(t0, rows, d_t[rows, step], t, cfg.threshold)
-                    prev_map[rows] = h_t
+                    t0, settled = _boundary(plan, rows, step, t, t0, d_t, prev_map, cfg)
+                    # 4b. same-step switch: the settled samples' conditional pass at this t
+                    if cfg.switch == "same_step" and settled.any():
+                        switched = rows[settled]
+                        catch_up = _same_step_plan(plan, settled, cfg, latent_hw)
+                        eps_cond = denoise(catch_up, latents[switched], context_tokens[switched], t)
+                        calls += 1
+                        evaluations[switched] += 1
+                        eps[switched] = guide(eps[switched], eps_cond, cfg.guidance_scale)
                 # 5. DDIM update, eta 0
                 latents = scheduler.step(eps, t, latents, eta=0.0).prev_sample
-                processor.plan = None
     finally:
         unet.set_attn_processor(original)
-    return SamplerOutput(latents, t0, d_t, timesteps.long(), evaluations, len(timesteps))
+    return SamplerOutput(latents, t0, d_t, timesteps.long(), evaluations, calls)
