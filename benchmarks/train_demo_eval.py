@@ -1,0 +1,114 @@
+"""Do a trained model's samples look like their identity?  dlib similarity of samples vs real faces.
+
+For the grid identities of a run (the ``--num-identities`` with the most images), sample
+``--samples`` images per identity with plain DDIM from the identity context (the embedding of the
+identity's first image, as in the sample grid) and from c_e, embed them with the project's dlib
+encoder (centred, L2-normalised; images upsampled to 112 px), and compare with the real images
+of the same identity and of the other identities, degraded to the model's resolution and back
+the same way.  Reference rows: real-vs-real at the same resolution.
+
+    python benchmarks/train_demo_eval.py --model /work/runs/h2/demo/checkpoints/step-00002000/model \
+        --table /work/runs/h2/faces_devtrain5_dlib.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from uiface_ray.encoders.base import load_encoder  # noqa: E402
+from uiface_ray.model.bundle import load_model  # noqa: E402
+from uiface_ray.train.data import decode_images, load_face_data  # noqa: E402
+from uiface_ray.train.grid import ddim_sample, grid_png, to_uint8  # noqa: E402
+from uiface_ray.train.loop import grid_rows  # noqa: E402
+
+
+def up(images: np.ndarray, size: int = 112) -> np.ndarray:
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) for im in images])
+
+
+@torch.no_grad()
+def samples_for(model, embeddings: torch.Tensor, per_identity: int, steps: int, seed: int) -> np.ndarray:
+    """(K * per_identity, S, S, 3) uint8; the noise of sample j is shared across identities."""
+    c, h, w = model.latent_shape()
+    noise = torch.stack([torch.randn((c, h, w), generator=torch.Generator().manual_seed(seed + j))
+                         for j in range(per_identity)] * embeddings.shape[0])
+    tokens = model.context_encoder(embeddings).repeat_interleave(per_identity, dim=0)
+    out = []
+    for start in range(0, noise.shape[0], 64):
+        part = slice(start, start + 64)
+        latents = ddim_sample(model.unet, tokens[part], noise[part], model.scheduler_config, steps)
+        out.append(to_uint8(model.decode_latents(latents)))
+    return np.concatenate(out)
+
+
+def similarity_table(sample_emb: np.ndarray, real_emb: np.ndarray, real_labels: np.ndarray,
+                     sample_labels: np.ndarray) -> tuple[float, float]:
+    """Mean cosine similarity of each sample to real images of its identity / of the others."""
+    sims = sample_emb @ real_emb.T  # (S, R)
+    same = sample_labels[:, None] == real_labels[None, :]
+    return float(sims[same].mean()), float(sims[~same].mean())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--table", required=True)
+    p.add_argument("--num-identities", type=int, default=8)
+    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--real-per-identity", type=int, default=10)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--min-images", type=int, default=5)
+    p.add_argument("--png", default=None, help="write the samples as a grid PNG here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    model = load_model(args.model)
+    size = int(model.info["image_size"])
+    data = load_face_data(args.table, model.embedding_dim, args.min_images, with_images=True)
+    rows = grid_rows(data, args.num_identities)
+    labels = data.labels[rows]
+    real_rows = np.concatenate([np.flatnonzero(data.labels == lab)[: args.real_per_identity] for lab in labels])
+    real = up(decode_images([data.encoded[i] for i in real_rows], size))  # degraded like the samples
+    gen = samples_for(model, torch.from_numpy(data.embeddings[rows]), args.samples, args.steps, args.seed)
+    empty = samples_for(model, model.context_encoder.empty_context[None].detach(), args.samples, args.steps,
+                        args.seed)
+    encoder = load_encoder({"kind": "dlib"})
+    real_emb = encoder.embed(real)
+    gen_emb = encoder.embed(up(gen))
+    empty_emb = encoder.embed(up(empty))
+    real_labels = data.labels[real_rows]
+    gen_labels = np.repeat(labels, args.samples)
+    same, other = similarity_table(gen_emb, real_emb, real_labels, gen_labels)
+    # real vs real at the model's resolution (excluding an image with itself)
+    sims = real_emb @ real_emb.T
+    same_mask = (real_labels[:, None] == real_labels[None, :]) & ~np.eye(len(real_labels), dtype=bool)
+    print(f"model {args.model} ({size}x{size}); {len(rows)} identities x {args.samples} samples, "
+          f"{len(real_rows)} real images; dlib cosine similarity (centred, normalised)")
+    print(f"  samples vs own identity  {same:.3f}   vs other identities {other:.3f}")
+    print(f"  c_e samples vs all real  {float((empty_emb @ real_emb.T).mean()):.3f}")
+    print(f"  samples of one identity among themselves {_within(gen_emb, gen_labels):.3f}")
+    print(f"  real vs real, same {float(sims[same_mask].mean()):.3f}   different "
+          f"{float(sims[real_labels[:, None] != real_labels[None, :]].mean()):.3f}")
+    if args.png:
+        tiles = gen.reshape(len(rows), args.samples, size, size, 3)
+        grid = tiles.transpose(0, 2, 1, 3, 4).reshape(len(rows) * size, args.samples * size, 3)
+        Path(args.png).write_bytes(grid_png(grid, scale=max(1, 64 // size)))
+    return 0
+
+
+def _within(emb: np.ndarray, labels: np.ndarray) -> float:
+    sims = emb @ emb.T
+    mask = (labels[:, None] == labels[None, :]) & ~np.eye(len(labels), dtype=bool)
+    return float(sims[mask].mean())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
