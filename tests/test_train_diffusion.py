@@ -97,6 +97,15 @@ def test_resume_is_exact(table, tmp_path):
     assert [m["loss"] for m in state_a.metrics] == [m["loss"] for m in state_b.metrics]
 
 
+def test_stop_after_minutes_checkpoints_and_resumes(table, tmp_path):
+    cfg = tiny_train_config(table, str(tmp_path / "p"), num_workers=1, max_steps=6, checkpoint_every=100,
+                            log_every=2, grid={"num_identities": 0}, stop_after_minutes=1e-6)
+    assert run_training(cfg).step == 2
+    assert json.loads((tmp_path / "p" / "latest.json").read_text())["step"] == 2
+    assert run_training(cfg.model_copy(update={"stop_after_minutes": None})).step == 6
+    assert json.loads((tmp_path / "p" / "latest.json").read_text())["step"] == 6
+
+
 def test_reloaded_checkpoint_predicts_the_same(table, tmp_path):
     cfg = tiny_train_config(table, str(tmp_path / "r"), num_workers=1, max_steps=4, checkpoint_every=4,
                             grid={"num_identities": 0})

@@ -234,8 +234,15 @@ def run_training(cfg: TrainConfig, ctx: WorkerContext | None = None) -> TrainSta
             ctx.report(metrics)
             if ctx.rank == 0:
                 ctx.log(progress_line(metrics, cfg.max_steps))
+            if cfg.stop_after_minutes is not None:
+                over = time.time() - meter.session_start > 60 * cfg.stop_after_minutes
+                last = last or ctx.mean(float(over)) > 0  # every rank stops at the same step
         if (state.step % cfg.checkpoint_every == 0 or last) and ctx.rank == 0:
             write_checkpoint(state, cfg, data, images, ctx)
+        if last and state.step < cfg.max_steps:
+            if ctx.rank == 0:
+                    ctx.log(f"[train] stopped at step {state.step} after {cfg.stop_after_minutes} min; rerun to resume")
+            break
         if cfg.fail_at_step is not None and state.step == cfg.fail_at_step:
             raise SimulatedCrash(f"simulated crash after step {state.step} (fail_at_step)")
     return state
