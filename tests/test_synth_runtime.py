@@ -1,4 +1,6 @@
-"""Distributed synthesis on a tiny model with 2 sampler actors: end to end, actor loss, bad inputs.
+"""Distributed synthesis on a tiny model with 2 sampler actors: end to end on S3, bad inputs.
+
+Fault injection (an actor killed mid-shard, the driver killed halfway) is in test_synth_faults.py.
 
 Each run kills its actors before returning (``run_synthesis`` does so in ``finally``), so the
 session's 2 CPUs are free for the next test.
@@ -6,8 +8,6 @@ session's 2 CPUs are free for the next test.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from pathlib import Path
 
@@ -33,7 +33,7 @@ def synth_config(model, identities, output, **over) -> SynthesisConfig:
     base = dict(model=model, identities=identities, output=output, images_per_identity=N_IMG,
                 identities_per_shard=1, seed=3, batch_size=4, progress_every_s=0.0,
                 sampler={"mode": "uiface", "num_inference_steps": 4},
-                actors={"num_actors": 2, "use_gpu": "no", "max_restarts": 0})
+                actors={"num_actors": 2, "use_gpu": False, "max_restarts": 0})
     base.update(over)
     return SynthesisConfig.model_validate(base)
 
@@ -53,73 +53,27 @@ def wait_cpus_free(ray, n=2.0, timeout=30.0):
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def clean_run(ray_local, inputs, tmp_path_factory):
+def test_end_to_end_on_s3(ray_local, inputs, s3_bucket):
     from uiface_ray.runtime.synthesis import run_synthesis
+    from uiface_ray.synth.resume import ResumeError
 
-    out = str(tmp_path_factory.mktemp("clean") / "ds")
-    result = run_synthesis(synth_config(*inputs, out))
-    wait_cpus_free(ray_local)
-    return out, result
-
-
-def test_end_to_end_on_s3_equals_local(ray_local, inputs, clean_run, s3_bucket):
-    from uiface_ray.runtime.synthesis import run_synthesis
-
-    local, local_result = clean_run
-    assert local_result.actors == 2 and local_result.shards_run == N_ID and local_result.shard_retries == 0
     out = storage.join(s3_bucket, "synthetic")
     result = run_synthesis(synth_config(*inputs, out))
+    assert result.actors == 2 and result.shards_run == N_ID and result.shard_retries == 0
     wait_cpus_free(ray_local)
     manifest = read_manifest(out)
     assert manifest.complete and manifest.num_rows == N_ID * N_IMG == result.num_rows
     assert manifest.generation["sampler"]["num_inference_steps"] == 4 and manifest.job_config["output"] == out
-    seen = set()
+    seen = []
     for rows in open_dataset(out).iter_shards():
         for identity, index, image in zip(rows.identity_id, rows.image_index, rows.image):
             assert decode_image(image).shape == (16, 16, 3)
-            seen.add((int(identity), int(index)))
+            seen.append((int(identity), int(index)))
         assert rows.mode == "uiface" and rows.model_hash == manifest.model_hash
-    assert seen == {(i, j) for i in range(N_ID) for j in range(N_IMG)}
-    # the shards are byte-identical to the local run: output independent of where/who ran it
-    assert shard_hashes(out) == shard_hashes(local)
-    assert shard_bytes(out) == shard_bytes(local)
-    # a rerun of a complete dataset runs nothing
-    again = run_synthesis(synth_config(*inputs, out))
-    assert again.shards_run == 0 and again.actors == 0
-
-
-def test_actor_killed_while_holding_a_shard(ray_local, inputs, clean_run, tmp_path):
-    from uiface_ray.runtime.synthesis import run_synthesis
-
-    marker_dir = tmp_path / "markers"
-    out = str(tmp_path / "ds")
-    cfg = synth_config(*inputs, out, fault_injection={"hold_shard": 1, "hold_seconds": 120,
-                                                      "marker_dir": str(marker_dir)})
-    box: dict = {}
-    thread = threading.Thread(target=lambda: box.update(result=run_synthesis(cfg)), daemon=True)
-    thread.start()
-    marker = marker_dir / "holding-1"
-    deadline = time.time() + 120
-    while not marker.exists():
-        assert thread.is_alive() and time.time() < deadline, "shard 1 was never held"
-        time.sleep(0.2)
-    assert "shard-00001.parquet" not in shard_hashes(out)
-    ray_local.kill(ray_local.get_actor(marker.read_text()))  # Ray's own kill, no restart
-    thread.join(timeout=120)
-    assert not thread.is_alive()
-    result = box["result"]
-    assert result.shard_retries >= 1 and result.num_rows == N_ID * N_IMG
-    assert sorted(shard_bytes(out)) == sorted(shard_bytes(clean_run[0]))
-    assert shard_bytes(out) == shard_bytes(clean_run[0])
-    wait_cpus_free(ray_local)
-
-
-def test_rerun_with_other_config_is_refused(ray_local, inputs, clean_run):
-    from uiface_ray.runtime.synthesis import run_synthesis
-    from uiface_ray.synth.resume import ResumeError
-
-    out = clean_run[0]
+    assert sorted(seen) == [(i, j) for i in range(N_ID) for j in range(N_IMG)]  # exact, no duplicates
+    assert sorted(shard_bytes(out)) == [f"shard-{i:05d}.parquet" for i in range(N_ID)]
+    # a rerun of a complete dataset runs nothing; one with another config is refused, output untouched
+    assert run_synthesis(synth_config(*inputs, out)).shards_run == 0
     before = storage.read_bytes(storage.join(out, "manifest.json"))
     with pytest.raises(ResumeError, match=r"seed: 3 -> 4"):
         run_synthesis(synth_config(*inputs, out, seed=4))

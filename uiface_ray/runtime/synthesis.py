@@ -16,21 +16,17 @@ its identities and seeds, a re-run shard is byte-identical to the lost one.
 from __future__ import annotations
 
 import logging
-import os
 import time
-import uuid
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import ray
-from ray.exceptions import RayActorError, RayTaskError
 
 from uiface_ray import storage
 from uiface_ray.identities.table import IdentityTable, read_identity_table
 from uiface_ray.storage.fs import check_writable
 from uiface_ray.model import ModelLoadError, load_model, model_hash
+from uiface_ray.runtime.pool import dispatch, kill_pool, start_pool, wants_gpu
 from uiface_ray.synth.config import SynthesisConfig
 from uiface_ray.synth.errors import SynthesisInputError
 from uiface_ray.synth.manifest import Manifest, ShardRecord, write_manifest
@@ -66,12 +62,6 @@ class Prepared:
     use_gpu: bool
 
 
-def _use_gpu(cfg: SynthesisConfig) -> bool:
-    if cfg.actors.use_gpu == "auto":
-        return ray.cluster_resources().get("GPU", 0) >= 1
-    return cfg.actors.use_gpu == "yes"
-
-
 def prepare_synthesis(cfg: SynthesisConfig) -> Prepared:
     """Validate the model, the identity table and the output; decide what is left. Writes nothing."""
     st = cfg.storage
@@ -86,7 +76,7 @@ def prepare_synthesis(cfg: SynthesisConfig) -> Prepared:
         check_writable(cfg.output, st)
     except storage.StorageError as exc:
         raise SynthesisInputError(f"output {cfg.output} is not writable: {exc}") from exc
-    use_gpu = _use_gpu(cfg)
+    use_gpu = wants_gpu(cfg.actors)
     dtype = cfg.actors.dtype if use_gpu else "float32"
     generation = cfg.generation(mhash, table.sha256, dtype)
     plan = plan_shards(len(table), cfg.identities_per_shard, cfg.images_per_identity)
@@ -148,36 +138,11 @@ class SamplerWorker:
 # The driver
 
 
-STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-               "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION")
-
-
-def storage_env() -> dict[str, str]:
-    """The driver's S3 settings, handed to the actors so they reach the same storage."""
-    return {k: os.environ[k] for k in STORAGE_ENV if os.environ.get(k)}
-
-
 def _start_pool(prep: Prepared, n_todo: int) -> list:
-    cfg = prep.cfg
-    resources = ray.cluster_resources()
-    if prep.use_gpu:
-        slots = int(resources.get("GPU", 0))
-        options = {"num_gpus": 1, "num_cpus": 1}
-    else:
-        slots = int(resources.get("CPU", 1) // cfg.actors.cpus_per_actor)
-        options = {"num_cpus": cfg.actors.cpus_per_actor}
-    n = max(1, min(cfg.actors.num_actors or slots, n_todo))
-    remote_cls = ray.remote(SamplerWorker)
-    options.update(max_restarts=cfg.actors.max_restarts, max_task_retries=cfg.actors.max_restarts)
-    env = storage_env()
-    if env:
-        options["runtime_env"] = {"env_vars": env}
+    cfg_dict = prep.cfg.model_dump(mode="json")
     device = "cuda" if prep.use_gpu else "cpu"
-    tag = uuid.uuid4().hex[:8]
-    names = [f"uiface-sampler-{tag}-{i}" for i in range(n)]
-    cfg_dict = cfg.model_dump(mode="json")
-    mhash = prep.manifest.model_hash
-    return [remote_cls.options(name=name, **options).remote(cfg_dict, name, device, mhash) for name in names]
+    return start_pool(SamplerWorker, prep.cfg.actors, prep.use_gpu, n_todo, "uiface-sampler",
+                      lambda name: (cfg_dict, name, device, prep.manifest.model_hash))
 
 
 def _metrics():
@@ -191,56 +156,25 @@ def _metrics():
 def _dispatch(prep: Prepared, actors: list, progress: Progress) -> tuple[int, int]:
     """Run every shard of ``prep.state.todo``; returns (shards run, re-dispatches)."""
     cfg, table = prep.cfg, prep.table
-    pending: deque[ShardSpec] = deque(prep.state.todo)
-    attempts: dict[int, int] = {}
-    inflight: dict = {}  # ObjectRef -> (spec, actor index)
-    alive = set(range(len(actors)))
     images_metric, shards_metric, rate_metric = _metrics()
-    ran = retries = 0
 
-    def submit(i: int) -> None:
-        spec = pending.popleft()
-        attempt = attempts.get(spec.index, 0)
-        attempts[spec.index] = attempt + 1
+    def call(actor, spec: ShardSpec, attempt: int):
         ids = table.identity_ids[spec.row_start:spec.row_stop]
         emb = table.embeddings[spec.row_start:spec.row_stop]
-        inflight[actors[i].run_shard.remote(spec, ids, emb, attempt)] = (spec, i)
+        return actor.run_shard.remote(spec, ids, emb, attempt)
 
-    def refill() -> None:
-        for i in sorted(alive):
-            while pending and sum(1 for _, a in inflight.values() if a == i) < cfg.actors.tasks_per_actor:
-                submit(i)
-
-    refill()
-    while inflight:
-        [ref], _ = ray.wait(list(inflight), num_returns=1)
-        spec, i = inflight.pop(ref)
-        try:
-            record: ShardRecord = ray.get(ref)
-        except (RayActorError, RayTaskError) as exc:
-            if isinstance(exc, RayActorError):
-                alive.discard(i)
-                log.warning("sampler actor %d died holding %s; re-dispatching it", i, spec.name)
-            else:
-                log.warning("%s failed on actor %d: %s", spec.name, i, exc)
-            if attempts[spec.index] >= cfg.actors.max_shard_attempts:
-                raise RuntimeError(f"{spec.name} failed {attempts[spec.index]} times; last error: {exc}") from exc
-            if not alive:
-                raise RuntimeError(f"every sampler actor died; rerun the job to resume ({exc})") from exc
-            pending.appendleft(spec)
-            retries += 1
-            refill()
-            continue
+    def on_result(spec: ShardSpec, record: ShardRecord) -> None:
         prep.manifest.shards.append(record)
         write_manifest(cfg.output, prep.manifest, cfg.storage)
-        ran += 1
         progress.update(record.rows)
         images_metric.inc(record.rows)
         shards_metric.set(len(prep.manifest.shards))
         rate_metric.set(progress.images_per_second)
         progress.maybe_print()
-        refill()
-    return ran, retries
+
+    stats = dispatch(actors, prep.state.todo, call, on_result, tasks_per_actor=cfg.actors.tasks_per_actor,
+                     max_attempts=cfg.actors.max_shard_attempts, key=lambda spec: spec.name)
+    return stats.completed, stats.redispatched
 
 
 def run_synthesis(cfg: SynthesisConfig) -> SynthesisResult:
@@ -263,8 +197,7 @@ def run_synthesis(cfg: SynthesisConfig) -> SynthesisResult:
             actors = _start_pool(prep, len(state.todo))
             ran, retries = _dispatch(prep, actors, progress)
     finally:
-        for actor in actors:
-            ray.kill(actor)
+        kill_pool(actors)
     loop_seconds = time.perf_counter() - loop_start
     if not prep.manifest.complete:
         raise RuntimeError(f"internal: manifest lists {len(prep.manifest.shards)}/{len(prep.plan)} shards")

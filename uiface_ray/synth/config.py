@@ -17,8 +17,9 @@ class ActorPoolConfig(Config):
 
     num_actors: int | None = Field(
         None, ge=1, description="Actors in the pool; empty: one per GPU of the cluster, else one per CPU slot.")
-    use_gpu: Literal["auto", "yes", "no"] = Field(
-        "auto", description="'auto': one actor per GPU (num_gpus=1) when the cluster has GPUs, else CPU actors.")
+    use_gpu: bool | None = Field(
+        None, description="true: one actor per GPU (num_gpus=1); false: CPU actors; empty: GPUs when the cluster "
+        "has any.")
     cpus_per_actor: int = Field(1, ge=1, description="num_cpus of each CPU actor (and torch threads in it).")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="Sampling dtype on GPU actors (CPU actors always use float32).")

@@ -1,0 +1,131 @@
+"""Identities on Ray: actors draw c_e-only faces and embed them; the driver filters them in order.
+
+Candidate ``k`` always comes from seed ``image_seed(seed, "candidate", k)`` and the greedy filter
+sees candidates in ``k`` order whatever the order tasks finish in, so the identity table does not
+depend on the number of actors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+
+import numpy as np
+
+from uiface_ray import storage
+from uiface_ray.identities.config import MakeIdentitiesConfig
+from uiface_ray.identities.filtering import FilterSummary, GreedyIdentityFilter
+from uiface_ray.identities.table import write_identity_table
+from uiface_ray.model import ModelLoadError, load_model
+from uiface_ray.runtime.pool import dispatch, kill_pool, start_pool, wants_gpu
+from uiface_ray.storage.fs import check_writable
+from uiface_ray.synth.errors import SynthesisInputError
+
+__all__ = ["CandidateWorker", "make_identities", "training_identity_embeddings"]
+
+log = logging.getLogger(__name__)
+
+
+class CandidateWorker:
+    """Holds the sampler (c_e only: two-stage with t0 = 0) and the identity encoder."""
+
+    def __init__(self, cfg: dict, name: str, device: str):
+        import torch
+
+        from uiface_ray.encoders import load_encoder
+        from uiface_ray.sample import SamplerConfig, UIFaceSampler
+
+        self.cfg = MakeIdentitiesConfig.model_validate(cfg)
+        if device == "cpu":
+            torch.set_num_threads(self.cfg.actors.cpus_per_actor)
+        dtype = getattr(torch, self.cfg.actors.dtype) if device != "cpu" else torch.float32
+        sampler_cfg = SamplerConfig(mode="two_stage_fixed", t0=0, num_inference_steps=self.cfg.num_inference_steps)
+        self.sampler = UIFaceSampler.from_pretrained(self.cfg.model, device=device, dtype=dtype, config=sampler_cfg)
+        self.encoder = load_encoder(self.cfg.encoder, self.cfg.storage)
+
+    def embed_candidates(self, block: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Seeds, identity embeddings ``(B, dim)`` of candidate block ``block``, and the encoder's info."""
+        from uiface_ray.sample import image_seed
+
+        n = self.cfg.candidates_per_task
+        seeds = [image_seed(self.cfg.seed, "candidate", k) for k in range(block * n, (block + 1) * n)]
+        dim = self.sampler.model.embedding_dim
+        unused = np.full((n, dim), 1.0 / np.sqrt(dim), dtype=np.float32)  # c_e only: contexts are not used
+        images = self.sampler.sample(unused, seeds).images  # (B, H, W, 3) uint8
+        return np.asarray(seeds, dtype=np.int64), self.encoder.embed(images), self.encoder.info()
+
+
+def training_identity_embeddings(url: str, storage_cfg=None) -> np.ndarray:
+    """One L2-normalised mean embedding per training identity (``label``) of a face table."""
+    table = storage.read_table(url, storage_cfg, columns=["embedding", "label"])
+    labels = np.asarray(table.column("label").to_numpy(), dtype=np.int64)
+    flat = table.column("embedding").combine_chunks()
+    emb = np.asarray(flat.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(labels), -1)
+    uniq, inverse = np.unique(labels, return_inverse=True)
+    sums = np.zeros((len(uniq), emb.shape[1]), dtype=np.float64)
+    np.add.at(sums, inverse, emb)  # (K, E)
+    return (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _validate(cfg: MakeIdentitiesConfig) -> tuple[int, np.ndarray | None]:
+    try:
+        model = load_model(cfg.model, "cpu", storage=cfg.storage)
+    except ModelLoadError as exc:
+        raise SynthesisInputError(f"model: {exc}") from exc
+    dim = model.embedding_dim
+    train = None
+    if cfg.training_embeddings:
+        train = training_identity_embeddings(cfg.training_embeddings, cfg.storage)
+        if train.shape[1] != dim:
+            raise SynthesisInputError(f"training_embeddings {cfg.training_embeddings} have dim {train.shape[1]}, "
+                                      f"the model expects {dim}")
+    for url in (cfg.output, cfg.summary_url()):
+        try:
+            check_writable(url.rsplit("/", 1)[0] if "/" in url else ".", cfg.storage)
+        except storage.StorageError as exc:
+            raise SynthesisInputError(f"cannot write {url}: {exc}") from exc
+    return dim, train
+
+
+def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
+    """Draw, embed and filter candidates until ``num_identities`` are kept; write table + summary."""
+    dim, train = _validate(cfg)
+    filt = GreedyIdentityFilter(cfg.num_identities, dim, cfg.similarity_threshold, train,
+                                cfg.leakage_threshold if train is not None else None)
+    blocks = range(-(-cfg.max_candidates // cfg.candidates_per_task))
+    arrived: dict[int, tuple] = {}
+    next_block = [0]
+    encoder: dict = {}
+
+    def on_result(block: int, value) -> bool:
+        arrived[block] = value
+        while next_block[0] in arrived and not filt.done:  # feed the filter in candidate order
+            seeds, emb, info = arrived.pop(next_block[0])
+            encoder.update(info)
+            if emb.shape[1] != dim:
+                raise SynthesisInputError(f"the identity encoder gives dim {emb.shape[1]}, the model expects {dim}")
+            filt.offer(emb, seeds)
+            next_block[0] += 1
+        log.info("identities: %d/%d kept of %d drawn", filt.kept, cfg.num_identities, filt.drawn)
+        return filt.done
+
+    use_gpu = wants_gpu(cfg.actors)
+    cfg_dict = cfg.model_dump(mode="json")
+    actors: list = []
+    try:
+        actors = start_pool(CandidateWorker, cfg.actors, use_gpu, len(blocks), "uiface-candidates",
+                            lambda name: (cfg_dict, name, "cuda" if use_gpu else "cpu"))
+        dispatch(actors, blocks, lambda actor, block, attempt: actor.embed_candidates.remote(block), on_result,
+                 tasks_per_actor=cfg.actors.tasks_per_actor, max_attempts=cfg.actors.max_shard_attempts)
+    finally:
+        kill_pool(actors)
+    result = filt.result()
+    if not filt.done:
+        raise RuntimeError(f"only {filt.kept} of {cfg.num_identities} identities after {filt.drawn} candidates "
+                           f"(max_candidates); raise similarity_threshold or max_candidates")
+    write_identity_table(cfg.output, result, encoder, cfg.storage)
+    summary = {**asdict(result.summary), "output": cfg.output, "model": cfg.model, "seed": cfg.seed,
+               "encoder": encoder}
+    storage.write_bytes_atomic(cfg.summary_url(), (json.dumps(summary, indent=2) + "\n").encode(), cfg.storage)
+    return result.summary
