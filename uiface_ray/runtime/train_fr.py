@@ -75,6 +75,18 @@ def _load_state(model, optimizer) -> tuple[int, list]:
     return int(state["step"]), list(state["losses"])
 
 
+def _worker_rows(cfg: FRTrainConfig, rank: int, world: int):
+    """This worker's fixed share of the rows, decoded: (images (n, 112, 112, 3), labels, classes, plan)."""
+    from uiface_ray.evaluate.faceset import decode_images, read_faceset
+
+    faces = read_faceset(cfg.data, cfg.storage)
+    plan = _plan(len(faces.labels), cfg)
+    perm = np.random.default_rng([cfg.seed, 0x5EED]).permutation(len(faces.labels))
+    mine = np.sort(perm[rank::world][: len(faces.labels) // world])
+    images = decode_images([faces.images[i] for i in mine], 112)  # (n, 112, 112, 3)
+    return images, faces.labels[mine], faces.num_classes, plan
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train worker body; ``config`` is ``FRTrainConfig.model_dump()``."""
     import ray.train
@@ -84,39 +96,36 @@ def train_loop_per_worker(config: dict) -> None:
 
     from uiface_ray.evaluate import fr_train
     from uiface_ray.evaluate.augment import AugmentSpec
-    from uiface_ray.evaluate.faceset import decode_images, read_faceset
 
     cfg = FRTrainConfig.model_validate(config)
     torch.set_num_threads(cfg.torch_threads)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    faces = read_faceset(cfg.data, cfg.storage)
-    steps_per_epoch, total_steps = _plan(len(faces.labels), cfg)
-    perm = np.random.default_rng([cfg.seed, 0x5EED]).permutation(len(faces.labels))
-    mine = np.sort(perm[rank::world][: len(faces.labels) // world])
-    images = decode_images([faces.images[i] for i in mine], 112)  # (n, 112, 112, 3)
-    labels = faces.labels[mine]
-    init = torch.Generator().manual_seed(cfg.seed)
+    images, labels, num_classes, (steps_per_epoch, total_steps) = _worker_rows(cfg, rank, world)
     with torch.random.fork_rng(devices=[]):  # build_iresnet draws from the default generator
         torch.manual_seed(cfg.seed)
-        model = fr_train.FRModel(cfg.depth, faces.num_classes, cfg.embedding_dim, cfg.arcface_s,
-                                 cfg.arcface_m, init)
-    model = ray.train.torch.prepare_model(model)
+        model = fr_train.FRModel(cfg.depth, num_classes, cfg.embedding_dim, cfg.arcface_s, cfg.arcface_m,
+                                 torch.Generator().manual_seed(cfg.seed))
+    model = ray.train.torch.prepare_model(model)  # DDP across the workers
     optimizer = fr_train.build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     step, losses = _load_state(model, optimizer)
     aug = AugmentSpec(0.5 if cfg.flip else 0.0, cfg.augment_p, cfg.augment_p, cfg.augment_p)
     milestones = tuple(int(round(f * total_steps)) for f in cfg.lr_milestones)
     every = cfg.checkpoint_every or steps_per_epoch
     device = ray.train.torch.get_device()
+    batches, batches_epoch = [], -1
     while step < total_steps:
         epoch, k = divmod(step, steps_per_epoch)
-        batch = fr_train.epoch_batches(np.arange(len(labels)), cfg.batch_size, steps_per_epoch, cfg.seed + rank, epoch)[k]
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, rank, step]).generate_state(1)[0]))
-        res = fr_train.train_step(model, optimizer, images[batch], labels[batch],
-                                  fr_train.lr_at(step, cfg.lr, milestones, cfg.lr_gamma), gen, aug, device)
+        if epoch != batches_epoch:
+            rows = np.arange(len(labels))
+            batches, batches_epoch = fr_train.epoch_batches(rows, cfg.batch_size, steps_per_epoch,
+                                                            cfg.seed + rank, epoch), epoch
+        gen = torch.Generator().manual_seed(fr_train.step_seed(cfg.seed, rank, step))
+        lr = fr_train.lr_at(step, cfg.lr, milestones, cfg.lr_gamma)
+        res = fr_train.train_step(model, optimizer, images[batches[k]], labels[batches[k]], lr, gen, aug, device)
         loss = torch.tensor([res.loss])
         if world > 1 and dist.is_initialized():
-            dist.all_reduce(loss)
+            dist.all_reduce(loss)  # mean over workers, for the log
         losses.append(float(loss) / world)
         step += 1
         if step % every == 0 or step == total_steps:
