@@ -88,3 +88,37 @@ def test_verify_pairs_on_lfw_end_to_end(lfw_dir):
     res = verify_set(encoder, spec)
     assert res.num_pairs == 40 and sum(res.issame) == 20
     assert res.accuracy > 0.8  # dlib's descriptor reaches ~97% on the full list
+
+
+def test_verify_job_on_a_bin_with_an_iresnet_checkpoint(tmp_path):
+    import json
+
+    import torch
+
+    import jobs.verify as job
+    from uiface_ray.encoders import build_iresnet
+
+    torch.manual_seed(0)
+    torch.save(build_iresnet(18, 16).state_dict(), tmp_path / "backbone.pth")
+    rng = np.random.default_rng(0)
+    bins, issame = [], []
+    for i in range(20):
+        a = int(rng.integers(0, 255))
+        same = i % 2 == 0
+        bins += [_jpeg(a), _jpeg(a if same else (a + 128) % 256)]
+        issame.append(same)
+    (tmp_path / "tiny.bin").write_bytes(pickle.dumps((bins, issame)))
+    rc = job.main(["--encoder.kind", "iresnet", "--encoder.path", str(tmp_path / "backbone.pth"),
+                   "--encoder.depth", "18", "--encoder.embedding_dim", "16",
+                   "--sets", json.dumps([{"name": "tiny", "bin": str(tmp_path / "tiny.bin")}]),
+                   "--out", str(tmp_path / "v")])
+    assert rc == 0
+    body = json.loads((tmp_path / "v" / "verify.json").read_text())
+    (res,) = body["results"]
+    assert res["name"] == "tiny" and res["num_pairs"] == 20 and 0.0 <= res["accuracy"] <= 1.0
+    assert res["encoder"].startswith("iresnet-18:")
+    (tmp_path / "evil.bin").write_bytes(pickle.dumps(([_Boom()], [True])))
+    with pytest.raises(UnsafePickleError):
+        job.main(["--encoder.kind", "iresnet", "--encoder.path", str(tmp_path / "backbone.pth"),
+                  "--encoder.depth", "18", "--encoder.embedding_dim", "16",
+                  "--sets", json.dumps([{"name": "evil", "bin": str(tmp_path / "evil.bin")}])])
