@@ -104,3 +104,15 @@ def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir):
     html = storage.read_bytes(page).decode()
     for name in ("grid_uiface.png", "figure2.png", "genuine_impostor_baseline.png"):
         assert name in html and storage.exists(storage.join(cfg.out, "report", name))
+
+
+def test_ablation_config_is_checked_before_any_work():
+    from uiface_ray.evaluate.ablation import check_config
+    from uiface_ray.evaluate.settings import AblationConfig
+
+    ok = AblationConfig(model="m", out="o", images_per_identity=6, grid_images=6)
+    check_config(ok)
+    with pytest.raises(ValueError, match=r"(?s)SamplerConfig.*bogus"):
+        check_config(ok.model_copy(update={"sampler": {"bogus": 1}}))
+    with pytest.raises(ValueError, match="intervals"):
+        check_config(ok.model_copy(update={"intervals": ((500, 100),)}))

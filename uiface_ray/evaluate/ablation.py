@@ -146,10 +146,27 @@ def _mean_d_t(data: ModeData) -> tuple[list, list]:
     return data.timesteps[keep].tolist(), mean[keep].tolist()
 
 
+def check_config(cfg: AblationConfig) -> None:
+    """Fail before any work: every mode's SamplerConfig and every Figure 2 interval must be valid."""
+    from uiface_ray.sample.config import SamplerConfig
+
+    for mode in cfg.modes:
+        try:
+            SamplerConfig(**{**cfg.sampler, "mode": mode})
+        except Exception as exc:  # noqa: BLE001 - re-raised naming the config section
+            raise ValueError(f"ablation sampler settings are not a valid SamplerConfig: {exc}") from exc
+    for lo, hi in cfg.intervals:
+        if not 0 <= lo < hi:
+            raise ValueError(f"intervals: [{lo}, {hi}) must satisfy 0 <= start < end")
+    if cfg.grid_images > cfg.images_per_identity or cfg.interval_identities > cfg.num_identities:
+        raise ValueError("grid_images must be <= images_per_identity and interval_identities <= num_identities")
+
+
 def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
     from uiface_ray.encoders import load_encoder
     from uiface_ray.model.bundle import load_model
 
+    check_config(cfg)
     storage.fs.check_writable(cfg.out, cfg.storage)
     model = load_model(cfg.model, device=cfg.device, dtype=torch.float32, storage=cfg.storage)
     contexts = identity_contexts(cfg, model.embedding_dim)
