@@ -28,7 +28,7 @@ class _Axes:
     """Data -> pixel mapping with a frame, ticks, labels, title and legend."""
 
     def __init__(self, xlim: tuple[float, float], ylim: tuple[float, float], title: str, xlabel: str,
-                 ylabel: str):
+                 ylabel: str, xticks: bool = True):
         self.img = Image.new("RGB", (W, H), "white")
         self.draw = ImageDraw.Draw(self.img)
         self.font = ImageFont.load_default()
@@ -36,7 +36,7 @@ class _Axes:
         self.y0, self.y1 = ylim if ylim[1] > ylim[0] else (ylim[0] - 0.5, ylim[0] + 0.5)
         d = self.draw
         d.rectangle([LEFT, TOP, W - RIGHT, H - BOTTOM], outline="black")
-        for v in _ticks(self.x0, self.x1):
+        for v in _ticks(self.x0, self.x1) if xticks else ():
             px = self.px(v)
             d.line([px, H - BOTTOM, px, H - BOTTOM + 4], fill="black")
             d.text((px - 12, H - BOTTOM + 6), f"{v:.3g}", fill="black", font=self.font)
@@ -103,7 +103,7 @@ def histogram_plot(series: Mapping[str, np.ndarray], title: str, xlabel: str, bi
 def bar_plot(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str) -> Image.Image:
     vals = np.asarray(values, float)
     ax = _Axes((0.0, float(len(vals))), (min(0.0, float(np.nanmin(vals))), float(np.nanmax(vals)) * 1.1 or 1.0),
-               title, "", ylabel)
+               title, "", ylabel, xticks=False)
     for i, (lab, v) in enumerate(zip(labels, vals)):
         ax.draw.rectangle([ax.px(i + 0.15), ax.py(v), ax.px(i + 0.85), ax.py(max(0.0, ax.y0))],
                           fill=PALETTE[0])
