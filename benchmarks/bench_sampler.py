@@ -144,6 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--threshold", type=float, default=0.005)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--switch", choices=["same_step", "next_step"], default="same_step")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -155,7 +156,8 @@ def main(argv=None) -> int:
     empty = torch.randn(1, n_tokens, dim, generator=g).expand(args.batch, -1, -1).contiguous().to(device, dtype)
     params = sum(p.numel() for p in unet.parameters()) / 1e6
     print(f"# {args.size} UNet {params:.1f}M params, latents {shape}, batch {args.batch}, {args.steps} steps, "
-          f"{args.dtype} on {args.device}, {args.threads} thread(s), best of {args.repeats}")
+          f"{args.dtype} on {args.device}, {args.threads} thread(s), best of {args.repeats}, "
+          f"threshold {args.threshold}, {args.switch} switch")
     header = f"{'mode':<20} {'ours img/s':>10} {'naive img/s':>11} {'speedup':>7} {'ours ev/img':>11} " \
              f"{'naive ev/img':>12} {'ev ratio':>8} {'mean t0':>7} {'max |dz|':>9}"
     warm = SamplerConfig(mode="uiface", num_inference_steps=2)
@@ -163,7 +165,7 @@ def main(argv=None) -> int:
     print(header)
     print("-" * len(header))
     for mode in args.modes.split(","):
-        cfg = SamplerConfig(mode=mode, num_inference_steps=args.steps, threshold=args.threshold)
+        cfg = SamplerConfig(mode=mode, num_inference_steps=args.steps, threshold=args.threshold, switch=args.switch)
         gens = lambda: [torch.Generator().manual_seed(i) for i in range(args.batch)]  # noqa: E731
         sched = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
         t_ours, ours = timed(lambda: run_sampler(unet, sched, context, empty, gens(), cfg, shape), args.repeats, device)

@@ -20,7 +20,7 @@ from uiface_ray.sample.loop import run_sampler
 
 torch.set_num_threads(1)
 STEPS = 10  # timesteps 900, 800, ..., 0
-# With the tiny UNet below, samples 0/1 settle at t=600 and 2/3 at t=500 (checked in the test).
+# With the tiny UNet and 3 samples, they settle at t = 500, 600 and 400 (checked in the test).
 ADAPTIVE = dict(threshold=0.041, max_t0=300)
 
 
@@ -48,8 +48,9 @@ CASES = [
     dict(mode="uiface", guidance_scale=1.0, **ADAPTIVE),
     dict(mode="uiface", guidance_scale=2.0, injection_blend=0.5, map_resolution=6, layer_max_normalise=False,
          **ADAPTIVE),
-    dict(mode="two_stage_adaptive", switch="next_step", guidance_scale=1.5, **ADAPTIVE),
-    dict(mode="uiface", switch="next_step", guidance_scale=1.0, **ADAPTIVE),
+    pytest.param(dict(mode="two_stage_adaptive", switch="next_step", guidance_scale=1.5, **ADAPTIVE),
+                 marks=pytest.mark.slow),
+    pytest.param(dict(mode="uiface", switch="next_step", guidance_scale=1.0, **ADAPTIVE), marks=pytest.mark.slow),
 ]
 
 
@@ -60,10 +61,10 @@ def case_id(case):
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_every_mode_matches_the_reference(unet, case):
     cfg = SamplerConfig(num_inference_steps=STEPS, **case)
-    context, empty = tokens(4)
-    out = run(unet, cfg, [0, 1, 2, 3], context, empty)
+    context, empty = tokens(3)
+    out = run(unet, cfg, [0, 1, 2], context, empty)
     t0s = []
-    for i in range(4):
+    for i in range(3):
         z, t0, curve, evaluations = reference_sample(unet, context[i], empty[i], i, cfg)
         # DDIM's alphas are float32 in diffusers, so float64 runs agree to ~1e-8, not 1e-15
         assert close(out.latents[i], z, rel=1e-6), (cfg.mode, i, (out.latents[i] - z).abs().max())
@@ -74,7 +75,7 @@ def test_every_mode_matches_the_reference(unet, case):
         assert torch.allclose(out.d_t[i].nan_to_num(), curve.nan_to_num(), atol=1e-5)
         t0s.append(t0)
     if cfg.adaptive and cfg.map_resolution is None:
-        assert t0s == [600, 600, 500, 500], "the tiny UNet changed: pick ADAPTIVE again so t0 differs per sample"
+        assert t0s == [500, 600, 400], "the tiny UNet changed: pick ADAPTIVE again so t0 differs per sample"
 
 
 def settle_steps(out) -> int:
@@ -131,13 +132,14 @@ def test_uiface_without_self_injection_and_blend_zero_is_two_stage_adaptive(unet
     assert not close(full.latents, plain.latents, rel=1e-6), "injection had no effect"
 
 
-@pytest.mark.parametrize("mode", ["uiface", "attention_injection", "two_stage_fixed"])
+@pytest.mark.parametrize("mode", ["uiface", "attention_injection",
+                                  pytest.param("two_stage_fixed", marks=pytest.mark.slow)])
 def test_batch_invariance_alone_and_in_any_order(unet, mode):
     cfg = SamplerConfig(mode=mode, num_inference_steps=STEPS, **ADAPTIVE)
-    seeds = [0, 1, 2, 3]
-    context, empty = tokens(4)
+    seeds = [0, 1, 2]
+    context, empty = tokens(3)
     batch = run(unet, cfg, seeds, context, empty)
-    order = [2, 0, 3, 1]
+    order = [2, 0, 1]
     shuffled = run(unet, cfg, [seeds[i] for i in order], context[order], empty[order])
     for k, i in enumerate(order):
         alone = run(unet, cfg, [seeds[i]], context[i : i + 1], empty[i : i + 1])
