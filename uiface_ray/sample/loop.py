@@ -78,7 +78,7 @@ def initial_noise(generators: list[torch.Generator], latent_shape: tuple[int, in
     return torch.stack(rows).to(device)
 
 
-def _plan_rows(stage_two: torch.Tensor, record: torch.Tensor, cfg: SamplerConfig, latent_hw) -> tuple:
+def _plan_rows(stage_two: torch.Tensor, record: torch.Tensor, cfg: SamplerConfig, latent_hw, can_settle: bool) -> tuple:
     """Which samples go in this call as c_e rows and as conditional rows, and the processors' plan."""
     empty_idx = needs_empty_pass(stage_two, cfg).nonzero().flatten()  # samples with a c_e row
     cond_idx = stage_two.nonzero().flatten()  # samples with a conditional row
@@ -92,7 +92,7 @@ def _plan_rows(stage_two: torch.Tensor, record: torch.Tensor, cfg: SamplerConfig
         if len(cond_idx):
             plan.source = row_of[cond_idx]
             assert bool((plan.source >= 0).all()), "injection needs the c_e row of every stage-2 sample"
-        if cfg.switch == "same_step" and plan.record is not None:
+        if cfg.switch == "same_step" and plan.record is not None and can_settle:
             plan.keep = plan.record  # any sample still in stage 1 may switch at this step
     return empty_idx, cond_idx, row_of, plan
 
@@ -159,7 +159,7 @@ def run_sampler(
                 # 1. who is in which stage at t (eq. 4) and who needs its c_e map (eq. 5)
                 stage_two = in_stage_two(t, t0)
                 record = ~stage_two if cfg.adaptive else torch.zeros_like(stage_two)
-                empty_idx, cond_idx, row_of, plan = _plan_rows(stage_two, record, cfg, latent_hw)
+                empty_idx, cond_idx, row_of, plan = _plan_rows(stage_two, record, cfg, latent_hw, step > 0)
                 # 2. one UNet call: c_e rows, then conditional rows
                 noise_pred = denoise(plan, torch.cat([latents[empty_idx], latents[cond_idx]]),
                                      torch.cat([empty_tokens[empty_idx], context_tokens[cond_idx]]), t)

@@ -3,8 +3,10 @@
     z_(t-1) = DDIM(z_t, eps(z_t, t, c_e))                            if t in [t0, T]   (stage 1)
     z_(t-1) = DDIM(z_t, (w + 1) eps(z_t, t, c) - w eps(z_t, t, c_e))  if t in [0, t0)  (stage 2)
 
-The boundary t0 is a per-sample tensor: the first case of eq. 4 includes t0 itself, so a sample is
-in stage 2 exactly when ``t < t0``.  ``baseline`` and ``attention_injection`` are single-stage
+The boundary t0 is a per-sample tensor.  Eq. 4 puts t = t0 in both cases; here the first wins, so
+a sample is in stage 2 when ``t < t0`` (which makes ``two_stage_fixed`` with t0 = 0 pure c_e
+sampling).  The one exception is the adaptive ``switch="same_step"`` (the official release's
+order): the step whose d_t settles, t = t0, is guided too; the step loop handles it.  ``baseline`` and ``attention_injection`` are single-stage
 (t0 = T: every step guided); ``two_stage_fixed`` uses ``cfg.t0``; the adaptive modes start at
 ``cfg.max_t0`` (the forced switch) and raise a sample's t0 to the timestep where eq. 5 first settles.
 """
