@@ -20,7 +20,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from uiface_ray.synth.config import ActorPoolConfig
 
-__all__ = ["DispatchStats", "dispatch", "kill_pool", "start_pool", "storage_env", "wants_gpu"]
+__all__ = ["DispatchStats", "dispatch", "kill_pool", "start_pool", "storage_env", "wait_ready", "wants_gpu"]
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +131,22 @@ def kill_pool(actors: list) -> None:
     """Kill every actor of the pool (they hold CPUs/GPUs for life otherwise)."""
     for actor in actors:
         ray.kill(actor)
+
+
+def wait_ready(actors: list) -> list:
+    """Wait until every actor has run its constructor (``actor.ready()``); returns the live ones.
+
+    An actor that died meanwhile is dropped with a warning; if none is left, the last error is raised.
+    """
+    live, error = [], None
+    refs = [(actor, actor.ready.remote()) for actor in actors]
+    for actor, ref in refs:
+        try:
+            ray.get(ref)
+            live.append(actor)
+        except RayActorError as exc:
+            log.warning("an actor died while starting: %s", exc)
+            error = exc
+    if not live:
+        raise RuntimeError(f"no actor of the pool could start: {error}") from error
+    return live

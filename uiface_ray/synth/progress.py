@@ -26,6 +26,11 @@ class Progress:
     _images_this_run: int = 0
     _last_print: float = 0.0
 
+    def restart(self) -> float:
+        """Start the rate clock now (after the workers are ready); returns the start time."""
+        self._start = time.perf_counter()
+        return self._start
+
     def update(self, images: int) -> None:
         self.shards_done += 1
         self.images_done += images
