@@ -78,7 +78,7 @@ def prepare_synthesis(cfg: SynthesisConfig) -> Prepared:
         raise SynthesisInputError(f"output {cfg.output} is not writable: {exc}") from exc
     use_gpu = wants_gpu(cfg.actors)
     dtype = cfg.actors.dtype if use_gpu else "float32"
-    generation = cfg.generation(mhash, table.sha256, dtype)
+    generation = cfg.generation(mhash, table.sha256, dtype, "cuda" if use_gpu else "cpu")
     plan = plan_shards(len(table), cfg.identities_per_shard, cfg.images_per_identity)
     state = resume_state(cfg.output, generation, plan, table.identity_ids, st, cfg.verify_hashes)
     manifest = Manifest(generation, len(table), cfg.images_per_identity, len(plan),

@@ -60,8 +60,9 @@ class SynthesisConfig(Config):
     ray: RayConfig = Field(default_factory=RayConfig, description="Where the driver connects.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")
 
-    def generation(self, model_hash: str, identities_sha256: str, dtype: str) -> dict[str, Any]:
-        """What determines the dataset's bytes; a resume with any of these changed is refused."""
+    def generation(self, model_hash: str, identities_sha256: str, dtype: str, device: str) -> dict[str, Any]:
+        """What determines the dataset's bytes; a resume with any of these changed is refused
+        (``device`` is 'cpu' or 'cuda': kernels differ, so a resume must not switch)."""
         return {
             "model_hash": model_hash,
             "identities_sha256": identities_sha256,
@@ -71,6 +72,7 @@ class SynthesisConfig(Config):
             "image_format": self.image_format,
             "jpeg_quality": self.jpeg_quality if self.image_format == "jpeg" else None,
             "dtype": dtype,
+            "device": device,
             "sampler": self.sampler.model_dump(mode="json"),
         }
 

@@ -25,6 +25,7 @@ class Progress:
     _start: float = field(default_factory=time.perf_counter)
     _images_this_run: int = 0
     _last_print: float = 0.0
+    _final_printed: bool = False
 
     def restart(self) -> float:
         """Start the rate clock now (after the workers are ready); returns the start time."""
@@ -50,6 +51,8 @@ class Progress:
 
     def maybe_print(self, force: bool = False) -> None:
         now = time.perf_counter()
-        if force or now - self._last_print >= self.every_s:
+        done = self.shards_done == self.total_shards
+        if (force and not self._final_printed) or (not self._final_printed and now - self._last_print >= self.every_s):
             print(self.line(), file=self.stream or sys.stderr, flush=True)
             self._last_print = now
+            self._final_printed = done
