@@ -1,0 +1,36 @@
+"""Run the diffusion training loop in this one process (no Ray), from a train_diffusion config.
+
+For a shared or small machine where Ray's own processes cost too much: same validation, same
+checkpoints and resume as ``jobs/train_diffusion.py`` (a run can move between the two).
+
+    python benchmarks/train_local.py --config configs/train_diffusion_demo32.yaml [--key=value ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from uiface_ray.config import run_job  # noqa: E402
+from uiface_ray.train.config import TrainConfig  # noqa: E402
+
+
+def body(cfg: TrainConfig) -> None:
+    from uiface_ray.train.loop import WorkerContext, run_training
+    from uiface_ray.train.validate import validate_run
+
+    plan = validate_run(cfg)
+    print(f"[train] {plan.num_rows} images of {plan.num_identities} identities; start step {plan.start_step}",
+          flush=True)
+    state = run_training(cfg, WorkerContext(log=lambda line: print(line, flush=True)))
+    print(f"[train] at step {state.step} of {cfg.max_steps}; run folder {cfg.output}", flush=True)
+
+
+def main(argv=None) -> int:
+    return run_job(TrainConfig, body, argv, __doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
