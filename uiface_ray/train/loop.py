@@ -241,7 +241,7 @@ def run_training(cfg: TrainConfig, ctx: WorkerContext | None = None) -> TrainSta
             write_checkpoint(state, cfg, data, images, ctx)
         if last and state.step < cfg.max_steps:
             if ctx.rank == 0:
-                    ctx.log(f"[train] stopped at step {state.step} after {cfg.stop_after_minutes} min; rerun to resume")
+                ctx.log(f"[train] stopped at step {state.step} after {cfg.stop_after_minutes} min; rerun to resume")
             break
         if cfg.fail_at_step is not None and state.step == cfg.fail_at_step:
             raise SimulatedCrash(f"simulated crash after step {state.step} (fail_at_step)")
