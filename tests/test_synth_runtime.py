@@ -8,13 +8,12 @@ session's 2 CPUs are free for the next test.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tiny_assets import make_tiny_identities, make_tiny_synthesis_inputs
+from tiny_assets import make_tiny_identities, make_tiny_synthesis_inputs, wait_cpus_free
 from uiface_ray import storage
 from uiface_ray.synth.config import SynthesisConfig
 from uiface_ray.synth.dataset import open_dataset
@@ -44,13 +43,6 @@ def shard_hashes(url: str) -> dict[str, str]:
 
 def shard_bytes(url: str) -> dict[str, bytes]:
     return {u.rsplit("/", 1)[-1]: storage.read_bytes(u) for u in storage.list_files(storage.join(url, "shards"))}
-
-
-def wait_cpus_free(ray, n=2.0, timeout=30.0):
-    deadline = time.time() + timeout
-    while ray.available_resources().get("CPU", 0) < n:
-        assert time.time() < deadline, f"actors still hold CPUs: {ray.available_resources()}"
-        time.sleep(0.2)
 
 
 def test_end_to_end_on_s3(ray_local, inputs, s3_bucket):

@@ -6,6 +6,7 @@ test files (e.g. the deploy tests' ``ray job submit`` run) reuse.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +43,11 @@ def make_tiny_synthesis_inputs(directory: str | Path, num_identities: int = 4) -
     model_url = make_tiny_model(str(directory / "model"))
     identities_url = make_tiny_identities(str(directory / "identities.parquet"), num_identities)
     return model_url, identities_url
+
+
+def wait_cpus_free(ray, n: float = 2.0, timeout: float = 60.0) -> None:
+    """Wait until ``n`` CPUs of the local Ray are free again (killed actors release them shortly after)."""
+    deadline = time.time() + timeout
+    while ray.available_resources().get("CPU", 0) < n:
+        assert time.time() < deadline, f"actors still hold CPUs: {ray.available_resources()}"
+        time.sleep(0.2)
