@@ -177,3 +177,17 @@ def test_copies_are_in_the_build_context(image):
     env = " ".join(i.args for i in instructions if i.keyword == "ENV")
     assert "PATH=/opt/venv/bin:$PATH" in env, "the venv must come first on PATH (KubeRay runs `ray start`)"
     assert "wget" in " ".join(i.args for i in instructions if i.keyword == "RUN"), "KubeRay probes use wget"
+
+
+def test_deploy_doc_names_only_files_that_exist():
+    """docs/DEPLOY.md's commands name repository files; each must exist (renames break the doc)."""
+    text = (ROOT / "docs" / "DEPLOY.md").read_text()
+    paths = set()
+    for m in re.finditer(r"\b((?:deploy|docker|configs|jobs|tests|scripts)/[\w./-]*\w)", text):
+        after = text[m.end() : m.end() + 2]
+        if after[:1] in ("<", "$", "*") or after in (".<", ".$", ".*"):
+            continue  # a template such as docker/Dockerfile.<kind> or deploy/iam/$who-policy.json
+        paths.add(m.group(1))
+    assert {"deploy/aws-v100.yaml", "docker/Dockerfile.gpu", "jobs/synthesize.py"} <= paths
+    missing = sorted(p for p in paths if not (ROOT / p).exists())
+    assert not missing, f"docs/DEPLOY.md names missing files: {missing}"
