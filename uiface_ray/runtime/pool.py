@@ -116,6 +116,9 @@ def start_pool(worker_cls: type, pool: ActorPoolConfig, use_gpu: bool, max_actor
     else:
         slots = int(resources.get("CPU", 1) // pool.cpus_per_actor)
         options = {"num_cpus": pool.cpus_per_actor}
+    if not pool.num_actors and slots < 1:
+        raise RuntimeError(f"no {'GPU' if use_gpu else 'CPU'} slot in the cluster ({resources}); set "
+                           "actors.num_actors to wait for an autoscaler, or actors.use_gpu=false")
     n = max(1, min(pool.num_actors or slots, max_actors))
     options.update(max_restarts=pool.max_restarts, max_task_retries=pool.max_restarts)
     env = storage_env()
