@@ -73,6 +73,7 @@ def test_tiny_unet_has_self_and_cross_attention():
     assert model.scheduler_config["num_train_timesteps"] == 1000
     assert model.scheduler_config["beta_schedule"] == "linear"
     assert model.scheduler_config["prediction_type"] == "epsilon"
+    assert model.scheduler_config["clip_sample"] is True  # pixel space: x0 clipped to [-1, 1]
 
 
 def test_build_is_seeded():

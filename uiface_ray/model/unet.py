@@ -104,7 +104,10 @@ class ModelConfig(Config):
             "beta_start": self.beta_start,
             "beta_end": self.beta_end,
             "prediction_type": self.prediction_type,
-            "clip_sample": False,
+            # Pixel space: clip the x0 estimate to the image range [-1, 1] (DDPM/guided-diffusion's
+            # clip_denoised). Without it, x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) blows up
+            # at t near T (sqrt(abar) ~ 0.006 for linear betas) and DDIM diverges early in training.
+            "clip_sample": self.space == "pixel",
         }
 
     def block_types(self) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -23,7 +23,7 @@ __all__ = ["ddim_sample", "grid_png", "sample_grid", "to_uint8"]
 def ddim_sample(unet, tokens: torch.Tensor, noise: torch.Tensor, scheduler_config: dict,
                 num_inference_steps: int) -> torch.Tensor:
     """Deterministic DDIM (eta 0) from ``noise`` with ``encoder_hidden_states=tokens``."""
-    scheduler = DDIMScheduler.from_config(scheduler_config, clip_sample=False)
+    scheduler = DDIMScheduler.from_config(scheduler_config)
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
     sample = noise
     for t in scheduler.timesteps:
