@@ -68,9 +68,13 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--min-images", type=int, default=5)
     p.add_argument("--png", default=None, help="write the samples as a grid PNG here")
+    p.add_argument("--clip-sample", action="store_true",
+                   help="clip the x0 estimate to [-1, 1] (for pixel-space checkpoints saved before clip_sample)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     model = load_model(args.model)
+    if args.clip_sample:
+        model.scheduler_config = dict(model.scheduler_config, clip_sample=True)
     size = int(model.info["image_size"])
     data = load_face_data(args.table, model.embedding_dim, args.min_images, with_images=True)
     rows = grid_rows(data, args.num_identities)
