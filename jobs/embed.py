@@ -23,15 +23,7 @@ def body(cfg: EmbedConfig) -> None:
 
 
 def main(argv=None) -> int:
-    from uiface_ray.data import ImageError
-    from uiface_ray.encoders import CheckpointError, EncoderError
-    from uiface_ray.storage import StorageError
-
-    try:
-        return run_job(EmbedConfig, body, argv, __doc__)
-    except (ImageError, EncoderError, CheckpointError, StorageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_job(EmbedConfig, body, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,7 @@ def body(cfg: MakeIdentitiesConfig) -> None:
 
 
 def main(argv=None) -> int:
-    from uiface_ray.synth.errors import report_input_errors
-
-    return report_input_errors(lambda: run_job(MakeIdentitiesConfig, body, argv, __doc__))
+    return run_job(MakeIdentitiesConfig, body, argv, __doc__)
 
 
 if __name__ == "__main__":

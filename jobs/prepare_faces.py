@@ -23,14 +23,7 @@ def body(cfg: PrepareFacesConfig) -> None:
 
 
 def main(argv=None) -> int:
-    from uiface_ray.data import FaceDataError, ImageError, RecordIOError
-    from uiface_ray.storage import StorageError
-
-    try:
-        return run_job(PrepareFacesConfig, body, argv, __doc__)
-    except (FaceDataError, ImageError, RecordIOError, StorageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_job(PrepareFacesConfig, body, argv, __doc__)
 
 
 if __name__ == "__main__":

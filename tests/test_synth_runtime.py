@@ -81,7 +81,7 @@ def _bad_table(path: Path, emb: np.ndarray) -> str:
 
 @pytest.mark.parametrize("case", ["nan", "wrong_dim", "empty", "missing_model", "unwritable"])
 def test_bad_inputs_fail_before_any_output(ray_local, inputs, tmp_path, case):
-    from uiface_ray.synth.errors import input_error_types
+    from uiface_ray.errors import InputError
 
     model, identities = inputs
     out = tmp_path / "ds"
@@ -100,7 +100,7 @@ def test_bad_inputs_fail_before_any_output(ray_local, inputs, tmp_path, case):
         out, msg = tmp_path / "ro" / "ds", "not writable"
     from uiface_ray.runtime.synthesis import run_synthesis
 
-    with pytest.raises(input_error_types(), match=msg):
+    with pytest.raises(InputError, match=msg):
         run_synthesis(synth_config(model, identities, str(out)))
     assert not (out / "manifest.json").exists() and not (out / "shards").exists()
     assert ray_local.available_resources().get("CPU") == 2.0  # no actor was started

@@ -16,6 +16,8 @@ from typing import Any, Sequence, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from uiface_ray.errors import InputError
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -29,7 +31,7 @@ __all__ = [
 C = TypeVar("C", bound="Config")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A config file or override is wrong; the message names the key and its source."""
 
 
@@ -242,11 +244,12 @@ def parse_args(cls: type[C], argv: Sequence[str] | None = None, description: str
 
 def run_job(cls: type[C], body: typing.Callable[[C], Any], argv: Sequence[str] | None = None,
             description: str | None = None) -> int:
-    """Parse the config and run ``body``; a ConfigError prints one line and exits with 2."""
+    """Parse the config and run ``body``.  Bad input (a :class:`uiface_ray.errors.InputError`: config,
+    file, checkpoint, table) prints one ``error: ...`` line and returns 2; bugs keep their traceback."""
     try:
         cfg = parse_args(cls, argv, description)
-    except ConfigError as exc:
+        body(cfg)
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    body(cfg)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from uiface_ray.errors import InputError
 from uiface_ray.config import StorageConfig
 from uiface_ray.data.images import IMAGE_SUFFIXES
 from uiface_ray.storage import StorageError, exists, join, list_files, read_bytes
@@ -11,7 +12,7 @@ from uiface_ray.storage import StorageError, exists, join, list_files, read_byte
 __all__ = ["FaceDataError", "IdentityFiles", "read_people_list", "scan_image_folder"]
 
 
-class FaceDataError(ValueError):
+class FaceDataError(InputError, ValueError):
     """Face data (folder tree, people list, RecordIO) is missing or malformed; the message names it."""
 
 

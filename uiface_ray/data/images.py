@@ -9,13 +9,15 @@ from typing import Literal, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from uiface_ray.errors import InputError
+
 __all__ = ["IMAGE_SUFFIXES", "EncodedFace", "ImageError", "decode_rgb", "decode_batch", "prepare_image"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 
 
-class ImageError(ValueError):
+class ImageError(InputError, ValueError):
     """An image cannot be decoded or has the wrong size; the message names its file or record."""
 
 

@@ -26,6 +26,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from uiface_ray.errors import InputError
 from uiface_ray.config import StorageConfig
 from uiface_ray.storage import exists, open_url, read_bytes, remove, write_bytes_atomic
 from uiface_ray.storage.fs import is_remote, url_to_fs
@@ -50,7 +51,7 @@ _IR_HEADER = struct.Struct("<IfQQ")
 _LENGTH_MASK = (1 << 29) - 1
 
 
-class RecordIOError(ValueError):
+class RecordIOError(InputError, ValueError):
     """A .rec/.idx file is malformed; the message names the file and the byte offset."""
 
 

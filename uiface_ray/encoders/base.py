@@ -15,12 +15,13 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from uiface_ray.errors import InputError
 from uiface_ray.config import Config
 
 __all__ = ["EncoderConfig", "EncoderError", "IdentityEncoder", "check_images", "l2_normalize", "load_encoder"]
 
 
-class EncoderError(ValueError):
+class EncoderError(InputError, ValueError):
     """An encoder cannot be built or was given input it cannot take; the message says which."""
 
 

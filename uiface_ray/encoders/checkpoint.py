@@ -15,6 +15,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from uiface_ray.errors import InputError
 from uiface_ray.config import StorageConfig
 from uiface_ray.storage import read_bytes
 
@@ -25,7 +26,7 @@ SAFETENSORS_SUFFIX = ".safetensors"
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError, ValueError):
     """A checkpoint cannot be read or does not match the model; the message names the file."""
 
 

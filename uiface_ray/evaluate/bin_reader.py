@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from uiface_ray.errors import InputError
 
-class UnsafePickleError(pickle.UnpicklingError):
+
+class UnsafePickleError(InputError, pickle.UnpicklingError):
     """The pickle names a global outside the allowed set (it could run code)."""
 
 

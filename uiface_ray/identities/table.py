@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from uiface_ray.errors import InputError
 from uiface_ray import storage
 from uiface_ray.identities.filtering import FilterResult
 from uiface_ray.storage.parquet import table_metadata
@@ -24,7 +25,7 @@ __all__ = ["IdentityTable", "IdentityTableError", "read_identity_table", "write_
 COLUMNS = ("identity_id", "embedding", "seed", "nn_similarity")
 
 
-class IdentityTableError(ValueError):
+class IdentityTableError(InputError, ValueError):
     """An identity table is missing, empty or malformed; the message names the file and the problem."""
 
 

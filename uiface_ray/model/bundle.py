@@ -24,6 +24,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
+from uiface_ray.errors import InputError
 from uiface_ray.config import StorageConfig
 from uiface_ray.model.autoencoder import (
     Autoencoder,
@@ -48,7 +49,7 @@ MODEL_FORMAT = "uiface-model/1"
 MARKER = "uiface.json"
 
 
-class ModelLoadError(FileNotFoundError):
+class ModelLoadError(InputError, FileNotFoundError):
     """A model folder is missing, incomplete or inconsistent; the message names the path."""
 
 

@@ -19,10 +19,11 @@ from typing import Iterator
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
+from uiface_ray.errors import InputError
 from uiface_ray.config import StorageConfig
 
 
-class StorageError(OSError):
+class StorageError(InputError, OSError):
     """A storage URL cannot be reached, read or written; the message names the URL."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+from uiface_ray.errors import InputError
 from uiface_ray import storage
 from uiface_ray.synth.manifest import Manifest, read_manifest
 from uiface_ray.synth.shard import ShardRows, read_shard, sha256
@@ -12,7 +13,7 @@ from uiface_ray.synth.shard import ShardRows, read_shard, sha256
 __all__ = ["DatasetError", "SyntheticDataset", "open_dataset"]
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError, ValueError):
     """A synthetic dataset is missing, incomplete or corrupted; the message names the file."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from uiface_ray.errors import InputError
 from uiface_ray import storage
 from uiface_ray.synth.manifest import Manifest, ShardRecord, config_differences, read_manifest
 from uiface_ray.synth.plan import ShardSpec
@@ -28,7 +29,7 @@ __all__ = ["ResumeError", "ResumeState", "expected_rows", "resume_state"]
 log = logging.getLogger(__name__)
 
 
-class ResumeError(ValueError):
+class ResumeError(InputError, ValueError):
     """The output holds a different or foreign dataset; the message says what differs."""
 
 

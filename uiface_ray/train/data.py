@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from uiface_ray.errors import InputError
 from uiface_ray.config import StorageConfig
 from uiface_ray.storage.fs import StorageError, list_files
 from uiface_ray.storage.parquet import read_table, table_metadata
@@ -30,7 +31,7 @@ __all__ = [
 META_COLUMNS = ["label", "identity", "source", "embedding"]
 
 
-class FaceTableError(ValueError):
+class FaceTableError(InputError, ValueError):
     """The face table cannot train this model; the message names the table and the problem."""
 
 

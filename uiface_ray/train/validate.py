@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from uiface_ray.errors import InputError
 from uiface_ray.storage.fs import StorageError, check_writable
 from uiface_ray.train.checkpoint import read_latest
 from uiface_ray.train.config import TrainConfig
@@ -16,7 +17,7 @@ from uiface_ray.train.data import FaceTableError, load_face_data
 __all__ = ["RunPlan", "TrainInputError", "validate_run"]
 
 
-class TrainInputError(ValueError):
+class TrainInputError(InputError, ValueError):
     """The training input or output cannot be used; the message says which and why."""
 
 
