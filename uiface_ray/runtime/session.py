@@ -23,6 +23,10 @@ def ray_session(cfg: RayConfig | None = None) -> Iterator[None]:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
+        # An embedded Ray listens on this machine only and lives as long as this process; token
+        # authentication (on by default since Ray 2.60) protects nothing here.  A value the user
+        # set is kept.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
