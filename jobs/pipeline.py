@@ -14,7 +14,11 @@ from uiface_ray.runtime.pipeline import PipelineConfig  # noqa: E402
 
 
 def body(cfg: PipelineConfig) -> None:
+    import logging
+
     from uiface_ray.runtime.pipeline import run_pipeline
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from uiface_ray.storage import read_bytes
 
     result = run_pipeline(cfg)
@@ -23,11 +27,7 @@ def body(cfg: PipelineConfig) -> None:
 
 
 def main(argv=None) -> int:
-    try:
-        return run_job(PipelineConfig, body, argv, __doc__)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_job(PipelineConfig, body, argv, __doc__)
 
 
 if __name__ == "__main__":

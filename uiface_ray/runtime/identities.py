@@ -107,7 +107,8 @@ def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
                 raise SynthesisInputError(f"the identity encoder gives dim {emb.shape[1]}, the model expects {dim}")
             filt.offer(emb, seeds)
             next_block[0] += 1
-        log.info("identities: %d/%d kept of %d drawn", filt.kept, cfg.num_identities, filt.drawn)
+        log.info("identities: %d/%d kept of %d drawn (max %d)", filt.kept, cfg.num_identities, filt.drawn,
+                 cfg.max_candidates)
         return filt.done
 
     use_gpu = wants_gpu(cfg.actors)

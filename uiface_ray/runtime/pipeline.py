@@ -18,6 +18,7 @@ from typing import Any, Callable
 from pydantic import Field, ValidationError
 
 from uiface_ray.config import Config, ConfigError, RayConfig, StorageConfig
+from uiface_ray.errors import InputError
 from uiface_ray.runtime.session import ray_session
 from uiface_ray.storage import exists, join, read_bytes, write_bytes_atomic
 
@@ -26,6 +27,10 @@ NO_FACES_MESSAGE = (
     "folder with one sub-folder per identity (--faces_source=/data/aligned --people_file=null) or an "
     "insightface train.rec with its train.idx beside it (--faces_source=/data/casia/train.rec)"
 )
+
+
+class FacesNotFoundError(InputError, FileNotFoundError):
+    """The pipeline's real faces are not where the config says."""
 
 
 class StageOverrides(Config):
@@ -50,6 +55,8 @@ class PipelineConfig(Config):
     people_file: str | None = Field(
         "../shared/data/lfw112/peopleDevTrain.txt", description="Restrict to these people (LFW list format).")
     min_images: int = Field(5, ge=1, description="Keep identities with at least this many images.")
+    max_images_per_identity: int | None = Field(
+        6, ge=1, description="Use at most this many images per identity (embedding time; empty: all).")
     train_config: str = Field(
         "configs/train_diffusion_pipeline.yaml", description="Base YAML of the generator's training.")
     generator: str | None = Field(
@@ -136,7 +143,7 @@ def check_faces_source(cfg: PipelineConfig) -> None:
     if "://" in cfg.faces_source:
         return
     if not (src.is_dir() or src.is_file()) or (cfg.people_file and not Path(cfg.people_file).is_file()):
-        raise FileNotFoundError(NO_FACES_MESSAGE.format(source=cfg.faces_source))
+        raise FacesNotFoundError(NO_FACES_MESSAGE.format(source=cfg.faces_source))
 
 
 def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> PipelineResult:

@@ -38,6 +38,7 @@ def prepare(cfg: PipelineConfig, runner) -> None:
     from uiface_ray.data.prepare import PrepareFacesConfig, prepare_faces
 
     base = {"input": cfg.faces_source, "people_file": cfg.people_file, "min_images": cfg.min_images,
+            "max_images_per_identity": cfg.max_images_per_identity,
             "resolution": 112, "output": _faces(cfg), **_common(cfg, ray=False)}
     stage_cfg = stage_config(PrepareFacesConfig, "prepare_faces", base, cfg.stages.prepare_faces)
 
@@ -97,6 +98,9 @@ def identities(cfg: PipelineConfig, runner) -> None:
     base = {"model": runner.generator, "output": out, "num_identities": cfg.num_identities,
             "training_embeddings": _embedded(cfg), "seed": cfg.seed, "encoder": {"kind": "dlib"},
             "num_inference_steps": cfg.num_inference_steps, "candidates_per_task": 16,
+            # dlib's centred cosine: same person about 0.7, different people about 0.0 (LFW DevTrain).
+            "similarity_threshold": 0.5, "leakage_threshold": 0.6,
+            "max_candidates": 16 * cfg.num_identities,
             "actors": {"num_actors": cfg.num_actors}, **_common(cfg)}
     stage_cfg = stage_config(MakeIdentitiesConfig, "make_identities", base, cfg.stages.make_identities)
 

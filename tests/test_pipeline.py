@@ -1,0 +1,73 @@
+"""The main command's job: stage configs, the no-data message, and (slow) the whole chain end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from uiface_ray.config import ConfigError, load_config
+from uiface_ray.runtime.pipeline import PipelineConfig, check_faces_source, stage_config
+from uiface_ray.synth.config import SynthesisConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_example_config_loads():
+    cfg = load_config(PipelineConfig, ROOT / "configs" / "pipeline.yaml")
+    assert cfg.num_actors == 2 and cfg.ray.num_cpus == 2
+    assert Path(ROOT / cfg.train_config).is_file()
+
+
+def test_stage_override_error_names_stage_and_key():
+    base = {"model": "m", "identities": "i", "output": "o"}
+    with pytest.raises(ConfigError) as err:
+        stage_config(SynthesisConfig, "synthesize", base, {"sampler": {"mode": "fancy"}})
+    assert "stages.synthesize.sampler.mode" in str(err.value)
+    ok = stage_config(SynthesisConfig, "synthesize", base, {"sampler": {"num_inference_steps": 7}})
+    assert ok.sampler.num_inference_steps == 7 and ok.model == "m"
+
+
+def test_missing_faces_says_how_to_point_at_data(tmp_path):
+    cfg = PipelineConfig(faces_source=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError) as err:
+        check_faces_source(cfg)
+    msg = str(err.value)
+    assert "nowhere" in msg and "train.rec" in msg and "one sub-folder per identity" in msg
+    out = subprocess.run([sys.executable, str(ROOT / "jobs" / "pipeline.py"), f"--faces_source={tmp_path}/nowhere"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.count("error:") == 1 and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_tiny(lfw_dir, tmp_path):
+    """Every stage on real faces at toy scale, in a subprocess as scripts/run.sh runs it; a rerun skips."""
+    args = [
+        sys.executable, str(ROOT / "jobs" / "pipeline.py"), "--config", str(ROOT / "configs" / "pipeline.yaml"),
+        f"--workdir={tmp_path}/work", f"--generator_cache={tmp_path}/gen",
+        f"--faces_source={lfw_dir}/images", f"--people_file={lfw_dir}/peopleDevTrain.txt",
+        f"--train_config={ROOT}/configs/train_diffusion_tiny.yaml", "--max_images_per_identity=3",
+        "--num_identities=2", "--images_per_identity=2", "--num_inference_steps=4",
+        "--stages.prepare_faces.max_identities=6", "--stages.train_diffusion.max_steps=4",
+        "--stages.train_diffusion.checkpoint_every=4", "--stages.train_diffusion.num_workers=1",
+        "--stages.train_diffusion.grid.num_inference_steps=2",
+        "--stages.make_identities.similarity_threshold=0.99", "--stages.make_identities.leakage_threshold=0.99",
+        "--stages.metrics.msssim_size=48",
+    ]
+    env = {**__import__("os").environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    first = subprocess.run(args, capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    work = tmp_path / "work"
+    manifest = json.loads((work / "synthetic" / "manifest.json").read_text())
+    assert manifest["num_rows"] == 4 and manifest["complete"] is True
+    assert (work / "export").is_dir() and (work / "report.md").is_file()
+    report = (work / "report.md").read_text()
+    for stage in ("prepare_faces", "embed", "train_diffusion", "make_identities", "synthesize", "metrics", "export"):
+        assert f"| {stage} |" in report
+    second = subprocess.run(args, capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "prepare_faces: already complete" in second.stdout and "embed: already complete" in second.stdout
