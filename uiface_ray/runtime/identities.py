@@ -123,7 +123,7 @@ def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
         kill_pool(actors)
     result = filt.result()
     if not filt.done:
-        raise RuntimeError(f"only {filt.kept} of {cfg.num_identities} identities after {filt.drawn} candidates "
+        raise SynthesisInputError(f"only {filt.kept} of {cfg.num_identities} identities after {filt.drawn} candidates "
                            f"(max_candidates); raise similarity_threshold or max_candidates")
     write_identity_table(cfg.output, result, encoder, cfg.storage)
     summary = {**asdict(result.summary), "output": cfg.output, "model": cfg.model, "seed": cfg.seed,

@@ -65,6 +65,12 @@ class PipelineConfig(Config):
         ".cache/generators", description="Trained generators are kept here, keyed by training config and data, "
         "and reused (or resumed) by later runs.")
     num_identities: int = Field(16, ge=1, description="Synthetic identities to make.")
+    identity_similarity_threshold: float = Field(
+        0.9, gt=-1, le=1, description="Keep a candidate identity only if its dlib cosine to every kept one is "
+        "under this. Real LFW people: same person about 0.7, different about 0.0; a generator trained for "
+        "minutes draws near-identical faces, hence the loose default here (use about 0.5 with a trained one).")
+    identity_leakage_threshold: float = Field(
+        0.9, gt=-1, le=1, description="Reject a candidate whose dlib cosine to a training identity reaches this.")
     images_per_identity: int = Field(4, ge=1, description="Images per synthetic identity.")
     num_actors: int = Field(2, ge=1, description="Sampler actors for identities and synthesis.")
     num_inference_steps: int = Field(50, ge=1, description="DDIM steps of every sampling stage.")

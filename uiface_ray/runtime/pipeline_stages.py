@@ -98,8 +98,8 @@ def identities(cfg: PipelineConfig, runner) -> None:
     base = {"model": runner.generator, "output": out, "num_identities": cfg.num_identities,
             "training_embeddings": _embedded(cfg), "seed": cfg.seed, "encoder": {"kind": "dlib"},
             "num_inference_steps": cfg.num_inference_steps, "candidates_per_task": 16,
-            # dlib's centred cosine: same person about 0.7, different people about 0.0 (LFW DevTrain).
-            "similarity_threshold": 0.5, "leakage_threshold": 0.6,
+            "similarity_threshold": cfg.identity_similarity_threshold,
+            "leakage_threshold": cfg.identity_leakage_threshold,
             "max_candidates": 16 * cfg.num_identities,
             "actors": {"num_actors": cfg.num_actors}, **_common(cfg)}
     stage_cfg = stage_config(MakeIdentitiesConfig, "make_identities", base, cfg.stages.make_identities)
