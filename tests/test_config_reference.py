@@ -43,3 +43,17 @@ def test_job_help_runs_from_a_checkout():
                          capture_output=True, text=True, timeout=120, cwd="/")
     assert out.returncode == 0, out.stderr
     assert "--sampler.mode" in out.stdout and "--output" in out.stdout
+
+
+def test_every_example_config_loads_into_its_job():
+    """configs/<job>[_variant].yaml validates against jobs/<job>.py's config model."""
+    from uiface_ray.config import load_config
+
+    by_job = {Path(job).stem: cls for job, _doc, cls in job_configs()}
+    files = sorted((ROOT / "configs").glob("*.yaml"))
+    assert files
+    for path in files:
+        job = max((name for name in by_job if path.stem == name or path.stem.startswith(name + "_")),
+                  key=len, default=None)
+        assert job, f"{path.name} matches no job in jobs/"
+        load_config(by_job[job], path)

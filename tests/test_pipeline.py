@@ -71,3 +71,33 @@ def test_pipeline_end_to_end_tiny(lfw_dir, tmp_path):
     second = subprocess.run(args, capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "prepare_faces: already complete" in second.stdout and "embed: already complete" in second.stdout
+
+
+def test_train_stage_keeps_yaml_sections_it_does_not_set(tmp_path):
+    """The pipeline fills data.table; the YAML's other data keys survive (a deep merge)."""
+    from uiface_ray.runtime import pipeline_stages
+
+    class Recorder:
+        embed_stamp = "x"
+        generator = None
+
+        def stage(self, name, fn, skip=False):
+            self.name = name
+
+    cfg = load_config(PipelineConfig, ROOT / "configs" / "pipeline.yaml", [f"--workdir={tmp_path}"])
+    seen = {}
+    original = pipeline_stages.stage_config
+
+    def spy(cls, stage, base, overrides):
+        built = original(cls, stage, base, overrides)
+        seen[stage] = built
+        return built
+
+    pipeline_stages.stage_config = spy
+    try:
+        pipeline_stages.train(cfg, Recorder())
+    finally:
+        pipeline_stages.stage_config = original
+    built = seen["train_diffusion"]
+    assert built.data.table.endswith("faces_dlib.parquet") and built.data.min_images_per_identity == 5
+    assert built.max_steps == 60

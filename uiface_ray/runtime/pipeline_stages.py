@@ -11,6 +11,7 @@ from uiface_ray.runtime.pipeline import (
     PipelineConfig,
     PipelineResult,
     _done,
+    _merge,
     _mark,
     _stamp,
     generator_cache_url,
@@ -76,7 +77,7 @@ def train(cfg: PipelineConfig, runner) -> None:
         return
     start = yaml.safe_load(Path(cfg.train_config).read_text()) if cfg.train_config else {}
     base = {"data": {"table": _embedded(cfg)}, "output": "-", **_common(cfg)}
-    draft = stage_config(TrainConfig, "train_diffusion", {**start, **base}, cfg.stages.train_diffusion)
+    draft = stage_config(TrainConfig, "train_diffusion", _merge(start, base), cfg.stages.train_diffusion)
     output = generator_cache_url(cfg, draft, runner.embed_stamp)
     stage_cfg = draft.model_copy(update={"output": output})
 
