@@ -90,7 +90,7 @@ def test_verify_pairs_on_lfw_end_to_end(lfw_dir):
     assert res.accuracy > 0.8  # dlib's descriptor reaches ~97% on the full list
 
 
-def test_verify_job_on_a_bin_with_an_iresnet_checkpoint(tmp_path):
+def test_verify_job_on_a_bin_with_an_iresnet_checkpoint(tmp_path, capsys):
     import json
 
     import torch
@@ -118,7 +118,10 @@ def test_verify_job_on_a_bin_with_an_iresnet_checkpoint(tmp_path):
     assert res["name"] == "tiny" and res["num_pairs"] == 20 and 0.0 <= res["accuracy"] <= 1.0
     assert res["encoder"].startswith("iresnet-18:")
     (tmp_path / "evil.bin").write_bytes(pickle.dumps(([_Boom()], [True])))
-    with pytest.raises(UnsafePickleError):
-        job.main(["--encoder.kind", "iresnet", "--encoder.path", str(tmp_path / "backbone.pth"),
-                  "--encoder.depth", "18", "--encoder.embedding_dim", "16",
-                  "--sets", json.dumps([{"name": "evil", "bin": str(tmp_path / "evil.bin")}])])
+    rc = job.main(["--encoder.kind", "iresnet", "--encoder.path", str(tmp_path / "backbone.pth"),
+                   "--encoder.depth", "18", "--encoder.embedding_dim", "16",
+                   "--sets", json.dumps([{"name": "evil", "bin": str(tmp_path / "evil.bin")}]),
+                   "--out", str(tmp_path / "evil-out")])
+    assert rc == 2  # refused as bad input: one 'error:' line, no traceback, nothing written
+    assert "refusing global" in capsys.readouterr().err
+    assert not (tmp_path / "evil-out" / "verify.json").exists()
