@@ -53,7 +53,10 @@ def _torch_threads():
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-protocol server (moto_server) on a free loopback port, stopped by its pid."""
-    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+    beside = Path(sys.executable).with_name("moto_server")  # the test environment's own first
+    exe = str(beside) if beside.exists() else shutil.which("moto_server")
+    if not exe:
+        pytest.fail("moto_server not found: install the test extra (pip install -e '.[test]')")
     port = _free_port()
     proc = subprocess.Popen(
         [exe, "-H", "127.0.0.1", "-p", str(port)],
