@@ -54,7 +54,7 @@ def test_pipeline_end_to_end_tiny(lfw_dir, tmp_path):
         "--num_identities=2", "--images_per_identity=2", "--num_inference_steps=4",
         "--stages.prepare_faces.max_identities=6", "--stages.train_diffusion.max_steps=4",
         "--stages.train_diffusion.checkpoint_every=4", "--stages.train_diffusion.num_workers=1",
-        "--stages.train_diffusion.grid.num_inference_steps=2",
+        "--stages.train_diffusion.grid.num_inference_steps=2", "--stages.train_diffusion.grid.num_identities=4",
         "--stages.make_identities.similarity_threshold=0.99", "--stages.make_identities.leakage_threshold=0.99",
         "--stages.metrics.msssim_size=48",
     ]
