@@ -101,7 +101,10 @@ def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir):
     assert len(res.intervals) == 2
     body = json.loads(storage.read_bytes(res.results_url).decode())
     assert len(body["rows"]) == 6 and body["rows"][0]["metrics"]["fr_recall"] is not None
+    side = res.grids["baseline"].shape[2]  # the tiny generator's image size: real faces are seen at it
+    assert side < 112 and body["real_resolution"] == side == res.real_resolution
     html = storage.read_bytes(page).decode()
+    assert f"reduced to {side}x{side}" in html
     for name in ("grid_uiface.png", "figure2.png", "genuine_impostor_baseline.png"):
         assert name in html and storage.exists(storage.join(cfg.out, "report", name))
 

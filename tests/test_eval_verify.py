@@ -88,6 +88,27 @@ def test_verify_pairs_on_lfw_end_to_end(lfw_dir):
     res = verify_set(encoder, spec)
     assert res.num_pairs == 40 and sum(res.issame) == 20
     assert res.accuracy > 0.8  # dlib's descriptor reaches ~97% on the full list
+    # The same pairs seen at 32x32 (a 32-pixel generator's resolution): other scores, still far above chance.
+    small = verify_set(encoder, spec, resolution=32)
+    assert small.issame == res.issame and not np.allclose(small.scores, res.scores)
+    assert small.accuracy > 0.7
+
+
+def test_at_resolution_removes_detail_finer_than_the_size():
+    from uiface_ray.evaluate.faceset import FaceSet, at_resolution, decode_images, faceset_at_resolution
+
+    flat = np.full((1, 112, 112, 3), 90, np.uint8)
+    assert np.array_equal(at_resolution(flat, 16), flat)  # nothing to lose
+    yy, xx = np.mgrid[:112, :112]
+    checker = np.repeat((((yy // 2 + xx // 2) % 2) * 255).astype(np.uint8)[None, ..., None], 3, axis=3)
+    out = at_resolution(checker, 16)
+    assert out.shape == checker.shape and out.std() < 0.2 * checker.std()  # 2-px squares averaged out
+    buf = io.BytesIO()
+    Image.fromarray(checker[0]).save(buf, format="PNG")
+    faces = FaceSet([buf.getvalue()], np.zeros(1, np.int64), ["a"], "mem", "face_table")
+    small = faceset_at_resolution(faces, 16)
+    assert Image.open(io.BytesIO(small.images[0])).size == (16, 16) and small.identities == ["a"]
+    assert decode_images(small.images).shape == (1, 16, 16, 3)
 
 
 def test_verify_job_on_a_bin_with_an_iresnet_checkpoint(tmp_path, capsys):

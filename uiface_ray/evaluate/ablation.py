@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from uiface_ray import storage
-from uiface_ray.evaluate.faceset import FaceSet, decode_images, read_faceset, read_image_folder
+from uiface_ray.evaluate.faceset import (FaceSet, decode_images, faceset_at_resolution, read_faceset,
+                                         read_image_folder)
 from uiface_ray.evaluate.interval_sampling import IntervalPoint, interval_similarity
 from uiface_ray.evaluate.metrics import DatasetMetrics, MetricParams, measure
 from uiface_ray.evaluate.settings import AblationConfig, FRTrainConfig, VerifySetConfig
@@ -57,6 +58,7 @@ class AblationResult:
     intervals: list  # IntervalPoint
     results_url: str
     report_url: str | None = None
+    real_resolution: int | None = None  # side real faces were reduced to (None: 112, unchanged)
 
 
 def identity_contexts(cfg: AblationConfig, dim: int) -> np.ndarray:
@@ -107,8 +109,10 @@ def write_face_table(url: str, faces: FaceSet | None, images: np.ndarray | None 
     return url
 
 
-def train_and_verify(cfg: AblationConfig, name: str, data_url: str, train_fr: Callable) -> tuple:
-    """Train an FR model on ``data_url``; its 10-fold pairsDevTest accuracy, std, steps, losses."""
+def train_and_verify(cfg: AblationConfig, name: str, data_url: str, train_fr: Callable,
+                     resolution: int | None = None) -> tuple:
+    """Train an FR model on ``data_url``; its 10-fold pairsDevTest accuracy (pairs seen at
+    ``resolution``), std, steps, losses."""
     from uiface_ray.encoders import EncoderConfig, load_encoder
 
     out = storage.join(cfg.out, "fr", name)
@@ -119,12 +123,19 @@ def train_and_verify(cfg: AblationConfig, name: str, data_url: str, train_fr: Ca
                                      embedding_dim=cfg.fr.embedding_dim), cfg.storage)
     spec = VerifySetConfig(name="pairsDevTest", pairs=storage.join(cfg.lfw_dir, "pairsDevTest.txt"),
                            images_root=storage.join(cfg.lfw_dir, "images"), max_pairs=cfg.verify_max_pairs)
-    v = verify_set(enc, spec, 10, cfg.storage)
+    v = verify_set(enc, spec, 10, cfg.storage, resolution)
     return v.accuracy, v.accuracy_std, res.steps, (res.losses[0], res.losses[-1])
 
 
-def _real_sets(cfg: AblationConfig) -> tuple[FaceSet, FaceSet]:
-    """(DevTrain reference sample for precision/recall, DevTrain training set for the real row)."""
+def real_resolution(cfg: AblationConfig, model) -> int | None:
+    """Side real faces are reduced to: the config's, else the generator's image size (None: 112)."""
+    size = cfg.real_resolution or int(model.info.get("image_size", 112))
+    return None if size >= 112 else size
+
+
+def _real_sets(cfg: AblationConfig, resolution: int | None) -> tuple[FaceSet, FaceSet]:
+    """(DevTrain reference sample for precision/recall, DevTrain training set for the real row),
+    both reduced to ``resolution`` when given."""
     people = storage.join(cfg.lfw_dir, "peopleDevTrain.txt")
     root = storage.join(cfg.lfw_dir, "images")
     ref = read_image_folder(root, people, st=cfg.storage)
@@ -133,6 +144,8 @@ def _real_sets(cfg: AblationConfig) -> tuple[FaceSet, FaceSet]:
                                                                              replace=False)))
     train = read_image_folder(root, people, min_images=cfg.real_min_images, max_identities=cfg.num_identities,
                               max_per_identity=cfg.images_per_identity, st=cfg.storage)
+    if resolution is not None:
+        ref, train = faceset_at_resolution(ref, resolution), faceset_at_resolution(train, resolution)
     return ref, train
 
 
@@ -171,7 +184,8 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
     model = load_model(cfg.model, device=cfg.device, dtype=torch.float32, storage=cfg.storage)
     contexts = identity_contexts(cfg, model.embedding_dim)
     encoder = load_encoder(cfg.encoder, cfg.storage)
-    ref, real_train = _real_sets(cfg)
+    resolution = real_resolution(cfg, model)
+    ref, real_train = _real_sets(cfg, resolution)
     ref_emb = encoder.embed(decode_images(ref.images, 112))
     params = MetricParams(cfg.diversity_identities, 45, 45, 10000, cfg.metrics_k, 112)
     rows, grids, d_t = [], {}, {}
@@ -180,7 +194,7 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
         url = write_face_table(storage.join(cfg.out, "data", f"{mode}.parquet"), None, data.images, data.labels,
                                [f"seed:{s}" for s in data.seeds], cfg.storage)
         m, ic = measure(read_faceset(url, cfg.storage), encoder, ref_emb, params, cfg.seed)
-        acc, std, steps, loss = train_and_verify(cfg, mode, url, train_fr)
+        acc, std, steps, loss = train_and_verify(cfg, mode, url, train_fr, resolution)
         rows.append(Row(mode, m, acc, std, steps, loss, float(data.t0.mean()),
                         float(data.unet_evaluations.mean()), ic.genuine, ic.impostor))
         g, c = min(cfg.grid_identities, cfg.num_identities), min(cfg.grid_images, cfg.images_per_identity)
@@ -189,23 +203,23 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
     if cfg.real_row:
         url = write_face_table(storage.join(cfg.out, "data", "real.parquet"), real_train, st=cfg.storage)
         m, ic = measure(real_train, encoder, None, params, cfg.seed)
-        acc, std, steps, loss = train_and_verify(cfg, "real", url, train_fr)
+        acc, std, steps, loss = train_and_verify(cfg, "real", url, train_fr, resolution)
         rows.append(Row("real (DevTrain)", m, acc, std, steps, loss, None, None, ic.genuine, ic.impostor))
     sampler_steps = int(cfg.sampler.get("num_inference_steps", 50))
     points = interval_similarity(model, contexts[: cfg.interval_identities], encoder, cfg.intervals,
                                  cfg.interval_images, cfg.seed, sampler_steps,
                                  float(cfg.sampler.get("guidance_scale", 1.0)))
     results_url = storage.join(cfg.out, "results.json")
-    storage.write_bytes_atomic(results_url, json.dumps(results_json(cfg, rows, points), indent=2).encode(),
+    storage.write_bytes_atomic(results_url, json.dumps(results_json(cfg, rows, points, resolution), indent=2).encode(),
                                cfg.storage)
-    return AblationResult(rows, grids, d_t, points, results_url)
+    return AblationResult(rows, grids, d_t, points, results_url, real_resolution=resolution)
 
 
-def results_json(cfg: AblationConfig, rows: list, points: list[IntervalPoint]) -> dict:
+def results_json(cfg: AblationConfig, rows: list, points: list[IntervalPoint], resolution: int | None = None) -> dict:
     def row(r: Row) -> dict:
         d = {k: v for k, v in asdict(r).items() if k not in ("genuine", "impostor", "metrics")}
         d["metrics"] = asdict(r.metrics)
         return d
 
-    return {"config": cfg.model_dump(mode="json"), "rows": [row(r) for r in rows],
+    return {"config": cfg.model_dump(mode="json"), "real_resolution": resolution, "rows": [row(r) for r in rows],
             "figure2": [asdict(p) for p in points]}

@@ -45,6 +45,11 @@ def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
     rep.paragraph(f"Generator {cfg.model}; {cfg.num_identities} identities x {cfg.images_per_identity} images per "
                   f"mode, same identities and seeds in every mode (job seed {cfg.seed}). FR: IR-{cfg.fr.depth} "
                   f"+ ArcFace, verified by 10-fold accuracy on pairsDevTest. Metrics use the FR encoder {enc}.")
+    if res.real_resolution:
+        s = res.real_resolution
+        rep.paragraph(f"Real faces (the real row, the precision/recall reference and the pairsDevTest images) were "
+                      f"reduced to {s}x{s}, the generator's resolution, before use, so every row is trained and "
+                      f"scored on images of the same detail.")
     rep.paragraph("The paper's LPIPS and ImRecall columns need ImageNet VGG and Inception weights that are not "
                   "available here; this table reports 1 - MS-SSIM for diversity and improved precision/recall "
                   "in the FR embedding space instead, named as such. The paper's five benchmarks are replaced "

@@ -55,6 +55,25 @@ def decode_images(items: list, size: int | None = None) -> np.ndarray:
     return np.stack(out)
 
 
+def at_resolution(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W, 3) images seen at ``size`` x ``size``: downsampled (antialiased), then resized
+    back to (H, W), so that real faces carry no more detail than a generator of that size makes."""
+    out = [np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)
+                      .resize((im.shape[1], im.shape[0]), Image.BILINEAR)) for im in images]
+    return np.stack(out) if out else images
+
+
+def faceset_at_resolution(faces: FaceSet, size: int) -> FaceSet:
+    """The same faces re-encoded as ``size`` x ``size`` PNGs (as a generator of that size writes them)."""
+    small = decode_images(faces.images, size)
+    blobs = []
+    for im in small:
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, format="PNG")
+        blobs.append(buf.getvalue())
+    return FaceSet(blobs, faces.labels, faces.identities, faces.source, faces.kind)
+
+
 def _dense(keys: list) -> np.ndarray:
     order = {k: i for i, k in enumerate(sorted(set(keys)))}
     return np.array([order[k] for k in keys], dtype=np.int64)

@@ -121,6 +121,10 @@ class AblationConfig(Config):
     real_min_images: int = Field(5, ge=2, description="Real row: people with at least this many images.")
     real_max_images: int = Field(2000, ge=11, description="Real images for precision/recall (seeded sample).")
     verify_max_pairs: int | None = Field(None, ge=20, description="Use only this many pairsDevTest pairs.")
+    real_resolution: int | None = Field(
+        None, ge=8, le=112, description="Real faces (the real row, the precision/recall reference and the "
+        "pairsDevTest images) are first reduced to this size, so every row is trained and scored at the "
+        "generator's resolution; empty: the generator's image size; 112 keeps them as they are.")
     fr: FRTrainParams = Field(default_factory=FRTrainParams, description="FR training for every row "
                               "(e.g. depth 18 and fewer epochs on a CPU machine).")
     metrics_k: int = Field(10, ge=1, description="k of improved precision/recall.")

@@ -9,7 +9,7 @@ import numpy as np
 from uiface_ray import storage
 from uiface_ray.config import StorageConfig
 from uiface_ray.evaluate.bin_reader import parse_bin
-from uiface_ray.evaluate.faceset import decode_images
+from uiface_ray.evaluate.faceset import at_resolution, decode_images
 from uiface_ray.evaluate.pairs import image_relpath, parse_pairs
 from uiface_ray.evaluate.settings import VerifyConfig, VerifySetConfig
 from uiface_ray.evaluate.tenfold import flip_embeddings, pair_scores, ten_fold_accuracy
@@ -67,12 +67,17 @@ def bin_images(spec: VerifySetConfig, st: StorageConfig | None) -> PairArrays:
     return data.images, 2 * rows, 2 * rows + 1, data.issame[rows]
 
 
-def verify_set(encoder, spec: VerifySetConfig, folds: int = 10, st: StorageConfig | None = None) -> VerifyResult:
-    """10-fold accuracy of ``encoder`` (an IdentityEncoder) on one benchmark."""
+def verify_set(encoder, spec: VerifySetConfig, folds: int = 10, st: StorageConfig | None = None,
+               resolution: int | None = None) -> VerifyResult:
+    """10-fold accuracy of ``encoder`` (an IdentityEncoder) on one benchmark; with ``resolution``
+    every image is first reduced to that size (see :func:`faceset.at_resolution`)."""
     if (spec.pairs is None) == (spec.bin is None):
         raise ValueError(f"verify set {spec.name!r}: give exactly one of pairs (with images_root) or bin")
     images, ia, ib, issame = pairs_images(spec, st) if spec.pairs else bin_images(spec, st)
     used = np.unique(np.concatenate([ia, ib]))
+    if resolution is not None:
+        images = images.copy()
+        images[used] = at_resolution(images[used], resolution)
     emb = np.zeros((len(images), encoder.dim), np.float32)
     emb[used] = flip_embeddings(encoder, images[used])  # only images that some kept pair uses
     scores = pair_scores(emb[ia], emb[ib])
