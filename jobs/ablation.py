@@ -15,6 +15,9 @@ from uiface_ray.evaluate.settings import AblationConfig  # noqa: E402
 
 
 def body(cfg: AblationConfig) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from uiface_ray.evaluate.ablation import run_ablation
     from uiface_ray.evaluate.ablation_report import TABLE2_NAMES, write_report
     from uiface_ray.runtime.session import ray_session

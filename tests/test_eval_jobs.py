@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -74,7 +75,7 @@ def test_plots_and_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir):
+def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir, caplog):
     from tiny_assets import make_tiny_model
     from uiface_ray.evaluate.ablation import run_ablation
     from uiface_ray.evaluate.ablation_report import write_report
@@ -89,8 +90,12 @@ def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir):
         interval_identities=2, interval_images=2, grid_identities=2, grid_images=2,
         fr={"depth": 18, "embedding_dim": 32, "epochs": 1, "max_steps": 1, "batch_size": 2, "num_workers": 2},
     )
-    res = run_ablation(cfg, fit_fr)
+    with caplog.at_level(logging.INFO, logger="uiface_ray.evaluate.ablation"):
+        res = run_ablation(cfg, fit_fr)
     page = write_report(cfg, res)
+    progress = [r.getMessage() for r in caplog.records if r.name == "uiface_ray.evaluate.ablation"]
+    assert len(progress) == 18 and progress[0].startswith("ablation [1/18] baseline: 6 images sampled")
+    assert progress[-1].startswith("ablation [18/18] Figure 2: 2 timestep intervals")
     names = [r.name for r in res.rows]
     assert names == list(cfg.modes) + ["real (DevTrain)"]
     for r in res.rows:

@@ -10,6 +10,8 @@ The report is written by :mod:`uiface_ray.evaluate.ablation_report`.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -23,6 +25,23 @@ from uiface_ray.evaluate.interval_sampling import IntervalPoint, interval_simila
 from uiface_ray.evaluate.metrics import DatasetMetrics, MetricParams, measure
 from uiface_ray.evaluate.settings import AblationConfig, FRTrainConfig, VerifySetConfig
 from uiface_ray.evaluate.verify import verify_set
+
+log = logging.getLogger(__name__)
+
+
+class _Progress:
+    """One log line per finished stage: what, its seconds, the total so far and the stages left."""
+
+    def __init__(self, total: int) -> None:
+        self.start, self.last, self.done, self.total = time.monotonic(), time.monotonic(), 0, total
+
+    def step(self, what: str) -> None:
+        now = time.monotonic()
+        self.done += 1
+        eta = (now - self.start) / self.done * (self.total - self.done)
+        log.info("ablation [%d/%d] %s in %.0f s (elapsed %.0f s, about %.0f s left)", self.done, self.total, what,
+                 now - self.last, now - self.start, eta)
+        self.last = now
 
 
 @dataclass
@@ -189,12 +208,16 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
     ref_emb = encoder.embed(decode_images(ref.images, 112))
     params = MetricParams(cfg.diversity_identities, 45, 45, 10000, cfg.metrics_k, 112)
     rows, grids, d_t = [], {}, {}
+    progress = _Progress(3 * len(cfg.modes) + 2 * cfg.real_row + 1)
     for mode in cfg.modes:
         data = generate_mode(model, mode, cfg, contexts)
         url = write_face_table(storage.join(cfg.out, "data", f"{mode}.parquet"), None, data.images, data.labels,
                                [f"seed:{s}" for s in data.seeds], cfg.storage)
+        progress.step(f"{mode}: {len(data.labels)} images sampled")
         m, ic = measure(read_faceset(url, cfg.storage), encoder, ref_emb, params, cfg.seed)
+        progress.step(f"{mode}: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
         acc, std, steps, loss = train_and_verify(cfg, mode, url, train_fr, resolution)
+        progress.step(f"{mode}: FR model trained ({steps} steps) and verified ({100 * acc:.2f}%)")
         rows.append(Row(mode, m, acc, std, steps, loss, float(data.t0.mean()),
                         float(data.unet_evaluations.mean()), ic.genuine, ic.impostor))
         g, c = min(cfg.grid_identities, cfg.num_identities), min(cfg.grid_images, cfg.images_per_identity)
@@ -203,12 +226,15 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
     if cfg.real_row:
         url = write_face_table(storage.join(cfg.out, "data", "real.parquet"), real_train, st=cfg.storage)
         m, ic = measure(real_train, encoder, None, params, cfg.seed)
+        progress.step(f"real: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
         acc, std, steps, loss = train_and_verify(cfg, "real", url, train_fr, resolution)
+        progress.step(f"real: FR model trained ({steps} steps) and verified ({100 * acc:.2f}%)")
         rows.append(Row("real (DevTrain)", m, acc, std, steps, loss, None, None, ic.genuine, ic.impostor))
     sampler_steps = int(cfg.sampler.get("num_inference_steps", 50))
     points = interval_similarity(model, contexts[: cfg.interval_identities], encoder, cfg.intervals,
                                  cfg.interval_images, cfg.seed, sampler_steps,
                                  float(cfg.sampler.get("guidance_scale", 1.0)))
+    progress.step(f"Figure 2: {len(points)} timestep intervals")
     results_url = storage.join(cfg.out, "results.json")
     storage.write_bytes_atomic(results_url, json.dumps(results_json(cfg, rows, points, resolution), indent=2).encode(),
                                cfg.storage)
