@@ -65,12 +65,9 @@ def at_resolution(images: np.ndarray, size: int) -> np.ndarray:
 
 def faceset_at_resolution(faces: FaceSet, size: int) -> FaceSet:
     """The same faces re-encoded as ``size`` x ``size`` PNGs (as a generator of that size writes them)."""
-    small = decode_images(faces.images, size)
-    blobs = []
-    for im in small:
-        buf = io.BytesIO()
-        Image.fromarray(im).save(buf, format="PNG")
-        blobs.append(buf.getvalue())
+    from uiface_ray.synth.shard import encode_image
+
+    blobs = [encode_image(im, "png") for im in decode_images(faces.images, size)]
     return FaceSet(blobs, faces.labels, faces.identities, faces.source, faces.kind)
 
 
