@@ -66,6 +66,9 @@ class UIFaceModel:
     scheduler_config: dict
     autoencoder: Autoencoder | None = None
     info: dict = field(default_factory=dict)
+    # Set by load_model: the hash of the weights as stored, before any cast to the sampling dtype,
+    # so a float16/bfloat16 copy is still identified as the model it was loaded from.
+    weights_hash: str | None = None
 
     @property
     def embedding_dim(self) -> int:
@@ -172,22 +175,23 @@ def load_model(url: str, device: str | torch.device = "cpu", dtype: torch.dtype 
     except StorageError as exc:
         raise ModelLoadError(f"no UIFace model at {url}: {exc}") from exc
     marker = read_marker(folder, url)
+    # Loaded in float32 first: the model is identified by its stored weights, then cast to ``dtype``.
     unet = UNet2DConditionModel.from_pretrained(
-        str(_require(folder, "unet", url)), torch_dtype=dtype, low_cpu_mem_usage=False
+        str(_require(folder, "unet", url)), torch_dtype=torch.float32, low_cpu_mem_usage=False
     )
     context_encoder = IdentityContextEncoder(**marker["context_encoder"])
     state = load_file(str(_require(folder, "context_encoder.safetensors", url)))
     context_encoder.load_state_dict(state)
     autoencoder = None
     if marker.get("autoencoder_class"):
-        autoencoder = load_autoencoder_dir(_require(folder, "autoencoder", url), device, dtype)
+        autoencoder = load_autoencoder_dir(_require(folder, "autoencoder", url), "cpu", torch.float32)
     scheduler_file = _require(folder, "scheduler/scheduler_config.json", url)
     saved = json.loads(scheduler_file.read_text())
     scheduler_config = {k: saved[k] for k in marker["scheduler_config"] if k in saved}
     model = UIFaceModel(unet=unet, context_encoder=context_encoder, scheduler_config=scheduler_config,
                         autoencoder=autoencoder, info=marker["info"])
-    unet.to(device)  # already in dtype: from_pretrained keeps the modules diffusers wants in float32
-    context_encoder.to(device=device, dtype=dtype)
+    model.weights_hash = _hash_modules(model)
+    model.to(device=device, dtype=dtype)
     for module in model.modules():
         module.eval()
     return model
@@ -214,8 +218,10 @@ def _hash_modules(model: UIFaceModel) -> str:
 def model_hash(model_or_url: UIFaceModel | str, storage: StorageConfig | None = None) -> str:
     """A stable 16-hex-digit content hash of the weights (UNet, context encoder incl. c_e, autoencoder).
 
-    For a URL, the hash is recomputed from the loaded weights, not read from the marker.
+    For a URL, the hash is recomputed from the loaded weights, not read from the marker.  A model
+    from :func:`load_model` is identified by its weights as stored (float32), whatever dtype it
+    was cast to for sampling: a float16 copy is the same model, not a changed one.
     """
     if isinstance(model_or_url, UIFaceModel):
-        return _hash_modules(model_or_url)
+        return model_or_url.weights_hash or _hash_modules(model_or_url)
     return _hash_modules(load_model(str(model_or_url), storage=storage))
