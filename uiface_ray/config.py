@@ -41,8 +41,17 @@ class Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+SECRET = {"secret": True}  # json_schema_extra of a field whose value is never echoed back
+
+
 class StorageConfig(Config):
-    """How to reach object storage; empty fields fall back to the standard ``AWS_*`` variables."""
+    """How to reach object storage; empty fields fall back to the standard ``AWS_*`` variables.
+
+    Jobs resolve it once at the driver (:func:`uiface_ray.storage.resolve_storage`) and hand the
+    resolved config to every actor and Ray Train worker inside their arguments: an actor's
+    environment and working directory are not the driver's, and Ray writes ``runtime_env``
+    variables to its logs in plain text, so credentials never travel that way.
+    """
 
     endpoint_url: str | None = Field(
         None, description="S3 endpoint URL (else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS)."
@@ -52,7 +61,12 @@ class StorageConfig(Config):
         None, description="S3 access key (else AWS_ACCESS_KEY_ID or the instance profile)."
     )
     secret_access_key: str | None = Field(
-        None, description="S3 secret key (else AWS_SECRET_ACCESS_KEY or the instance profile)."
+        None, description="S3 secret key (else AWS_SECRET_ACCESS_KEY or the instance profile).",
+        json_schema_extra=SECRET,
+    )
+    session_token: str | None = Field(
+        None, description="S3 session token of temporary credentials (else AWS_SESSION_TOKEN).",
+        json_schema_extra=SECRET,
     )
 
 
@@ -103,6 +117,20 @@ def _parse_value(text: str) -> Any:
     return value
 
 
+def is_secret(cls: type[BaseModel], loc: Sequence[Any]) -> bool:
+    """Whether the field at ``loc`` (a validation error's location) is marked secret."""
+    model: Any = cls
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return False
+        info = fields[part]
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("secret"):
+            return True
+        model = _submodel(info.annotation)
+    return False
+
+
 def _format_errors(err: ValidationError, sources: dict[str, str], cls: type) -> str:
     lines = []
     for item in err.errors():
@@ -115,6 +143,8 @@ def _format_errors(err: ValidationError, sources: dict[str, str], cls: type) -> 
             what = item["msg"]
         given = item.get("input")
         given_s = "" if item["type"] in ("extra_forbidden", "missing") else f" (got {given!r})"
+        if given_s and is_secret(cls, item["loc"]):
+            given_s = " (value hidden: secret field)"
         lines.append(f"  {key}: {what}{given_s} [from {source}]")
     return f"invalid {cls.__name__}:\n" + "\n".join(lines)
 

@@ -2,12 +2,15 @@
 
 from uiface_ray.storage.fs import (
     StorageError,
+    absolute_url,
     exists,
     join,
     list_files,
+    local_copy,
     open_url,
     read_bytes,
     remove,
+    resolve_storage,
     url_to_fs,
     write_bytes_atomic,
 )
@@ -15,13 +18,16 @@ from uiface_ray.storage.parquet import read_table, write_table
 
 __all__ = [
     "StorageError",
+    "absolute_url",
     "exists",
     "join",
     "list_files",
+    "local_copy",
     "open_url",
     "read_bytes",
     "read_table",
     "remove",
+    "resolve_storage",
     "url_to_fs",
     "write_bytes_atomic",
     "write_table",

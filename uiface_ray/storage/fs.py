@@ -9,6 +9,7 @@ instance profile.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -37,6 +38,32 @@ def is_remote(url: str) -> bool:
     return _scheme(url) not in ("file", "local")
 
 
+_ENV_FALLBACK = {
+    "endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "access_key_id": ("AWS_ACCESS_KEY_ID",),
+    "secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
+    "session_token": ("AWS_SESSION_TOKEN",),
+}
+
+
+def resolve_storage(storage: StorageConfig | None) -> StorageConfig:
+    """The storage settings with every empty field filled from this process's ``AWS_*`` variables.
+
+    Called once at the driver; the result travels to actors and Ray Train workers inside their
+    arguments (never through ``runtime_env``, which Ray logs).  Fields still empty after this fall
+    back to the worker's own credential chain (instance profile) when used.
+    """
+    storage = storage or StorageConfig()
+    update = {}
+    for name, variables in _ENV_FALLBACK.items():
+        if getattr(storage, name) is None:
+            value = next((os.environ[v] for v in variables if os.environ.get(v)), None)
+            if value is not None:
+                update[name] = value
+    return storage.model_copy(update=update) if update else storage
+
+
 def s3_options(storage: StorageConfig | None) -> dict:
     """s3fs keyword arguments from a config, falling back to the standard environment."""
     storage = storage or StorageConfig()
@@ -55,6 +82,8 @@ def s3_options(storage: StorageConfig | None) -> dict:
         opts["key"] = storage.access_key_id
     if storage.secret_access_key:
         opts["secret"] = storage.secret_access_key
+    if storage.session_token:
+        opts["token"] = storage.session_token
     return opts
 
 
@@ -72,6 +101,23 @@ def url_to_fs(url: str, storage: StorageConfig | None = None) -> tuple[AbstractF
     if scheme == "memory":
         return fsspec.filesystem("memory"), "/" + url.split("://", 1)[1].strip("/")
     raise StorageError(f"unsupported storage URL scheme '{scheme}://' in {url!r}: use a path, file://, s3:// or memory://")
+
+
+def absolute_url(url: str | None) -> str | None:
+    """A local path made absolute against this process's working directory; other URLs unchanged.
+
+    Jobs call this at the driver for every path they hand to an actor or a Ray Train worker,
+    which run in another working directory."""
+    if url is None or url == "" or _scheme(url) not in ("file", "local"):
+        return url
+    path = url.split("://", 1)[1] if "://" in url else url
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def join(url: str, *parts: str) -> str:
@@ -98,6 +144,7 @@ def write_bytes_atomic(url: str, data: bytes, storage: StorageConfig | None = No
             os.makedirs(directory, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=directory)
             try:
+                os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide a shared dataset
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
                     fh.flush()
@@ -213,5 +260,15 @@ def materialize_dir(url: str, storage: StorageConfig | None = None, cache_dir: s
     return target
 
 
-def copy_tree_local(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True)
+@contextlib.contextmanager
+def local_copy(url: str, storage: StorageConfig | None = None) -> Iterator[Path]:
+    """A local folder with the contents of ``url`` for the duration of the block: the folder itself
+    when local, else a temporary download that is removed when the block ends (or fails)."""
+    if not is_remote(url):
+        yield materialize_dir(url, storage)
+        return
+    tmp = tempfile.mkdtemp(prefix="uiface-dl-")
+    try:
+        yield materialize_dir(url, storage, cache_dir=tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
