@@ -128,11 +128,23 @@ def test_missing_folder(tmp_path):
     _run_expecting(tmp_path, FaceDataError, r"image folder not found: .*nowhere", input=str(tmp_path / "nowhere"))
 
 
-def test_identity_folder_without_images(lfw_dir, tmp_path):
+def test_stray_files_and_folders_without_images_are_skipped(lfw_dir, tmp_path):
     root = _subset(lfw_dir, tmp_path, {"Aaron_Peirsol": 2})
     (root / "Empty_Person").mkdir()
     (root / "Empty_Person" / "notes.txt").write_text("no faces here")
-    _run_expecting(tmp_path, FaceDataError, r"identity folder .*Empty_Person holds no images", input=str(root))
+    (root / "README").write_text("my faces")
+    (root / "Aaron_Peirsol" / ".DS_Store").write_bytes(b"\0")
+    lines = []
+    result = prepare_faces(PrepareFacesConfig(input=str(root), output=str(tmp_path / "f.parquet")), log=lines.append)
+    assert (result.table.identities, result.table.images) == (1, 2)
+    assert any("skipped 3 non-image files" in line for line in lines), lines
+
+
+def test_folder_with_no_images_at_all(tmp_path):
+    root = tmp_path / "faces"
+    (root / "someone").mkdir(parents=True)
+    (root / "someone" / "notes.txt").write_text("x")
+    _run_expecting(tmp_path, FaceDataError, r"faces holds no images in identity folders", input=str(root))
 
 
 def test_listed_person_without_folder(lfw_dir, tmp_path):
@@ -168,3 +180,47 @@ def test_job_reports_bad_input_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: image folder not found") and "Traceback" not in err
     assert not out.exists()
+
+
+def _att_like_tree(tmp_path, people: int = 3, per_person: int = 4) -> Path:
+    """A user's own faces as the AT&T/ORL set ships them: s1/1.pgm ..., grey 92x112, a README on top."""
+    root = tmp_path / "att"
+    rng = np.random.default_rng(0)
+    for p in range(1, people + 1):
+        (root / f"s{p}").mkdir(parents=True)
+        for i in range(1, per_person + 1):
+            Image.fromarray(rng.integers(0, 255, (112, 92), dtype=np.uint8), mode="L").save(root / f"s{p}" / f"{i}.pgm")
+    (root / "README").write_text("The ORL Database of Faces\n")
+    return root
+
+
+def test_own_grey_pgm_faces_keep_their_size(tmp_path):
+    root = _att_like_tree(tmp_path)
+    out = tmp_path / "faces.parquet"
+    lines = []
+    result = prepare_faces(PrepareFacesConfig(input=str(root), resolution=None, image_format="png", output=str(out)),
+                           log=lines.append)
+    assert (result.table.identities, result.table.images) == (3, 12)
+    assert any("skipped 1 non-image files" in line for line in lines), lines
+    table = read_table(str(out))
+    assert set(table.column("width").to_pylist()) == {92} and set(table.column("height").to_pylist()) == {112}
+    img = Image.open(io.BytesIO(table.column("image")[0].as_py()))
+    assert img.mode == "RGB" and img.size == (92, 112)
+    # the grey values survive as R = G = B
+    arr = np.asarray(img)
+    assert np.array_equal(arr[..., 0], arr[..., 1]) and arr.std() > 10
+
+
+def test_own_faces_resized_square(tmp_path):
+    root = _att_like_tree(tmp_path, people=2, per_person=2)
+    result = prepare_faces(PrepareFacesConfig(input=str(root), resolution=64, output=str(tmp_path / "f.parquet")),
+                           log=_quiet)
+    table = read_table(result.table.output)
+    assert set(table.column("width").to_pylist()) == {64} == set(table.column("height").to_pylist())
+
+
+def test_people_file_naming_none_of_the_folders(lfw_dir, tmp_path):
+    root = _att_like_tree(tmp_path, people=2, per_person=2)
+    _run_expecting(tmp_path, FaceDataError, r"people_file .*peopleDevTrain.txt lists none of the 2 identity folders "
+                   r"under .*att .*set people_file to null", input=str(root),
+                   people_file=str(lfw_dir / "peopleDevTrain.txt"))

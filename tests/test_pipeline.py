@@ -44,13 +44,23 @@ def test_missing_faces_says_how_to_point_at_data(tmp_path):
 
 
 @pytest.mark.slow
-def test_pipeline_end_to_end_tiny(lfw_dir, tmp_path):
-    """Every stage on real faces at toy scale, in a subprocess as scripts/run.sh runs it; a rerun skips."""
+def test_pipeline_end_to_end_tiny_from_repo_root_with_relative_paths(lfw_dir):
+    """Every stage on real faces at toy scale, as scripts/run.sh runs it: from the repository root, with
+    relative paths only (Ray Train workers and actors run elsewhere), into the export; a rerun skips
+    what is complete, and no temporary folder is left behind."""
+    import os
+    import shutil
+    import tempfile
+    import uuid
+
+    rel_work = f"out/pytest-pipeline-{uuid.uuid4().hex[:8]}"
+    lfw_rel = os.path.relpath(lfw_dir, ROOT)
+    tmp = tempfile.mkdtemp(prefix="uq", dir="/tmp")  # short: Ray's socket paths live under it
     args = [
-        sys.executable, str(ROOT / "jobs" / "pipeline.py"), "--config", str(ROOT / "configs" / "pipeline.yaml"),
-        f"--workdir={tmp_path}/work", f"--generator_cache={tmp_path}/gen",
-        f"--faces_source={lfw_dir}/images", f"--people_file={lfw_dir}/peopleDevTrain.txt",
-        f"--train_config={ROOT}/configs/train_diffusion_tiny.yaml", "--max_images_per_identity=3",
+        sys.executable, "jobs/pipeline.py", "--config", "configs/pipeline.yaml",
+        f"--workdir={rel_work}/work", f"--generator_cache={rel_work}/gen",
+        f"--faces_source={lfw_rel}/images", f"--people_file={lfw_rel}/peopleDevTrain.txt",
+        "--train_config=configs/train_diffusion_tiny.yaml", "--max_images_per_identity=3",
         "--num_identities=2", "--images_per_identity=2", "--num_inference_steps=4",
         "--stages.prepare_faces.max_identities=6", "--stages.train_diffusion.max_steps=4",
         "--stages.train_diffusion.checkpoint_every=4", "--stages.train_diffusion.num_workers=1",
@@ -58,19 +68,29 @@ def test_pipeline_end_to_end_tiny(lfw_dir, tmp_path):
         "--stages.make_identities.similarity_threshold=0.99", "--stages.make_identities.leakage_threshold=0.99",
         "--stages.metrics.msssim_size=48",
     ]
-    env = {**__import__("os").environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    first = subprocess.run(args, capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    work = tmp_path / "work"
-    manifest = json.loads((work / "synthetic" / "manifest.json").read_text())
-    assert manifest["num_rows"] == 4 and manifest["complete"] is True
-    assert (work / "export").is_dir() and (work / "report.md").is_file()
-    report = (work / "report.md").read_text()
-    for stage in ("prepare_faces", "embed", "train_diffusion", "make_identities", "synthesize", "metrics", "export"):
-        assert f"| {stage} |" in report
-    second = subprocess.run(args, capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "prepare_faces: already complete" in second.stdout and "embed: already complete" in second.stdout
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "TMPDIR": tmp}
+    try:
+        first = subprocess.run(args, capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        work = ROOT / rel_work / "work"
+        manifest = json.loads((work / "synthetic" / "manifest.json").read_text())
+        assert manifest["num_rows"] == 4 and manifest["complete"] is True
+        assert (work / "export").is_dir() and (work / "report.md").is_file()
+        # the generator landed where it was asked, not under Ray's session folder
+        assert list((ROOT / rel_work / "gen").glob("*/latest.json"))
+        report = (work / "report.md").read_text()
+        for stage in ("prepare_faces", "embed", "train_diffusion", "make_identities", "synthesize", "metrics", "export"):
+            assert f"| {stage} |" in report
+        assert "Traceback" not in first.stdout + first.stderr
+        second = subprocess.run(args, capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert "prepare_faces: already complete" in second.stdout and "embed: already complete" in second.stdout
+        assert "all already complete" in second.stdout
+        left = [p.name for p in Path(tmp).iterdir() if p.name.startswith("uiface-")]
+        assert left == [], left
+    finally:
+        shutil.rmtree(ROOT / rel_work, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_train_stage_keeps_yaml_sections_it_does_not_set(tmp_path):

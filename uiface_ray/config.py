@@ -38,7 +38,9 @@ class ConfigError(InputError, ValueError):
 class Config(BaseModel):
     """Base of every stage config: immutable, and unknown keys are errors."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # coerce_numbers_to_str: a key or bucket name made of digits, given on the command line, is
+    # still the string the user typed
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
 
 
 SECRET = {"secret": True}  # json_schema_extra of a field whose value is never echoed back
@@ -131,14 +133,34 @@ def is_secret(cls: type[BaseModel], loc: Sequence[Any]) -> bool:
     return False
 
 
+def _did_you_mean(cls: type[BaseModel], loc: Sequence[Any], sources: dict[str, str]) -> str:
+    """' (did you mean 'faces_source'?)' for a misspelt key, '' when nothing is close."""
+    import difflib
+
+    model: Any = cls
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", {})
+        model = _submodel(fields[part].annotation) if part in fields else None
+    fields = list(getattr(model, "model_fields", {}))
+    key = ".".join(str(p) for p in loc)
+    typed = [k[len(key) - len(str(loc[-1])):] for k in sources if k == key or k.startswith(key + ".")]
+    for word in typed + [str(loc[-1])]:
+        close = difflib.get_close_matches(word.replace(".", "_"), fields, n=1, cutoff=0.75)
+        if close:
+            return f" (did you mean '{close[0]}'?)"
+    return ""
+
+
 def _format_errors(err: ValidationError, sources: dict[str, str], cls: type) -> str:
     lines = []
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"])
         top = key.split(".")[0]
-        source = sources.get(key) or sources.get(top) or "defaults"
+        # an unknown section given as --faces.source=... is reported at 'faces': name its source
+        below = next((src for k, src in sources.items() if k.startswith(key + ".")), None)
+        source = sources.get(key) or below or sources.get(top) or "defaults"
         if item["type"] == "extra_forbidden":
-            what = "unknown key"
+            what = "unknown key" + _did_you_mean(cls, item["loc"], sources)
         else:
             what = item["msg"]
         given = item.get("input")
@@ -272,14 +294,67 @@ def parse_args(cls: type[C], argv: Sequence[str] | None = None, description: str
     return load_config(cls, path, overrides)
 
 
+def _user_error(exc: BaseException) -> InputError | None:
+    """The InputError behind ``exc``: itself, or the cause a Ray task or actor raised remotely
+    (``RayTaskError(StorageError)`` carries the worker's traceback in its text; its cause does not)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, BaseException) and type(exc).__name__.startswith("RayTaskError"):
+            exc = cause
+        elif isinstance(exc, InputError):
+            return exc
+        else:
+            return None
+        seen += 1
+    return None
+
+
+class _Terminated(BaseException):
+    """SIGTERM (``ray job stop``, a scheduler) turned into an exception, so ``finally`` blocks run:
+    temporary folders are removed and actors killed as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise _Terminated()
+
+
 def run_job(cls: type[C], body: typing.Callable[[C], Any], argv: Sequence[str] | None = None,
             description: str | None = None) -> int:
     """Parse the config and run ``body``.  Bad input (a :class:`uiface_ray.errors.InputError`: config,
-    file, checkpoint, table) prints one ``error: ...`` line and returns 2; bugs keep their traceback."""
+    file, checkpoint, table, storage) prints one ``error: ...`` line and returns 2 (with the
+    traceback too under ``--debug``); Ctrl-C or SIGTERM returns 130 or 143 after cleaning up;
+    bugs keep their traceback."""
+    import signal
+    import traceback
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (a test calling main() from a thread)
+        pass
     try:
         cfg = parse_args(cls, argv, description)
         body(cfg)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted: stopped; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print("terminated: stopped; rerun the same command to resume", file=sys.stderr)
+        return 143
+    except Exception as exc:  # noqa: BLE001 - bad input is one line; anything else re-raised
+        user = _user_error(exc)
+        if user is None:
+            raise
+        if debug:
+            traceback.print_exception(exc)
+        text = str(user) if isinstance(user, ConfigError) else "; ".join(str(user).strip().splitlines())
+        print(f"error: {text}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0

@@ -13,7 +13,13 @@ from uiface_ray.errors import InputError
 
 __all__ = ["IMAGE_SUFFIXES", "EncodedFace", "ImageError", "decode_rgb", "decode_batch", "prepare_image"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+def _pillow_suffixes() -> tuple[str, ...]:
+    """Every file suffix that Pillow can open (JPEG, PNG, BMP, WebP, PGM/PPM, TIFF, GIF, ...)."""
+    Image.init()
+    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN))
+
+
+IMAGE_SUFFIXES = _pillow_suffixes()
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 
 
@@ -37,6 +43,10 @@ def _open_rgb(data: bytes, source: str) -> tuple[Image.Image, bool]:
         raise ImageError(f"unreadable image {source}: {type(exc).__name__}: {exc}") from None
     if img.mode == "RGB":
         return img, True
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey: scale to 8 bits
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8), mode="L")
     return img.convert("RGB"), False
 
 
@@ -69,16 +79,18 @@ def _centre_square(img: Image.Image) -> Image.Image:
 
 def prepare_image(data: bytes, source: str, resolution: int | None,
                   image_format: Literal["jpeg", "png"] = "jpeg", jpeg_quality: int = 95) -> EncodedFace:
-    """An aligned chip at ``resolution`` x ``resolution`` (None: as it is), encoded as ``image_format``.
+    """An aligned chip at ``resolution`` x ``resolution``, encoded as ``image_format``; with
+    ``resolution=None`` the image keeps its size and shape.
 
-    Non-square images are centre-cropped to a square first.  The original bytes are kept,
-    without re-compression, when the size and format already match.
+    Non-square images are centre-cropped to a square before resizing.  Grey, palette and
+    16-bit images are converted to RGB.  The original bytes are kept, without re-compression,
+    when the size and format already match.
     """
     img, was_rgb = _open_rgb(data, source)
     target = _PIL_FORMATS[image_format]
-    square = _centre_square(img)
-    if resolution is not None and square.size != (resolution, resolution):
-        square = square.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    square = img
+    if resolution is not None and img.size != (resolution, resolution):
+        square = _centre_square(img).resize((resolution, resolution), Image.Resampling.LANCZOS)
     if square is img and was_rgb and img.format == target:
         return EncodedFace(data, img.width, img.height)
     buf = io.BytesIO()

@@ -66,11 +66,11 @@ def _add_folder_faces(cfg: PrepareFacesConfig, builder: FaceTableBuilder, log: C
     people = None
     if cfg.people_file:
         people = [name for name, _ in read_people_list(cfg.people_file, cfg.storage)]
-    identities = scan_image_folder(cfg.input, people, cfg.min_images, cfg.max_identities,
-                                   cfg.max_images_per_identity, cfg.storage, progress=log)
-    total = sum(len(ident.files) for ident in identities)
-    log(f"{len(identities)} identities with >= {cfg.min_images} images, {total} images")
-    for ident in identities:
+    scan = scan_image_folder(cfg.input, people, cfg.min_images, cfg.max_identities,
+                             cfg.max_images_per_identity, cfg.storage, people_source=f"people_file {cfg.people_file}")
+    total = sum(len(ident.files) for ident in scan.identities)
+    log(f"{cfg.input}: {scan.summary()}")
+    for ident in scan.identities:
         for url in ident.files:
             face = prepare_image(read_bytes(url, cfg.storage), url, cfg.resolution, cfg.image_format, cfg.jpeg_quality)
             builder.add(ident.name, url, face)

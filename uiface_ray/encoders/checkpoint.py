@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
+import warnings
 from typing import Mapping
 
 import torch
@@ -43,14 +45,25 @@ def read_state_dict(url: str, storage: StorageConfig | None = None) -> dict[str,
 
             state = load_safetensors(data)
         else:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's note on the pickle protocol is noise to a user
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's weights_only refusal runs to several lines of advice; one line is enough here
+        raise CheckpointError(f"refusing checkpoint {url}: it holds pickled objects beyond tensors and plain "
+                              f"containers, which could run code on load ({_first_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - re-raised naming the file
-        raise CheckpointError(f"cannot read checkpoint {url}: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {url}: {type(exc).__name__}: {_first_line(exc)}") from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {url} is not a state dict of tensors (got {type(state).__name__})")
     return _strip_prefix(state)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def _short_list(keys: list[str], most: int = 8) -> str:

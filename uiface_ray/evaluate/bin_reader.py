@@ -24,6 +24,10 @@ class UnsafePickleError(InputError, pickle.UnpicklingError):
     """The pickle names a global outside the allowed set (it could run code)."""
 
 
+class BinFormatError(InputError, ValueError):
+    """A verification ``.bin`` is truncated, not the expected structure, or holds an undecodable image."""
+
+
 def _safe_dtype(*args, **kwargs):
     dt = np.dtype(*args, **kwargs)
     if dt.hasobject:
@@ -63,8 +67,14 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError("refusing a persistent id in a verification .bin")
 
 
-def restricted_loads(data: bytes):
-    return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+def restricted_loads(data: bytes, source: str = "<bin>"):
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except UnsafePickleError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any malformed pickle is bad input, named
+        raise BinFormatError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc}); "
+                             "truncated or not a verification .bin") from None
 
 
 @dataclass(frozen=True)
@@ -76,12 +86,16 @@ class BinPairs:
 def _decode(item, index: int, source: str, image_size: int | None) -> np.ndarray:
     if isinstance(item, np.ndarray):
         if item.dtype != np.uint8 or item.ndim != 1:
-            raise ValueError(f"{source}: image {index} is an array of {item.dtype} {item.shape}, "
+            raise BinFormatError(f"{source}: image {index} is an array of {item.dtype} {item.shape}, "
                              "expected the encoded bytes as a 1-D uint8 array")
         item = item.tobytes()
     if not isinstance(item, (bytes, bytearray)):
-        raise ValueError(f"{source}: image {index} is {type(item).__name__}, expected encoded bytes")
-    img = Image.open(io.BytesIO(item)).convert("RGB")
+        raise BinFormatError(f"{source}: image {index} is {type(item).__name__}, expected encoded bytes")
+    try:
+        img = Image.open(io.BytesIO(item))
+        img = img.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - PIL raises several kinds for bad bytes
+        raise BinFormatError(f"{source}: image {index} cannot be decoded ({type(exc).__name__}: {exc})") from None
     if image_size is not None and img.size != (image_size, image_size):
         img = img.resize((image_size, image_size), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
@@ -89,16 +103,18 @@ def _decode(item, index: int, source: str, image_size: int | None) -> np.ndarray
 
 def parse_bin(data: bytes, source: str = "<bin>", image_size: int | None = 112) -> BinPairs:
     """Decode a ``.bin`` file's bytes; errors name the file and what was expected."""
-    obj = restricted_loads(data)
+    obj = restricted_loads(data, source)
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
-        raise ValueError(f"{source}: expected a pickle of (bins, issame_list)")
+        raise BinFormatError(f"{source}: expected a pickle of (bins, issame_list), got {type(obj).__name__}")
     bins, issame = obj
     if not isinstance(bins, list) or not isinstance(issame, list):
-        raise ValueError(f"{source}: bins and issame_list must be lists, got "
-                         f"{type(bins).__name__}, {type(issame).__name__}")
+        raise BinFormatError(f"{source}: bins and issame_list must be lists, got "
+                             f"{type(bins).__name__}, {type(issame).__name__}")
     if len(bins) != 2 * len(issame):
-        raise ValueError(f"{source}: {len(bins)} images for {len(issame)} pairs (expected twice as many)")
+        raise BinFormatError(f"{source}: {len(bins)} images for {len(issame)} pairs (expected twice as many)")
+    if not issame:
+        raise BinFormatError(f"{source}: no pairs")
     if not all(isinstance(s, (bool, np.bool_)) for s in issame):
-        raise ValueError(f"{source}: issame_list must hold bools")
+        raise BinFormatError(f"{source}: issame_list must hold bools")
     images = np.stack([_decode(b, i, source, image_size) for i, b in enumerate(bins)])
     return BinPairs(images=images, issame=np.asarray(issame, dtype=bool))

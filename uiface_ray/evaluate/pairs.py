@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from uiface_ray.errors import InputError
+
+
+class PairsError(InputError, ValueError):
+    """A pairs file is empty or has a malformed line; the message names the file and line."""
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -30,17 +36,28 @@ def parse_pairs(text: str, source: str = "<pairs>") -> list[Pair]:
     """All pairs of a pairs file; errors name the file and line."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
-        raise ValueError(f"{source}: empty pairs file")
+        raise PairsError(f"{source}: empty pairs file (expected a count line, then name<TAB>i<TAB>j or "
+                         "name1<TAB>i<TAB>name2<TAB>j lines)")
+    head = lines[0].split()
+    if not head or len(head) > 2 or not all(h.isdigit() for h in head):
+        raise PairsError(f"{source} line 1: expected a count ('500') or 'folds count' ('10 300'), got {lines[0]!r}")
     pairs: list[Pair] = []
     for no, line in enumerate(lines[1:], start=2):
         f = line.strip().split()
         try:
             if len(f) == 3:
-                pairs.append(Pair(f[0], int(f[1]), f[0], int(f[2])))
+                pair = Pair(f[0], int(f[1]), f[0], int(f[2]))
             elif len(f) == 4:
-                pairs.append(Pair(f[0], int(f[1]), f[2], int(f[3])))
+                pair = Pair(f[0], int(f[1]), f[2], int(f[3]))
             else:
-                raise ValueError(f"expected 3 or 4 fields, got {len(f)}")
+                raise PairsError(f"{source} line {no}: expected 3 or 4 fields, got {len(f)}: {line!r}")
         except ValueError as exc:
-            raise ValueError(f"{source} line {no}: {exc}: {line!r}") from None
+            if isinstance(exc, PairsError):
+                raise
+            raise PairsError(f"{source} line {no}: image numbers must be integers: {line!r}") from None
+        if pair.index1 < 1 or pair.index2 < 1:
+            raise PairsError(f"{source} line {no}: image numbers are 1-based, got {line!r}")
+        pairs.append(pair)
+    if not pairs:
+        raise PairsError(f"{source}: no pairs after the count line")
     return pairs

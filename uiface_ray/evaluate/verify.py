@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from uiface_ray import storage
-from uiface_ray.config import StorageConfig
+from uiface_ray.config import ConfigError, StorageConfig
 from uiface_ray.evaluate.bin_reader import parse_bin
 from uiface_ray.evaluate.faceset import at_resolution, decode_images
-from uiface_ray.evaluate.pairs import image_relpath, parse_pairs
+from uiface_ray.evaluate.pairs import PairsError, image_relpath, parse_pairs
 from uiface_ray.evaluate.settings import VerifyConfig, VerifySetConfig
 from uiface_ray.evaluate.tenfold import flip_embeddings, pair_scores, ten_fold_accuracy
 
@@ -48,8 +48,12 @@ def pairs_images(spec: VerifySetConfig, st: StorageConfig | None) -> PairArrays:
 
     Each distinct image is read once (pairsDevTest's 1000 pairs name 1549 images)."""
     if not spec.images_root:
-        raise ValueError(f"verify set {spec.name!r}: a pairs file needs images_root")
-    pairs = parse_pairs(storage.read_bytes(spec.pairs, st).decode(), spec.pairs)
+        raise ConfigError(f"verify set {spec.name!r}: a pairs file needs images_root")
+    try:
+        text = storage.read_bytes(spec.pairs, st).decode("utf-8")
+    except UnicodeDecodeError:
+        raise PairsError(f"{spec.pairs}: not a text pairs file") from None
+    pairs = parse_pairs(text, spec.pairs)
     issame = np.array([p.same for p in pairs])
     rows = _limit(issame, spec.max_pairs)
     pairs = [pairs[i] for i in rows]
@@ -72,7 +76,7 @@ def verify_set(encoder, spec: VerifySetConfig, folds: int = 10, st: StorageConfi
     """10-fold accuracy of ``encoder`` (an IdentityEncoder) on one benchmark; with ``resolution``
     every image is first reduced to that size (see :func:`faceset.at_resolution`)."""
     if (spec.pairs is None) == (spec.bin is None):
-        raise ValueError(f"verify set {spec.name!r}: give exactly one of pairs (with images_root) or bin")
+        raise ConfigError(f"verify set {spec.name!r}: give exactly one of pairs (with images_root) or bin")
     images, ia, ib, issame = pairs_images(spec, st) if spec.pairs else bin_images(spec, st)
     used = np.unique(np.concatenate([ia, ib]))
     if resolution is not None:

@@ -10,7 +10,29 @@ import numpy as np
 from uiface_ray import storage
 from uiface_ray.synth.dataset import SyntheticDataset
 
-__all__ = ["build_card", "card_markdown", "write_card"]
+__all__ = ["DEFAULT_INTENDED_USE", "build_card", "card_markdown", "generator_record", "write_card"]
+
+DEFAULT_INTENDED_USE = (
+    "Training and evaluating face-recognition models for research, as a substitute for web-scraped "
+    "real faces. The identities are synthetic and were filtered against the generator's training "
+    "identities, but a generator can still reproduce traits of the real faces it was trained on (see "
+    "'Generator training data'). Not for identifying, profiling or surveilling real people, and not as "
+    "evidence about any real person."
+)
+
+
+def generator_record(model_url: str | None, storage_cfg=None) -> dict[str, Any]:
+    """The generator's own record of what it was trained on (``uiface.json`` of the model bundle)."""
+    if not model_url:
+        return {}
+    try:
+        marker = json.loads(storage.read_bytes(storage.join(model_url, "uiface.json"), storage_cfg))
+    except (storage.StorageError, ValueError):
+        return {"model": model_url, "note": "model bundle not readable at export time"}
+    info = marker.get("info", {}) if isinstance(marker, dict) else {}
+    return {"model": model_url, "weights_hash": marker.get("weights_hash"),
+            "training_data": info.get("training_data") or {"note": "not recorded by this model bundle"},
+            "source": info.get("source")}
 
 
 def _t0_distribution(t0: np.ndarray) -> dict[str, Any]:
@@ -23,7 +45,8 @@ def _t0_distribution(t0: np.ndarray) -> dict[str, Any]:
 
 
 def build_card(dataset: SyntheticDataset, encoder: dict[str, Any] | None = None,
-               metrics: dict[str, Any] | None = None, verify: bool = True) -> dict[str, Any]:
+               metrics: dict[str, Any] | None = None, verify: bool = True, license: str = "unspecified",
+               intended_use: str = DEFAULT_INTENDED_USE, generator: dict[str, Any] | None = None) -> dict[str, Any]:
     """Counts, configs, hashes, seeds and the t0 distribution, read from the shards themselves."""
     m = dataset.manifest
     t0s, per_identity = [], {}
@@ -40,6 +63,9 @@ def build_card(dataset: SyntheticDataset, encoder: dict[str, Any] | None = None,
     counts = np.array(list(per_identity.values()))
     return {
         "dataset": dataset.url,
+        "license": license,
+        "intended_use": intended_use,
+        "generator": generator if generator is not None else {},
         "counts": {"identities": len(per_identity), "images": int(len(t0)), "shards": m.num_shards,
                    "images_per_identity": {"min": int(counts.min()), "max": int(counts.max())}},
         "model_hash": m.model_hash,
@@ -56,6 +82,18 @@ def build_card(dataset: SyntheticDataset, encoder: dict[str, Any] | None = None,
     }
 
 
+def _generator_lines(gen: dict[str, Any]) -> str:
+    if not gen:
+        return "Not recorded."
+    data = gen.get("training_data") or {}
+    if "identities" in data:
+        text = (f"The generator `{gen.get('model')}` (weights `{gen.get('weights_hash')}`) was trained on "
+                f"{data['images']} real images of {data['identities']} identities from `{data.get('source')}`"
+                f" (face table `{data.get('table')}`, rows sha256 `{str(data.get('rows_sha256'))[:16]}`).")
+        return text
+    return f"Generator `{gen.get('model')}`: {data.get('note', 'training data not recorded')}."
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     c, t0 = card["counts"], card["t0"]
     lines = [
@@ -70,6 +108,10 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"{card['seeds']['unique']} unique of {card['seeds']['images']}",
         f"- t0 (identity stage start): min {t0['min']}, median {t0['quantiles']['0.5']:.0f}, "
         f"max {t0['max']}, mean {t0['mean']:.1f}", "",
+        f"- Licence: {card.get('license', 'unspecified')}", "",
+        "## Intended use", "", card.get("intended_use", DEFAULT_INTENDED_USE), "",
+        "## Generator training data", "",
+        _generator_lines(card.get("generator") or {}), "",
         "## Sampler", "", "```json", json.dumps(card["generation"].get("sampler", {}), indent=2, sort_keys=True), "```",
     ]
     if card["metrics"]:

@@ -85,8 +85,17 @@ class UIFaceModel:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "UIFaceModel":
         kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        for module in self.modules():
-            module.to(**kwargs)
+        if not kwargs:
+            return self
+        from diffusers.utils import logging as diffusers_logging
+
+        level = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # its note on fp32-kept modules (there are none here)
+        try:
+            for module in self.modules():
+                module.to(**kwargs)
+        finally:
+            diffusers_logging.set_verbosity(level)
         return self
 
     def modules(self) -> list[torch.nn.Module]:
@@ -191,7 +200,7 @@ def load_model(url: str, device: str | torch.device = "cpu", dtype: torch.dtype 
     model = UIFaceModel(unet=unet, context_encoder=context_encoder, scheduler_config=scheduler_config,
                         autoencoder=autoencoder, info=marker["info"])
     model.weights_hash = _hash_modules(model)
-    model.to(device=device, dtype=dtype)
+    model.to(device=device, dtype=None if dtype == torch.float32 else dtype)
     for module in model.modules():
         module.eval()
     return model

@@ -20,11 +20,14 @@ from pydantic import Field, ValidationError
 from uiface_ray.config import Config, ConfigError, RayConfig, StorageConfig
 from uiface_ray.errors import InputError
 from uiface_ray.runtime.session import ray_session
-from uiface_ray.storage import exists, join, read_bytes, write_bytes_atomic
+from uiface_ray.storage import absolute_url, exists, join, read_bytes, write_bytes_atomic
+
+LFW_IMAGES = "../shared/data/lfw112/images"
+LFW_PEOPLE = "../shared/data/lfw112/peopleDevTrain.txt"
 
 NO_FACES_MESSAGE = (
     "no real faces found at {source}: point the pipeline at aligned 112x112 face chips, either an image "
-    "folder with one sub-folder per identity (--faces_source=/data/aligned --people_file=null) or an "
+    "folder with one sub-folder per identity (--faces_source=/data/aligned) or an "
     "insightface train.rec with its train.idx beside it (--faces_source=/data/casia/train.rec)"
 )
 
@@ -50,10 +53,12 @@ class PipelineConfig(Config):
 
     workdir: str = Field("out/pipeline", description="Where every stage writes (local path or s3://).")
     faces_source: str = Field(
-        "../shared/data/lfw112/images",
-        description="Real aligned faces: an image folder (one sub-folder per identity) or a train.rec.")
+        LFW_IMAGES,
+        description="Real aligned faces: an image folder (one sub-folder per identity, any image type "
+        "Pillow reads) or an insightface train.rec.")
     people_file: str | None = Field(
-        "../shared/data/lfw112/peopleDevTrain.txt", description="Restrict to these people (LFW list format).")
+        "auto", description="Restrict to these people (LFW list format); 'auto': LFW's DevTrain people when "
+        "faces_source is the LFW folder, else every identity folder; null: every identity folder.")
     min_images: int = Field(5, ge=1, description="Keep identities with at least this many images.")
     max_images_per_identity: int | None = Field(
         6, ge=1, description="Use at most this many images per identity (embedding time; empty: all).")
@@ -144,17 +149,32 @@ class _Runner:
         self.log(f"[pipeline] {name}: {summary} ({rec.seconds:.1f} s)")
 
 
+def resolve_pipeline(cfg: PipelineConfig) -> PipelineConfig:
+    """Every local path made absolute against the working directory the user ran from (stages
+    run in Ray actors and Ray Train workers elsewhere), and ``people_file: auto`` decided."""
+    people = cfg.people_file
+    if people == "auto":
+        people = LFW_PEOPLE if cfg.faces_source.rstrip("/") == LFW_IMAGES else None
+    paths = {name: absolute_url(getattr(cfg, name)) for name in
+             ("workdir", "faces_source", "train_config", "generator", "generator_cache")}
+    return cfg.model_copy(update={**paths, "people_file": absolute_url(people)})
+
+
 def check_faces_source(cfg: PipelineConfig) -> None:
     src = Path(cfg.faces_source)
     if "://" in cfg.faces_source:
         return
-    if not (src.is_dir() or src.is_file()) or (cfg.people_file and not Path(cfg.people_file).is_file()):
+    if not (src.is_dir() or src.is_file()):
         raise FacesNotFoundError(NO_FACES_MESSAGE.format(source=cfg.faces_source))
+    if cfg.people_file and "://" not in cfg.people_file and not Path(cfg.people_file).is_file():
+        raise FacesNotFoundError(f"people_file {cfg.people_file} not found: give an LFW-style people list, "
+                                 "or --people_file=null to use every identity folder under faces_source")
 
 
 def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> PipelineResult:
     from uiface_ray.runtime.pipeline_stages import STAGES
 
+    cfg = resolve_pipeline(cfg)
     check_faces_source(cfg)
     runner = _Runner(cfg, log)
     with ray_session(cfg.ray):

@@ -83,6 +83,8 @@ def train(cfg: PipelineConfig, runner) -> None:
 
     def run() -> str:
         res = train_diffusion(stage_cfg)
+        if not res.model:
+            raise RuntimeError(f"training finished without a saved model in {res.output} (step {res.step})")
         runner.generator = res.model
         loss = (res.metrics or {}).get("loss")
         return (f"step {res.start_step} -> {res.step} in {res.wall_s:.0f} s, loss {loss if loss is None else round(loss, 4)}"
@@ -129,8 +131,10 @@ def synthesize(cfg: PipelineConfig, runner) -> None:
 
     def run() -> str:
         r = run_synthesis(stage_cfg)
-        return (f"{r.num_rows} images in {r.num_shards} shards ({r.shards_run} run now, {r.shards_adopted} "
-                f"already done); {r.images_per_second:.2f} images/s on {r.actors} actors")
+        if not r.shards_run:
+            return f"{r.num_rows} images in {r.num_shards} shards, all already complete: nothing to run"
+        return (f"{r.num_rows} images in {r.num_shards} shards ({r.shards_run} run now, "
+                f"{r.num_shards - r.shards_run} already complete); {r.images_per_second:.2f} images/s on {r.actors} actors")
 
     runner.dataset = out
     runner.stage("synthesize", run)

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import os
-
+from uiface_ray.config import StorageConfig
 from uiface_ray.runtime.session import ray_session
-from uiface_ray.runtime.train_diffusion import STORAGE_ENV
+from uiface_ray.storage import absolute_url, resolve_storage
 from uiface_ray.train.autoencoder import AutoencoderResult, AutoencoderTrainConfig, train_autoencoder
 
 __all__ = ["run_train_autoencoder"]
 
 
-def _task(config: dict) -> AutoencoderResult:
-    cfg = AutoencoderTrainConfig.model_validate(config)
+def _task(config: dict, storage: dict) -> AutoencoderResult:
+    cfg = AutoencoderTrainConfig.model_validate({**config, "storage": StorageConfig(**storage)})
     return train_autoencoder(cfg, log=lambda line: print(line, flush=True))
 
 
 def run_train_autoencoder(cfg: AutoencoderTrainConfig) -> AutoencoderResult:
+    """Paths made absolute and storage resolved here, at the driver; the settings travel in the
+    task's arguments (never in ``runtime_env``, which Ray logs)."""
     import ray
 
-    env = {k: os.environ[k] for k in STORAGE_ENV if k in os.environ}
+    cfg = cfg.model_copy(update={"table": absolute_url(cfg.table), "output": absolute_url(cfg.output)})
     with ray_session(cfg.ray):
-        task = ray.remote(_task).options(
-            num_cpus=1, num_gpus=1 if cfg.use_gpu else 0, runtime_env={"env_vars": env}
-        )
-        return ray.get(task.remote(cfg.model_dump(mode="json")))
+        task = ray.remote(_task).options(num_cpus=1, num_gpus=1 if cfg.use_gpu else 0)
+        return ray.get(task.remote(cfg.model_dump(mode="json", exclude={"storage"}),
+                                   resolve_storage(cfg.storage).model_dump()))

@@ -4,22 +4,29 @@ The driver validates everything first (:func:`uiface_ray.train.validate.validate
 starts ``num_workers`` workers; each rebuilds the model and data from the config dict and runs
 :func:`uiface_ray.train.loop.run_training`, which resumes from the newest checkpoint of the run
 folder.  Checkpoints are the run folder's own (local or ``s3://``, through the storage layer);
-Ray Train is given a local scratch ``storage_path`` for its bookkeeping only.
+Ray Train is given a local scratch ``storage_path`` for its bookkeeping only, removed when the
+job ends, fails or is interrupted.
+
+The workers run in another working directory and another process: every local path is made
+absolute at the driver, and the storage settings (credentials included) are resolved there and
+travel as a Ray object reference beside the config, never through ``runtime_env`` (which Ray
+writes to its logs) nor inside the config dict (which Ray Train may record).
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import dataclass
 
-from uiface_ray.runtime.session import ray_session
+from uiface_ray.config import StorageConfig
+from uiface_ray.runtime.session import prepare_ray_train, ray_session
+from uiface_ray.storage import absolute_url, resolve_storage
 from uiface_ray.train.checkpoint import read_latest
 from uiface_ray.train.config import TrainConfig
 from uiface_ray.train.validate import RunPlan, validate_run
 
-__all__ = ["TrainResult", "train_diffusion"]
+__all__ = ["TrainResult", "resolve_train_config", "train_diffusion", "worker_config"]
 
 
 @dataclass
@@ -44,6 +51,28 @@ def _mean_over_ranks(value: float) -> float:
     return float(t.item()) / dist.get_world_size()
 
 
+def resolve_train_config(cfg: TrainConfig) -> TrainConfig:
+    """The config with local paths absolute and storage settings filled from this process."""
+    data = cfg.data.model_copy(update={"table": absolute_url(cfg.data.table)})
+    return cfg.model_copy(update={"data": data, "output": absolute_url(cfg.output),
+                                  "storage": resolve_storage(cfg.storage)})
+
+
+def worker_config(cfg: TrainConfig) -> dict:
+    """What a worker receives: the config without storage, and the storage settings by reference."""
+    import ray
+
+    return {"config": cfg.model_dump(mode="json", exclude={"storage"}),
+            "storage": ray.put(cfg.storage.model_dump())}
+
+
+def config_from_worker(config: dict) -> TrainConfig:
+    """Inverse of :func:`worker_config`, on the worker."""
+    import ray
+
+    return TrainConfig.model_validate({**config["config"], "storage": StorageConfig(**ray.get(config["storage"]))})
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Runs on each Ray Train worker."""
     import ray.train
@@ -51,26 +80,22 @@ def train_loop_per_worker(config: dict) -> None:
 
     from uiface_ray.train.loop import WorkerContext, run_training
 
-    cfg = TrainConfig.model_validate(config)
+    cfg = config_from_worker(config)
     context = ray.train.get_context()
     ctx = WorkerContext(
         rank=context.get_world_rank(),
         world_size=context.get_world_size(),
         device=ray.train.torch.get_device(),
         wrap=lambda module: ray.train.torch.prepare_model(module, move_to_device=True),
-        report=lambda metrics: ray.train.report(metrics),
+        # no ray.train.report: the metrics live in the run folder's checkpoints, and each report
+        # printed a "Reporting training result" line
         mean=_mean_over_ranks,
         log=lambda line: print(line, flush=True),
     )
     run_training(cfg, ctx)
 
 
-# Passed to the workers' environment (not into the config, so no secret lands in a checkpoint).
-STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-               "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION")
-
-
-def make_trainer(cfg: TrainConfig, name: str):
+def make_trainer(cfg: TrainConfig, name: str, scratch: str):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -79,20 +104,20 @@ def make_trainer(cfg: TrainConfig, name: str):
         resources["GPU"] = 1
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=cfg.model_dump(mode="json"),
+        train_loop_config=worker_config(cfg),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
-            storage_path=tempfile.mkdtemp(prefix="uiface-raytrain-"),
+            storage_path=scratch,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
-            worker_runtime_env={"env_vars": {k: os.environ[k] for k in STORAGE_ENV if k in os.environ}},
         ),
     )
 
 
 def train_diffusion(cfg: TrainConfig) -> TrainResult:
     """Validate, train to ``cfg.max_steps`` (resuming if the run folder has a checkpoint), report."""
+    cfg = resolve_train_config(cfg)
     plan: RunPlan = validate_run(cfg)
     print(
         f"[train] {plan.num_rows} images of {plan.num_identities} identities, encoder {plan.encoder_info}; "
@@ -101,8 +126,9 @@ def train_diffusion(cfg: TrainConfig) -> TrainResult:
     )
     start = time.time()
     if plan.start_step < cfg.max_steps:
-        with ray_session(cfg.ray):
-            make_trainer(cfg, f"uiface-train-{int(start)}").fit()
+        with ray_session(cfg.ray), tempfile.TemporaryDirectory(prefix="uiface-raytrain-") as scratch:
+            prepare_ray_train()
+            make_trainer(cfg, f"uiface-train-{int(start)}", scratch).fit()
     latest = read_latest(cfg.output, cfg.storage) or {}
     return TrainResult(
         output=cfg.output, start_step=plan.start_step, step=int(latest.get("step", 0)),

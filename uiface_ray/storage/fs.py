@@ -205,6 +205,28 @@ def list_files(url: str, suffix: str = "", storage: StorageConfig | None = None)
     return sorted(out)
 
 
+def find_files(url: str, storage: StorageConfig | None = None) -> list[str]:
+    """Paths, relative to ``url`` and with ``/`` separators, of every file anywhere under it
+    (one listing call on S3), sorted.  Empty when ``url`` does not exist; ``.tmp-`` files skipped."""
+    fs, path = url_to_fs(url, storage)
+    try:
+        if is_remote(url):
+            fs.invalidate_cache(path)
+        if not fs.exists(path) or not fs.isdir(path):
+            return []
+        found = fs.find(path, withdirs=False)
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(url, "list", exc) from exc
+    base = path.strip("/") + "/"  # memory:// lists with or without the leading slash
+    out = []
+    for name in found:
+        name = name.lstrip("/")
+        rel = name[len(base):] if name.startswith(base) else ""
+        if rel and not rel.rsplit("/", 1)[-1].startswith(".tmp-"):
+            out.append(rel)
+    return sorted(out)
+
+
 def remove(url: str, storage: StorageConfig | None = None, recursive: bool = False) -> None:
     fs, path = url_to_fs(url, storage)
     try:
@@ -233,15 +255,6 @@ def upload_dir(local_dir: str | Path, url: str, storage: StorageConfig | None = 
         write_bytes_atomic(join(url, file.relative_to(local_dir).as_posix()), file.read_bytes(), storage)
 
 
-def _walk(url: str, storage: StorageConfig | None) -> Iterator[str]:
-    fs, path = url_to_fs(url, storage)
-    if is_remote(url):
-        fs.invalidate_cache(path)
-    for name in fs.find(path):
-        rel = name[len(path):].lstrip("/") if name.startswith(path) else name.split(path.lstrip("/"), 1)[-1].lstrip("/")
-        yield rel
-
-
 def materialize_dir(url: str, storage: StorageConfig | None = None, cache_dir: str | None = None) -> Path:
     """A local folder with the contents of ``url``: the folder itself when local, else a copy."""
     if not is_remote(url):
@@ -250,7 +263,7 @@ def materialize_dir(url: str, storage: StorageConfig | None = None, cache_dir: s
             raise StorageError(f"not a folder: {url}")
         return path
     target = Path(cache_dir or tempfile.mkdtemp(prefix="uiface-dl-"))
-    files = list(_walk(url, storage))
+    files = find_files(url, storage)
     if not files:
         raise StorageError(f"nothing found under {url}")
     for rel in files:

@@ -11,16 +11,18 @@ it, so resuming at a step continues exactly where the data stopped, for any numb
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
-from uiface_ray.errors import InputError
 from uiface_ray.config import StorageConfig
+from uiface_ray.data.face_table import FACE_TABLE_META
+from uiface_ray.errors import InputError
 from uiface_ray.storage.fs import StorageError, list_files
 from uiface_ray.storage.parquet import read_table, table_metadata
 
@@ -47,10 +49,25 @@ class FaceData:
     encoder_info: dict
     images: np.ndarray | None = None  # (N, S, S, 3) uint8 once decoded
     encoded: list[bytes] | None = None  # (N,) encoded images, when read
+    provenance: dict = field(default_factory=dict)  # how the face table was made (prepare_faces' record)
 
     @property
     def num_rows(self) -> int:
         return int(self.labels.shape[0])
+
+    def training_record(self) -> dict:
+        """What a generator trained on these rows records about its data (the dataset card shows it):
+        the table, where its faces came from, counts, and a content hash of the rows used."""
+        digest = hashlib.sha256()
+        for name in self.identities:
+            digest.update(name.encode() + b"\0")
+        digest.update(np.ascontiguousarray(self.labels).tobytes())
+        digest.update(np.ascontiguousarray(self.embeddings).tobytes())
+        for blob in self.encoded or []:
+            digest.update(hashlib.sha256(blob).digest())
+        return {"table": self.url, "source": self.provenance.get("input"),
+                "people_file": self.provenance.get("people_file"), "identities": len(self.identities),
+                "images": self.num_rows, "rows_sha256": digest.hexdigest()}
 
 
 def table_files(url: str, storage: StorageConfig | None = None) -> list[str]:
@@ -78,6 +95,14 @@ def _encoder_info(meta: dict, url: str, dim: int) -> dict:
         raise FaceTableError(f"face table {url}: uiface.encoder says dim {enc.get('dim')}, embeddings have {dim}")
     return {"kind": str(enc.get("kind", "unspecified")), "dim": dim,
             "fingerprint": str(enc.get("fingerprint", enc.get("hash", "")))}
+
+
+def _provenance(meta: dict) -> dict:
+    try:
+        value = json.loads(meta.get(FACE_TABLE_META, "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _embeddings(table, url: str) -> np.ndarray:
@@ -149,7 +174,7 @@ def load_face_data(url: str, embedding_dim: int, min_images: int = 1, max_identi
         url=url, embeddings=np.ascontiguousarray(emb[rows]),
         labels=np.array([label_of[ids[k]] for k in rows], dtype=np.int64), identities=names,
         sources=[sources[k] for k in rows], encoder_info=_encoder_info(parts[0][4], url, emb.shape[1]),
-        encoded=encoded,
+        encoded=encoded, provenance=_provenance(parts[0][4]),
     )
 
 

@@ -67,6 +67,7 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 def build_state(cfg: TrainConfig, data: FaceData, device: torch.device) -> TrainState:
     model = build_model(cfg.model, data.encoder_info, seed=cfg.seed)
+    model.info["training_data"] = data.training_record()  # provenance, carried into the dataset card
     model.to(device)
     module = DiffusionModule(model.unet, model.context_encoder)
     o = cfg.optim
