@@ -23,7 +23,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uiface_ray.encoders.base import load_encoder  # noqa: E402
+from uiface_ray.encoders import load_encoder  # noqa: E402
 from uiface_ray.model.bundle import load_model  # noqa: E402
 from uiface_ray.train.data import decode_images, load_face_data  # noqa: E402
 from uiface_ray.train.grid import ddim_sample, grid_png, to_uint8  # noqa: E402

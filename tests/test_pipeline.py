@@ -81,7 +81,9 @@ def test_pipeline_end_to_end_tiny_from_repo_root_with_relative_paths(lfw_dir):
         report = (work / "report.md").read_text()
         for stage in ("prepare_faces", "embed", "train_diffusion", "make_identities", "synthesize", "metrics", "export"):
             assert f"| {stage} |" in report
-        assert "Traceback" not in first.stdout + first.stderr
+        both = (first.stdout + first.stderr).splitlines()
+        where = [i for i, line in enumerate(both) if "Traceback" in line]
+        assert not where, "\n".join(both[max(0, where[0] - 5):where[0] + 60])
         second = subprocess.run(args, capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
         assert second.returncode == 0, second.stderr[-3000:]
         assert "prepare_faces: already complete" in second.stdout and "embed: already complete" in second.stdout
@@ -121,3 +123,25 @@ def test_train_stage_keeps_yaml_sections_it_does_not_set(tmp_path):
     built = seen["train_diffusion"]
     assert built.data.table.endswith("faces_dlib.parquet") and built.data.min_images_per_identity == 5
     assert built.max_steps == 60
+
+
+def test_paths_resolved_at_the_driver_and_people_file_auto(tmp_path, monkeypatch):
+    from uiface_ray.runtime.pipeline import resolve_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve_pipeline(PipelineConfig())
+    assert cfg.workdir == str(tmp_path / "out" / "pipeline")
+    assert cfg.faces_source == str((tmp_path / "../shared/data/lfw112/images").resolve())
+    assert cfg.people_file == str((tmp_path / "../shared/data/lfw112/peopleDevTrain.txt").resolve())
+    assert cfg.generator_cache == str(tmp_path / ".cache" / "generators")
+    own = resolve_pipeline(PipelineConfig(faces_source="my_faces"))
+    assert own.faces_source == str(tmp_path / "my_faces") and own.people_file is None  # every folder of yours
+    s3 = resolve_pipeline(PipelineConfig(workdir="s3://bucket/run", people_file="people.txt"))
+    assert s3.workdir == "s3://bucket/run" and s3.people_file == str(tmp_path / "people.txt")
+
+
+def test_misspelt_flag_names_the_command_line_and_suggests_the_key():
+    out = subprocess.run([sys.executable, str(ROOT / "jobs" / "pipeline.py"), "--faces.source=/data/x"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "faces: unknown key (did you mean 'faces_source'?) [from command line --faces.source]" in out.stderr

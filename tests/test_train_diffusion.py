@@ -154,3 +154,55 @@ def test_unreachable_output_and_foreign_run_keep_checkpoints(table, tmp_path, s3
     with pytest.raises(TrainInputError, match="cross_attention_dim"):
         train_diffusion(other)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_train_job_with_s3_only_in_the_config_leaks_no_secret(s3_server, s3_bucket, table, tmp_path):
+    """The storage settings reach the Ray Train workers from the job's storage.* section alone (no AWS_*
+    variable anywhere), and the secret appears in no file under Ray's temp folder nor in the run folder."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    import boto3
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    secret = f"sk-{uuid.uuid4().hex}"
+    output = f"{s3_bucket}/runs/cfg-only"
+    cfg = tiny_train_config(table, output, max_steps=4, checkpoint_every=4, log_every=2, num_workers=1)
+    config = cfg.model_dump(mode="json", exclude={"storage", "ray"})
+    config["storage"] = {"endpoint_url": s3_server, "region": "us-east-1", "access_key_id": "cfg-key",
+                         "secret_access_key": secret}
+    config["ray"] = {"num_cpus": 2}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    tmp = tempfile.mkdtemp(prefix="uq", dir="/tmp")  # Ray's temp folder, short for its socket paths
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(TMPDIR=tmp, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
+    try:
+        run = subprocess.run([sys.executable, "jobs/train_diffusion.py", "--config", str(tmp_path / "train.yaml")],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+        assert json.loads(read_bytes(output + "/latest.json"))["step"] == 4
+        assert secret not in run.stdout + run.stderr
+        leaks = []
+        for path in Path(tmp).rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                try:
+                    if secret.encode() in path.read_bytes():
+                        leaks.append(str(path))
+                except OSError:
+                    pass
+        assert leaks == [], leaks
+        s3 = boto3.client("s3", endpoint_url=s3_server)
+        bucket = s3_bucket.split("://", 1)[1]
+        for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+            assert secret.encode() not in s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read(), obj["Key"]
+        assert not [p for p in Path(tmp).iterdir() if p.name.startswith("uiface-")]
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -10,36 +10,16 @@ from __future__ import annotations
 
 import abc
 import json
-from typing import Literal
-
 import numpy as np
-from pydantic import Field
 
+from uiface_ray.encoders.config import EncoderConfig
 from uiface_ray.errors import InputError
-from uiface_ray.config import Config
 
-__all__ = ["EncoderConfig", "EncoderError", "IdentityEncoder", "check_images", "l2_normalize", "load_encoder"]
+__all__ = ["EncoderConfig", "EncoderError", "IdentityEncoder", "check_images", "l2_normalize"]
 
 
 class EncoderError(InputError, ValueError):
     """An encoder cannot be built or was given input it cannot take; the message says which."""
-
-
-class EncoderConfig(Config):
-    """Which identity encoder to load and where it runs."""
-
-    kind: Literal["dlib", "iresnet"] = Field(
-        "dlib", description="'dlib': dlib's pretrained ResNet descriptor (128-d, offline, needs the dlib "
-        "extra); 'iresnet': an insightface/ElasticFace IResNet checkpoint (512-d)."
-    )
-    path: str | None = Field(
-        None, description="Weights file (local path or s3://...): .pth/.pt/.safetensors for 'iresnet'; "
-        "for 'dlib' a dlib_face_recognition_resnet_model_v1.dat (default: the one in face_recognition_models)."
-    )
-    depth: Literal[18, 34, 50, 100] = Field(50, description="IResNet depth for 'iresnet' (IR-18/34/50/100).")
-    embedding_dim: int = Field(512, ge=1, description="IResNet embedding size (the checkpoint's fc output).")
-    device: str = Field("cpu", description="Torch device for 'iresnet' ('cpu', 'cuda', 'cuda:0'); dlib runs on CPU.")
-    batch_size: int = Field(64, ge=1, description="Images per forward pass inside one encoder.")
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -76,21 +56,3 @@ class IdentityEncoder(abc.ABC):
 
     def info_json(self) -> str:
         return json.dumps(self.info(), sort_keys=True)
-
-
-def load_encoder(spec: EncoderConfig | dict, storage=None) -> IdentityEncoder:
-    """Build the encoder ``spec`` describes; weights at s3:// URLs are read through the storage layer.
-
-    ``storage`` is a :class:`uiface_ray.config.StorageConfig` (endpoint, credentials) or None.
-    """
-    if isinstance(spec, dict):
-        spec = EncoderConfig.model_validate(spec)
-    if spec.kind == "iresnet":
-        from uiface_ray.encoders.iresnet import IResNetEncoder
-
-        return IResNetEncoder.from_config(spec, storage)
-    if spec.kind == "dlib":
-        from uiface_ray.encoders.dlib_resnet import DlibResNetEncoder
-
-        return DlibResNetEncoder.from_config(spec, storage)
-    raise EncoderError(f"unknown encoder kind {spec.kind!r}: expected 'dlib' or 'iresnet'")

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from uiface_ray.config import Config, RayConfig, StorageConfig
-from uiface_ray.encoders.base import EncoderConfig
+from uiface_ray.encoders.config import EncoderConfig
 
 
 class FRTrainParams(Config):

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from uiface_ray.config import Config, RayConfig, StorageConfig
-from uiface_ray.encoders.base import EncoderConfig
+from uiface_ray.encoders.config import EncoderConfig
 
 __all__ = ["EmbedConfig", "EmbedResult", "EncoderActor", "check_encoder", "embed_images", "run_embed"]
 

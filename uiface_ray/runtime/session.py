@@ -13,6 +13,9 @@ own, and why each setting here removes it (measured on Ray 2.60 on a 2-core mach
   and waits for it.
 - On an embedded Ray nothing is preempted, and the preemption watcher's actor logged a core-worker
   error: ``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0`` there (clusters keep it).
+- Ray's processes find "their" cluster through ``RAY_ADDRESS``, else by scanning the machine, which
+  fails ("Found multiple active Ray instances") when another Ray runs beside ours: the embedded Ray
+  gets a GCS port chosen here and hands ``RAY_ADDRESS`` to its workers (an address, no secret).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def ray_session(cfg: RayConfig | None = None) -> Iterator[None]:
         # set is kept.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        address = _embedded_address()
         ray.init(
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
@@ -56,17 +60,56 @@ def ray_session(cfg: RayConfig | None = None) -> Iterator[None]:
             dashboard_host="127.0.0.1",
             log_to_driver=True,
             configure_logging=False,
+            runtime_env={"env_vars": {"RAY_ADDRESS": address}},
         )
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def prepare_ray_train(timeout_s: float = 120.0) -> None:
-    """Start Ray Train's autoscaling-coordinator actor and wait until it answers, so that the
-    controller's first request (which allows it 5 s) does not time out on a loaded machine."""
+def _embedded_address() -> str:
+    """host:port the embedded Ray's GCS will listen on (the port chosen free here, set through
+    ``RAY_GCS_SERVER_PORT``, which Ray reads when it starts a head node)."""
+    import socket
+
+    from ray._private.services import get_node_ip_address
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    return f"{get_node_ip_address()}:{port}"
+
+
+def _wait_for_dashboard(timeout_s: float) -> None:
+    """Until the dashboard (the state API's server) has registered its address in the GCS."""
+    import time
+
     import ray
+    from ray._private import ray_constants
+    from ray.experimental import internal_kv
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if internal_kv._internal_kv_get(ray_constants.DASHBOARD_ADDRESS,
+                                            namespace=ray_constants.KV_NAMESPACE_DASHBOARD):
+                return
+        except Exception:  # noqa: BLE001 - not ready yet
+            pass
+        time.sleep(0.5)
+    log.debug("the dashboard did not register within %.0f s (%s)", timeout_s, ray.get_runtime_context())
+
+
+def prepare_ray_train(timeout_s: float = 120.0) -> None:
+    """Wait for the dashboard and start Ray Train's autoscaling-coordinator actor, so that neither
+    the placement-group cleaner's state queries nor the controller's first resource request (which
+    allows 5 s) fail on a loaded machine."""
+    import ray
+
+    _wait_for_dashboard(timeout_s)
 
     try:
         from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (

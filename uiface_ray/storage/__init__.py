@@ -15,7 +15,10 @@ from uiface_ray.storage.fs import (
     url_to_fs,
     write_bytes_atomic,
 )
-from uiface_ray.storage.parquet import read_table, write_table
+from uiface_ray._lazy import lazy_exports
+
+# pyarrow only when a table is read or written
+__getattr__ = lazy_exports(__name__, {"read_table": "parquet", "write_table": "parquet"})
 
 __all__ = [
     "StorageError",
