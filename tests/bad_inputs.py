@@ -96,7 +96,7 @@ def _rec(tmp: Path, idx_text: str | None = None, idx_lines: Callable[[list[str]]
     from uiface_ray.data import write_recordio
 
     rec = tmp / "train.rec"
-    write_recordio(str(rec), [(_jpeg(10 * i + 5), float(i % 2)) for i in range(4)])
+    write_recordio(str(rec), None, [(float(i // 2), _jpeg(10 * i + 5)) for i in range(4)])
     idx = tmp / "train.idx"
     lines = idx.read_text().splitlines()
     idx.write_text(idx_text if idx_text is not None else "\n".join(idx_lines(lines)) + "\n")

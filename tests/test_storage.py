@@ -96,3 +96,18 @@ def test_s3_dirs(tmp_path, s3_bucket):
     check_writable(f"{s3_bucket}/tree")
     with pytest.raises(StorageError):
         check_writable("s3://no-such-bucket-here/x")
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+
+    from uiface_ray.data.recordio import write_recordio
+
+    old = os.umask(0o022)
+    try:
+        write_bytes_atomic(str(tmp_path / "a" / "x.bin"), b"data")
+        write_recordio(str(tmp_path / "r" / "train.rec"), None, [(0.0, b"\xff\xd8img")])
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "a" / "x.bin", tmp_path / "r" / "train.rec", tmp_path / "r" / "train.idx"):
+        assert (path.stat().st_mode & 0o777) == 0o644, (path, oct(path.stat().st_mode))

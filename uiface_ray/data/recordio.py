@@ -29,7 +29,7 @@ import numpy as np
 from uiface_ray.errors import InputError
 from uiface_ray.config import StorageConfig
 from uiface_ray.storage import exists, open_url, read_bytes, remove, write_bytes_atomic
-from uiface_ray.storage.fs import is_remote, url_to_fs
+from uiface_ray.storage.fs import is_remote, shared_mode, url_to_fs
 
 __all__ = [
     "RECORDIO_MAGIC",
@@ -335,6 +335,7 @@ def write_recordio(rec_path: str, idx_path: str | None, records: Iterable[tuple[
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".rec.part", dir=directory)
     try:
+        shared_mode(fd)
         with os.fdopen(fd, "wb") as fh:
             offsets, num_images = _write_stream(fh, records, rec_path)
             fh.flush()

@@ -120,6 +120,11 @@ def _umask() -> int:
     return mask
 
 
+def shared_mode(fd: int) -> None:
+    """Give a file made by ``mkstemp`` (mode 0600) the mode an ordinary write would: 0666 less the umask."""
+    os.fchmod(fd, 0o666 & ~_umask())
+
+
 def join(url: str, *parts: str) -> str:
     out = url.rstrip("/")
     for part in parts:
@@ -144,7 +149,7 @@ def write_bytes_atomic(url: str, data: bytes, storage: StorageConfig | None = No
             os.makedirs(directory, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=directory)
             try:
-                os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide a shared dataset
+                shared_mode(fd)  # mkstemp's 0600 would hide a shared dataset
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
                     fh.flush()
