@@ -16,7 +16,7 @@ from uiface_ray.runtime.pipeline import PipelineConfig  # noqa: E402
 def body(cfg: PipelineConfig) -> None:
     import logging
 
-    from uiface_ray.runtime.pipeline import run_pipeline
+    from uiface_ray.runtime.pipeline_stages import run_pipeline
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from uiface_ray.storage import read_bytes

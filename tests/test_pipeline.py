@@ -95,34 +95,18 @@ def test_pipeline_end_to_end_tiny_from_repo_root_with_relative_paths(lfw_dir):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_train_stage_keeps_yaml_sections_it_does_not_set(tmp_path):
+def test_train_stage_keeps_yaml_sections_it_does_not_set(tmp_path, monkeypatch):
     """The pipeline fills data.table; the YAML's other data keys survive (a deep merge)."""
-    from uiface_ray.runtime import pipeline_stages
+    from uiface_ray.runtime.pipeline import Upstream, resolve_pipeline
 
-    class Recorder:
-        embed_stamp = "x"
-        generator = None
+    monkeypatch.chdir(ROOT)
+    from uiface_ray.runtime.pipeline_stages import plan_train_diffusion
 
-        def stage(self, name, fn, skip=False):
-            self.name = name
-
-    cfg = load_config(PipelineConfig, ROOT / "configs" / "pipeline.yaml", [f"--workdir={tmp_path}"])
-    seen = {}
-    original = pipeline_stages.stage_config
-
-    def spy(cls, stage, base, overrides):
-        built = original(cls, stage, base, overrides)
-        seen[stage] = built
-        return built
-
-    pipeline_stages.stage_config = spy
-    try:
-        pipeline_stages.train(cfg, Recorder())
-    finally:
-        pipeline_stages.stage_config = original
-    built = seen["train_diffusion"]
+    cfg = resolve_pipeline(load_config(PipelineConfig, ROOT / "configs" / "pipeline.yaml", [f"--workdir={tmp_path}"]))
+    built = plan_train_diffusion(cfg, Upstream(embedded=str(tmp_path / "faces_dlib.parquet"), embed_stamp="x")).config
     assert built.data.table.endswith("faces_dlib.parquet") and built.data.min_images_per_identity == 5
     assert built.max_steps == 60
+    assert built.output.startswith(cfg.generator_cache)  # a cache folder keyed by config and data
 
 
 def test_paths_resolved_at_the_driver_and_people_file_auto(tmp_path, monkeypatch):
@@ -145,3 +129,83 @@ def test_misspelt_flag_names_the_command_line_and_suggests_the_key():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "faces: unknown key (did you mean 'faces_source'?) [from command line --faces.source]" in out.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# the runner, on stand-in stages (no Ray)
+
+
+class _Toy(__import__("uiface_ray.config", fromlist=["Config"]).Config):
+    value: int = 0
+
+
+def _toy_stages(workdir: Path, ran: list[str], fail: str | None = None, value: int = 1):
+    from uiface_ray.errors import InputError
+    from uiface_ray.runtime.pipeline import Stage, StageOutcome, StagePlan
+
+    def make(name: str, marker: bool):
+        def plan(cfg, up):
+            def run(c):
+                ran.append(name)
+                if name == fail:
+                    raise InputError(f"bad input to {name}")
+                (workdir / name).write_text(str(c.value))
+                return StageOutcome(f"{name} done", {"dataset": str(workdir / name)} if name == "b" else {})
+
+            out = str(workdir / name)
+            return StagePlan(_Toy(value=value), run, complete_marker=out if marker else None,
+                             produces={"faces": out} if name == "a" else {})
+        return Stage(name, plan)
+
+    return [make("a", True), make("b", True), make("c", False)]
+
+
+def test_runner_skips_complete_stages_and_passes_outputs_forward(tmp_path):
+    from uiface_ray.runtime.pipeline import run_stages
+
+    cfg = PipelineConfig(workdir=str(tmp_path))
+    ran: list[str] = []
+    result = run_stages(cfg, _toy_stages(tmp_path, ran), log=lambda _m: None)
+    assert ran == ["a", "b", "c"] and [r.skipped for r in result.stages] == [False, False, False]
+    assert result.upstream.faces == str(tmp_path / "a") and result.upstream.dataset == str(tmp_path / "b")
+    assert (tmp_path / "a.stamp").is_file() and not (tmp_path / "c.stamp").exists()
+    ran.clear()
+    again = run_stages(cfg, _toy_stages(tmp_path, ran), log=lambda _m: None)
+    assert ran == ["c"] and [r.skipped for r in again.stages] == [True, True, False]
+    assert again.upstream.faces == str(tmp_path / "a")  # a skipped stage still hands its outputs on
+    ran.clear()
+    run_stages(cfg, _toy_stages(tmp_path, ran, value=2), log=lambda _m: None)  # another config: rerun
+    assert ran == ["a", "b", "c"]
+
+
+def test_a_failing_stage_is_named_and_earlier_outputs_stay(tmp_path):
+    from uiface_ray.runtime.pipeline import PipelineStageError, run_stages
+
+    cfg = PipelineConfig(workdir=str(tmp_path))
+    ran: list[str] = []
+    with pytest.raises(PipelineStageError, match="pipeline stage b: bad input to b"):
+        run_stages(cfg, _toy_stages(tmp_path, ran, fail="b"), log=lambda _m: None)
+    assert ran == ["a", "b"] and (tmp_path / "a").read_text() == "1" and (tmp_path / "a.stamp").is_file()
+    assert not (tmp_path / "b.stamp").exists()
+    ran.clear()
+    run_stages(cfg, _toy_stages(tmp_path, ran), log=lambda _m: None)
+    assert ran == ["b", "c"]  # the rerun resumes at the failed stage
+
+
+def test_stage_plans_need_no_ray_and_validate_the_stage_config(tmp_path, monkeypatch):
+    """Every stage's config is built from the pipeline's and checked, without running anything."""
+    from uiface_ray.runtime.pipeline import Upstream, resolve_pipeline
+    from uiface_ray.runtime.pipeline_stages import STAGES
+
+    monkeypatch.chdir(ROOT)
+    cfg = resolve_pipeline(load_config(PipelineConfig, ROOT / "configs" / "pipeline.yaml", [f"--workdir={tmp_path}"]))
+    up = Upstream(faces="f", embedded="e", embed_stamp="x", generator="g", identities="i", dataset="d", metrics="m")
+    names = [s.name for s in STAGES]
+    assert names == ["prepare_faces", "embed", "train_diffusion", "make_identities", "synthesize", "metrics", "export"]
+    plans = {stage.name: stage.plan(cfg, up) for stage in STAGES}
+    assert plans["embed"].config.input == "f" and plans["synthesize"].config.identities == "i"
+    assert plans["export"].config.metrics == "m" and plans["metrics"].config.data == "d"
+    assert plans["make_identities"].config.model == "g"
+    with pytest.raises(ConfigError, match="pipeline stage synthesize: stages.synthesize.seed"):
+        bad = cfg.model_copy(update={"stages": cfg.stages.model_copy(update={"synthesize": {"seed": "x"}})})
+        plans["synthesize"] = STAGES[4].plan(bad, up)

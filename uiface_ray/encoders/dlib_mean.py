@@ -1,18 +1,13 @@
 """The fixed mean of dlib's raw face descriptors, subtracted before normalising (see dlib_resnet.py).
 
-Computed by :func:`reference_mean` from the first image of every 4th person of LFW's
-``peopleDevTrain.txt`` (1,010 people, one image each, 112x112 chips; DevTest people never used):
-``python -m uiface_ray.encoders.dlib_mean ../shared/data/lfw112`` prints this table again.
+Computed from the first image of every 4th person of LFW's ``peopleDevTrain.txt`` (1,010 people,
+one image each, 112x112 chips; DevTest people never used):
+``.venv/bin/python benchmarks/dlib_mean_reference.py ../shared/data/lfw112`` prints this table again.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import numpy as np
-
-__all__ = ["DLIB_MEAN_DESCRIPTOR", "reference_mean"]
+__all__ = ["DLIB_MEAN_DESCRIPTOR"]
 
 DLIB_MEAN_DESCRIPTOR: tuple[float, ...] = (
     -0.098864, +0.086780, +0.053618, -0.044421, -0.096524, -0.014719, -0.014641, -0.110448,
@@ -32,29 +27,3 @@ DLIB_MEAN_DESCRIPTOR: tuple[float, ...] = (
     +0.170957, -0.246551, +0.208399, +0.174400, +0.001498, +0.129944, +0.064191, +0.058246,
     +0.005149, -0.003194, -0.130573, -0.105776, +0.034304, -0.029193, +0.021460, +0.032260,
 )
-
-
-def reference_mean(lfw_dir: str | Path, every: int = 4) -> np.ndarray:
-    """Mean raw descriptor over the first image of every ``every``-th DevTrain person."""
-    from PIL import Image
-
-    from uiface_ray.encoders.dlib_resnet import DlibResNetEncoder, default_model_dir, RECOGNITION_MODEL
-
-    lfw_dir = Path(lfw_dir)
-    lines = (lfw_dir / "peopleDevTrain.txt").read_text().splitlines()[1:]
-    people = [line.split("\t")[0] for line in lines][::every]
-    encoder = DlibResNetEncoder(default_model_dir() / RECOGNITION_MODEL, centre=False)
-    total = np.zeros(128, dtype=np.float64)
-    for n, person in enumerate(people, start=1):
-        first = sorted((lfw_dir / "images" / person).glob("*.jpg"))[0]
-        chip = np.asarray(Image.open(first).convert("RGB"))[None]  # (1, H, W, 3)
-        total += encoder.raw_descriptors(chip)[0]
-        if n % 200 == 0:
-            print(f"{n}/{len(people)} people", file=sys.stderr)
-    return (total / len(people)).astype(np.float32)
-
-
-if __name__ == "__main__":
-    mean = reference_mean(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/lfw112")
-    rows = [", ".join(f"{v:+.6f}" for v in mean[i:i + 8]) for i in range(0, 128, 8)]
-    print("DLIB_MEAN_DESCRIPTOR: tuple[float, ...] = (\n    " + ",\n    ".join(rows) + ",\n)")

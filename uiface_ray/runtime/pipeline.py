@@ -1,13 +1,21 @@
-"""The whole chain at small scale, each stage through its own job config:
-faces -> embeddings -> generator -> identities -> synthesis -> export -> metrics -> report.
+"""The pipeline's runner: a plain loop over stage plans, with skip-if-complete, stamps and timing.
 
-Each stage's config is built from the pipeline's paths plus ``stages.<stage>.<key>`` overrides and
-validated by the stage's own model, so an error names the stage and the key.  Stages whose output
-is already complete for the same config are skipped, so a rerun resumes where the last one stopped
-(synthesis and training also resume inside a stage)."""
+A stage is a pure ``plan(cfg, upstream) -> StagePlan``: the stage's own validated job config (the
+pipeline's paths plus the user's ``stages.<stage>.<key>`` overrides, so an error names the stage
+and the key), the runtime call that runs it, the output whose stamp marks it complete, and the
+URLs it hands to later stages.  :func:`run_stages` runs the plans in order; each stage's outputs
+go forward in the frozen :class:`Upstream`.  The stages themselves, in order (prepare faces ->
+embed -> train the generator -> make identities -> synthesize -> metrics -> export), are in
+:mod:`uiface_ray.runtime.pipeline_stages`, which imports this module (never the reverse).
+
+Stages whose output is already complete for the same config are skipped, so a rerun resumes where
+the last one stopped (training and synthesis also resume inside a stage).  A failing stage leaves
+the outputs of the stages before it in place, and its error names the stage.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -19,7 +27,6 @@ from pydantic import Field, ValidationError
 
 from uiface_ray.config import Config, ConfigError, RayConfig, StorageConfig
 from uiface_ray.errors import InputError
-from uiface_ray.runtime.session import ray_session
 from uiface_ray.storage import absolute_url, exists, join, read_bytes, write_bytes_atomic
 
 LFW_IMAGES = "../shared/data/lfw112/images"
@@ -85,7 +92,40 @@ class PipelineConfig(Config):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")
 
 
-@dataclass
+@dataclass(frozen=True)
+class Upstream:
+    """What the stages so far produced, for the ones after them (URLs)."""
+
+    faces: str = ""  # face table
+    embedded: str = ""  # face table with embeddings
+    embed_stamp: str = ""  # the embedding stage's stamp (part of the generator cache key)
+    generator: str | None = None  # model bundle
+    identities: str = ""  # identity table
+    dataset: str = ""  # synthetic dataset folder
+    metrics: str | None = None  # metrics.json
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    summary: str  # one line for the log and the report
+    produces: dict[str, Any] = field(default_factory=dict)  # Upstream fields known only after running
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    config: Config  # the stage's own job config, validated
+    run: Callable[[Any], StageOutcome]  # the runtime call, given ``config``
+    complete_marker: str | None = None  # output whose stamp says "complete for this config" (None: always run)
+    produces: dict[str, Any] = field(default_factory=dict)  # Upstream fields known from the plan
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    plan: Callable[["PipelineConfig", Upstream], StagePlan]
+
+
+@dataclass(frozen=True)
 class StageRecord:
     name: str
     seconds: float
@@ -97,56 +137,85 @@ class StageRecord:
 class PipelineResult:
     workdir: str
     stages: list[StageRecord] = field(default_factory=list)
+    upstream: Upstream = field(default_factory=Upstream)
     report: str = ""
 
 
-def _merge(base: dict, extra: dict) -> dict:
+class PipelineStageError(InputError):
+    """A stage refused its input; the message names the stage."""
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra`` merged in, section by section (a deep merge of YAML trees)."""
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
 def stage_config(cls: type[Config], stage: str, base: dict, overrides: dict):
     """Build one stage's config: the pipeline's values, then the user's ``stages.<stage>`` overrides."""
-    tree = _merge(base, overrides)
     try:
-        return cls.model_validate(tree)
+        return cls.model_validate(merge(base, overrides))
     except ValidationError as err:
         keys = ", ".join(f"stages.{stage}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise ConfigError(f"pipeline stage {stage}: {keys}") from None
 
 
-def _stamp(cfg: Config) -> str:
-    return hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+def stamp(cfg: Config) -> str:
+    """A stage config's identity, without where storage and Ray are (credentials rotate, results don't)."""
+    data = cfg.model_dump(mode="json", exclude={"storage", "ray"} & set(type(cfg).model_fields))
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _done(url: str, cfg: Config, storage: StorageConfig) -> bool:
+def is_complete(url: str, cfg: Config, storage: StorageConfig) -> bool:
     stamp_url = url + ".stamp"
-    return exists(url, storage) and exists(stamp_url, storage) and read_bytes(stamp_url, storage).decode() == _stamp(cfg)
+    return exists(url, storage) and exists(stamp_url, storage) and read_bytes(stamp_url, storage).decode() == stamp(cfg)
 
 
-def _mark(url: str, cfg: Config, storage: StorageConfig) -> None:
-    write_bytes_atomic(url + ".stamp", _stamp(cfg).encode(), storage)
+def mark_complete(url: str, cfg: Config, storage: StorageConfig) -> None:
+    write_bytes_atomic(url + ".stamp", stamp(cfg).encode(), storage)
 
 
-class _Runner:
-    def __init__(self, cfg: PipelineConfig, log: Callable[[str], None]):
-        self.cfg, self.log, self.result = cfg, log, PipelineResult(workdir=cfg.workdir)
-        # Filled by the stages as they go: what later stages read.
-        self.embed_stamp = ""
-        self.generator: str | None = cfg.generator
-        self.identities = ""
-        self.dataset = ""
-        self.metrics_url: str | None = None
-
-    def stage(self, name: str, fn: Callable[[], str], skip: bool = False) -> None:
+def run_stages(cfg: "PipelineConfig", stages: list[Stage], log: Callable[[str], None] = print,
+               upstream: Upstream | None = None) -> PipelineResult:
+    """Plan and run each stage in order; skip those already complete for the same config."""
+    result = PipelineResult(workdir=cfg.workdir, upstream=upstream or Upstream(generator=cfg.generator))
+    for i, stage in enumerate(stages, start=1):
+        plan = stage.plan(cfg, result.upstream)
+        skip = plan.complete_marker is not None and is_complete(plan.complete_marker, plan.config, cfg.storage)
+        log(f"[pipeline] {i}/{len(stages)} {stage.name}: {'already complete, skipped' if skip else 'running'}")
         start = time.time()
-        self.log(f"[pipeline] {name}: {'already complete, skipped' if skip else 'running'}")
-        summary = "reused" if skip else fn()
-        rec = StageRecord(name, time.time() - start, skip, summary)
-        self.result.stages.append(rec)
-        self.log(f"[pipeline] {name}: {summary} ({rec.seconds:.1f} s)")
+        try:
+            outcome = StageOutcome("reused") if skip else plan.run(plan.config)
+        except InputError as exc:
+            raise PipelineStageError(f"pipeline stage {stage.name}: {exc}") from exc
+        except Exception:
+            log(f"[pipeline] {stage.name} failed; the stages before it are complete and a rerun resumes here")
+            raise
+        if not skip and plan.complete_marker is not None:
+            mark_complete(plan.complete_marker, plan.config, cfg.storage)
+        result.upstream = dataclasses.replace(result.upstream, **plan.produces, **outcome.produces)
+        record = StageRecord(stage.name, time.time() - start, skip, outcome.summary)
+        result.stages.append(record)
+        log(f"[pipeline] {stage.name}: {record.summary} ({record.seconds:.1f} s)")
+    return result
+
+
+def write_report(cfg: "PipelineConfig", result: PipelineResult) -> str:
+    """``<workdir>/report.md``: each stage's time and result, and the metrics."""
+    lines = ["# uiface-ray pipeline report", "", f"workdir: `{cfg.workdir}`", "",
+             "| stage | seconds | result |", "| --- | ---: | --- |"]
+    for rec in result.stages:
+        lines.append(f"| {rec.name} | {rec.seconds:.1f} | {rec.summary} |")
+    total = sum(r.seconds for r in result.stages)
+    lines += ["", f"total: {total:.0f} s", ""]
+    if result.upstream.metrics and exists(result.upstream.metrics, cfg.storage):
+        metrics_json = json.loads(read_bytes(result.upstream.metrics, cfg.storage))
+        lines += ["## metrics", "", "```json", json.dumps(metrics_json, indent=2, default=str), "```", ""]
+    url = join(cfg.workdir, "report.md")
+    write_bytes_atomic(url, "\n".join(lines).encode(), cfg.storage)
+    return url
 
 
 def resolve_pipeline(cfg: PipelineConfig) -> PipelineConfig:
@@ -171,24 +240,13 @@ def check_faces_source(cfg: PipelineConfig) -> None:
                                  "or --people_file=null to use every identity folder under faces_source")
 
 
-def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> PipelineResult:
-    from uiface_ray.runtime.pipeline_stages import STAGES
-
-    cfg = resolve_pipeline(cfg)
-    check_faces_source(cfg)
-    runner = _Runner(cfg, log)
-    with ray_session(cfg.ray):
-        for stage in STAGES:
-            stage(cfg, runner)
-    from uiface_ray.runtime.pipeline_stages import write_report
-
-    runner.result.report = write_report(cfg, runner.result)
-    return runner.result
-
-
 def generator_cache_url(cfg: PipelineConfig, train_cfg: Config, faces_hash: str) -> str:
-    key = hashlib.sha256((_stamp(train_cfg.model_copy(update={"output": "-"})) + faces_hash).encode()).hexdigest()[:12]
+    key = hashlib.sha256((stamp(train_cfg.model_copy(update={"output": "-"})) + faces_hash).encode()).hexdigest()[:12]
     return join(cfg.generator_cache, key)
 
 
-__all__ = ["PipelineConfig", "PipelineResult", "run_pipeline", "stage_config", "join"]
+__all__ = [
+    "PipelineConfig", "PipelineResult", "PipelineStageError", "Stage", "StageOutcome", "StagePlan", "StageRecord",
+    "Upstream", "check_faces_source", "generator_cache_url", "is_complete", "mark_complete", "merge",
+    "resolve_pipeline", "run_stages", "stage_config", "stamp", "write_report",
+]

@@ -1,105 +1,117 @@
-"""The stages of ``run_pipeline``, in order; each builds its job's config and calls the package."""
+"""The pipeline's stages, in order, and :func:`run_pipeline`.
+
+Each stage is a pure ``plan_<stage>(cfg, upstream) -> StagePlan`` (no I/O, testable without Ray)
+whose ``run`` calls the package's runtime function for that stage.  To add a stage: write its plan
+function and put it in :data:`STAGES`.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
 from uiface_ray.runtime.pipeline import (
     PipelineConfig,
     PipelineResult,
-    _done,
-    _merge,
-    _mark,
-    _stamp,
+    Stage,
+    StageOutcome,
+    StagePlan,
+    Upstream,
+    check_faces_source,
     generator_cache_url,
+    merge,
+    resolve_pipeline,
+    run_stages,
     stage_config,
+    stamp,
+    write_report,
 )
-from uiface_ray.storage import join, read_bytes, write_bytes_atomic
+from uiface_ray.runtime.session import ray_session
+from uiface_ray.storage import join
 
-
-def _faces(cfg: PipelineConfig) -> str:
-    return join(cfg.workdir, "faces.parquet")
-
-
-def _embedded(cfg: PipelineConfig) -> str:
-    return join(cfg.workdir, "faces_dlib.parquet")
+__all__ = ["STAGES", "plan_embed", "plan_export", "plan_identities", "plan_metrics", "plan_prepare_faces",
+           "plan_synthesize", "plan_train_diffusion", "run_pipeline"]
 
 
 def _common(cfg: PipelineConfig, ray: bool = True) -> dict:
-    out = {"storage": cfg.storage.model_dump()}
+    out: dict[str, Any] = {"storage": cfg.storage.model_dump()}
     if ray:
         out["ray"] = cfg.ray.model_dump()
     return out
 
 
-def prepare(cfg: PipelineConfig, runner) -> None:
-    from uiface_ray.data.prepare import PrepareFacesConfig, prepare_faces
+def plan_prepare_faces(cfg: PipelineConfig, up: Upstream) -> StagePlan:
+    from uiface_ray.data.config import PrepareFacesConfig
 
+    out = join(cfg.workdir, "faces.parquet")
     base = {"input": cfg.faces_source, "people_file": cfg.people_file, "min_images": cfg.min_images,
             "max_images_per_identity": cfg.max_images_per_identity,
-            "resolution": 112, "output": _faces(cfg), **_common(cfg, ray=False)}
+            "resolution": 112, "output": out, **_common(cfg, ray=False)}
     stage_cfg = stage_config(PrepareFacesConfig, "prepare_faces", base, cfg.stages.prepare_faces)
 
-    def run() -> str:
-        res = prepare_faces(stage_cfg)
-        _mark(stage_cfg.output, stage_cfg, cfg.storage)
-        return f"{res.table.images} images of {res.table.identities} identities -> {res.table.output}"
+    def run(c) -> StageOutcome:
+        from uiface_ray.data.prepare import prepare_faces
 
-    runner.stage("prepare_faces", run, skip=_done(stage_cfg.output, stage_cfg, cfg.storage))
+        t = prepare_faces(c).table
+        return StageOutcome(f"{t.images} images of {t.identities} identities -> {t.output}")
+
+    return StagePlan(stage_cfg, run, complete_marker=out, produces={"faces": out})
 
 
-def embed(cfg: PipelineConfig, runner) -> None:
-    from uiface_ray.runtime.embed import EmbedConfig, run_embed
+def plan_embed(cfg: PipelineConfig, up: Upstream) -> StagePlan:
+    from uiface_ray.runtime.embed import EmbedConfig
 
-    base = {"input": _faces(cfg), "output": _embedded(cfg), "encoder": {"kind": "dlib"},
-            "num_actors": cfg.num_actors, **_common(cfg)}
+    out = join(cfg.workdir, "faces_dlib.parquet")
+    base = {"input": up.faces, "output": out, "encoder": {"kind": "dlib"}, "num_actors": cfg.num_actors,
+            **_common(cfg)}
     stage_cfg = stage_config(EmbedConfig, "embed", base, cfg.stages.embed)
 
-    def run() -> str:
-        res = run_embed(stage_cfg)
-        _mark(_embedded(cfg), stage_cfg, cfg.storage)
-        return f"{res.images} x {res.dim}-d embeddings on {res.num_actors} actors ({res.images_per_second:.1f} images/s)"
+    def run(c) -> StageOutcome:
+        from uiface_ray.runtime.embed import run_embed
 
-    runner.stage("embed", run, skip=_done(_embedded(cfg), stage_cfg, cfg.storage))
-    runner.embed_stamp = _stamp(stage_cfg)
+        r = run_embed(c)
+        return StageOutcome(f"{r.images} x {r.dim}-d embeddings on {r.num_actors} actors "
+                            f"({r.images_per_second:.1f} images/s)")
+
+    return StagePlan(stage_cfg, run, complete_marker=out, produces={"embedded": out, "embed_stamp": stamp(stage_cfg)})
 
 
-def train(cfg: PipelineConfig, runner) -> None:
-    from uiface_ray.runtime.train_diffusion import train_diffusion
+def _reuse_generator(c) -> StageOutcome:
+    return StageOutcome(f"reusing the generator {c.output} (--generator)")
+
+
+def plan_train_diffusion(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.train.config import TrainConfig
 
-    if cfg.generator:
-        runner.generator = cfg.generator
-        runner.stage("train_diffusion", lambda: "", skip=True)
-        return
     start = yaml.safe_load(Path(cfg.train_config).read_text()) if cfg.train_config else {}
-    base = {"data": {"table": _embedded(cfg)}, "output": "-", **_common(cfg)}
-    draft = stage_config(TrainConfig, "train_diffusion", _merge(start, base), cfg.stages.train_diffusion)
-    output = generator_cache_url(cfg, draft, runner.embed_stamp)
-    stage_cfg = draft.model_copy(update={"output": output})
+    base = {"data": {"table": up.embedded}, "output": "-", **_common(cfg)}
+    draft = stage_config(TrainConfig, "train_diffusion", merge(start or {}, base), cfg.stages.train_diffusion)
+    if cfg.generator:  # the user's own generator: nothing to train
+        return StagePlan(draft.model_copy(update={"output": cfg.generator}), _reuse_generator,
+                         produces={"generator": cfg.generator})
+    stage_cfg = draft.model_copy(update={"output": generator_cache_url(cfg, draft, up.embed_stamp)})
 
-    def run() -> str:
-        res = train_diffusion(stage_cfg)
-        if not res.model:
-            raise RuntimeError(f"training finished without a saved model in {res.output} (step {res.step})")
-        runner.generator = res.model
-        loss = (res.metrics or {}).get("loss")
-        return (f"step {res.start_step} -> {res.step} in {res.wall_s:.0f} s, loss {loss if loss is None else round(loss, 4)}"
-                f" -> {res.model}")
+    def run(c) -> StageOutcome:
+        from uiface_ray.runtime.train_diffusion import train_diffusion
 
-    runner.stage("train_diffusion", run)
+        r = train_diffusion(c)
+        if not r.model:
+            raise RuntimeError(f"training finished without a saved model in {r.output} (step {r.step})")
+        loss = (r.metrics or {}).get("loss")
+        return StageOutcome(f"step {r.start_step} -> {r.step} in {r.wall_s:.0f} s, loss "
+                            f"{loss if loss is None else round(loss, 4)} -> {r.model}", {"generator": r.model})
+
+    return StagePlan(stage_cfg, run)  # always run: training resumes (or returns) from the run folder
 
 
-def identities(cfg: PipelineConfig, runner) -> None:
+def plan_identities(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.identities.config import MakeIdentitiesConfig
-    from uiface_ray.runtime.identities import make_identities
 
     out = join(cfg.workdir, "identities.parquet")
-    base = {"model": runner.generator, "output": out, "num_identities": cfg.num_identities,
-            "training_embeddings": _embedded(cfg), "seed": cfg.seed, "encoder": {"kind": "dlib"},
+    base = {"model": up.generator, "output": out, "num_identities": cfg.num_identities,
+            "training_embeddings": up.embedded, "seed": cfg.seed, "encoder": {"kind": "dlib"},
             "num_inference_steps": cfg.num_inference_steps, "candidates_per_task": 16,
             "similarity_threshold": cfg.identity_similarity_threshold,
             "leakage_threshold": cfg.identity_leakage_threshold,
@@ -107,90 +119,92 @@ def identities(cfg: PipelineConfig, runner) -> None:
             "actors": {"num_actors": cfg.num_actors}, **_common(cfg)}
     stage_cfg = stage_config(MakeIdentitiesConfig, "make_identities", base, cfg.stages.make_identities)
 
-    def run() -> str:
-        s = make_identities(stage_cfg)
-        _mark(out, stage_cfg, cfg.storage)
-        return (f"kept {s.kept} of {s.candidates_drawn} candidates ({s.rejected_similar} too similar, "
-                f"{s.rejected_leakage} too close to training identities)")
+    def run(c) -> StageOutcome:
+        from uiface_ray.runtime.identities import make_identities
 
-    runner.identities = out
-    runner.stage("make_identities", run, skip=_done(out, stage_cfg, cfg.storage))
+        s = make_identities(c)
+        return StageOutcome(f"kept {s.kept} of {s.candidates_drawn} candidates ({s.rejected_similar} too similar, "
+                            f"{s.rejected_leakage} too close to training identities)")
+
+    return StagePlan(stage_cfg, run, complete_marker=out, produces={"identities": out})
 
 
-def synthesize(cfg: PipelineConfig, runner) -> None:
-    from uiface_ray.runtime.synthesis import run_synthesis
+def plan_synthesize(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.synth.config import SynthesisConfig
 
     out = join(cfg.workdir, "synthetic")
-    base = {"model": runner.generator, "identities": runner.identities, "output": out,
+    base = {"model": up.generator, "identities": up.identities, "output": out,
             "images_per_identity": cfg.images_per_identity, "identities_per_shard": 2, "seed": cfg.seed,
             "batch_size": 8, "image_format": "png",
             "sampler": {"mode": "uiface", "num_inference_steps": cfg.num_inference_steps},
             "actors": {"num_actors": cfg.num_actors}, **_common(cfg)}
     stage_cfg = stage_config(SynthesisConfig, "synthesize", base, cfg.stages.synthesize)
 
-    def run() -> str:
-        r = run_synthesis(stage_cfg)
+    def run(c) -> StageOutcome:
+        from uiface_ray.runtime.synthesis import run_synthesis
+
+        r = run_synthesis(c)
         if not r.shards_run:
-            return f"{r.num_rows} images in {r.num_shards} shards, all already complete: nothing to run"
-        return (f"{r.num_rows} images in {r.num_shards} shards ({r.shards_run} run now, "
-                f"{r.num_shards - r.shards_run} already complete); {r.images_per_second:.2f} images/s on {r.actors} actors")
+            return StageOutcome(f"{r.num_rows} images in {r.num_shards} shards, all already complete: nothing to run")
+        return StageOutcome(f"{r.num_rows} images in {r.num_shards} shards ({r.shards_run} run now, "
+                            f"{r.num_shards - r.shards_run} already complete); {r.images_per_second:.2f} images/s "
+                            f"on {r.actors} actors")
 
-    runner.dataset = out
-    runner.stage("synthesize", run)
+    return StagePlan(stage_cfg, run, produces={"dataset": out})  # always run: synthesis resumes itself
 
 
-def metrics(cfg: PipelineConfig, runner) -> None:
-    from uiface_ray.evaluate.metrics import run_metrics
+def plan_metrics(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.evaluate.settings import MetricsConfig
 
     out = join(cfg.workdir, "metrics")
-    base = {"data": runner.dataset, "real": _embedded(cfg), "out": out, "encoder": {"kind": "dlib"},
+    base = {"data": up.dataset, "real": up.embedded, "out": out, "encoder": {"kind": "dlib"},
             "real_max_images": 500, "k": 3, "storage": cfg.storage.model_dump()}
     stage_cfg = stage_config(MetricsConfig, "metrics", base, cfg.stages.metrics)
 
-    def run() -> str:
-        m = run_metrics(stage_cfg)
-        runner.metrics = m
+    def run(c) -> StageOutcome:
+        from uiface_ray.evaluate.metrics import run_metrics
+
+        m = run_metrics(c)
         rec = "-" if m.fr_recall is None else f"{m.fr_precision:.3f}/{m.fr_recall:.3f}"
-        return (f"genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f} ({m.encoder}); "
-                f"1-MS-SSIM {m.diversity_1_minus_msssim:.3f}; FR-embedding precision/recall {rec}")
+        return StageOutcome(f"genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f} ({m.encoder}); "
+                            f"1-MS-SSIM {m.diversity_1_minus_msssim:.3f}; FR-embedding precision/recall {rec}")
 
-    runner.metrics_url = join(out, "metrics.json")
-    runner.stage("metrics", run)
+    metrics_url = join(out, "metrics.json")
+    return StagePlan(stage_cfg, run, complete_marker=metrics_url, produces={"metrics": metrics_url})
 
 
-def export(cfg: PipelineConfig, runner) -> None:
+def plan_export(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.export.config import ExportConfig
-    from uiface_ray.export.run import run_export
 
     out = join(cfg.workdir, "export")
-    base = {"dataset": runner.dataset, "output": out, "metrics": runner.metrics_url,
-            "storage": cfg.storage.model_dump()}
+    base = {"dataset": up.dataset, "output": out, "metrics": up.metrics, "storage": cfg.storage.model_dump()}
     stage_cfg = stage_config(ExportConfig, "export", base, cfg.stages.export)
 
-    def run() -> str:
-        r = run_export(stage_cfg)
-        return f"{r.images} images of {r.identities} identities -> {r.output}"
+    def run(c) -> StageOutcome:
+        from uiface_ray.export.run import run_export
 
-    runner.stage("export", run)
+        r = run_export(c)
+        return StageOutcome(f"{r.images} images of {r.identities} identities -> {r.output}")
+
+    return StagePlan(stage_cfg, run)
 
 
-STAGES = (prepare, embed, train, identities, synthesize, metrics, export)
+STAGES: list[Stage] = [
+    Stage("prepare_faces", plan_prepare_faces),
+    Stage("embed", plan_embed),
+    Stage("train_diffusion", plan_train_diffusion),
+    Stage("make_identities", plan_identities),
+    Stage("synthesize", plan_synthesize),
+    Stage("metrics", plan_metrics),  # before export: the dataset card carries the metrics
+    Stage("export", plan_export),
+]
 
 
-def write_report(cfg: PipelineConfig, result: PipelineResult) -> str:
-    lines = ["# uiface-ray pipeline report", "", f"workdir: `{cfg.workdir}`", "",
-             "| stage | seconds | result |", "| --- | ---: | --- |"]
-    for rec in result.stages:
-        lines.append(f"| {rec.name} | {rec.seconds:.1f} | {rec.summary} |")
-    total = sum(r.seconds for r in result.stages)
-    lines += ["", f"total: {total:.0f} s", ""]
-    try:
-        metrics_json = json.loads(read_bytes(join(cfg.workdir, "metrics", "metrics.json"), cfg.storage))
-        lines += ["## metrics", "", "```json", json.dumps(metrics_json, indent=2, default=str), "```", ""]
-    except Exception as exc:  # noqa: BLE001 - the report still lists the stages
-        lines += [f"(metrics unavailable: {exc})", ""]
-    url = join(cfg.workdir, "report.md")
-    write_bytes_atomic(url, "\n".join(lines).encode(), cfg.storage)
-    return url
+def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> PipelineResult:
+    """Every stage, on one Ray session (embedded unless an address is given), then the report."""
+    cfg = resolve_pipeline(cfg)
+    check_faces_source(cfg)
+    with ray_session(cfg.ray):
+        result = run_stages(cfg, STAGES, log)
+    result.report = write_report(cfg, result)
+    return result
