@@ -17,6 +17,7 @@ from uiface_ray.data.face_table import FaceTableBuilder, FaceTableSummary
 from uiface_ray.data.image_folder import FaceDataError, read_people_list, scan_image_folder
 from uiface_ray.data.images import prepare_image
 from uiface_ray.data.recordio import RecordIOReader
+from uiface_ray.progress import progress_text
 from uiface_ray.storage import read_bytes
 
 __all__ = ["PrepareFacesConfig", "PrepareResult", "prepare_faces"]
@@ -41,12 +42,14 @@ def _add_folder_faces(cfg: PrepareFacesConfig, builder: FaceTableBuilder, log: C
                              cfg.max_images_per_identity, cfg.storage, people_source=f"people_file {cfg.people_file}")
     total = sum(len(ident.files) for ident in scan.identities)
     log(f"{cfg.input}: {scan.summary()}")
+    start, last = time.perf_counter(), time.perf_counter()
     for ident in scan.identities:
         for url in ident.files:
             face = prepare_image(read_bytes(url, cfg.storage), url, cfg.resolution, cfg.image_format, cfg.jpeg_quality)
             builder.add(ident.name, url, face)
-            if len(builder) % 1000 == 0:
-                log(f"{len(builder)}/{total} images")
+            if time.perf_counter() - last > 10:
+                log(progress_text(len(builder), total, time.perf_counter() - start))
+                last = time.perf_counter()
 
 
 def _add_rec_faces(cfg: PrepareFacesConfig, builder: FaceTableBuilder, log: Callable[[str], None]) -> None:

@@ -19,6 +19,12 @@ from pydantic import Field
 
 from uiface_ray.config import Config, RayConfig, StorageConfig
 from uiface_ray.encoders.config import EncoderConfig
+from uiface_ray.errors import InputError
+from uiface_ray.progress import progress_text
+
+
+class EmbedInputError(InputError, ValueError):
+    """The face table to embed is unusable; the message names it."""
 
 __all__ = ["EmbedConfig", "EmbedResult", "EncoderActor", "check_encoder", "embed_images", "run_embed"]
 
@@ -113,12 +119,11 @@ def embed_images(images: Sequence[bytes], sources: Sequence[str], cfg: EmbedConf
             out.append(emb)
             done += len(emb)
             if time.perf_counter() - last > 10 or done == len(images):
-                rate = done / max(time.perf_counter() - start, 1e-9)
-                log(f"{done}/{len(images)} images ({rate:.1f}/s)")
+                log(progress_text(done, len(images), time.perf_counter() - start))
                 last = time.perf_counter()
     finally:
         for actor in actors:
-            ray.kill(actor)
+            ray.kill(actor, no_restart=True)
     dim = int(info["dim"])
     return (np.concatenate(out) if out else np.zeros((0, dim), np.float32)), info, n
 
@@ -139,13 +144,20 @@ def run_embed(cfg: EmbedConfig, log: Callable[[str], None] = _log) -> EmbedResul
     from uiface_ray.storage import read_table, write_table
     from uiface_ray.storage.parquet import require_columns, table_metadata
 
+    from uiface_ray.storage import absolute_url, resolve_storage
+
     start = time.perf_counter()
+    # resolved here, at the driver: the actors run in another folder and environment
+    cfg = cfg.model_copy(update={
+        "input": absolute_url(cfg.input), "output": absolute_url(cfg.output),
+        "encoder": cfg.encoder.model_copy(update={"path": absolute_url(cfg.encoder.path)}),
+        "storage": resolve_storage(cfg.storage)})
     output = cfg.output or cfg.input
     expected = check_encoder(cfg)
     table = read_table(cfg.input, cfg.storage)
     require_columns(table, ["image", "source"], cfg.input)
     if table.num_rows == 0:
-        raise ValueError(f"face table {cfg.input} has no rows to embed")
+        raise EmbedInputError(f"face table {cfg.input} has no rows to embed")
     images = table.column("image").to_pylist()
     sources = table.column("source").to_pylist()
     with ray_session(cfg.ray):
