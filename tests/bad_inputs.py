@@ -160,6 +160,12 @@ def _embed(tmp: Path, a: dict, legacy: bool) -> list[str]:
             "--num_actors=1"]
 
 
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
 def _yaml(tmp: Path, text: str) -> Path:
     (tmp / "c.yaml").write_text(text)
     return tmp / "c.yaml"
@@ -205,14 +211,14 @@ CASES: dict[str, Case] = {
     "table-duplicate-ids": Case("synthesize", "duplicate identity ids", r"not unique",
                                 _table_case(lambda e: (e, [0, 1, 1])), needs=("synth",)),
     "table-not-parquet": Case("synthesize", "an identity table that is not Parquet", r"t\.parquet",
-                              lambda t, a: (t / "t.parquet").write_text("id,embedding\n") or _synth(
-                                  t, a, identities=str(t / "t.parquet")), needs=("synth",)),
+                              lambda t, a: _synth(t, a, identities=_write(t / "t.parquet", b"id,embedding\n")),
+                              needs=("synth",)),
     # --- model, output, storage ---
     "model-missing": Case("synthesize", "a model folder that does not exist", r"no UIFace model at .*nope",
                           lambda t, a: _synth(t, a, model=str(t / "nope")), needs=("synth",)),
     "output-is-a-file": Case("synthesize", "an output path under a plain file", r"not writable",
-                             lambda t, a: (t / "out").write_text("a file") or _synth(t, a)[:2] + [
-                                 f"--output={t / 'out' / 'ds'}"], output="out/ds", needs=("synth",)),
+                             lambda t, a: _synth(t, a)[:2] + [f"--output={_write(t / 'out', b'a file')}/ds"],
+                             output="out/ds", needs=("synth",)),
     "s3-missing-bucket": Case("synthesize", "an output in a bucket that does not exist", r"no-such-bucket-x7",
                               lambda t, a: _synth(t, a)[:2] + ["--output=s3://no-such-bucket-x7/ds"],
                               needs=("synth", "s3")),
@@ -274,7 +280,8 @@ CASES: dict[str, Case] = {
                            needs=("faces",)),
     # --- export ---
     "export-no-manifest": Case("export", "export of a folder with no manifest", r"manifest",
-                               lambda t, a: (t / "ds").mkdir() or [f"--dataset={t / 'ds'}", f"--output={t / 'out'}"]),
+                               lambda t, a: [f"--dataset={_write(t / 'ds' / 'notes.txt', b'x').parent}",
+                                             f"--output={t / 'out'}"]),
 }
 
 

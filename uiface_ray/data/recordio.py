@@ -183,7 +183,11 @@ class RecordIOReader:
             raise
 
     def _load_index(self) -> None:
-        self._offsets = self._read_idx() if exists(self.idx_path, self.storage) else self._scan()
+        if exists(self.idx_path, self.storage):
+            self._offsets = self._read_idx()
+            self._check_covers_rec()
+        else:
+            self._offsets = self._scan()
         self.header: IRHeader | None = None
         self.identity_ranges: list[tuple[int, int]] = []
         self._image_keys = sorted(self._offsets)
@@ -210,6 +214,18 @@ class RecordIOReader:
             except (IndexError, ValueError):
                 raise RecordIOError(f"{self.idx_path} line {n}: expected 'index<TAB>offset', got {line!r}") from None
         return offsets
+
+    def _check_covers_rec(self) -> None:
+        """The last record the .idx names must end where the .rec ends: a truncated or stale .idx
+        would otherwise drop records without a word."""
+        self._fh.seek(0, os.SEEK_END)
+        size = self._fh.tell()
+        if not self._offsets:
+            raise RecordIOError(f"{self.idx_path} lists no records (empty or truncated)")
+        _, end = _read_record_at(self._fh, max(self._offsets.values()), self.rec_path)
+        if end != size:
+            raise RecordIOError(f"{self.idx_path} indexes {self.rec_path} only up to byte {end} of {size}: the .idx "
+                                "is truncated or stale (delete it to index the .rec by scanning it)")
 
     def _scan(self) -> dict[int, int]:
         self._fh.seek(0, os.SEEK_END)
