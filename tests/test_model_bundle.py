@@ -190,14 +190,16 @@ def test_damaged_model_files_are_one_line_errors(tmp_path, capsys, family, damag
     assert re.search(named, err), err
 
 
-def test_official_family_roundtrip(tmp_path):
+def test_official_family_roundtrip(tmp_path, capfd):
     from uiface_ray.model.official import build_official_model
 
     model = build_official_model("tiny", seed=4)
     save_model(model, str(tmp_path / "m"))
     marker = json.loads((tmp_path / "m" / "uiface.json").read_text())
     assert marker["unet_class"] == "OfficialUNet" and marker["context_encoder"]["kind"] == "projected"
+    capfd.readouterr()
     loaded = load_model(str(tmp_path / "m"), dtype=torch.float16)
+    assert capfd.readouterr().err == ""  # no diffusers cast warning in a healthy float16 load
     assert type(loaded.unet).__name__ == "OfficialUNet" and loaded.unet.dtype == torch.float16
     assert model_hash(loaded) == model_hash(model)  # identified by its stored float32 weights
     loaded.to(dtype=torch.float32)

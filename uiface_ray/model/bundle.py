@@ -93,7 +93,9 @@ class UIFaceModel:
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "UIFaceModel":
         kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for module in self.modules():
-            module.to(**kwargs)
+            # nn.Module.to, not diffusers' ModelMixin.to: the latter logs a warning on every dtype cast
+            # (diffusers 0.42, even with no fp32-pinned modules), noise in a healthy float16 run.
+            torch.nn.Module.to(module, **kwargs)
         return self
 
     def modules(self) -> list[torch.nn.Module]:
