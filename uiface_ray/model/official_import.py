@@ -24,6 +24,7 @@ import torch
 from diffusers import VQModel
 
 from uiface_ray.model.bundle import ModelLoadError
+from uiface_ray.sample.ddim import release_alpha_bars
 
 __all__ = [
     "SCHEDULE_KEYS",
@@ -93,7 +94,7 @@ def release_schedule(num_train_timesteps: int = 1000, beta_start: float = 1e-4,
     """The release's schedule buffers for linear betas, computed as the release does (float32)."""
     betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
     alphas = 1 - betas
-    alpha_bars = torch.cumsum(torch.log(alphas), dim=0).exp()
+    alpha_bars = release_alpha_bars(betas)  # exp(cumsum(log alpha)), float32
     sqrt_one_minus = (1 - alpha_bars).sqrt()
     return {"betas": betas, "alphas": alphas, "sigmas": betas.sqrt(), "sqrt_alphas_inv": 1 / alphas.sqrt(),
             "alpha_bars": alpha_bars, "sqrt_alpha_bars": alpha_bars.sqrt(),

@@ -8,6 +8,14 @@ reading the c_e attention the first call kept).  For ``uiface`` an image costs
 S + (steps with t <= t0) UNet sample-evaluations (t < t0 with ``next_step``), not 2S.  Latents stay float32 between steps; the UNet runs in its
 own dtype.  Every sample draws its initial noise from its own generator, and nothing in this
 loop reduces over the batch, so an image does not depend on its batch-mates.
+
+The UNet is either diffusers' ``UNet2DConditionModel`` or the release's architecture
+(``uiface_ray.model.official_unet.OfficialUNet``); the loop needs of it only ``config.in_channels``,
+``out_channels``, ``cross_attention_dim``, ``dtype``, ``attn_processors``/``set_attn_processor`` over
+diffusers ``Attention`` layers, and ``unet(x, t, encoder_hidden_states=..., return_dict=False)``.
+Three details of the official release's sampler are options (``SamplerConfig.official()``): its
+DDIM alpha_bar_prev (``ddim.py``), the plain conditional eps between an adaptive switch and max_t0
+(``two_stage.step_config``) and the d_t curve from the conditional pass (``follows_boundary``).
 """
 
 from __future__ import annotations
