@@ -8,7 +8,12 @@ sample-evaluations per image of each mode (the release's own loop makes 2 per st
 A table, not a timed test:
 
     python benchmarks/bench_official.py --threads 1 --batch 8 --steps 2
-    python benchmarks/bench_official.py --device cuda --dtype bfloat16 --batch 50 --steps 50
+
+On a GPU, ``--throughput`` instead samples the ``uiface`` mode (official preset) for 50 steps at
+batch 50 in float16 and bfloat16 and prints images/s and the fraction of the UNet's FLOP bound
+(UNet FLOPs per evaluation, counted with torch's FlopCounterMode, x evaluations / time / peak):
+
+    python benchmarks/bench_official.py --device cuda --throughput --batch 50 --peak-tflops 989
 """
 
 from __future__ import annotations
@@ -74,16 +79,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--modes", nargs="*", default=list(MODES))
+    parser.add_argument("--throughput", action="store_true", help="images/s of uiface, 50 steps, per dtype (GPU)")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense 16-bit peak of the GPU (H200: 989)")
     args = parser.parse_args()
+    if args.throughput:
+        throughput(args)
+        return
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     scheduler = DDIMScheduler.from_config(SCHEDULER)
     torch.manual_seed(0)
-    unet = OfficialUNet(**official_unet_kwargs()).to(args.device, dtype).eval()
+    unet = torch.nn.Module.to(OfficialUNet(**official_unet_kwargs()), args.device, dtype).eval()
     params = sum(p.numel() for p in unet.parameters())
     shape = (3, unet.config.sample_size, unet.config.sample_size)
     print(f"release UNet: {params:,} parameters (+ 131,584 in the context encoder), {args.device} {args.dtype}, "
-          f"{args.threads} thread(s), batch {args.batch}, {args.steps} DDIM step(s) per mode")
+          f"{args.threads} thread(s), batch {args.batch}, {args.steps} DDIM step(s) per mode, "
+          f"{unet_flops(unet, dtype, args.device) / 1e9:.1f} GFLOP per UNet evaluation")
     context, empty, _ = inputs(unet, args.batch, dtype, args.device)
     with torch.inference_mode():  # warm-up
         unet(torch.zeros(1, *shape, device=args.device, dtype=dtype), 999, encoder_hidden_states=empty[:1])
@@ -107,6 +118,45 @@ def main() -> None:
         kind = "stage-1 step (c_e rows only)" if rows == args.batch else "stage-2 step (c_e + identity rows)"
         print(f"seconds per DDIM step, {kind}, {rows} rows: {sum(times) / len(times):.2f} (mean of {len(times)})")
     evaluations_per_image(args.batch)
+
+
+def unet_flops(unet, dtype, device) -> int:
+    """FLOPs of one UNet evaluation (one row) of the release's UNet."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = unet.config.sample_size
+    x = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
+    context = torch.zeros(1, 1, unet.config.cross_attention_dim, device=device, dtype=dtype)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        unet(x, 500, encoder_hidden_states=context)
+    return int(counter.get_total_flops())
+
+
+def throughput(args) -> None:
+    """images/s of the uiface mode (official preset), 50 DDIM steps, per dtype, and the FLOP-bound fraction."""
+    scheduler = DDIMScheduler.from_config(SCHEDULER)
+    torch.manual_seed(0)
+    base = OfficialUNet(**official_unet_kwargs()).eval()
+    shape = (3, base.config.sample_size, base.config.sample_size)
+    for name in ("float16", "bfloat16"):
+        dtype = getattr(torch, name)
+        unet = torch.nn.Module.to(base, args.device, dtype)
+        flops = unet_flops(unet, dtype, args.device)
+        context, empty, gens = inputs(unet, args.batch, dtype, args.device)
+        cfg = mode_config("uiface", 50)
+        run_sampler(unet, scheduler, context[:2], empty[:2], gens[:2], mode_config("uiface", 2), shape)  # warm-up
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = run_sampler(unet, scheduler, context, empty, gens, cfg, shape)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        evaluations = int(out.unet_evaluations.sum())
+        achieved = flops * evaluations / seconds / 1e12
+        print(f"{name}: {args.batch / seconds:.2f} images/s, {evaluations / args.batch:.1f} UNet evaluations per "
+              f"image, {flops / 1e9:.1f} GFLOP per evaluation, {achieved:.1f} TFLOP/s = "
+              f"{achieved / args.peak_tflops:.1%} of {args.peak_tflops:g} TFLOP/s")
 
 
 def evaluations_per_image(batch: int, steps: int = 50) -> None:

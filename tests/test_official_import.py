@@ -183,3 +183,19 @@ def test_vq_f4_shapes():
         assert vq.decode(z).sample.shape == (1, 3, 128, 128)
     assert vq.quantize.embedding.weight.shape == (8192, 3)
     assert vq.config.block_out_channels == (128, 256, 512) and vq.config.scaling_factor == 1.0
+
+
+def test_missing_file_and_bad_vq_half_are_named(tmp_path, capsys):
+    _, argv = write_release_files(tmp_path / "release")
+    missing = [a if not a.startswith("--vq_encoder") else f"--vq_encoder={tmp_path / 'nope.pt'}" for a in argv]
+    assert import_official.main(missing + [f"--output={tmp_path / 'b1'}"]) == 2
+    assert "nope.pt: no such file" in capsys.readouterr().err
+    decoder = tmp_path / "release" / "first_stage_decoder_state_dict.pt"
+    state = torch.load(decoder, weights_only=True)
+    state.pop("decoder.up.1.upsample.conv.weight")
+    torch.save(state, decoder)
+    assert import_official.main(argv + [f"--output={tmp_path / 'b2'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "first_stage_decoder_state_dict.pt: 1 missing key(s)" in err and "decoder.up.1.upsample.conv.weight" in err
+    assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()

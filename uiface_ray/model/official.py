@@ -11,7 +11,7 @@ written unless every file was read and every key matched.
 from __future__ import annotations
 
 import hashlib
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import torch
@@ -28,7 +28,7 @@ from uiface_ray.model.official_import import (
     read_state_dict,
 )
 from uiface_ray.model.official_unet import OfficialUNet, official_unet_kwargs
-from uiface_ray.storage.fs import StorageError, read_bytes
+from uiface_ray.storage.fs import StorageError, is_remote, read_bytes
 
 __all__ = ["OfficialImportConfig", "RELEASE_SAMPLING", "build_official_model", "import_official"]
 
@@ -82,7 +82,18 @@ class OfficialImportConfig(Config):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")
 
 
-def _read(url: str, storage: StorageConfig | None) -> tuple[bytes, str]:
+def _read(url: str, storage: StorageConfig | None) -> tuple[bytes | str, str]:
+    """(local path or the bytes of a remote file, sha256): a local checkpoint is hashed in chunks
+    and loaded from its path, so an 800 MB file is not held twice in memory."""
+    if not is_remote(url):
+        path = Path(url[len("file://"):] if url.startswith("file://") else url)
+        if not path.is_file():
+            raise CheckpointError(f"{url}: no such file")
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return str(path), digest.hexdigest()
     try:
         data = read_bytes(url, storage)
     except StorageError as exc:
