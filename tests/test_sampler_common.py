@@ -163,7 +163,7 @@ def reference_sample(unet, context, empty, seed: int, cfg: SamplerConfig):
                 d = (h - prev_h).abs().mean().item()
                 if d < cfg.threshold:
                     switched_at = t
-                    stage_two = cfg.switch == "same_step"  # the release guides this very step
+                    stage_two = cfg.switch == "same_step"  # same_step guides this very step
             prev_h = h
         curve.append(d)
         eps = eps_ce

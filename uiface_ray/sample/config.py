@@ -37,9 +37,10 @@ class SamplerConfig(Config):
         "(official release: 400, some configs 500; 0 disables the forced switch).",
     )
     switch: Literal["same_step", "next_step"] = Field(
-        "same_step", description="Adaptive modes: same_step (as the official release) guides the step at which "
-        "d_t first falls under threshold, in a second, conditional-only UNet call of that step; next_step starts "
-        "stage 2 one step later, so every step stays one call (eq. 4 read with t0 in the first case).",
+        "same_step", description="Adaptive modes: same_step guides the step at which d_t first falls under "
+        "threshold, in a second, conditional-only UNet call of that step; next_step (as the official release, whose "
+        "eps of that step is computed before its flag is set) starts stage 2 one step later, so every step stays "
+        "one call (eq. 4 read with t0 in the first case).",
     )
     map_resolution: int | None = Field(
         None, ge=1, le=4096, description="Side of the common grid the per-layer cross-attention maps are resized to "

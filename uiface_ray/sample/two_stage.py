@@ -5,8 +5,9 @@
 
 The boundary t0 is a per-sample tensor.  Eq. 4 puts t = t0 in both cases; here the first wins, so
 a sample is in stage 2 when ``t < t0`` (which makes ``two_stage_fixed`` with t0 = 0 pure c_e
-sampling).  The one exception is the adaptive ``switch="same_step"`` (the official release's
-order): the step whose d_t settles, t = t0, is guided too; the step loop handles it.  ``baseline`` and ``attention_injection`` are single-stage
+sampling).  The one exception is the adaptive ``switch="same_step"``: the step whose d_t settles,
+t = t0, is guided too; the step loop handles it (the official release switches one step later,
+``switch="next_step"``).  ``baseline`` and ``attention_injection`` are single-stage
 (t0 = T: every step guided); ``two_stage_fixed`` uses ``cfg.t0``; the adaptive modes start at
 ``cfg.max_t0`` (the forced switch) and raise a sample's t0 to the timestep where eq. 5 first settles.
 """
