@@ -207,12 +207,18 @@ def test_official_family_roundtrip(tmp_path, capfd):
                                rtol=1e-3, atol=1e-3)  # float16 storage round trip of the cast copy
 
 
-def test_s3_load_leaves_no_temporary_copy(s3_bucket):
+def test_s3_load_leaves_no_temporary_copy(s3_bucket, tmp_path):
+    from uiface_ray.model.autoencoder import load_autoencoder
+    from uiface_ray.storage.fs import upload_dir
+
     url = s3_bucket + "/models/tmpcheck"
     save_model(build_model(ModelConfig.tiny()), url)
+    tiny_vq().save_pretrained(str(tmp_path / "vq"))
+    upload_dir(str(tmp_path / "vq"), s3_bucket + "/vq")
     tmp = Path(tempfile.gettempdir())
     before = set(tmp.glob("uiface-dl-*"))
     load_model(url)
+    assert isinstance(load_autoencoder(s3_bucket + "/vq"), VQModel)
     with pytest.raises(ModelLoadError):
         remove(url + "/context_encoder.safetensors")
         load_model(url)  # a failed load cleans up too
