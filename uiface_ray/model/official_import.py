@@ -155,11 +155,11 @@ def load_release_checkpoint(state: dict, name: str, unet, context_encoder, sched
     for key, value in stripped.items():
         if key in SCHEDULE_KEYS:
             continue
-        mapped = _our_key(key)
-        if mapped not in targets and key not in CONTEXT_KEYS:
+        mapped = _our_key(key)  # the release's name, or ours where an attention projection differs
+        if mapped not in targets:
             unknown.append(original[key])
             continue
-        part, target = targets[key] if key in CONTEXT_KEYS else targets[mapped]
+        part, target = targets[mapped]
         if _ATTN_PROJ.search(key) and value.ndim == 3 and value.shape[-1] == 1:
             value = value[..., 0]  # Conv1d (out, in, 1) -> Linear (out, in)
         want = ours[part][target].shape
