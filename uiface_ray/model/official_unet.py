@@ -67,9 +67,9 @@ class TimeEmbedding(nn.Module):
     def __init__(self, base_channels: int, max_period: float = 10000.0) -> None:
         super().__init__()
         half = base_channels // 2
-        exponent = torch.arange(0, half, dtype=torch.float32) / half
-        # Not a buffer: the release keeps the frequencies out of the state dict.
-        self.frequencies = torch.exp(-math.log(max_period) * exponent)  # (half,) float32
+        # Not a buffer: the release keeps the frequencies out of the state dict.  Evaluated in the
+        # release's order, (-log(P) * k) / half, so the float32 values are bit-equal to its.
+        self.frequencies = torch.exp(-math.log(max_period) * torch.arange(0, half, dtype=torch.float32) / half)
         self.lin1 = nn.Linear(base_channels, 4 * base_channels)
         self.act = nn.SiLU()
         self.lin2 = nn.Linear(4 * base_channels, 4 * base_channels)
