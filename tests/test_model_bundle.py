@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 from diffusers import VQModel
+from pydantic import Field
 
+from uiface_ray.config import Config, run_job
 from uiface_ray.model import (
     IdentityContextEncoder,
     ModelConfig,
@@ -145,3 +150,76 @@ def test_latent_model_roundtrip(tmp_path):
     assert isinstance(loaded.autoencoder, VQModel)
     torch.testing.assert_close(noise_prediction(loaded), noise_prediction(model), rtol=0, atol=0)
     assert model_hash(loaded) == model_hash(model)
+
+
+# --------------------------------------------------------------------------------------------
+# Damaged folders (issue 15, case 4): one `error:` line naming the file, exit 2, no traceback
+
+
+class _LoadConfig(Config):
+    model: str = Field(..., description="model folder")
+
+
+def _load_exit(url: str, capsys) -> tuple[int, str]:
+    code = run_job(_LoadConfig, lambda cfg: load_model(cfg.model), [f"--model={url}"])
+    return code, capsys.readouterr().err.strip()
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("family", ["diffusers", "official"])
+@pytest.mark.parametrize("damage, named", [
+    (lambda d: _truncate(next((d / "unet").glob("*.safetensors"))), r"unet/diffusion_pytorch_model.safetensors"),
+    (lambda d: _truncate(d / "context_encoder.safetensors"), r"context_encoder.safetensors"),
+    (lambda d: (d / "unet" / "config.json").write_text("{not json"), r"unet/config.json"),
+    (lambda d: (d / "uiface.json").write_bytes(b"\x00garbage\xff"), r"uiface.json"),
+])
+def test_damaged_model_files_are_one_line_errors(tmp_path, capsys, family, damage, named):
+    from uiface_ray.model.official import build_official_model
+
+    model = build_model(ModelConfig.tiny()) if family == "diffusers" else build_official_model("tiny", autoencoder=False)
+    folder = tmp_path / "m"
+    save_model(model, str(folder))
+    damage(folder)
+    code, err = _load_exit(str(folder), capsys)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert re.search(named, err), err
+
+
+def test_official_family_roundtrip(tmp_path, capfd):
+    from uiface_ray.model.official import build_official_model
+
+    model = build_official_model("tiny", seed=4)
+    save_model(model, str(tmp_path / "m"))
+    marker = json.loads((tmp_path / "m" / "uiface.json").read_text())
+    assert marker["unet_class"] == "OfficialUNet" and marker["context_encoder"]["kind"] == "projected"
+    capfd.readouterr()
+    loaded = load_model(str(tmp_path / "m"), dtype=torch.float16)
+    assert capfd.readouterr().err == ""  # no diffusers cast warning in a healthy float16 load
+    assert type(loaded.unet).__name__ == "OfficialUNet" and loaded.unet.dtype == torch.float16
+    assert model_hash(loaded) == model_hash(model)  # identified by its stored float32 weights
+    loaded.to(dtype=torch.float32)
+    torch.testing.assert_close(noise_prediction(loaded.to(dtype=torch.float32)), noise_prediction(model),
+                               rtol=1e-3, atol=1e-3)  # float16 storage round trip of the cast copy
+
+
+def test_s3_load_leaves_no_temporary_copy(s3_bucket, tmp_path):
+    from uiface_ray.model.autoencoder import load_autoencoder
+    from uiface_ray.storage.fs import upload_dir
+
+    url = s3_bucket + "/models/tmpcheck"
+    save_model(build_model(ModelConfig.tiny()), url)
+    tiny_vq().save_pretrained(str(tmp_path / "vq"))
+    upload_dir(str(tmp_path / "vq"), s3_bucket + "/vq")
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("uiface-dl-*"))
+    load_model(url)
+    assert isinstance(load_autoencoder(s3_bucket + "/vq"), VQModel)
+    with pytest.raises(ModelLoadError):
+        remove(url + "/context_encoder.safetensors")
+        load_model(url)  # a failed load cleans up too
+    assert set(tmp.glob("uiface-dl-*")) == before

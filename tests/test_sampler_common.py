@@ -12,16 +12,30 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DConditionModel
 
+from uiface_ray.model.official_unet import OfficialUNet, official_unet_kwargs
 from uiface_ray.sample.config import SamplerConfig
 
 LATENT = (3, 8, 8)
 TOKENS, DIM = 6, 32
+#: The two UNet families the sampler runs: diffusers' UNet2DConditionModel and the release's layout.
+FAMILIES = ("diffusers", "official")
+#: Name suffix of the cross-attention layers in each family.
+CROSS_NAME = {"diffusers": "attn2", "official": "cross_attention"}
 
 
-def tiny_unet(dtype: torch.dtype = torch.float64, seed: int = 0, sample_size: int = 8) -> UNet2DConditionModel:
-    """Cross-attention at two resolutions (8x8 and 4x4 for sample_size 8) plus the mid block."""
+def family_of(unet) -> str:
+    return "official" if isinstance(unet, OfficialUNet) else "diffusers"
+
+
+def tiny_unet(dtype: torch.dtype = torch.float64, seed: int = 0, sample_size: int = 8, family: str = "diffusers"):
+    """diffusers: cross-attention at two resolutions (8x8 and 4x4 for sample_size 8) plus the mid block;
+    official: the release's layout at 32/64 channels, attention (4 blocks) at 4x4, context width DIM."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if family == "official":
+            kwargs = official_unet_kwargs(tiny=True)
+            kwargs.update(sample_size=sample_size, cross_attention_dim=DIM)
+            return OfficialUNet(**kwargs).to(dtype).eval()
         unet = UNet2DConditionModel(
             sample_size=sample_size, in_channels=3, out_channels=3, layers_per_block=1,
             block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -35,11 +49,14 @@ def scheduler() -> DDIMScheduler:
     return DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
 
 
-def tokens(batch: int, seed: int = 1, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    """(context_tokens, empty_tokens), each (B, N, D); the empty tokens are one row repeated."""
+def tokens(batch: int, seed: int = 1, dtype: torch.dtype = torch.float64,
+           family: str = "diffusers") -> tuple[torch.Tensor, torch.Tensor]:
+    """(context_tokens, empty_tokens), each (B, N, D); the empty tokens are one row repeated.
+    The official family takes one projected context vector per sample: N = 1."""
     g = torch.Generator().manual_seed(seed)
-    context = torch.randn(batch, TOKENS, DIM, generator=g, dtype=torch.float64)
-    empty = torch.randn(1, TOKENS, DIM, generator=g, dtype=torch.float64).expand(batch, -1, -1)
+    n = 1 if family == "official" else TOKENS
+    context = torch.randn(batch, n, DIM, generator=g, dtype=torch.float64)
+    empty = torch.randn(1, n, DIM, generator=g, dtype=torch.float64).expand(batch, -1, -1)
     return context.to(dtype), empty.to(dtype).contiguous()
 
 
@@ -101,7 +118,7 @@ def reference_map(unet, store: ReferenceAttention, cfg: SamplerConfig) -> torch.
     side = cfg.map_resolution or LATENT[1]
     maps = []
     for name, module in unet.named_modules():
-        if name.endswith("attn2"):
+        if name.endswith(CROSS_NAME[family_of(unet)]):
             logits = store.logits[id(module)][0].float()  # (heads, HW, N)
             m = logits.softmax(dim=1).mean(dim=(0, 2))  # (HW,)
             n = int(round(m.numel() ** 0.5))
@@ -146,7 +163,7 @@ def reference_sample(unet, context, empty, seed: int, cfg: SamplerConfig):
                 d = (h - prev_h).abs().mean().item()
                 if d < cfg.threshold:
                     switched_at = t
-                    stage_two = cfg.switch == "same_step"  # the release guides this very step
+                    stage_two = cfg.switch == "same_step"  # same_step guides this very step
             prev_h = h
         curve.append(d)
         eps = eps_ce

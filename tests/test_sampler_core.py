@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from test_sampler_common import (
+    CROSS_NAME,
+    FAMILIES,
     LATENT,
     CallCounter,
+    family_of,
     generators,
     reference_sample,
     scheduler,
@@ -20,18 +23,34 @@ from uiface_ray.sample.loop import run_sampler
 
 torch.set_num_threads(1)
 STEPS = 10  # timesteps 900, 800, ..., 0
-# With the tiny UNet and 3 samples, they settle at t = 500, 600 and 400 (checked in the test).
-ADAPTIVE = dict(threshold=0.041, max_t0=300)
+# Per UNet family, a threshold at which the tiny UNet's 3 samples settle at different t0 (checked in
+# the test): diffusers at t = 500, 600 and 400; official at 500, 600 and 500.  Seeds 0-3 settle at two
+# distinct steps in both families.
+ADAPTIVE_BY_FAMILY = {"diffusers": dict(threshold=0.041, max_t0=300), "official": dict(threshold=0.06, max_t0=300)}
+T0S = {"diffusers": [500, 600, 400], "official": [500, 600, 500]}
+ADAPTIVE = ADAPTIVE_BY_FAMILY["diffusers"]  # CASES' values; swapped per family in `config`
 
 
-@pytest.fixture(scope="module")
-def unet():
-    return tiny_unet(torch.float64)
+# The official family runs every test here under -m slow (and a fast subset in test_official_sampler.py).
+@pytest.fixture(scope="module", params=[FAMILIES[0], pytest.param(FAMILIES[1], marks=pytest.mark.slow)])
+def unet(request):
+    return tiny_unet(torch.float64, family=request.param)
+
+
+def config(unet, **values) -> SamplerConfig:
+    """A SamplerConfig whose adaptive threshold/max_t0 are the ones chosen for this UNet family."""
+    if values.get("threshold") == ADAPTIVE["threshold"]:
+        values.update(ADAPTIVE_BY_FAMILY[family_of(unet)])
+    return SamplerConfig(**values)
+
+
+def family_tokens(unet, batch: int, **kw):
+    return tokens(batch, family=family_of(unet), **kw)
 
 
 def run(unet, cfg, seeds, context=None, empty=None):
     if context is None:
-        context, empty = tokens(len(seeds))
+        context, empty = family_tokens(unet, len(seeds), dtype=unet.dtype)
     return run_sampler(unet, scheduler(), context, empty, generators(seeds), cfg, LATENT)
 
 
@@ -60,8 +79,8 @@ def case_id(case):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_every_mode_matches_the_reference(unet, case):
-    cfg = SamplerConfig(num_inference_steps=STEPS, **case)
-    context, empty = tokens(3)
+    cfg = config(unet, num_inference_steps=STEPS, **case)
+    context, empty = family_tokens(unet, 3)
     out = run(unet, cfg, [0, 1, 2], context, empty)
     t0s = []
     for i in range(3):
@@ -75,17 +94,17 @@ def test_every_mode_matches_the_reference(unet, case):
         assert torch.allclose(out.d_t[i].nan_to_num(), curve.nan_to_num(), atol=1e-5)
         t0s.append(t0)
     if cfg.adaptive and cfg.map_resolution is None:
-        assert t0s == [500, 600, 400], "the tiny UNet changed: pick ADAPTIVE again so t0 differs per sample"
+        assert t0s == T0S[family_of(unet)], "the tiny UNet changed: pick ADAPTIVE again so t0 differs per sample"
 
 
-def settle_steps(out) -> int:
+def settle_steps(out, threshold: float) -> int:
     """Number of distinct steps at which some sample's d_t settled (each costs one same-step call)."""
-    return len({int(t) for t, curve in zip(out.t0, out.d_t) if bool((curve < ADAPTIVE["threshold"]).any())})
+    return len({int(t) for t, curve in zip(out.t0, out.d_t) if bool((curve < threshold).any())})
 
 
 @pytest.mark.parametrize("switch", ["same_step", "next_step"])
 def test_uiface_costs_s_plus_stage_two_steps(unet, switch):
-    cfg = SamplerConfig(num_inference_steps=STEPS, switch=switch, **ADAPTIVE)
+    cfg = config(unet, num_inference_steps=STEPS, switch=switch, **ADAPTIVE)
     counter = CallCounter(unet)
     try:
         out = run(unet, cfg, [0, 1, 2, 3])
@@ -95,23 +114,23 @@ def test_uiface_costs_s_plus_stage_two_steps(unet, switch):
     after = (t <= t0) if switch == "same_step" else (t < t0)
     assert torch.equal(out.unet_evaluations, STEPS + after.sum(dim=1))
     assert (out.unet_evaluations < 2 * STEPS).all()
-    extra = settle_steps(out) if switch == "same_step" else 0
+    extra = settle_steps(out, cfg.threshold) if switch == "same_step" else 0
     assert extra == (2 if switch == "same_step" else 0)  # samples settle at t = 600 and t = 500
     assert counter.calls == STEPS + extra == out.unet_calls
     assert counter.rows == int(out.unet_evaluations.sum())
 
 
 def test_fixed_t0_above_every_timestep_is_baseline(unet):
-    base = run(unet, SamplerConfig(mode="baseline", num_inference_steps=STEPS), [5, 6])
-    fixed = run(unet, SamplerConfig(mode="two_stage_fixed", t0=1000, num_inference_steps=STEPS), [5, 6])
+    base = run(unet, config(unet, mode="baseline", num_inference_steps=STEPS), [5, 6])
+    fixed = run(unet, config(unet, mode="two_stage_fixed", t0=1000, num_inference_steps=STEPS), [5, 6])
     assert torch.equal(base.latents, fixed.latents)
     assert torch.equal(base.unet_evaluations, fixed.unet_evaluations)
 
 
 def test_fixed_t0_zero_is_pure_empty_context_sampling(unet):
-    out = run(unet, SamplerConfig(mode="two_stage_fixed", t0=0, num_inference_steps=STEPS), [5, 6])
+    out = run(unet, config(unet, mode="two_stage_fixed", t0=0, num_inference_steps=STEPS), [5, 6])
     assert (out.unet_evaluations == STEPS).all()
-    _, empty = tokens(2)
+    _, empty = family_tokens(unet, 2)
     sched = scheduler()
     sched.set_timesteps(STEPS)
     for i, seed in enumerate([5, 6]):
@@ -124,20 +143,20 @@ def test_fixed_t0_zero_is_pure_empty_context_sampling(unet):
 
 
 def test_uiface_without_self_injection_and_blend_zero_is_two_stage_adaptive(unet):
-    plain = run(unet, SamplerConfig(mode="two_stage_adaptive", num_inference_steps=STEPS, **ADAPTIVE), [0, 2])
-    blend0 = SamplerConfig(mode="uiface", num_inference_steps=STEPS, inject_self=False, injection_blend=0.0,
+    plain = run(unet, config(unet, mode="two_stage_adaptive", num_inference_steps=STEPS, **ADAPTIVE), [0, 2])
+    blend0 = config(unet, mode="uiface", num_inference_steps=STEPS, inject_self=False, injection_blend=0.0,
                            **ADAPTIVE)
     assert close(run(unet, blend0, [0, 2]).latents, plain.latents, rel=1e-12)
-    full = run(unet, SamplerConfig(mode="uiface", num_inference_steps=STEPS, **ADAPTIVE), [0, 2])
+    full = run(unet, config(unet, mode="uiface", num_inference_steps=STEPS, **ADAPTIVE), [0, 2])
     assert not close(full.latents, plain.latents, rel=1e-6), "injection had no effect"
 
 
 @pytest.mark.parametrize("mode", ["uiface", "attention_injection",
                                   pytest.param("two_stage_fixed", marks=pytest.mark.slow)])
 def test_batch_invariance_alone_and_in_any_order(unet, mode):
-    cfg = SamplerConfig(mode=mode, num_inference_steps=STEPS, **ADAPTIVE)
+    cfg = config(unet, mode=mode, num_inference_steps=STEPS, **ADAPTIVE)
     seeds = [0, 1, 2]
-    context, empty = tokens(3)
+    context, empty = family_tokens(unet, 3)
     batch = run(unet, cfg, seeds, context, empty)
     order = [2, 0, 1]
     shuffled = run(unet, cfg, [seeds[i] for i in order], context[order], empty[order])
@@ -151,9 +170,9 @@ def test_batch_invariance_alone_and_in_any_order(unet, mode):
 
 
 def test_batch_invariance_float32(unet):
-    unet32 = tiny_unet(torch.float32)
-    cfg = SamplerConfig(num_inference_steps=STEPS, **ADAPTIVE)
-    context, empty = tokens(3, dtype=torch.float32)
+    unet32 = tiny_unet(torch.float32, family=family_of(unet))
+    cfg = config(unet, num_inference_steps=STEPS, **ADAPTIVE)
+    context, empty = family_tokens(unet, 3, dtype=torch.float32)
     batch = run(unet32, cfg, [0, 1, 2], context, empty)
     for i in range(3):
         alone = run(unet32, cfg, [i], context[i : i + 1], empty[i : i + 1])
@@ -162,8 +181,8 @@ def test_batch_invariance_float32(unet):
 
 
 def test_seed_independence(unet):
-    cfg = SamplerConfig(num_inference_steps=STEPS, **ADAPTIVE)
-    context, empty = tokens(2)
+    cfg = config(unet, num_inference_steps=STEPS, **ADAPTIVE)
+    context, empty = family_tokens(unet, 2)
     a = run(unet, cfg, [11, 12], context, empty)
     b = run(unet, cfg, [11, 13], context, empty)
     again = run(unet, cfg, [11, 12], context, empty)
@@ -188,23 +207,24 @@ def _count_manual(monkeypatch):
 @pytest.mark.parametrize("mode", ["baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"])
 def test_attention_materialised_only_where_needed(unet, monkeypatch, mode):
     counts = _count_manual(monkeypatch)
-    out = run(unet, SamplerConfig(mode=mode, num_inference_steps=STEPS, **ADAPTIVE), [0, 2])
-    layers = sum(1 for name in unet.attn_processors if "attn2" in name)  # one self per cross here
+    cfg = config(unet, mode=mode, num_inference_steps=STEPS, **ADAPTIVE)
+    out = run(unet, cfg, [0, 2])
+    layers = sum(1 for name in unet.attn_processors if CROSS_NAME[family_of(unet)] in name)  # one self per cross here
     if mode in ("baseline", "two_stage_fixed"):
         assert counts == {"self": 0, "cross": 0}
     elif mode == "two_stage_adaptive":
-        steps_with_stage_one = int((out.timesteps >= out.t0.max()).sum())
+        steps_with_stage_one = int((out.timesteps >= out.t0.min()).sum())  # some sample still in stage 1
         assert counts == {"self": 0, "cross": layers * steps_with_stage_one}
     elif mode == "attention_injection":
         assert counts == {"self": layers * STEPS, "cross": layers * STEPS}
     else:  # every main call records, keeps or injects, plus one conditional-only call per settling step;
-        calls = STEPS + settle_steps(out)  # at step 0 (no d_t yet, nobody can switch) self-attention stays fused
+        calls = STEPS + settle_steps(out, cfg.threshold)  # at step 0 (no d_t yet, nobody can switch) self-attention stays fused
         assert counts == {"self": layers * (calls - 1), "cross": layers * calls}
 
 
 def test_guidance_zero_without_injection_skips_the_empty_pass_in_stage_two(unet):
-    cfg = SamplerConfig(mode="two_stage_fixed", guidance_scale=0.0, num_inference_steps=STEPS)
-    context, empty = tokens(2)
+    cfg = config(unet, mode="two_stage_fixed", guidance_scale=0.0, num_inference_steps=STEPS)
+    context, empty = family_tokens(unet, 2)
     out = run(unet, cfg, [0, 1], context, empty)
     assert (out.unet_evaluations == STEPS).all()  # one pass per step: c_e, then c alone
     for i in range(2):

@@ -1,5 +1,6 @@
 """The identity table: one row per synthetic identity, read and validated at every boundary.
 
+Also reads the official release's ``.npy`` identity arrays directly (ids = row indices).
 Parquet columns: ``identity_id`` (int64, 0..N-1), ``embedding`` (list<float32>, L2-normalised),
 ``seed`` (int64, the seed of the face it came from) and ``nn_similarity`` (float32, cosine
 similarity to its nearest other identity).  The schema metadata key ``uiface.encoder`` records
@@ -9,6 +10,7 @@ the identity encoder (JSON: name, dim, fingerprint) and ``uiface.identities`` th
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -66,11 +68,59 @@ def write_identity_table(url: str, result: FilterResult, encoder: dict[str, Any]
                          result.nn_similarity.astype(np.float32), dict(encoder), hashlib.sha256(data).hexdigest())
 
 
+def _normalised(emb: np.ndarray, url: str) -> np.ndarray:
+    """(N, E) float32 embeddings checked (finite, non-zero) and L2-normalised per row."""
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    if len(bad):
+        raise IdentityTableError(
+            f"identity table {url}: {len(bad)} embedding(s) hold NaN or infinite values (first at row {bad[0]})")
+    norms = np.linalg.norm(emb, axis=1)
+    if (norms == 0).any():
+        raise IdentityTableError(f"identity table {url}: all-zero embedding at row {int(np.argmin(norms))}")
+    return emb / norms[:, None]
+
+
+def _read_npy(url: str, data: bytes, expected_dim: int | None) -> IdentityTable:
+    """The official release's identities: a ``.npy`` array (N, E), one identity per row.
+
+    ``identity_id`` is the row index (as the release names its sample folders), so ids never
+    depend on the embeddings' values; ``seed`` is -1 and ``nn_similarity`` NaN (not in the file).
+    Object arrays are refused (``allow_pickle=False``): loading never runs code.
+    """
+    try:
+        emb = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        reason = "it holds Python objects (refused: allow_pickle=False)" if "pickle" in str(exc) else str(exc)[:120]
+        raise IdentityTableError(f"identity file {url} is not a numeric .npy array: {reason}") from None
+    except (OSError, EOFError) as exc:
+        raise IdentityTableError(f"identity file {url} is not a readable .npy file ({type(exc).__name__})") from None
+    if not isinstance(emb, np.ndarray) or emb.ndim != 2 or emb.shape[0] == 0 or emb.dtype.kind not in "fiu":
+        shape = getattr(emb, "shape", None)
+        raise IdentityTableError(f"identity file {url}: expected a non-empty (N, E) numeric array, got shape {shape} "
+                                 f"dtype {getattr(emb, 'dtype', type(emb).__name__)}")
+    n, dim = emb.shape
+    if expected_dim is not None and dim != expected_dim:
+        raise IdentityTableError(f"identity file {url}: embeddings have dim {dim}, but the model expects {expected_dim}")
+    return IdentityTable(
+        identity_ids=np.arange(n, dtype=np.int64),
+        embeddings=_normalised(emb.astype(np.float32), url),
+        seeds=np.full(n, -1, dtype=np.int64),
+        nn_similarity=np.full(n, np.nan, dtype=np.float32),
+        encoder={"kind": "npy", "dim": int(dim), "source": url.rsplit("/", 1)[-1]},
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
 def read_identity_table(url: str, expected_dim: int | None = None, storage_cfg=None) -> IdentityTable:
-    """Read and validate an identity table; every problem is an :class:`IdentityTableError` naming ``url``."""
+    """Read and validate an identity table; every problem is an :class:`IdentityTableError` naming ``url``.
+
+    A URL ending in ``.npy`` is read as the official release's identity array (see :func:`_read_npy`).
+    """
     if not storage.exists(url, storage_cfg):
         raise IdentityTableError(f"identity table not found: {url}")
     data = storage.read_bytes(url, storage_cfg)
+    if url.lower().endswith(".npy"):
+        return _read_npy(url, data, expected_dim)
     table = storage.read_table(url, storage_cfg)
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
@@ -87,13 +137,7 @@ def read_identity_table(url: str, expected_dim: int | None = None, storage_cfg=N
         raise IdentityTableError(
             f"identity table {url}: embeddings have dim {dim}, but the model expects {expected_dim}")
     emb = np.asarray(flat.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(n, dim)  # (N, E)
-    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
-    if len(bad):
-        raise IdentityTableError(
-            f"identity table {url}: {len(bad)} embedding(s) hold NaN or infinite values (first at row {bad[0]})")
-    norms = np.linalg.norm(emb, axis=1)
-    if (norms == 0).any():
-        raise IdentityTableError(f"identity table {url}: all-zero embedding at row {int(np.argmin(norms))}")
+    emb = _normalised(emb, url)
     ids = np.asarray(table.column("identity_id").to_numpy(), dtype=np.int64)
     if len(np.unique(ids)) != n:
         raise IdentityTableError(f"identity table {url}: identity_id values are not unique")
@@ -101,7 +145,7 @@ def read_identity_table(url: str, expected_dim: int | None = None, storage_cfg=N
     encoder = json.loads(meta.get("uiface.encoder", "{}"))
     return IdentityTable(
         identity_ids=ids,
-        embeddings=emb / norms[:, None],
+        embeddings=emb,
         seeds=np.asarray(table.column("seed").to_numpy(), dtype=np.int64),
         nn_similarity=np.asarray(table.column("nn_similarity").to_numpy(), dtype=np.float32),
         encoder=encoder,

@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, VQModel
 
 from uiface_ray.config import StorageConfig
-from uiface_ray.storage.fs import StorageError, materialize_dir
+from uiface_ray.storage.fs import StorageError, local_copy
 
 __all__ = [
     "AUTOENCODER_CLASSES",
@@ -51,10 +51,10 @@ def load_autoencoder(url: str, device: str | torch.device = "cpu", dtype: torch.
                      storage: StorageConfig | None = None) -> Autoencoder:
     """Load a ``VQModel``/``AutoencoderKL`` from a local path or ``s3://`` URL (frozen, eval mode)."""
     try:
-        local = materialize_dir(url, storage)
+        with local_copy(url, storage) as local:  # a remote copy is removed once the weights are in memory
+            return load_autoencoder_dir(local, device, dtype)
     except StorageError as exc:
         raise FileNotFoundError(f"autoencoder not found at {url}: {exc}") from exc
-    return load_autoencoder_dir(local, device, dtype)
 
 
 def downscale_factor(autoencoder: Autoencoder) -> int:

@@ -8,6 +8,9 @@ Layout of a model folder (local or ``s3://``), diffusers ``save_pretrained`` sty
     scheduler/scheduler_config.json
     uiface.json                          written last: its presence marks a complete model
 
+The UNet is either diffusers' ``UNet2DConditionModel`` or the release's architecture
+(:class:`~uiface_ray.model.official_unet.OfficialUNet`), named by ``uiface.json``'s ``unet_class``
+(absent in older folders: the diffusers one); the context encoder's config carries its ``kind``.
 ``uiface.json`` holds the context encoder's sizes and ``info``: the identity encoder the model
 expects (kind, dim, fingerprint), the image size, the space and the latent scaling factor.
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from uiface_ray.errors import InputError
@@ -32,8 +36,9 @@ from uiface_ray.model.autoencoder import (
     encode_latents,
     load_autoencoder_dir,
 )
-from uiface_ray.model.context import IdentityContextEncoder
-from uiface_ray.storage.fs import StorageError, exists, join, materialize_dir, remove, upload_dir, write_bytes_atomic
+from uiface_ray.model.context import IdentityContextEncoder, ProjectedContextEncoder, context_encoder_from_config
+from uiface_ray.model.official_unet import OfficialUNet
+from uiface_ray.storage.fs import StorageError, exists, join, local_copy, remove, upload_dir, write_bytes_atomic
 
 __all__ = [
     "MODEL_FORMAT",
@@ -46,6 +51,8 @@ __all__ = [
 ]
 
 MODEL_FORMAT = "uiface-model/1"
+#: The UNet families a model folder can hold (``uiface.json``'s ``unet_class``).
+UNET_CLASSES: dict[str, type] = {"UNet2DConditionModel": UNet2DConditionModel, "OfficialUNet": OfficialUNet}
 MARKER = "uiface.json"
 
 
@@ -61,8 +68,8 @@ def default_encoder_info(dim: int) -> dict:
 class UIFaceModel:
     """Everything needed to sample: ``unet(x_t, t, encoder_hidden_states=context_encoder(c))``."""
 
-    unet: UNet2DConditionModel
-    context_encoder: IdentityContextEncoder
+    unet: UNet2DConditionModel | OfficialUNet  # the diffusers family or the release's architecture
+    context_encoder: IdentityContextEncoder | ProjectedContextEncoder
     scheduler_config: dict
     autoencoder: Autoencoder | None = None
     info: dict = field(default_factory=dict)
@@ -85,17 +92,10 @@ class UIFaceModel:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "UIFaceModel":
         kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        if not kwargs:
-            return self
-        from diffusers.utils import logging as diffusers_logging
-
-        level = diffusers_logging.get_verbosity()
-        diffusers_logging.set_verbosity_error()  # its note on fp32-kept modules (there are none here)
-        try:
-            for module in self.modules():
-                module.to(**kwargs)
-        finally:
-            diffusers_logging.set_verbosity(level)
+        for module in self.modules():
+            # nn.Module.to, not diffusers' ModelMixin.to: the latter logs a warning on every dtype cast
+            # (diffusers 0.42, even with no fp32-pinned modules), noise in a healthy float16 run.
+            torch.nn.Module.to(module, **kwargs)
         return self
 
     def modules(self) -> list[torch.nn.Module]:
@@ -132,6 +132,7 @@ def _write_local(model: UIFaceModel, folder: Path) -> bytes:
     marker = {
         "format": MODEL_FORMAT,
         "context_encoder": model.context_encoder.config(),
+        "unet_class": type(model.unet).__name__,
         "autoencoder_class": None if model.autoencoder is None else type(model.autoencoder).__name__,
         "scheduler_config": model.scheduler_config,
         "info": model.info,
@@ -161,10 +162,21 @@ def read_marker(folder: Path, url: str) -> dict:
     marker_file = folder / MARKER
     if not marker_file.is_file():
         raise ModelLoadError(f"no UIFace model at {url}: {MARKER} is missing (nothing saved there, or an incomplete save)")
-    marker = json.loads(marker_file.read_text())
-    if marker.get("format") != MODEL_FORMAT:
-        raise ModelLoadError(f"{url}/{MARKER}: format {marker.get('format')!r}, expected {MODEL_FORMAT!r}")
+    marker = _read_json(marker_file, f"{url}/{MARKER}")
+    if not isinstance(marker, dict) or marker.get("format") != MODEL_FORMAT:
+        found = marker.get("format") if isinstance(marker, dict) else type(marker).__name__
+        raise ModelLoadError(f"{url}/{MARKER}: format {found!r}, expected {MODEL_FORMAT!r}")
+    for key in ("context_encoder", "scheduler_config", "info"):
+        if not isinstance(marker.get(key), dict):
+            raise ModelLoadError(f"{url}/{MARKER}: {key!r} is missing or not an object (a damaged model folder)")
     return marker
+
+
+def _read_json(path: Path, name: str):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelLoadError(f"{name}: not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def _require(folder: Path, rel: str, url: str) -> Path:
@@ -174,36 +186,90 @@ def _require(folder: Path, rel: str, url: str) -> Path:
     return path
 
 
+def _damaged(url: str, rel: str, exc: Exception) -> ModelLoadError:
+    detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+    return ModelLoadError(f"{url}/{rel}: cannot be read ({type(exc).__name__}{': ' + detail if detail else ''}); "
+                          "the model folder is damaged or truncated: save or copy it again")
+
+
+def _load_unet(folder: Path, url: str, class_name: str) -> torch.nn.Module:
+    cls = UNET_CLASSES.get(class_name)
+    if cls is None:
+        raise ModelLoadError(f"{url}/{MARKER}: unet_class {class_name!r} is not one of {sorted(UNET_CLASSES)}")
+    unet_dir = _require(folder, "unet", url)
+    _read_json(_require(folder, "unet/config.json", url), f"{url}/unet/config.json")
+    for weights in sorted(unet_dir.glob("*.safetensors")):
+        _check_safetensors(weights, f"{url}/unet/{weights.name}")
+    try:
+        return cls.from_pretrained(str(unet_dir), torch_dtype=torch.float32, low_cpu_mem_usage=False)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise _damaged(url, "unet", exc) from None
+
+
+def _check_safetensors(path: Path, name: str) -> None:
+    """Read the header and check the file holds every byte it announces (truncation, garbage)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                handle.get_slice(key)
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise ModelLoadError(f"{name}: not a readable safetensors file ({type(exc).__name__}); "
+                             "the model folder is damaged or truncated: save or copy it again") from None
+
+
+def _load_context_encoder(folder: Path, url: str, marker: dict) -> torch.nn.Module:
+    try:
+        context_encoder = context_encoder_from_config(marker["context_encoder"])
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{url}/{MARKER}: context_encoder {exc}") from None
+    path = _require(folder, "context_encoder.safetensors", url)
+    _check_safetensors(path, f"{url}/context_encoder.safetensors")
+    try:
+        context_encoder.load_state_dict(load_file(str(path)))
+    except Exception as exc:
+        raise _damaged(url, "context_encoder.safetensors", exc) from None
+    return context_encoder
+
+
 def load_model(url: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                storage: StorageConfig | None = None) -> UIFaceModel:
-    """Load a model saved by :func:`save_model` from a local path or ``s3://`` URL (eval mode)."""
+    """Load a model saved by :func:`save_model` from a local path or ``s3://`` URL (eval mode).
+
+    A remote model is downloaded to a temporary folder that is removed once the weights are in
+    memory.  Every damaged file raises :class:`ModelLoadError` naming it.
+    """
     try:
         if not exists(url, storage):
             raise ModelLoadError(f"no UIFace model at {url}: the path does not exist")
-        folder = materialize_dir(url, storage)
+        with local_copy(url, storage) as folder:
+            model = _load_folder(Path(folder), url)
     except StorageError as exc:
         raise ModelLoadError(f"no UIFace model at {url}: {exc}") from exc
-    marker = read_marker(folder, url)
-    # Loaded in float32 first: the model is identified by its stored weights, then cast to ``dtype``.
-    unet = UNet2DConditionModel.from_pretrained(
-        str(_require(folder, "unet", url)), torch_dtype=torch.float32, low_cpu_mem_usage=False
-    )
-    context_encoder = IdentityContextEncoder(**marker["context_encoder"])
-    state = load_file(str(_require(folder, "context_encoder.safetensors", url)))
-    context_encoder.load_state_dict(state)
-    autoencoder = None
-    if marker.get("autoencoder_class"):
-        autoencoder = load_autoencoder_dir(_require(folder, "autoencoder", url), "cpu", torch.float32)
-    scheduler_file = _require(folder, "scheduler/scheduler_config.json", url)
-    saved = json.loads(scheduler_file.read_text())
-    scheduler_config = {k: saved[k] for k in marker["scheduler_config"] if k in saved}
-    model = UIFaceModel(unet=unet, context_encoder=context_encoder, scheduler_config=scheduler_config,
-                        autoencoder=autoencoder, info=marker["info"])
     model.weights_hash = _hash_modules(model)
-    model.to(device=device, dtype=None if dtype == torch.float32 else dtype)
+    model.to(device=device, dtype=dtype)
     for module in model.modules():
         module.eval()
     return model
+
+
+def _load_folder(folder: Path, url: str) -> UIFaceModel:
+    marker = read_marker(folder, url)
+    # Loaded in float32 first: the model is identified by its stored weights, then cast to ``dtype``.
+    unet = _load_unet(folder, url, marker.get("unet_class", "UNet2DConditionModel"))
+    context_encoder = _load_context_encoder(folder, url, marker)
+    autoencoder = None
+    if marker.get("autoencoder_class"):
+        try:
+            autoencoder = load_autoencoder_dir(_require(folder, "autoencoder", url), "cpu", torch.float32)
+        except ModelLoadError:
+            raise
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+            raise _damaged(url, "autoencoder", exc) from None
+    scheduler_file = _require(folder, "scheduler/scheduler_config.json", url)
+    saved = _read_json(scheduler_file, f"{url}/scheduler/scheduler_config.json")
+    scheduler_config = {k: saved[k] for k in marker["scheduler_config"] if k in saved}
+    return UIFaceModel(unet=unet, context_encoder=context_encoder, scheduler_config=scheduler_config,
+                       autoencoder=autoencoder, info=marker["info"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["IdentityContextEncoder"]
+__all__ = ["IdentityContextEncoder", "ProjectedContextEncoder", "context_encoder_from_config"]
 
 
 class IdentityContextEncoder(nn.Module):
@@ -70,3 +70,53 @@ class IdentityContextEncoder(nn.Module):
     def empty_tokens(self, batch_size: int) -> torch.Tensor:
         """Context tokens of the empty context: (B, N, D), via the same projection as identities."""
         return self.forward(self.empty_embeddings(batch_size))
+
+
+class ProjectedContextEncoder(nn.Module):
+    """The official release's identity context: ``forward(embeddings (B, E)) -> (B, 1, D)``.
+
+    One Linear map (the release's ``context_emb``, 512 -> 256) gives one D-dimensional context
+    vector per identity; each attention block of :class:`~uiface_ray.model.official_unet.OfficialUNet`
+    turns it into its own tokens.  The learnable empty context ``c_e`` (the release's
+    ``empty_context_embedding``) lives in that D-dimensional space, not in identity space:
+    ``empty_tokens`` returns it as is.
+    """
+
+    kind = "projected"
+
+    def __init__(self, embedding_dim: int = 512, cross_attention_dim: int = 256) -> None:
+        super().__init__()
+        if embedding_dim < 1 or cross_attention_dim < 1:
+            raise ValueError(f"ProjectedContextEncoder sizes must be positive, got embedding_dim={embedding_dim}, "
+                             f"cross_attention_dim={cross_attention_dim}")
+        self.embedding_dim = embedding_dim
+        self.cross_attention_dim = cross_attention_dim
+        self.num_tokens = 1
+        self.proj_in = nn.Linear(embedding_dim, cross_attention_dim)
+        self.empty_context = nn.Parameter(torch.randn(cross_attention_dim))
+
+    def config(self) -> dict:
+        """The constructor arguments and the kind, JSON-able (saved next to the weights)."""
+        return {"kind": self.kind, "embedding_dim": self.embedding_dim, "cross_attention_dim": self.cross_attention_dim}
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.embedding_dim:
+            raise ValueError(
+                f"identity embeddings must have shape (B, {self.embedding_dim}), got {tuple(embeddings.shape)}"
+            )
+        return self.proj_in(embeddings.to(self.proj_in.weight.dtype))[:, None]  # (B, 1, D)
+
+    def empty_tokens(self, batch_size: int) -> torch.Tensor:
+        """``c_e`` repeated: (B, 1, D)."""
+        return self.empty_context[None, None].expand(batch_size, 1, -1)
+
+
+def context_encoder_from_config(config: dict) -> nn.Module:
+    """Rebuild a context encoder from its saved :meth:`config` (no ``kind``: IdentityContextEncoder)."""
+    config = dict(config)
+    kind = config.pop("kind", "identity")
+    if kind == ProjectedContextEncoder.kind:
+        return ProjectedContextEncoder(**config)
+    if kind != "identity":
+        raise ValueError(f"unknown context encoder kind {kind!r} (expected 'identity' or 'projected')")
+    return IdentityContextEncoder(**config)

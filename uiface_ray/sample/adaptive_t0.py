@@ -6,7 +6,7 @@
           min-max normalised per sample
     d_t = mean over pixels |h_t - h_(t+1)|      (h_(t+1): the previous, noisier DDIM step)
     t0  = the first timestep with d_t < threshold; stage 2 is then t < t0 (eq. 4), plus t0
-          itself with switch="same_step" (the official release's order)
+          itself with switch="same_step" (the release switches at the next step: next_step)
 
 Eq. 5 writes the L2 norm and ``min{t : d_(t+1) > th and d_t < th}``; the official release takes
 the mean absolute difference and the first crossing, which this module follows.  Every function

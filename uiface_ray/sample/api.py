@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from uiface_ray.model.bundle import UIFaceModel, load_model
@@ -39,9 +40,18 @@ class GeneratedBatch:
     mode: str
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Images in [-1, 1], (B, 3, H, W) -> (B, H, W, 3) uint8."""
-    scaled = ((images.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+def to_uint8(images: torch.Tensor, size: int | None = None) -> np.ndarray:
+    """Images in [-1, 1], (B, 3, H, W) -> (B, H, W, 3) uint8, optionally resized to ``size`` x ``size``.
+
+    The resize follows the official release's order: clamp, map to [0, 1], bilinear resize (no
+    antialias, align_corners False), then ``floor(255 y + 0.5)`` as torchvision's ``save_image``.
+    """
+    if size is None:
+        scaled = ((images.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+        return scaled.permute(0, 2, 3, 1).cpu().numpy()
+    unit = (images.float().clamp(-1.0, 1.0) + 1.0) / 2.0  # (B, 3, H, W) in [0, 1]
+    unit = F.interpolate(unit, size=(size, size), mode="bilinear", align_corners=False)  # (B, 3, size, size)
+    scaled = unit.mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
     return scaled.permute(0, 2, 3, 1).cpu().numpy()
 
 
@@ -102,7 +112,7 @@ class UIFaceSampler:
             decoder_dtype = model.unet.dtype if model.autoencoder is None else next(model.autoencoder.parameters()).dtype
             images = model.decode_latents(out.latents.to(decoder_dtype))
         return GeneratedBatch(
-            images=to_uint8(images),
+            images=to_uint8(images, self.config.output_size),
             seeds=seeds,
             t0=out.t0.cpu().numpy(),
             d_t=out.d_t.cpu().numpy(),

@@ -37,9 +37,10 @@ class SamplerConfig(Config):
         "(official release: 400, some configs 500; 0 disables the forced switch).",
     )
     switch: Literal["same_step", "next_step"] = Field(
-        "same_step", description="Adaptive modes: same_step (as the official release) guides the step at which "
-        "d_t first falls under threshold, in a second, conditional-only UNet call of that step; next_step starts "
-        "stage 2 one step later, so every step stays one call (eq. 4 read with t0 in the first case).",
+        "same_step", description="Adaptive modes: same_step guides the step at which d_t first falls under "
+        "threshold, in a second, conditional-only UNet call of that step; next_step (as the official release, whose "
+        "eps of that step is computed before its flag is set) starts stage 2 one step later, so every step stays "
+        "one call (eq. 4 read with t0 in the first case).",
     )
     map_resolution: int | None = Field(
         None, ge=1, le=4096, description="Side of the common grid the per-layer cross-attention maps are resized to "
@@ -61,6 +62,36 @@ class SamplerConfig(Config):
         1.0, ge=0.0, le=1.0, description="Target statistics = blend*(c_e's) + (1-blend)*(own); 1.0 is eq. 7, "
         "the official release uses 0.5; 0.0 leaves cross-attention unchanged.",
     )
+    ddim_alpha_prev: Literal["standard", "release"] = Field(
+        "standard", description="DDIM's alpha_bar of the previous timestep: standard alpha_bar[t_prev]; release: "
+        "alpha_bar[t_prev - 1] (1 at t_prev = 0) with the release's float32 alpha_bar = exp(cumsum(log alpha)), "
+        "as the official sampler does (one index off).",
+    )
+    early_switch: Literal["guided", "conditional"] = Field(
+        "guided", description="Adaptive modes, samples whose d_t settled while t >= max_t0: guided (eq. 4 with "
+        "injection as soon as they switch) or conditional (as the official release: the plain conditional eps, "
+        "no guidance and no cross-attention re-standardisation, self-attention still from the c_e pass, until t "
+        "falls under max_t0).",
+    )
+    boundary_map: Literal["empty_pass", "conditional_pass"] = Field(
+        "empty_pass", description="Adaptive modes, which pass's cross-attention gives h_t of a sample that already "
+        "switched while t >= max_t0 (only its d_t curve changes): empty_pass (d_t stops at the switch) or "
+        "conditional_pass (as the official release, d_t goes on from its conditional pass).",
+    )
+    output_size: int | None = Field(
+        None, ge=8, le=4096, description="Side of the returned images: resized bilinearly (no antialias) from the "
+        "model's size before rounding to uint8; None keeps the model's size (the release saves 112 from 128).",
+    )
+
+    @classmethod
+    def official(cls, **overrides) -> "SamplerConfig":
+        """The official release's sampler (``sample_ddim_2stage`` with ``configs/sample_ddim_config.yaml``)."""
+        values = dict(mode="uiface", num_inference_steps=50, guidance_scale=1.0, threshold=0.006, max_t0=500,
+                      switch="next_step", map_resolution=32, layer_max_normalise=True, injection_blend=0.5,
+                      ddim_alpha_prev="release", early_switch="conditional", boundary_map="conditional_pass",
+                      output_size=112)
+        values.update(overrides)
+        return cls(**values)
 
     # ----------------------------------------------------------------------------------------
     # What each mode switches on

@@ -8,6 +8,14 @@ reading the c_e attention the first call kept).  For ``uiface`` an image costs
 S + (steps with t <= t0) UNet sample-evaluations (t < t0 with ``next_step``), not 2S.  Latents stay float32 between steps; the UNet runs in its
 own dtype.  Every sample draws its initial noise from its own generator, and nothing in this
 loop reduces over the batch, so an image does not depend on its batch-mates.
+
+The UNet is either diffusers' ``UNet2DConditionModel`` or the release's architecture
+(``uiface_ray.model.official_unet.OfficialUNet``); the loop needs of it only ``config.in_channels``,
+``out_channels``, ``cross_attention_dim``, ``dtype``, ``attn_processors``/``set_attn_processor`` over
+diffusers ``Attention`` layers, and ``unet(x, t, encoder_hidden_states=..., return_dict=False)``.
+Three details of the official release's sampler are options (``SamplerConfig.official()``): its
+DDIM alpha_bar_prev (``ddim.py``), the plain conditional eps between an adaptive switch and max_t0
+(``two_stage.step_config``) and the d_t curve from the conditional pass (``follows_boundary``).
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from diffusers import DDIMScheduler, UNet2DConditionModel
 from uiface_ray.sample.adaptive_t0 import combine_maps, map_distance, settle
 from uiface_ray.sample.attention import AttentionPlan, UIFaceAttnProcessor
 from uiface_ray.sample.config import SamplerConfig
-from uiface_ray.sample.two_stage import guide, in_stage_two, initial_t0, needs_empty_pass
+from uiface_ray.sample.ddim import ddim_step
+from uiface_ray.sample.two_stage import follows_boundary, guide, in_stage_two, initial_t0, needs_empty_pass, step_config
 
 __all__ = ["SamplerOutput", "run_sampler", "initial_noise", "check_inputs"]
 
@@ -78,22 +87,29 @@ def initial_noise(generators: list[torch.Generator], latent_shape: tuple[int, in
     return torch.stack(rows).to(device)
 
 
-def _plan_rows(stage_two: torch.Tensor, record: torch.Tensor, cfg: SamplerConfig, latent_hw, can_settle: bool) -> tuple:
-    """Which samples go in this call as c_e rows and as conditional rows, and the processors' plan."""
+def _plan_rows(stage_two: torch.Tensor, record: torch.Tensor, follow: torch.Tensor, cfg: SamplerConfig, latent_hw,
+               can_settle: bool) -> tuple:
+    """Which samples go in this call as c_e rows and as conditional rows, and the processors' plan.
+
+    ``record``: stage-1 samples whose c_e maps eq. 5 needs; ``follow``: switched samples whose d_t
+    curve goes on from their conditional row (``boundary_map="conditional_pass"``), recorded after them.
+    """
     empty_idx = needs_empty_pass(stage_two, cfg).nonzero().flatten()  # samples with a c_e row
     cond_idx = stage_two.nonzero().flatten()  # samples with a conditional row
     row_of = torch.full_like(stage_two, -1, dtype=torch.long)
     row_of[empty_idx] = torch.arange(len(empty_idx), device=stage_two.device)  # sample -> its c_e row
+    cond_row = torch.full_like(stage_two, -1, dtype=torch.long)
+    cond_row[cond_idx] = torch.arange(len(cond_idx), device=stage_two.device) + len(empty_idx)  # -> its cond row
     plan = AttentionPlan(num_empty=len(empty_idx), latent_hw=latent_hw, blend=cfg.injection_blend)
-    if record.any():
-        plan.record = row_of[record.nonzero().flatten()]
+    if record.any() or follow.any():
+        plan.record = torch.cat([row_of[record.nonzero().flatten()], cond_row[follow.nonzero().flatten()]])
     if cfg.injection:
         plan.inject_self, plan.inject_cross = cfg.inject_self, cfg.inject_cross
         if len(cond_idx):
             plan.source = row_of[cond_idx]
             assert bool((plan.source >= 0).all()), "injection needs the c_e row of every stage-2 sample"
-        if cfg.switch == "same_step" and plan.record is not None and can_settle:
-            plan.keep = plan.record  # any sample still in stage 1 may switch at this step
+        if cfg.switch == "same_step" and record.any() and can_settle:
+            plan.keep = row_of[record.nonzero().flatten()]  # any sample still in stage 1 may switch at this step
     return empty_idx, cond_idx, row_of, plan
 
 
@@ -106,13 +122,15 @@ def _same_step_plan(main: AttentionPlan, settled: torch.Tensor, cfg: SamplerConf
     return plan
 
 
-def _boundary(plan: AttentionPlan, rows, step: int, t, t0, d_t, prev_map, cfg: SamplerConfig):
-    """Eq. 5 for the stage-1 samples ``rows``: fills d_t and prev_map, returns (t0, settled mask over rows)."""
+def _boundary(plan: AttentionPlan, rows, switchable: int, step: int, t, t0, d_t, prev_map, cfg: SamplerConfig):
+    """Eq. 5 for the samples ``rows`` (the first ``switchable`` in stage 1): fills d_t and prev_map,
+    returns (t0, settled mask over those first rows)."""
     h_t = combine_maps(plan.maps, tuple(prev_map.shape[1:]), cfg.layer_max_normalise)
-    settled = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+    settled = torch.zeros(switchable, dtype=torch.bool, device=rows.device)
     if step > 0:
-        d_t[rows, step] = map_distance(h_t, prev_map[rows])
-        t0, settled = settle(t0, rows, d_t[rows, step], t, cfg.threshold)
+        distance = map_distance(h_t, prev_map[rows])  # (R,)
+        d_t[rows, step] = distance
+        t0, settled = settle(t0, rows[:switchable], distance[:switchable], t, cfg.threshold)
     prev_map[rows] = h_t
     return t0, settled
 
@@ -158,8 +176,11 @@ def run_sampler(
             for step, t in enumerate(timesteps):
                 # 1. who is in which stage at t (eq. 4) and who needs its c_e map (eq. 5)
                 stage_two = in_stage_two(t, t0)
+                step_cfg = step_config(cfg, t)  # cfg, or the release's plain conditional early stage 2
                 record = ~stage_two if cfg.adaptive else torch.zeros_like(stage_two)
-                empty_idx, cond_idx, row_of, plan = _plan_rows(stage_two, record, cfg, latent_hw, step > 0)
+                follow = stage_two if follows_boundary(cfg, t) else torch.zeros_like(stage_two)
+                empty_idx, cond_idx, row_of, plan = _plan_rows(stage_two, record, follow, step_cfg, latent_hw,
+                                                               step > 0)
                 # 2. one UNet call: c_e rows, then conditional rows
                 noise_pred = denoise(plan, torch.cat([latents[empty_idx], latents[cond_idx]]),
                                      torch.cat([empty_tokens[empty_idx], context_tokens[cond_idx]]), t)
@@ -170,22 +191,23 @@ def run_sampler(
                 n = len(empty_idx)
                 eps = torch.empty_like(latents)
                 eps[empty_idx] = noise_pred[:n]
-                eps_empty = noise_pred[:n][row_of[cond_idx]] if cfg.guidance_scale != 0.0 else None
-                eps[cond_idx] = guide(eps_empty, noise_pred[n:], cfg.guidance_scale)
+                eps_empty = noise_pred[:n][row_of[cond_idx]] if step_cfg.guidance_scale != 0.0 else None
+                eps[cond_idx] = guide(eps_empty, noise_pred[n:], step_cfg.guidance_scale)
                 # 4. adaptive boundary (eq. 5) from this step's c_e cross-attention maps
                 if plan.record is not None:
-                    rows = record.nonzero().flatten()
-                    t0, settled = _boundary(plan, rows, step, t, t0, d_t, prev_map, cfg)
+                    stage_one = record.nonzero().flatten()
+                    rows = torch.cat([stage_one, follow.nonzero().flatten()])
+                    t0, settled = _boundary(plan, rows, len(stage_one), step, t, t0, d_t, prev_map, cfg)
                     # 4b. same-step switch: the settled samples' conditional pass at this t
                     if cfg.switch == "same_step" and settled.any():
-                        switched = rows[settled]
-                        catch_up = _same_step_plan(plan, settled, cfg, latent_hw)
+                        switched = stage_one[settled]
+                        catch_up = _same_step_plan(plan, settled, step_cfg, latent_hw)
                         eps_cond = denoise(catch_up, latents[switched], context_tokens[switched], t)
                         calls += 1
                         evaluations[switched] += 1
-                        eps[switched] = guide(eps[switched], eps_cond, cfg.guidance_scale)
-                # 5. DDIM update, eta 0
-                latents = scheduler.step(eps, t, latents, eta=0.0).prev_sample
+                        eps[switched] = guide(eps[switched], eps_cond, step_cfg.guidance_scale)
+                # 5. DDIM update, eta 0 (diffusers' or the release's alpha_bar_prev)
+                latents = ddim_step(scheduler, eps, t, latents, cfg.ddim_alpha_prev)
     finally:
         unet.set_attn_processor(original)
     return SamplerOutput(latents, t0, d_t, timesteps.long(), evaluations, calls)

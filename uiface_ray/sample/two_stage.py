@@ -5,8 +5,9 @@
 
 The boundary t0 is a per-sample tensor.  Eq. 4 puts t = t0 in both cases; here the first wins, so
 a sample is in stage 2 when ``t < t0`` (which makes ``two_stage_fixed`` with t0 = 0 pure c_e
-sampling).  The one exception is the adaptive ``switch="same_step"`` (the official release's
-order): the step whose d_t settles, t = t0, is guided too; the step loop handles it.  ``baseline`` and ``attention_injection`` are single-stage
+sampling).  The one exception is the adaptive ``switch="same_step"``: the step whose d_t settles,
+t = t0, is guided too; the step loop handles it (the official release switches one step later,
+``switch="next_step"``).  ``baseline`` and ``attention_injection`` are single-stage
 (t0 = T: every step guided); ``two_stage_fixed`` uses ``cfg.t0``; the adaptive modes start at
 ``cfg.max_t0`` (the forced switch) and raise a sample's t0 to the timestep where eq. 5 first settles.
 """
@@ -17,7 +18,7 @@ import torch
 
 from uiface_ray.sample.config import SamplerConfig
 
-__all__ = ["initial_t0", "in_stage_two", "guide", "needs_empty_pass"]
+__all__ = ["initial_t0", "in_stage_two", "guide", "needs_empty_pass", "step_config", "follows_boundary"]
 
 
 def initial_t0(cfg: SamplerConfig, batch: int, num_train_timesteps: int, device: torch.device) -> torch.Tensor:
@@ -52,3 +53,22 @@ def guide(eps_empty: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float
     if guidance_scale == 0.0:
         return eps_cond
     return (guidance_scale + 1.0) * eps_cond - guidance_scale * eps_empty
+
+
+def _early(cfg: SamplerConfig, t) -> bool:
+    """Adaptive modes at t >= max_t0: every stage-2 sample here switched by eq. 5, not by force."""
+    return cfg.adaptive and int(t) >= cfg.max_t0
+
+
+def step_config(cfg: SamplerConfig, t) -> SamplerConfig:
+    """The knobs of eq. 4-7 at timestep t: ``cfg``, except with ``early_switch="conditional"`` (the
+    official release) in the early window, where stage 2 is the plain conditional eps: no guidance,
+    no cross-attention re-standardisation (self-attention injection stays)."""
+    if cfg.early_switch == "conditional" and _early(cfg, t):
+        return cfg.model_copy(update={"guidance_scale": 0.0, "inject_cross": False})
+    return cfg
+
+
+def follows_boundary(cfg: SamplerConfig, t) -> bool:
+    """Whether switched samples keep a d_t curve at t, from their conditional pass (the release's)."""
+    return cfg.boundary_map == "conditional_pass" and _early(cfg, t)
