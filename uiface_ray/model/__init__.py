@@ -1,20 +1,20 @@
 """The generator: identity context encoder with learnable empty context, UNet builder, bundle
-save/load, autoencoders; the official release's UNet (``official_unet``) and its import (``official``)."""
+save/load, autoencoders; the official release's UNet (``official_unet``) and its import (``official``).
+Names are imported on first use (``uiface_ray._lazy``): the config alone imports no torch."""
 
-from uiface_ray.model.bundle import ModelLoadError, UIFaceModel, load_model, model_hash, save_model
-from uiface_ray.model.context import IdentityContextEncoder, ProjectedContextEncoder
-from uiface_ray.model.official_unet import OfficialUNet
-from uiface_ray.model.unet import ModelConfig, build_model
+from uiface_ray._lazy import lazy_exports
 
-__all__ = [
-    "IdentityContextEncoder",
-    "ModelConfig",
-    "ModelLoadError",
-    "OfficialUNet",
-    "ProjectedContextEncoder",
-    "UIFaceModel",
-    "build_model",
-    "load_model",
-    "model_hash",
-    "save_model",
-]
+_EXPORTS = {
+    "IdentityContextEncoder": "context",
+    "ModelConfig": "config",
+    "ModelLoadError": "bundle",
+    "OfficialUNet": "official_unet",
+    "ProjectedContextEncoder": "context",
+    "UIFaceModel": "bundle",
+    "build_model": "unet",
+    "load_model": "bundle",
+    "model_hash": "bundle",
+    "save_model": "bundle",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path, PurePosixPath
-from typing import Literal
 
 import torch
-from pydantic import Field
 
-from uiface_ray.config import Config, StorageConfig
+from uiface_ray.config import StorageConfig
+from uiface_ray.model.config import OfficialImportConfig
 from uiface_ray.model.bundle import UIFaceModel, save_model
 from uiface_ray.model.context import ProjectedContextEncoder
 from uiface_ray.model.official_import import (
@@ -62,24 +61,6 @@ def build_official_model(architecture: str = "release", seed: int = 0, encoder_i
             "latent_scaling_factor": 1.0, "architecture": f"official-{architecture}"}
     return UIFaceModel(unet=unet, context_encoder=context_encoder, scheduler_config=dict(SCHEDULER),
                        autoencoder=vq, info=info)
-
-
-class OfficialImportConfig(Config):
-    """jobs/import_official.py: the release's files -> one uiface-ray model folder."""
-
-    checkpoint: str = Field(..., description="The release's diffusion checkpoint (model_<step>.ckpt or "
-                            "ema_averaged_model_<step>.ckpt), local path or s3:// URL.")
-    weights: Literal["auto", "ema", "non_ema"] = Field(
-        "auto", description="Which weights the checkpoint holds; auto: from its name (ema_averaged_model* -> ema, "
-        "model* -> non_ema). The release samples from non_ema by default.")
-    vq_encoder: str = Field(..., description="first_stage_encoder_state_dict.pt of the release (path or s3://).")
-    vq_decoder: str = Field(..., description="first_stage_decoder_state_dict.pt of the release (path or s3://).")
-    output: str = Field(..., description="Model folder to write (path or s3://); loadable by load_model.")
-    architecture: Literal["release", "tiny"] = Field(
-        "release", description="release: the published 216M-parameter UNet; tiny: the test configuration.")
-    encoder_kind: str = Field("iresnet", description="Identity encoder the model expects (recorded in the bundle).")
-    encoder_fingerprint: str = Field("", description="Fingerprint of that encoder's checkpoint, if known.")
-    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")
 
 
 def _read(url: str, storage: StorageConfig | None) -> tuple[bytes | str, str]:

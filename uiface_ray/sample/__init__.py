@@ -1,20 +1,20 @@
 """UIFace sampler: two-stage DDIM (eq. 4), adaptive t0 (eq. 5), attention injection (eq. 6-7).
 
 The core (``config``, ``two_stage``, ``adaptive_t0``, ``attention``, ``loop``, ``seeds``) imports
-torch and diffusers only; ``api`` adds model loading and is imported lazily, on first use of
-``UIFaceSampler`` or ``GeneratedBatch``.
+torch and diffusers only; ``api`` adds model loading.  Names are imported on first use
+(``uiface_ray._lazy``): ``SamplerConfig`` alone imports no torch.
 """
 
-from uiface_ray.sample.config import MODES, SamplerConfig
-from uiface_ray.sample.loop import SamplerOutput, run_sampler
-from uiface_ray.sample.seeds import image_seed
+from uiface_ray._lazy import lazy_exports
 
-__all__ = ["MODES", "GeneratedBatch", "SamplerConfig", "SamplerOutput", "UIFaceSampler", "image_seed", "run_sampler"]
-
-
-def __getattr__(name: str):
-    if name in ("UIFaceSampler", "GeneratedBatch"):
-        from uiface_ray.sample import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'uiface_ray.sample' has no attribute {name!r}")
+_EXPORTS = {
+    "GeneratedBatch": "api",
+    "MODES": "config",
+    "SamplerConfig": "config",
+    "SamplerOutput": "loop",
+    "UIFaceSampler": "api",
+    "image_seed": "seeds",
+    "run_sampler": "loop",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -12,46 +12,20 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, VQModel
-from pydantic import Field
 
-from uiface_ray.config import Config, RayConfig, StorageConfig
+from uiface_ray.config import StorageConfig
 from uiface_ray.model.autoencoder import Autoencoder
 from uiface_ray.storage.fs import join, upload_dir, write_bytes_atomic
+from uiface_ray.train.config import AutoencoderTrainConfig
 from uiface_ray.train.data import load_face_images
 
 __all__ = ["AutoencoderResult", "AutoencoderTrainConfig", "build_autoencoder", "train_autoencoder"]
-
-
-class AutoencoderTrainConfig(Config):
-    """Train a small VQModel / AutoencoderKL on the images of a face table."""
-
-    table: str = Field(..., description="Face table (.parquet file or folder; only 'image' is read).")
-    output: str = Field(..., description="Folder (local or s3://) for the diffusers save_pretrained layout.")
-    kind: Literal["vq", "kl"] = Field("vq", description="'vq': diffusers VQModel (as LDM VQ-f4); 'kl': AutoencoderKL.")
-    image_size: int = Field(32, ge=8, description="Training image side in pixels.")
-    block_out_channels: tuple[int, ...] = Field(
-        (32, 64, 64), description="Encoder/decoder channels; downscale = 2 ** (levels - 1)."
-    )
-    layers_per_block: int = Field(1, ge=1, description="ResNet layers per block.")
-    norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups.")
-    latent_channels: int = Field(3, ge=1, description="Latent channels (LDM VQ-f4: 3).")
-    num_vq_embeddings: int = Field(512, ge=2, description="VQ codebook size.")
-    kl_weight: float = Field(1e-6, ge=0, description="KL weight (kind 'kl').")
-    steps: int = Field(2000, ge=1, description="Optimiser steps.")
-    batch_size: int = Field(32, ge=1, description="Batch size.")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate (cosine-annealed).")
-    log_every: int = Field(50, ge=1, description="Print the loss every this many steps.")
-    seed: int = Field(0, description="Seed of weights and batch order.")
-    torch_threads: int | None = Field(1, ge=1, description="torch threads (empty: torch's default).")
-    use_gpu: bool = Field(False, description="Train on one GPU.")
-    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
-    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")
 
 
 @dataclass

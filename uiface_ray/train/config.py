@@ -7,9 +7,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from uiface_ray.config import Config, RayConfig, StorageConfig
-from uiface_ray.model.unet import ModelConfig
+from uiface_ray.model.config import ModelConfig
 
-__all__ = ["DataConfig", "DiffusionConfig", "GridConfig", "OptimConfig", "TrainConfig"]
+__all__ = ["AutoencoderTrainConfig", "DataConfig", "DiffusionConfig", "GridConfig", "OptimConfig", "TrainConfig"]
 
 
 class DataConfig(Config):
@@ -90,3 +90,29 @@ class TrainConfig(Config):
         if self.batch_size % self.num_workers:
             raise ValueError(f"batch_size {self.batch_size} must be divisible by num_workers {self.num_workers}")
         return self
+
+
+class AutoencoderTrainConfig(Config):
+    """Train a small VQModel / AutoencoderKL on the images of a face table."""
+
+    table: str = Field(..., description="Face table (.parquet file or folder; only 'image' is read).")
+    output: str = Field(..., description="Folder (local or s3://) for the diffusers save_pretrained layout.")
+    kind: Literal["vq", "kl"] = Field("vq", description="'vq': diffusers VQModel (as LDM VQ-f4); 'kl': AutoencoderKL.")
+    image_size: int = Field(32, ge=8, description="Training image side in pixels.")
+    block_out_channels: tuple[int, ...] = Field(
+        (32, 64, 64), description="Encoder/decoder channels; downscale = 2 ** (levels - 1)."
+    )
+    layers_per_block: int = Field(1, ge=1, description="ResNet layers per block.")
+    norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups.")
+    latent_channels: int = Field(3, ge=1, description="Latent channels (LDM VQ-f4: 3).")
+    num_vq_embeddings: int = Field(512, ge=2, description="VQ codebook size.")
+    kl_weight: float = Field(1e-6, ge=0, description="KL weight (kind 'kl').")
+    steps: int = Field(2000, ge=1, description="Optimiser steps.")
+    batch_size: int = Field(32, ge=1, description="Batch size.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (cosine-annealed).")
+    log_every: int = Field(50, ge=1, description="Print the loss every this many steps.")
+    seed: int = Field(0, description="Seed of weights and batch order.")
+    torch_threads: int | None = Field(1, ge=1, description="torch threads (empty: torch's default).")
+    use_gpu: bool = Field(False, description="Train on one GPU.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")
