@@ -39,12 +39,21 @@ def _upscale(grid: np.ndarray, min_side: int = 64) -> np.ndarray:
     return grid.repeat(f, axis=2).repeat(f, axis=3)  # nearest-neighbour, (rows, cols, h*f, w*f, 3)
 
 
+def fr_recipe(fr) -> str:
+    """One line naming the FR training recipe of every row."""
+    size = f"{fr.input_size} px" if fr.input_size else "the data's size"
+    budget = f"{fr.epochs} epochs" + (f", at most {fr.max_steps} steps" if fr.max_steps else "") + \
+        (f", at most {fr.max_minutes} min" if fr.max_minutes else "")
+    return (f"FR: IR-{fr.depth} (width x{fr.width}, input {size}) + {'CosFace' if fr.head == 'cosface' else 'ArcFace'} "
+            f"s={fr.head_s} m={fr.head_m}, lr {fr.lr} {fr.lr_schedule}, EMA {fr.ema_decay or 'off'}, budget {budget}")
+
+
 def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
     rep = Report("UIFace ablation (Table 2 at our scale)")
     enc = res.rows[0].metrics.encoder if res.rows else "-"
     rep.paragraph(f"Generator {cfg.model}; {cfg.num_identities} identities x {cfg.images_per_identity} images per "
-                  f"mode, same identities and seeds in every mode (job seed {cfg.seed}). FR: IR-{cfg.fr.depth} "
-                  f"+ ArcFace, verified by 10-fold accuracy on pairsDevTest. Metrics use the FR encoder {enc}.")
+                  f"mode, same identities and seeds in every mode (job seed {cfg.seed}). {fr_recipe(cfg.fr)}, "
+                  f"verified by 10-fold accuracy on pairsDevTest. Metrics use the FR encoder {enc}.")
     if res.real_resolution:
         s = res.real_resolution
         rep.paragraph(f"Real faces (the real row, the precision/recall reference and the pairsDevTest images) were "
