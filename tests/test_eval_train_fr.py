@@ -152,9 +152,13 @@ def test_failed_fr_run_leaves_no_temporary_folder(ray_local, tmp_path):
 
 
 @pytest.mark.slow
-def test_fr_training_resumes_from_its_ray_checkpoint(ray_local, tmp_path):
+def test_fr_training_resumes_from_its_ray_checkpoint(ray_local, tmp_path, monkeypatch):
+    """A rerun resumes from the Ray Train checkpoint; the storage secret handed to the workers in
+    their config is written nowhere in Ray Train's storage."""
     from uiface_ray.evaluate.settings import FRTrainConfig
     from uiface_ray.runtime.train_fr import fit_fr
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-store-me")
 
     data = str(tmp_path / "faces.parquet")
     _face_table(data, classes=3, per_class=4)
@@ -165,3 +169,5 @@ def test_fr_training_resumes_from_its_ray_checkpoint(ray_local, tmp_path):
     second = fit_fr(cfg.model_copy(update={"max_steps": 4}))
     assert first.steps == 2 and second.steps == 4
     assert second.losses[:2] == first.losses  # steps 1-2 were restored, not rerun
+    stored = [p for p in (tmp_path / "ray").rglob("*") if p.is_file()]
+    assert stored and not [p for p in stored if b"do-not-store-me" in p.read_bytes()]

@@ -206,13 +206,14 @@ def run_fr_training(cfg: FRTrainParams, images: np.ndarray, labels: np.ndarray, 
     return FRRun(backbone_now() if lead else {}, step, losses, curve, elapsed(), rate)
 
 
-def public_config(cfg: FRTrainConfig) -> dict:
-    """The config as JSON without the storage secrets (it goes into train_log.json)."""
+def public_config(cfg) -> dict:
+    """A config with a ``storage`` section as JSON, without the storage secrets (for logs and results)."""
     from uiface_ray.config import StorageConfig
 
     d = cfg.model_dump(mode="json")
     secret = {k for k, f in StorageConfig.model_fields.items() if (f.json_schema_extra or {}).get("secret")}
-    d["storage"] = {k: v for k, v in d["storage"].items() if k not in secret}
+    if isinstance(d.get("storage"), dict):
+        d["storage"] = {k: v for k, v in d["storage"].items() if k not in secret}
     return d
 
 

@@ -152,10 +152,17 @@ class AblationConfig(Config):
                                    "and Figure 2 (default: dlib).")
     lfw_dir: str = Field("../shared/data/lfw112", description="Real faces (lfw112 layout): DevTrain for the "
                          "real row and precision/recall, pairsDevTest for verification.")
-    real_row: bool = Field(True, description="Also train on real DevTrain faces (the reference row).")
+    real_faces: str | None = Field(
+        None, description="Your own real faces instead of LFW: a face table (.parquet file or folder; columns "
+        "image, label[, identity]) giving the real row, the precision/recall reference and verification pairs "
+        "drawn from held-out identities (real_verify_fraction); empty: lfw_dir.")
+    real_verify_fraction: float = Field(0.3, gt=0, lt=1, description="real_faces: fraction of the identities "
+                                        "with 2+ images held out for the verification pairs (never trained on).")
+    real_row: bool = Field(True, description="Also train on real faces (the reference row).")
     real_min_images: int = Field(5, ge=2, description="Real row: people with at least this many images.")
     real_max_images: int = Field(2000, ge=11, description="Real images for precision/recall (seeded sample).")
-    verify_max_pairs: int | None = Field(None, ge=20, description="Use only this many pairsDevTest pairs.")
+    verify_max_pairs: int | None = Field(None, ge=20, description="Use only this many pairsDevTest pairs "
+                                         "(real_faces: draw this many held-out pairs; default 1000).")
     real_resolution: int | None = Field(
         None, ge=8, le=112, description="Real faces (the real row, the precision/recall reference and the "
         "pairsDevTest images) are first reduced to this size, so every row is trained and scored at the "
