@@ -250,11 +250,15 @@ def fit_fr_local(cfg: FRTrainConfig, faces=None) -> FRTrainResult:
     storage.fs.check_writable(cfg.out, cfg.storage)
     side = decode_images(faces.images[:1]).shape[1]
     plan = plan_training(len(faces.labels), faces.num_classes, side, cfg, 1, cfg.data)
-    torch.set_num_threads(cfg.torch_threads)
     verifier = (PairsVerifier.load(cfg.verify_pairs, cfg.verify_images, plan.input_size, cfg.verify_max_pairs,
                                    cfg.storage) if cfg.verify_pairs else None)
     images = decode_images(faces.images, plan.input_size)  # (N, n, n, 3)
     device = "cuda" if cfg.use_gpu else "cpu"
     ctx = FRContext(device=device, wrap=lambda m: m.to(device), log=lambda line: print(line, flush=True))
-    run = run_fr_training(cfg, images, faces.labels, plan, ctx, cfg.seed, verifier, cfg.checkpoint_every)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.torch_threads)
+    try:
+        run = run_fr_training(cfg, images, faces.labels, plan, ctx, cfg.seed, verifier, cfg.checkpoint_every)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting (an ablation runs this in its driver)
     return write_fr_outputs(cfg, run, plan, len(faces.labels))
