@@ -130,6 +130,22 @@ def test_plan_refuses_too_small_dataset():
     assert plan_training(1000, 10, 40, cfg.model_copy(update={"input_size": 64}), 2).input_size == 64
 
 
+def test_missing_verification_pairs_fail_at_the_driver(tmp_path):
+    from uiface_ray.errors import InputError
+    from uiface_ray.evaluate.settings import FRTrainConfig
+    from uiface_ray.runtime.train_fr import fit_fr
+
+    data = str(tmp_path / "faces.parquet")
+    _face_table(data)
+    cfg = FRTrainConfig(data=data, out=str(tmp_path / "fr"), verify_pairs=str(tmp_path / "nope.txt"),
+                        verify_images=str(tmp_path))
+    with pytest.raises(InputError, match=r"verify_pairs: .*nope\.txt not found"):
+        fit_fr(cfg)
+    with pytest.raises(InputError, match="needs verify_images"):
+        fit_fr(cfg.model_copy(update={"verify_images": None, "runner": "local"}))
+    assert not (tmp_path / "fr").exists()
+
+
 @pytest.mark.slow
 def test_failed_fr_run_leaves_no_temporary_folder(ray_local, tmp_path):
     """A worker fails on an undecodable image: the error reaches the caller, nothing is written to out

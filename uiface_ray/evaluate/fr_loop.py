@@ -31,6 +31,7 @@ from uiface_ray.evaluate.augment import AugmentSpec
 from uiface_ray.evaluate.fr_schedule import lr_at, margin_at, progress
 from uiface_ray.evaluate.fr_verify import CurvePoint, PairsVerifier
 from uiface_ray.evaluate.settings import FRTrainConfig, FRTrainParams
+from uiface_ray.errors import InputError
 
 BACKBONE_FILE = "backbone.pth"
 LOG_FILE = "train_log.json"
@@ -84,6 +85,22 @@ class FRTrainResult:
     num_images: int
     curve: list = field(default_factory=list)  # CurvePoint
     elapsed_s: float = 0.0
+
+
+class FRInputError(InputError, ValueError):
+    """An FR training input (the data, the verification pairs) is missing or unusable."""
+
+
+def check_inputs(cfg: FRTrainConfig) -> None:
+    """Fail at the driver, naming the field, before any worker starts."""
+    from uiface_ray import storage
+
+    if cfg.verify_pairs and not cfg.verify_images:
+        raise FRInputError(f"verify_pairs {cfg.verify_pairs} needs verify_images (the folder of its images)")
+    for name in ("verify_pairs", "verify_images"):
+        url = getattr(cfg, name)
+        if url and not storage.exists(url, cfg.storage):
+            raise FRInputError(f"{name}: {url} not found")
 
 
 def input_size_for(cfg: FRTrainParams, image_side: int) -> int:
@@ -246,6 +263,7 @@ def fit_fr_local(cfg: FRTrainConfig, faces=None) -> FRTrainResult:
     from uiface_ray import storage
     from uiface_ray.evaluate.faceset import decode_images, read_faceset
 
+    check_inputs(cfg)
     faces = faces if faces is not None else read_faceset(cfg.data, cfg.storage)
     storage.fs.check_writable(cfg.out, cfg.storage)
     side = decode_images(faces.images[:1]).shape[1]

@@ -165,11 +165,12 @@ def fit_fr(cfg: FRTrainConfig) -> FRTrainResult:
     """Train (Ray Train inside a Ray session, or one process) and write the outputs to ``cfg.out``."""
     from uiface_ray import storage
     from uiface_ray.evaluate.faceset import decode_images, read_faceset
-    from uiface_ray.evaluate.fr_loop import plan_training
+    from uiface_ray.evaluate.fr_loop import check_inputs, plan_training
 
     cfg = resolve_paths(cfg)
     if cfg.runner == "local":
         return fit_fr_local(cfg)
+    check_inputs(cfg)
     faces = read_faceset(cfg.data, cfg.storage)  # fail early, naming the URL
     plan = plan_training(len(faces.labels), faces.num_classes, decode_images(faces.images[:1]).shape[1], cfg,
                          cfg.num_workers, cfg.data)
