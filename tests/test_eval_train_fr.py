@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,13 @@ def _face_table(url: str, classes: int = 4, per_class: int = 6, seed: int = 0) -
     storage.write_table(url, rows)
 
 
-def _uiface_temp() -> set:
-    """This module's temporary folders in the system temporary directory (driver and workers share it)."""
-    return {p.name for p in Path(tempfile.gettempdir()).glob("uiface-fr-*")}
+def _run_temp(run_name: str) -> list:
+    """This run's temporary folders in the system temporary directory (driver and workers share it;
+    other processes on the machine may hold folders of their own runs there)."""
+    from uiface_ray.runtime.train_fr import temp_prefix
+
+    tmp = Path(tempfile.gettempdir())
+    return sorted(p.name for kind in ("ray", "ckpt") for p in tmp.glob(temp_prefix(kind, run_name) + "*"))
 
 
 def test_fr_on_ray_train_with_relative_paths_from_another_cwd(ray_local, tmp_path, monkeypatch, lfw_dir):
@@ -51,8 +56,8 @@ def test_fr_on_ray_train_with_relative_paths_from_another_cwd(ray_local, tmp_pat
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-log-me")
     (tmp_path / "lfw").symlink_to(lfw_dir)
     _face_table("faces.parquet")
-    before = _uiface_temp()
-    cfg = FRTrainConfig(data="faces.parquet", out="fr", depth=18, width=0.25, input_size=32, embedding_dim=32,
+    run_name = f"relative-{uuid.uuid4().hex[:8]}"
+    cfg = FRTrainConfig(data="faces.parquet", out="fr", run_name=run_name, depth=18, width=0.25, input_size=32, embedding_dim=32,
                         head="cosface", head_s=16, head_m=0.2, margin_warmup_epochs=1, lr_schedule="cosine",
                         lr_warmup_epochs=0.5, ema_decay=0.9, augment_shift=0.1, epochs=2, batch_size=6,
                         lr=0.05, num_workers=2, verify_pairs="lfw/pairsDevTest.txt", verify_images="lfw/images",
@@ -72,7 +77,7 @@ def test_fr_on_ray_train_with_relative_paths_from_another_cwd(ray_local, tmp_pat
     assert enc.model.input_size == 32 and enc.model.conv1.out_channels == 16
     emb = enc.embed(decode_images(read_faceset("faces.parquet").images, 32))
     assert emb.shape == (24, 32) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    assert _uiface_temp() <= before
+    assert _run_temp(run_name) == []
 
 
 def _identification_accuracy(backbone, images: np.ndarray, labels: np.ndarray) -> float:
@@ -158,13 +163,13 @@ def test_failed_fr_run_leaves_no_temporary_folder(ray_local, tmp_path):
     table = storage.read_table(data).to_pydict()
     table["image"][-1] = b"not an image"
     storage.write_table(data, table)
-    before = _uiface_temp()
-    cfg = FRTrainConfig(data=data, out=str(tmp_path / "fr"), depth=18, width=0.25, input_size=32, embedding_dim=16,
-                        epochs=1, batch_size=6, num_workers=2)
+    run_name = f"failing-{uuid.uuid4().hex[:8]}"
+    cfg = FRTrainConfig(data=data, out=str(tmp_path / "fr"), run_name=run_name, depth=18, width=0.25,
+                        input_size=32, embedding_dim=16, epochs=1, batch_size=6, num_workers=2)
     with pytest.raises(Exception, match="not a decodable image"):
         fit_fr(cfg)
     assert not (tmp_path / "fr" / "backbone.pth").exists()
-    assert _uiface_temp() <= before
+    assert _run_temp(run_name) == []
 
 
 @pytest.mark.slow

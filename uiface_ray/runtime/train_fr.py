@@ -16,6 +16,7 @@ temporary folder, removed when the run ends, fails or is interrupted.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -26,7 +27,7 @@ import numpy as np
 from uiface_ray.evaluate.fr_loop import FRRun, FRTrainResult, fit_fr_local, write_fr_outputs
 from uiface_ray.evaluate.settings import FRTrainConfig
 
-__all__ = ["FRTrainResult", "fit_fr", "resolve_paths", "train_loop_per_worker"]
+__all__ = ["FRTrainResult", "fit_fr", "resolve_paths", "temp_prefix", "train_loop_per_worker"]
 
 STATE_FILE = "state.pt"
 
@@ -41,7 +42,12 @@ def resolve_paths(cfg: FRTrainConfig) -> FRTrainConfig:
         "storage": resolve_storage(cfg.storage)})
 
 
-def _save(metrics: dict, state: dict | None) -> None:
+def temp_prefix(kind: str, run_name: str) -> str:
+    """Prefix of this run's temporary folders (``uiface-fr-ray-<run>-``, ``uiface-fr-ckpt-<run>-``)."""
+    return f"uiface-fr-{kind}-{''.join(c if c.isalnum() or c in '-_' else '_' for c in run_name)}-"
+
+
+def _save(prefix: str, metrics: dict, state: dict | None) -> None:
     """Report ``metrics`` (every rank) with a checkpoint holding ``state`` (rank 0); the local copy is
     removed once Ray Train has persisted it."""
     import ray.train
@@ -51,7 +57,7 @@ def _save(metrics: dict, state: dict | None) -> None:
     if state is None:
         ray.train.report(metrics)
         return
-    with tempfile.TemporaryDirectory(prefix="uiface-fr-ckpt-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         torch.save(state, os.path.join(tmp, STATE_FILE))
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
@@ -128,7 +134,7 @@ def train_loop_per_worker(config: dict) -> None:
     # logger, so every printed line would reach the driver twice.
     log = logging.getLogger("uiface_ray.train_fr").info
     ctx = FRContext(rank, world, ray.train.torch.get_device(), ray.train.torch.prepare_model, mean, from_rank0,
-                    _save, log, _restored())
+                    functools.partial(_save, temp_prefix("ckpt", cfg.run_name)), log, _restored())
     run_fr_training(cfg, images, faces.labels[mine], plan, ctx, cfg.seed, verifier, cfg.checkpoint_every)
 
 
@@ -175,7 +181,7 @@ def fit_fr(cfg: FRTrainConfig) -> FRTrainResult:
     plan = plan_training(len(faces.labels), faces.num_classes, decode_images(faces.images[:1]).shape[1], cfg,
                          cfg.num_workers, cfg.data)
     storage.fs.check_writable(cfg.out, cfg.storage)
-    scratch = None if cfg.ray_storage else tempfile.mkdtemp(prefix="uiface-fr-ray-")
+    scratch = None if cfg.ray_storage else tempfile.mkdtemp(prefix=temp_prefix("ray", cfg.run_name))
     try:
         run = _fit_ray_train(cfg, cfg.ray_storage or scratch)
     finally:
