@@ -173,18 +173,18 @@ def build_iresnet(depth: int, embedding_dim: int = 512, dropout: float = 0.0, in
 
 def iresnet_geometry(state: dict, source: str = "<state dict>") -> tuple[int, float]:
     """(input_size, width) of the IResNet a state dict was saved from, read from its shapes:
-    ``conv1.weight`` (64 * width, 3, 3, 3) and ``fc.weight`` (E, 512 * width * (input_size / 16) ** 2)."""
+    ``conv1.weight`` (64 * width, 3, 3, 3) and ``fc.weight`` (E, 512 * width * (input_size / 16) ** 2).
+    Where those keys are missing, insightface's (112, 1.0), so that the strict load names them."""
     from uiface_ray.encoders.checkpoint import CheckpointError
 
-    try:
-        stem, fc_in, top = state["conv1.weight"].shape[0], state["fc.weight"].shape[1], state["bn2.weight"].shape[0]
-    except (KeyError, IndexError) as exc:
-        raise CheckpointError(f"{source} is not an IResNet checkpoint (no {exc} to read its size from)") from None
-    width = stem / STAGE_WIDTHS[0]
-    side = int(round((fc_in / top) ** 0.5))
-    if side * side * top != fc_in or stage_widths(width)[-1] != top:
-        raise CheckpointError(f"{source}: fc.weight {tuple(state['fc.weight'].shape)} and conv1.weight "
-                              f"{tuple(state['conv1.weight'].shape)} fit no IResNet input size and width")
+    stem, fc, top = state.get("conv1.weight"), state.get("fc.weight"), state.get("bn2.weight")
+    width = stem.shape[0] / STAGE_WIDTHS[0] if stem is not None and stem.ndim == 4 else 1.0
+    if fc is None or top is None or fc.ndim != 2:
+        return INPUT_SIZE, width
+    side = int(round((fc.shape[1] / top.shape[0]) ** 0.5))
+    if side < 1 or side * side * top.shape[0] != fc.shape[1] or stage_widths(width)[-1] != top.shape[0]:
+        raise CheckpointError(f"{source}: fc.weight {tuple(fc.shape)} and conv1.weight "
+                              f"{tuple(stem.shape) if stem is not None else None} fit no IResNet input size and width")
     return side * STRIDE, width
 
 
