@@ -1,6 +1,7 @@
 """The paper's ablation (Table 2) at our scale: for one generator, the same identities and seeds through
 each sampler mode; dataset metrics for each; an FR model (Ray Train) trained on each dataset and on the
-real DevTrain faces, verified on pairsDevTest; Figure 2 (identity only in a timestep interval); an HTML
+real faces (LFW DevTrain, or your own face table with real_faces), verified on pairsDevTest (or pairs of
+held-out identities of your table); Figure 2 (identity only in a timestep interval); an HTML
 report with image grids, d_t curves and genuine/impostor histograms."""
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def body(cfg: AblationConfig) -> None:
     with ray_session(cfg.ray):
         res = run_ablation(cfg, fit_fr)
     page = write_report(cfg, res)
-    print("[ablation] method | 1-MS-SSIM | FR-recall | genuine | impostor | pairsDevTest acc")
+    print(f"[ablation] method | 1-MS-SSIM | FR-recall | genuine | impostor | {res.verify_name} acc")
     for r in res.rows:
         m = r.metrics
         rec = "-" if m.fr_recall is None else f"{m.fr_recall:.3f}"

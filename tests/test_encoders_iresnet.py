@@ -165,3 +165,49 @@ def test_checkpoint_from_s3(s3_bucket, tmp_path):
     with torch.no_grad():
         ref = model((torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5).numpy()
     np.testing.assert_allclose(encoder.embed(faces), ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
+
+
+def _scaled_keys_and_shapes(model) -> dict:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("size,width", [(32, 0.5), (64, 1.0), (112, 0.5)])
+def test_input_sized_backbones_keep_the_layout_and_load_as_encoders(tmp_path, size, width):
+    """Backbones for 32, 64 and 112 px with a width multiplier: insightface's key names, an fc sized
+    for the input (side / 16 squared), and a checkpoint that loads as an encoder without being told
+    its size or width."""
+    gen = torch.Generator().manual_seed(0)
+    model = build_iresnet(18, 64, input_size=size, width=width)
+    for name, buf in model.named_buffers():
+        if name.endswith("running_mean"):
+            buf.copy_(0.1 * torch.randn(buf.shape, generator=gen))
+    model.eval()
+    assert set(model.state_dict()) == standard_iresnet_keys((2, 2, 2, 2))
+    top = int(512 * width)
+    assert model.conv1.out_channels == int(64 * width) and model.bn2.num_features == top
+    assert model.fc.in_features == top * (size // 16) ** 2
+    path = tmp_path / "backbone.pth"
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
+    encoder = load_encoder(EncoderConfig(kind="iresnet", path=str(path), depth=18, embedding_dim=64))
+    assert encoder.model.input_size == size and _scaled_keys_and_shapes(encoder.model) == _scaled_keys_and_shapes(model)
+    faces = _faces(3, size=size)
+    with torch.no_grad():
+        ref = model((torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5).numpy()
+    np.testing.assert_allclose(encoder.embed(faces), ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
+    assert encoder.embed(_faces(2, size=112)).shape == (2, 64)  # other sizes are resized to the input
+
+
+def test_insightface_shapes_at_112_and_bad_sizes():
+    from uiface_ray.encoders.iresnet import iresnet_geometry
+
+    standard = build_iresnet(50)
+    assert iresnet_geometry(standard.state_dict()) == (112, 1.0)
+    assert _scaled_keys_and_shapes(build_iresnet(50, input_size=112, width=1.0)) == _scaled_keys_and_shapes(standard)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        build_iresnet(18, input_size=40)
+    with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
+        build_iresnet(18, input_size=32)(torch.zeros(1, 3, 112, 112))
+    state = build_iresnet(18, 32, input_size=32).state_dict()
+    state["fc.weight"] = torch.zeros(32, 513)
+    with pytest.raises(CheckpointError, match="fit no IResNet input size"):
+        iresnet_geometry(state, "odd.pth")

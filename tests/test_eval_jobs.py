@@ -88,7 +88,9 @@ def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir, caplog):
         sampler={"num_inference_steps": 5, "max_t0": 400}, lfw_dir=str(lfw_dir), real_max_images=12,
         verify_max_pairs=20, metrics_k=2, diversity_identities=3, intervals=((500, 1000), (0, 500)),
         interval_identities=2, interval_images=2, grid_identities=2, grid_images=2,
-        fr={"depth": 18, "embedding_dim": 32, "epochs": 1, "max_steps": 1, "batch_size": 2, "num_workers": 2},
+        fr={"depth": 18, "width": 0.25, "embedding_dim": 32, "head": "cosface", "head_s": 16, "head_m": 0.2,
+            "margin_warmup_epochs": 1, "lr_schedule": "cosine", "lr_warmup_epochs": 1, "ema_decay": 0.9,
+            "augment_shift": 0.1, "epochs": 1, "max_steps": 1, "batch_size": 2, "num_workers": 2},
     )
     with caplog.at_level(logging.INFO, logger="uiface_ray.evaluate.ablation"):
         res = run_ablation(cfg, fit_fr)

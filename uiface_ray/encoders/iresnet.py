@@ -8,7 +8,12 @@ so their ``backbone.pth`` files load directly (after a leading ``module.`` is st
     layerK.0.downsample.{0, 1}                           1x1 stride-2 conv + BN on the shortcut
     bn2, dropout, fc, features                           BN, flatten, Linear(512*7*7 -> E), BN1d
 
-Input: RGB, 112x112, NCHW float, normalised as ``(x / 255 - 0.5) / 0.5`` (values in [-1, 1]).
+Input: RGB, ``input_size`` x ``input_size`` (112 for insightface's models), NCHW float, normalised
+as ``(x / 255 - 0.5) / 0.5`` (values in [-1, 1]).  Four stride-2 stages reduce the side by 16, so
+the fc layer is sized for the input: 112 -> 7x7, 64 -> 4x4, 32 -> 2x2.  ``width`` scales the stage
+widths (64, 128, 256, 512); at 112 px and width 1 the model is insightface's, key for key and shape
+for shape.  A checkpoint records both in its shapes (:func:`iresnet_geometry`), so any of these
+loads as an encoder without being told its input size or width.
 Output: ``(B, embedding_dim)`` raw features (not normalised; the encoder L2-normalises them).
 """
 
@@ -26,6 +31,7 @@ __all__ = [
     "IResNet",
     "IResNetEncoder",
     "build_iresnet",
+    "iresnet_geometry",
     "load_iresnet",
     "normalize_faces",
 ]
@@ -40,6 +46,23 @@ IRESNET_LAYERS: dict[int, tuple[int, int, int, int]] = {
 STAGE_WIDTHS = (64, 128, 256, 512)
 INPUT_SIZE = 112
 BN_EPS = 1e-5
+STRIDE = 2 ** len(STAGE_WIDTHS)  # total downsampling of the four stages: side / 16
+
+
+def stage_widths(width: float) -> tuple[int, int, int, int]:
+    """Channels of the four stages for a width multiplier: ``round(64 * width)`` doubled stage by stage
+    (1.0: insightface's 64, 128, 256, 512; 0.5: 32, 64, 128, 256)."""
+    base = int(round(STAGE_WIDTHS[0] * width))
+    if base < 1:
+        raise ValueError(f"iresnet width multiplier must give at least 1 channel (64 * width), got {width}")
+    return tuple(base * c // STAGE_WIDTHS[0] for c in STAGE_WIDTHS)
+
+
+def check_input_size(input_size: int) -> int:
+    if input_size < STRIDE or input_size % STRIDE:
+        raise ValueError(f"iresnet input_size must be a positive multiple of {STRIDE} (32, 64, 112, ...), "
+                         f"got {input_size}")
+    return int(input_size)
 
 
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -71,20 +94,25 @@ class IBasicBlock(nn.Module):
 
 
 class IResNet(nn.Module):
-    """The insightface IResNet: four stride-2 stages take 112x112 to 7x7, then an FC embedding."""
+    """The insightface IResNet: four stride-2 stages take the input side to side/16 (112 -> 7), then
+    an FC embedding sized for that map."""
 
-    def __init__(self, layers: tuple[int, int, int, int], embedding_dim: int = 512, dropout: float = 0.0):
+    def __init__(self, layers: tuple[int, int, int, int], embedding_dim: int = 512, dropout: float = 0.0,
+                 input_size: int = INPUT_SIZE, width: float = 1.0):
         super().__init__()
         self.depth_layers = tuple(layers)
         self.embedding_dim = embedding_dim
-        self.conv1 = _conv3x3(3, STAGE_WIDTHS[0])
-        self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0], eps=BN_EPS)
-        self.prelu = nn.PReLU(STAGE_WIDTHS[0])
-        in_ch = STAGE_WIDTHS[0]
-        for k, (blocks, width) in enumerate(zip(layers, STAGE_WIDTHS), start=1):
-            setattr(self, f"layer{k}", self._make_stage(in_ch, width, blocks))
-            in_ch = width
-        spatial = INPUT_SIZE // 2 ** len(STAGE_WIDTHS)  # 112 -> 7
+        self.input_size = check_input_size(input_size)
+        self.width = float(width)
+        widths = stage_widths(width)
+        self.conv1 = _conv3x3(3, widths[0])
+        self.bn1 = nn.BatchNorm2d(widths[0], eps=BN_EPS)
+        self.prelu = nn.PReLU(widths[0])
+        in_ch = widths[0]
+        for k, (blocks, out_ch) in enumerate(zip(layers, widths), start=1):
+            setattr(self, f"layer{k}", self._make_stage(in_ch, out_ch, blocks))
+            in_ch = out_ch
+        spatial = self.input_size // STRIDE  # 112 -> 7, 64 -> 4, 32 -> 2
         self.bn2 = nn.BatchNorm2d(in_ch, eps=BN_EPS)
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(in_ch * spatial * spatial, embedding_dim)
@@ -112,8 +140,10 @@ class IResNet(nn.Module):
         self.features.weight.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1:] != (3, INPUT_SIZE, INPUT_SIZE):
-            raise ValueError(f"IResNet expects input (B, 3, {INPUT_SIZE}, {INPUT_SIZE}), got {tuple(x.shape)}")
+        n = self.input_size
+        if x.ndim != 4 or x.shape[1:] != (3, n, n):
+            raise ValueError(f"IResNet expects input (B, 3, {n}, {n}), got {tuple(x.shape)}")
+        # Shapes at 112 px and width 1 (insightface's model); other sizes scale the sides by n / 112.
         x = self.prelu(self.bn1(self.conv1(x)))  # (B, 64, 112, 112)
         x = self.layer1(x)  # (B, 64, 56, 56)
         x = self.layer2(x)  # (B, 128, 28, 28)
@@ -126,16 +156,36 @@ class IResNet(nn.Module):
         return self.features(x)
 
 
-def build_iresnet(depth: int, embedding_dim: int = 512, dropout: float = 0.0) -> IResNet:
+def build_iresnet(depth: int, embedding_dim: int = 512, dropout: float = 0.0, input_size: int = INPUT_SIZE,
+                  width: float = 1.0) -> IResNet:
     """An IResNet of ``depth`` in {18, 34, 50, 100}, randomly initialised as in insightface.
 
-    Expects RGB 112x112 input normalised with :func:`normalize_faces` ((x/255 - 0.5) / 0.5).
+    Expects RGB ``input_size`` x ``input_size`` input normalised with :func:`normalize_faces`
+    ((x/255 - 0.5) / 0.5); ``width`` multiplies the stage widths.
     """
     if depth not in IRESNET_LAYERS:
         raise ValueError(f"iresnet depth must be one of {sorted(IRESNET_LAYERS)}, got {depth!r}")
     if embedding_dim < 1:
         raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
-    return IResNet(IRESNET_LAYERS[depth], embedding_dim=embedding_dim, dropout=dropout)
+    return IResNet(IRESNET_LAYERS[depth], embedding_dim=embedding_dim, dropout=dropout, input_size=input_size,
+                   width=width)
+
+
+def iresnet_geometry(state: dict, source: str = "<state dict>") -> tuple[int, float]:
+    """(input_size, width) of the IResNet a state dict was saved from, read from its shapes:
+    ``conv1.weight`` (64 * width, 3, 3, 3) and ``fc.weight`` (E, 512 * width * (input_size / 16) ** 2).
+    Where those keys are missing, insightface's (112, 1.0), so that the strict load names them."""
+    from uiface_ray.encoders.checkpoint import CheckpointError
+
+    stem, fc, top = state.get("conv1.weight"), state.get("fc.weight"), state.get("bn2.weight")
+    width = stem.shape[0] / STAGE_WIDTHS[0] if stem is not None and stem.ndim == 4 else 1.0
+    if fc is None or top is None or fc.ndim != 2:
+        return INPUT_SIZE, width
+    side = int(round((fc.shape[1] / top.shape[0]) ** 0.5))
+    if side < 1 or side * side * top.shape[0] != fc.shape[1] or stage_widths(width)[-1] != top.shape[0]:
+        raise CheckpointError(f"{source}: fc.weight {tuple(fc.shape)} and conv1.weight "
+                              f"{tuple(stem.shape) if stem is not None else None} fit no IResNet input size and width")
+    return side * STRIDE, width
 
 
 def normalize_faces(images: torch.Tensor) -> torch.Tensor:
@@ -158,16 +208,18 @@ def load_iresnet(url: str, depth: int, embedding_dim: int = 512, storage=None) -
     """
     from uiface_ray.encoders.checkpoint import load_state_strict, read_state_dict, state_fingerprint
 
-    model = build_iresnet(depth, embedding_dim)
     state = read_state_dict(url, storage)
+    input_size, width = iresnet_geometry(state, url)
+    model = build_iresnet(depth, embedding_dim, input_size=input_size, width=width)
     load_state_strict(model, state, url, what=f"IResNet-{depth} (embedding_dim {embedding_dim})")
     return model.eval(), state_fingerprint(model.state_dict())
 
 
 class IResNetEncoder(IdentityEncoder):
-    """An IResNet as an identity encoder: chips resized to 112x112, normalised, embedded, L2-normalised.
+    """An IResNet as an identity encoder: chips resized to the model's input size (112 for
+    insightface's), normalised, embedded, L2-normalised.
 
-    Chips of another size are resized (bilinear, antialiased) to 112x112 first.
+    Chips of another size are resized (bilinear, antialiased) to the input size first.
     """
 
     def __init__(self, model: IResNet, fingerprint: str, device: str = "cpu", batch_size: int = 64,
@@ -193,9 +245,9 @@ class IResNetEncoder(IdentityEncoder):
         for start in range(0, len(images), self.batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size]))
             x = normalize_faces(chunk.to(self.device))  # (b, 3, H, W)
-            if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-                x = nn.functional.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
-                                              align_corners=False, antialias=True)
+            n = self.model.input_size
+            if x.shape[-2:] != (n, n):
+                x = nn.functional.interpolate(x, size=(n, n), mode="bilinear", align_corners=False, antialias=True)
             out.append(self.model(x).float().cpu().numpy())  # (b, E)
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)

@@ -4,6 +4,8 @@ For one generator: the same identity contexts and the same per-image seeds throu
 mode; for each resulting dataset the dataset metrics, an FR model trained on it (by the
 ``train_fr`` callable the job passes in: Ray Train) and its 10-fold accuracy on pairsDevTest;
 a real-data row trained on DevTrain faces; Figure 2 (identity only inside a timestep interval).
+With ``real_faces`` (a user's own face table) the real row, the precision/recall reference and the
+verification pairs come from that table instead (:mod:`uiface_ray.evaluate.real_faces`).
 The report is written by :mod:`uiface_ray.evaluate.ablation_report`.
 """
 
@@ -19,14 +21,14 @@ import numpy as np
 import torch
 
 from uiface_ray import storage
-from uiface_ray.evaluate.faceset import (FaceSet, decode_images, faceset_at_resolution, read_faceset,
-                                         read_image_folder)
+from uiface_ray.evaluate.faceset import FaceSet, decode_images, read_faceset
 from uiface_ray.evaluate.interval_sampling import IntervalPoint, interval_similarity
 from uiface_ray.evaluate.metrics import DatasetMetrics, MetricParams, measure
-from uiface_ray.evaluate.settings import AblationConfig, FRTrainConfig, VerifySetConfig
-from uiface_ray.evaluate.verify import verify_set
+from uiface_ray.evaluate.real_faces import real_faces
+from uiface_ray.evaluate.settings import AblationConfig, FRTrainConfig
 
 log = logging.getLogger(__name__)
+REAL_ROW = "real (DevTrain)"
 
 
 class _Progress:
@@ -78,6 +80,7 @@ class AblationResult:
     results_url: str
     report_url: str | None = None
     real_resolution: int | None = None  # side real faces were reduced to (None: 112, unchanged)
+    verify_name: str = "pairsDevTest"  # the verification pairs every row is scored on
 
 
 def identity_contexts(cfg: AblationConfig, dim: int) -> np.ndarray:
@@ -129,9 +132,9 @@ def write_face_table(url: str, faces: FaceSet | None, images: np.ndarray | None 
 
 
 def train_and_verify(cfg: AblationConfig, name: str, data_url: str, train_fr: Callable,
-                     resolution: int | None = None) -> tuple:
-    """Train an FR model on ``data_url``; its 10-fold pairsDevTest accuracy (pairs seen at
-    ``resolution``), std, steps, losses."""
+                     verify: Callable) -> tuple:
+    """Train an FR model on ``data_url``; its 10-fold verification accuracy (``verify(encoder)``), std,
+    steps, losses."""
     from uiface_ray.encoders import EncoderConfig, load_encoder
 
     out = storage.join(cfg.out, "fr", name)
@@ -140,32 +143,14 @@ def train_and_verify(cfg: AblationConfig, name: str, data_url: str, train_fr: Ca
     res = train_fr(fr_cfg)
     enc = load_encoder(EncoderConfig(kind="iresnet", path=res.backbone_url, depth=cfg.fr.depth,
                                      embedding_dim=cfg.fr.embedding_dim), cfg.storage)
-    spec = VerifySetConfig(name="pairsDevTest", pairs=storage.join(cfg.lfw_dir, "pairsDevTest.txt"),
-                           images_root=storage.join(cfg.lfw_dir, "images"), max_pairs=cfg.verify_max_pairs)
-    v = verify_set(enc, spec, 10, cfg.storage, resolution)
-    return v.accuracy, v.accuracy_std, res.steps, (res.losses[0], res.losses[-1])
+    acc, std = verify(enc)
+    return acc, std, res.steps, (res.losses[0], res.losses[-1])
 
 
 def real_resolution(cfg: AblationConfig, model) -> int | None:
     """Side real faces are reduced to: the config's, else the generator's image size (None: 112)."""
     size = cfg.real_resolution or int(model.info.get("image_size", 112))
     return None if size >= 112 else size
-
-
-def _real_sets(cfg: AblationConfig, resolution: int | None) -> tuple[FaceSet, FaceSet]:
-    """(DevTrain reference sample for precision/recall, DevTrain training set for the real row),
-    both reduced to ``resolution`` when given."""
-    people = storage.join(cfg.lfw_dir, "peopleDevTrain.txt")
-    root = storage.join(cfg.lfw_dir, "images")
-    ref = read_image_folder(root, people, st=cfg.storage)
-    if len(ref.labels) > cfg.real_max_images:
-        ref = ref.subset(np.sort(np.random.default_rng([cfg.seed, 3]).choice(len(ref.labels), cfg.real_max_images,
-                                                                             replace=False)))
-    train = read_image_folder(root, people, min_images=cfg.real_min_images, max_identities=cfg.num_identities,
-                              max_per_identity=cfg.images_per_identity, st=cfg.storage)
-    if resolution is not None:
-        ref, train = faceset_at_resolution(ref, resolution), faceset_at_resolution(train, resolution)
-    return ref, train
 
 
 def _mean_d_t(data: ModeData) -> tuple[list, list]:
@@ -204,8 +189,8 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
     contexts = identity_contexts(cfg, model.embedding_dim)
     encoder = load_encoder(cfg.encoder, cfg.storage)
     resolution = real_resolution(cfg, model)
-    ref, real_train = _real_sets(cfg, resolution)
-    ref_emb = encoder.embed(decode_images(ref.images, 112))
+    real = real_faces(cfg, resolution)
+    ref_emb = encoder.embed(decode_images(real.reference.images, 112))
     params = MetricParams(cfg.diversity_identities, 45, 45, 10000, cfg.metrics_k, 112)
     rows, grids, d_t = [], {}, {}
     progress = _Progress(3 * len(cfg.modes) + 2 * cfg.real_row + 1)
@@ -216,7 +201,7 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
         progress.step(f"{mode}: {len(data.labels)} images sampled")
         m, ic = measure(read_faceset(url, cfg.storage), encoder, ref_emb, params, cfg.seed)
         progress.step(f"{mode}: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
-        acc, std, steps, loss = train_and_verify(cfg, mode, url, train_fr, resolution)
+        acc, std, steps, loss = train_and_verify(cfg, mode, url, train_fr, real.verify)
         progress.step(f"{mode}: FR model trained ({steps} steps) and verified ({100 * acc:.2f}%)")
         rows.append(Row(mode, m, acc, std, steps, loss, float(data.t0.mean()),
                         float(data.unet_evaluations.mean()), ic.genuine, ic.impostor))
@@ -224,21 +209,23 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
         grids[mode] = data.images.reshape(cfg.num_identities, cfg.images_per_identity, *data.images.shape[1:])[:g, :c]
         d_t[mode] = _mean_d_t(data)
     if cfg.real_row:
-        url = write_face_table(storage.join(cfg.out, "data", "real.parquet"), real_train, st=cfg.storage)
-        m, ic = measure(real_train, encoder, None, params, cfg.seed)
+        url = write_face_table(storage.join(cfg.out, "data", "real.parquet"), real.train, st=cfg.storage)
+        m, ic = measure(real.train, encoder, None, params, cfg.seed)
         progress.step(f"real: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
-        acc, std, steps, loss = train_and_verify(cfg, "real", url, train_fr, resolution)
+        acc, std, steps, loss = train_and_verify(cfg, "real", url, train_fr, real.verify)
         progress.step(f"real: FR model trained ({steps} steps) and verified ({100 * acc:.2f}%)")
-        rows.append(Row("real (DevTrain)", m, acc, std, steps, loss, None, None, ic.genuine, ic.impostor))
+        rows.append(Row(REAL_ROW if not cfg.real_faces else "real (own faces)", m, acc, std, steps, loss, None, None, ic.genuine, ic.impostor))
     sampler_steps = int(cfg.sampler.get("num_inference_steps", 50))
     points = interval_similarity(model, contexts[: cfg.interval_identities], encoder, cfg.intervals,
                                  cfg.interval_images, cfg.seed, sampler_steps,
                                  float(cfg.sampler.get("guidance_scale", 1.0)))
     progress.step(f"Figure 2: {len(points)} timestep intervals")
     results_url = storage.join(cfg.out, "results.json")
-    storage.write_bytes_atomic(results_url, json.dumps(results_json(cfg, rows, points, resolution), indent=2).encode(),
-                               cfg.storage)
-    return AblationResult(rows, grids, d_t, points, results_url, real_resolution=resolution)
+    body = results_json(cfg, rows, points, resolution)
+    body["verify_set"] = real.verify_name
+    storage.write_bytes_atomic(results_url, json.dumps(body, indent=2).encode(), cfg.storage)
+    return AblationResult(rows, grids, d_t, points, results_url, real_resolution=resolution,
+                          verify_name=real.verify_name)
 
 
 def results_json(cfg: AblationConfig, rows: list, points: list[IntervalPoint], resolution: int | None = None) -> dict:
@@ -247,5 +234,7 @@ def results_json(cfg: AblationConfig, rows: list, points: list[IntervalPoint], r
         d["metrics"] = asdict(r.metrics)
         return d
 
-    return {"config": cfg.model_dump(mode="json"), "real_resolution": resolution, "rows": [row(r) for r in rows],
+    from uiface_ray.evaluate.fr_loop import public_config
+
+    return {"config": public_config(cfg), "real_resolution": resolution, "rows": [row(r) for r in rows],
             "figure2": [asdict(p) for p in points]}

@@ -18,7 +18,7 @@ TABLE2_NAMES = {
     "uiface": "baseline + 2-stage-adaptive + attn",
 }
 COLUMNS = ("Method", "Diversity (1-MS-SSIM)", "FR-emb. precision", "FR-emb. recall", "Genuine", "Impostor",
-           "d'", "pairsDevTest acc. (%)", "+-", "mean t0", "UNet evals/image", "FR steps", "FR loss first->last")
+           "d'", "verification acc. (%)", "+-", "mean t0", "UNet evals/image", "FR steps", "FR loss first->last")
 
 
 def _row(r) -> list:
@@ -39,21 +39,30 @@ def _upscale(grid: np.ndarray, min_side: int = 64) -> np.ndarray:
     return grid.repeat(f, axis=2).repeat(f, axis=3)  # nearest-neighbour, (rows, cols, h*f, w*f, 3)
 
 
+def fr_recipe(fr) -> str:
+    """One line naming the FR training recipe of every row."""
+    size = f"{fr.input_size} px" if fr.input_size else "the data's size"
+    budget = f"{fr.epochs} epochs" + (f", at most {fr.max_steps} steps" if fr.max_steps else "") + \
+        (f", at most {fr.max_minutes} min" if fr.max_minutes else "")
+    return (f"FR: IR-{fr.depth} (width x{fr.width}, input {size}) + {'CosFace' if fr.head == 'cosface' else 'ArcFace'} "
+            f"s={fr.head_s} m={fr.head_m}, lr {fr.lr} {fr.lr_schedule}, EMA {fr.ema_decay or 'off'}, budget {budget}")
+
+
 def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
     rep = Report("UIFace ablation (Table 2 at our scale)")
     enc = res.rows[0].metrics.encoder if res.rows else "-"
     rep.paragraph(f"Generator {cfg.model}; {cfg.num_identities} identities x {cfg.images_per_identity} images per "
-                  f"mode, same identities and seeds in every mode (job seed {cfg.seed}). FR: IR-{cfg.fr.depth} "
-                  f"+ ArcFace, verified by 10-fold accuracy on pairsDevTest. Metrics use the FR encoder {enc}.")
+                  f"mode, same identities and seeds in every mode (job seed {cfg.seed}). {fr_recipe(cfg.fr)}, "
+                  f"verified by 10-fold accuracy on {res.verify_name}. Metrics use the FR encoder {enc}.")
     if res.real_resolution:
         s = res.real_resolution
-        rep.paragraph(f"Real faces (the real row, the precision/recall reference and the pairsDevTest images) were "
+        rep.paragraph(f"Real faces (the real row, the precision/recall reference and the verification images) were "
                       f"reduced to {s}x{s}, the generator's resolution, before use, so every row is trained and "
                       f"scored on images of the same detail.")
     rep.paragraph("The paper's LPIPS and ImRecall columns need ImageNet VGG and Inception weights that are not "
                   "available here; this table reports 1 - MS-SSIM for diversity and improved precision/recall "
                   "in the FR embedding space instead, named as such. The paper's five benchmarks are replaced "
-                  "by pairsDevTest (LFW people disjoint from the generator's training people).")
+                  f"by {res.verify_name} (people no row was trained on).")
     rep.heading("Table 2 (our numbers)")
     rep.table(COLUMNS, [_row(r) for r in res.rows])
     rep.heading("Samples per mode (rows: identities, columns: seeds; the same in every mode)")

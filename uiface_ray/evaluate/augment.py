@@ -6,7 +6,8 @@ AdaFace (Kim et al., 2022) applies, each with its own probability (0.2 in UIFace
                     cut off but never moved;
   2. low resolution: downscale by a factor in [0.2, 1] with a random interpolation, then scale back;
   3. photometric:   random brightness, contrast and saturation, each factor in [0.5, 1.5].
-Flip is applied with probability 0.5.  Images are float tensors in [0, 1], (B, 3, H, W); every
+Flip is applied with probability 0.5; an optional random shift (by up to ``shift`` of the side,
+edge pixels repeated) on every image helps small, low-resolution training sets.  Images are float tensors in [0, 1], (B, 3, H, W); every
 random draw comes from the ``torch.Generator`` passed in.
 """
 
@@ -25,6 +26,7 @@ class AugmentSpec:
     crop_p: float = 0.2
     low_res_p: float = 0.2
     photometric_p: float = 0.2
+    shift: float = 0.0  # largest translation, as a fraction of the side
 
 
 def _uniform(lo: float, hi: float, g: torch.Generator) -> float:
@@ -78,6 +80,18 @@ def photometric(img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return img
 
 
+def random_shift(img: torch.Tensor, g: torch.Generator, shift: float) -> torch.Tensor:
+    """(3, H, W): translate by up to ``shift * side`` pixels in each direction, edges repeated."""
+    _, h, w = img.shape
+    kh, kw = int(round(shift * h)), int(round(shift * w))
+    if kh == 0 and kw == 0:
+        return img
+    dy = int(torch.randint(-kh, kh + 1, (), generator=g))
+    dx = int(torch.randint(-kw, kw + 1, (), generator=g))
+    padded = F.pad(img[None], (kw, kw, kh, kh), mode="replicate")[0]  # (3, H + 2kh, W + 2kw)
+    return padded[:, kh + dy:kh + dy + h, kw + dx:kw + dx + w]
+
+
 def augment_batch(images: torch.Tensor, g: torch.Generator, spec: AugmentSpec = AugmentSpec()) -> torch.Tensor:
     """Augment a (B, 3, H, W) batch in [0, 1]; each image draws its own choices from ``g``."""
     if images.ndim != 4 or images.shape[1] != 3:
@@ -86,6 +100,8 @@ def augment_batch(images: torch.Tensor, g: torch.Generator, spec: AugmentSpec = 
     for img in images:
         if float(torch.rand((), generator=g)) < spec.flip_p:
             img = img.flip(-1)
+        if spec.shift > 0:
+            img = random_shift(img, g, spec.shift)
         if float(torch.rand((), generator=g)) < spec.crop_p:
             img = random_crop_in_place(img, g)
         if float(torch.rand((), generator=g)) < spec.low_res_p:

@@ -1,6 +1,6 @@
-"""FR training core (pure torch): IResNet + ArcFace, step LR schedule, one optimisation step.
+"""FR training core (pure torch): IResNet + margin head, one optimisation step, the weight average.
 
-The Ray Train loop in ``uiface_ray.runtime.train_fr`` calls these per step; nothing here knows
+The training loop (:mod:`uiface_ray.evaluate.fr_loop`) calls these per step; nothing here knows
 about Ray or storage.  UIFace A.1: IR-50 backbone, ArcFace (s = 64, m = 0.5), 40 epochs,
 step-wise learning rates 0.1, 0.01, 0.001, 0.0001, AdaFace augmentation with probability 0.2.
 The backbone's state dict keeps insightface's layout (``conv1``, ``layer1.0.bn1`` ...), so a
@@ -17,26 +17,51 @@ import torch
 from torch import nn
 
 from uiface_ray.encoders.iresnet import build_iresnet
-from uiface_ray.evaluate.arcface import ArcFaceHead
+from uiface_ray.evaluate.arcface import build_head
 from uiface_ray.evaluate.augment import AugmentSpec, augment_batch
+from uiface_ray.evaluate.fr_schedule import ema_decay_at
 
 
 class FRModel(nn.Module):
-    """Backbone (insightface IResNet) and ArcFace head; ``forward`` returns the loss."""
+    """Backbone (insightface IResNet sized for its input) and a margin head; ``forward`` returns the loss."""
 
     def __init__(self, depth: int, num_classes: int, embedding_dim: int = 512, s: float = 64.0,
-                 m: float = 0.5, generator: torch.Generator | None = None):
+                 m: float = 0.5, generator: torch.Generator | None = None, head: str = "arcface",
+                 input_size: int = 112, width: float = 1.0):
         super().__init__()
-        self.backbone = build_iresnet(depth, embedding_dim)
-        self.head = ArcFaceHead(embedding_dim, num_classes, s=s, m=m, generator=generator)
+        self.backbone = build_iresnet(depth, embedding_dim, input_size=input_size, width=width)
+        self.head = build_head(head, embedding_dim, num_classes, s, m, generator)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images), labels)
 
 
-def lr_at(step: int, base_lr: float, milestones: tuple[int, ...], gamma: float = 0.1) -> float:
-    """Step schedule: ``base_lr * gamma ** (number of milestones <= step)``."""
-    return base_lr * gamma ** sum(step >= m for m in milestones)
+class WeightAverage:
+    """Exponential moving average of a module's state (parameters and BN statistics, decay
+    :func:`~uiface_ray.evaluate.fr_schedule.ema_decay_at`), kept on the module's device."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = float(decay)
+        self.updates = 0
+        self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        d = ema_decay_at(self.updates, self.decay)
+        for k, v in module.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.state[k].mul_(d).add_(v.detach(), alpha=1.0 - d)
+            else:
+                self.state[k].copy_(v)  # num_batches_tracked
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.state.items()}
+
+    def load_state_dict(self, state: dict, updates: int) -> None:
+        for k, v in state.items():
+            self.state[k].copy_(v)
+        self.updates = int(updates)
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
@@ -69,12 +94,12 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: np.nd
     x = to_unit_range(images)
     if augment is not None:
         x = augment_batch(x, generator, augment)
-    x = ((x - 0.5) / 0.5).to(device)  # (B, 3, 112, 112) in [-1, 1]
+    x = ((x - 0.5) / 0.5).to(device)  # (B, 3, n, n) in [-1, 1]
     y = torch.as_tensor(labels, dtype=torch.long, device=device)
     model.train()
     loss = model(x, y)
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"ArcFace loss is {float(loss)} at lr {lr}: lower the learning rate")
+        raise FloatingPointError(f"FR loss is {float(loss)} at lr {lr}: lower the learning rate")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

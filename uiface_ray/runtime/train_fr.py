@@ -1,173 +1,190 @@
-"""FR training on Ray Train: a TorchTrainer over ``num_workers`` data-parallel workers.
+"""FR training on Ray Train: a TorchTrainer over ``num_workers`` data-parallel workers (or, with
+``runner: local``, one process without Ray).
 
+At the driver, :func:`fit_fr` makes every local path absolute and resolves the storage settings
+(a worker runs in another working directory and environment), then hands the config to the
+workers inside ``train_loop_config`` (never ``runtime_env``, which Ray logs in plain text).
 Each worker reads the dataset through the storage layer, keeps its own fixed share of the rows
-(a permutation seeded by the job seed, split by rank), decodes it once, and runs the pure step of
-``uiface_ray.evaluate.fr_train`` under DDP.  Every worker runs the same number of steps.  Rank 0
-reports a Ray Train checkpoint (model, optimizer, step, losses) every epoch or every
-``checkpoint_every`` steps; a rerun with the same ``run_name`` and ``ray_storage`` resumes from the
-last one.  At the end the driver writes ``backbone.pth`` (insightface state-dict layout) and
-``train_log.json`` to ``out`` atomically.
+(a permutation seeded by the job seed, split by rank), decodes it once at the backbone's input
+size and runs :func:`uiface_ray.evaluate.fr_loop.run_fr_training` under DDP; rank 0 also scores
+the verification pairs.  Rank 0 reports a Ray Train checkpoint every epoch (or every
+``checkpoint_every`` steps) and at the end; a rerun with the same ``run_name`` and ``ray_storage``
+resumes from the last one.  The driver then writes ``backbone.pth`` (insightface layout),
+``train_log.json`` and ``verify_curve.png`` to ``out``.  The default ``ray_storage`` is a
+temporary folder, removed when the run ends, fails or is interrupted.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import functools
+import logging
 import os
+import shutil
 import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from uiface_ray.evaluate.fr_loop import FRRun, FRTrainResult, fit_fr_local, write_fr_outputs
 from uiface_ray.evaluate.settings import FRTrainConfig
 
+__all__ = ["FRTrainResult", "fit_fr", "resolve_paths", "temp_prefix", "train_loop_per_worker"]
+
 STATE_FILE = "state.pt"
-BACKBONE_FILE = "backbone.pth"
 
 
-@dataclass(frozen=True)
-class FRTrainResult:
-    backbone_url: str
-    log_url: str
-    losses: list  # mean loss over workers at each step
-    steps: int
-    num_classes: int
-    num_images: int
+def resolve_paths(cfg: FRTrainConfig) -> FRTrainConfig:
+    """The config as a worker must see it: local paths absolute, storage settings filled from AWS_*."""
+    from uiface_ray.storage import absolute_url, resolve_storage
+
+    return cfg.model_copy(update={
+        "data": absolute_url(cfg.data), "out": absolute_url(cfg.out), "ray_storage": absolute_url(cfg.ray_storage),
+        "verify_pairs": absolute_url(cfg.verify_pairs), "verify_images": absolute_url(cfg.verify_images),
+        "storage": resolve_storage(cfg.storage)})
 
 
-def _plan(num_rows: int, cfg: FRTrainConfig) -> tuple[int, int]:
-    """(steps per epoch, total steps), the same on every worker."""
-    per_worker = num_rows // cfg.num_workers
-    if per_worker < cfg.batch_size:
-        raise ValueError(f"{cfg.data}: {num_rows} images give {per_worker} per worker, fewer than "
-                         f"batch_size={cfg.batch_size}; lower batch_size or num_workers")
-    steps_per_epoch = per_worker // cfg.batch_size
-    total = steps_per_epoch * cfg.epochs
-    return steps_per_epoch, min(total, cfg.max_steps) if cfg.max_steps else total
+def temp_prefix(kind: str, run_name: str) -> str:
+    """Prefix of this run's temporary folders (``uiface-fr-ray-<run>-``, ``uiface-fr-ckpt-<run>-``)."""
+    return f"uiface-fr-{kind}-{''.join(c if c.isalnum() or c in '-_' else '_' for c in run_name)}-"
 
 
-def _save_state(model, optimizer, step: int, losses: list) -> "object":
+def _save(prefix: str, metrics: dict, state: dict | None) -> None:
+    """Report ``metrics`` (every rank) with a checkpoint holding ``state`` (rank 0); the local copy is
+    removed once Ray Train has persisted it."""
+    import ray.train
     import torch
     from ray.train import Checkpoint
 
-    from uiface_ray.evaluate.fr_train import backbone_state
-
-    tmp = tempfile.mkdtemp(prefix="uiface-fr-ckpt-")
-    inner = getattr(model, "module", model)
-    torch.save({"model": inner.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "losses": list(losses)}, os.path.join(tmp, STATE_FILE))
-    torch.save(backbone_state(model), os.path.join(tmp, BACKBONE_FILE))
-    return Checkpoint.from_directory(tmp)
+    if state is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        torch.save(state, os.path.join(tmp, STATE_FILE))
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
 
-def _load_state(model, optimizer) -> tuple[int, list]:
+def _restored() -> dict | None:
     import ray.train
     import torch
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
-        return 0, []
+        return None
     with ckpt.as_directory() as d:
-        state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
-    getattr(model, "module", model).load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"]), list(state["losses"])
+        return torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
 
 
-def _worker_rows(cfg: FRTrainConfig, rank: int, world: int):
-    """This worker's fixed share of the rows, decoded: (images (n, 112, 112, 3), labels, classes, plan)."""
-    from uiface_ray.evaluate.faceset import decode_images, read_faceset
-
-    faces = read_faceset(cfg.data, cfg.storage)
-    plan = _plan(len(faces.labels), cfg)
-    perm = np.random.default_rng([cfg.seed, 0x5EED]).permutation(len(faces.labels))
-    mine = np.sort(perm[rank::world][: len(faces.labels) // world])
-    images = decode_images([faces.images[i] for i in mine], 112)  # (n, 112, 112, 3)
-    return images, faces.labels[mine], faces.num_classes, plan
-
-
-def train_loop_per_worker(config: dict) -> None:
-    """Ray Train worker body; ``config`` is ``FRTrainConfig.model_dump()``."""
-    import ray.train
-    import ray.train.torch
+def _collectives(world: int):
+    """(mean over ranks, rank 0's value) of a float; plain identity for one worker."""
     import torch
     import torch.distributed as dist
 
-    from uiface_ray.evaluate import fr_train
-    from uiface_ray.evaluate.augment import AugmentSpec
+    if world == 1 or not dist.is_initialized():
+        return (lambda v: v), (lambda v: v)
+
+    def mean(value: float) -> float:
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t) / world
+
+    def from_rank0(value: float) -> float:
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.broadcast(t, src=0)
+        return float(t)
+
+    return mean, from_rank0
+
+
+def _quiet_report_lines() -> None:
+    """Ray Train 2.x logs "Reporting training result ..." for every rank and report on a logger named
+    after its source file, which its LoggingConfig does not reach; keep its warnings only."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray Train layout: nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train worker body; ``config`` is the resolved ``FRTrainConfig.model_dump()``."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from uiface_ray.evaluate.faceset import decode_images, read_faceset
+    from uiface_ray.evaluate.fr_loop import FRContext, plan_training, run_fr_training
+    from uiface_ray.evaluate.fr_verify import PairsVerifier
 
     cfg = FRTrainConfig.model_validate(config)
     torch.set_num_threads(cfg.torch_threads)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    images, labels, num_classes, (steps_per_epoch, total_steps) = _worker_rows(cfg, rank, world)
-    with torch.random.fork_rng(devices=[]):  # build_iresnet draws from the default generator
-        torch.manual_seed(cfg.seed)
-        model = fr_train.FRModel(cfg.depth, num_classes, cfg.embedding_dim, cfg.arcface_s, cfg.arcface_m,
-                                 torch.Generator().manual_seed(cfg.seed))
-    model = ray.train.torch.prepare_model(model)  # DDP across the workers
-    optimizer = fr_train.build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
-    step, losses = _load_state(model, optimizer)
-    aug = AugmentSpec(0.5 if cfg.flip else 0.0, cfg.augment_p, cfg.augment_p, cfg.augment_p)
-    milestones = tuple(int(round(f * total_steps)) for f in cfg.lr_milestones)
-    every = cfg.checkpoint_every or steps_per_epoch
-    device = ray.train.torch.get_device()
-    batches, batches_epoch = [], -1
-    while step < total_steps:
-        epoch, k = divmod(step, steps_per_epoch)
-        if epoch != batches_epoch:
-            rows = np.arange(len(labels))
-            batches, batches_epoch = fr_train.epoch_batches(rows, cfg.batch_size, steps_per_epoch,
-                                                            cfg.seed + rank, epoch), epoch
-        gen = torch.Generator().manual_seed(fr_train.step_seed(cfg.seed, rank, step))
-        lr = fr_train.lr_at(step, cfg.lr, milestones, cfg.lr_gamma)
-        res = fr_train.train_step(model, optimizer, images[batches[k]], labels[batches[k]], lr, gen, aug, device)
-        loss = torch.tensor([res.loss])
-        if world > 1 and dist.is_initialized():
-            dist.all_reduce(loss)  # mean over workers, for the log
-        losses.append(float(loss) / world)
-        step += 1
-        if step % every == 0 or step == total_steps:
-            ckpt = _save_state(model, optimizer, step, losses) if rank == 0 else None
-            ray.train.report({"step": step, "loss": losses[-1], "lr": res.lr}, checkpoint=ckpt)
+    _quiet_report_lines()
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    faces = read_faceset(cfg.data, cfg.storage)
+    side = decode_images(faces.images[:1]).shape[1]
+    plan = plan_training(len(faces.labels), faces.num_classes, side, cfg, world, cfg.data)
+    perm = np.random.default_rng([cfg.seed, 0x5EED]).permutation(len(faces.labels))
+    mine = np.sort(perm[rank::world][: len(faces.labels) // world])
+    images = decode_images([faces.images[i] for i in mine], plan.input_size)  # (n, s, s, 3)
+    verifier = None
+    if rank == 0 and cfg.verify_pairs:
+        verifier = PairsVerifier.load(cfg.verify_pairs, cfg.verify_images, plan.input_size, cfg.verify_max_pairs,
+                                      cfg.storage)
+    mean, from_rank0 = _collectives(world)
+    # Through logging, not print: Ray Train tees a worker's print to stdout and to its console
+    # logger, so every printed line would reach the driver twice.
+    log = logging.getLogger("uiface_ray.train_fr").info
+    ctx = FRContext(rank, world, ray.train.torch.get_device(), ray.train.torch.prepare_model, mean, from_rank0,
+                    functools.partial(_save, temp_prefix("ckpt", cfg.run_name)), log, _restored())
+    run_fr_training(cfg, images, faces.labels[mine], plan, ctx, cfg.seed, verifier, cfg.checkpoint_every)
 
 
-def fit_fr(cfg: FRTrainConfig) -> FRTrainResult:
-    """Run the TorchTrainer (inside a Ray session) and write backbone.pth + train_log.json to ``cfg.out``."""
+def _fit_ray_train(cfg: FRTrainConfig, ray_storage: str) -> FRRun:
     import torch
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from uiface_ray import storage
-    from uiface_ray.evaluate.faceset import read_faceset
+    from uiface_ray.evaluate.fr_verify import CurvePoint
 
-    faces = read_faceset(cfg.data, cfg.storage)  # fail early, naming the URL
-    _, total_steps = _plan(len(faces.labels), cfg)
-    storage.fs.check_writable(cfg.out, cfg.storage)
-    ray_storage = cfg.ray_storage or tempfile.mkdtemp(prefix="uiface-fr-ray-")
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=cfg.model_dump(mode="json"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
-        run_config=RunConfig(name=cfg.run_name, storage_path=ray_storage),
+                                     resources_per_worker=resources),
+        # Ray Train's own INFO lines (a "Reporting training result" per checkpoint and rank, worker
+        # placement) drown the progress lines; its warnings and errors still show.
+        run_config=RunConfig(name=cfg.run_name, storage_path=ray_storage,
+                             logging_config=LoggingConfig(log_level="WARNING")),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"FR training on {cfg.data} finished without a checkpoint (see the Ray Train log)")
     with result.checkpoint.as_directory() as d:
-        backbone = Path(d, BACKBONE_FILE).read_bytes()
         state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
-    losses = [float(x) for x in state["losses"]]
-    if not all(math.isfinite(x) for x in losses):
-        raise FloatingPointError(f"FR training on {cfg.data} produced a non-finite loss")
-    backbone_url = storage.join(cfg.out, BACKBONE_FILE)
-    log_url = storage.join(cfg.out, "train_log.json")
-    log = {"config": cfg.model_dump(mode="json"), "steps": int(state["step"]), "losses": losses,
-           "num_classes": faces.num_classes, "num_images": len(faces.labels), "planned_steps": total_steps,
-           "encoder": {"kind": "iresnet", "path": backbone_url, "depth": cfg.depth,
-                       "embedding_dim": cfg.embedding_dim}}
-    storage.write_bytes_atomic(backbone_url, backbone, cfg.storage)
-    storage.write_bytes_atomic(log_url, json.dumps(log, indent=2).encode(), cfg.storage)
-    return FRTrainResult(backbone_url, log_url, losses, int(state["step"]), faces.num_classes, len(faces.labels))
+    step, elapsed = int(state["step"]), float(state["elapsed_s"])
+    rate = step * cfg.batch_size * cfg.num_workers / max(elapsed, 1e-9)
+    return FRRun(state["backbone"], step, [float(x) for x in state["losses"]],
+                 [CurvePoint(**c) for c in state["curve"]], elapsed, rate)
+
+
+def fit_fr(cfg: FRTrainConfig) -> FRTrainResult:
+    """Train (Ray Train inside a Ray session, or one process) and write the outputs to ``cfg.out``."""
+    from uiface_ray import storage
+    from uiface_ray.evaluate.faceset import decode_images, read_faceset
+    from uiface_ray.evaluate.fr_loop import check_inputs, plan_training
+
+    cfg = resolve_paths(cfg)
+    if cfg.runner == "local":
+        return fit_fr_local(cfg)
+    check_inputs(cfg)
+    faces = read_faceset(cfg.data, cfg.storage)  # fail early, naming the URL
+    plan = plan_training(len(faces.labels), faces.num_classes, decode_images(faces.images[:1]).shape[1], cfg,
+                         cfg.num_workers, cfg.data)
+    storage.fs.check_writable(cfg.out, cfg.storage)
+    scratch = None if cfg.ray_storage else tempfile.mkdtemp(prefix=temp_prefix("ray", cfg.run_name))
+    try:
+        run = _fit_ray_train(cfg, cfg.ray_storage or scratch)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return write_fr_outputs(cfg, run, plan, len(faces.labels))
