@@ -140,7 +140,7 @@ def test_pickled_code_is_refused(tmp_path):
 
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"conv1.weight": Payload()}))
-    with pytest.raises(CheckpointError, match="cannot read checkpoint .*evil.pth"):
+    with pytest.raises(CheckpointError, match="refusing checkpoint .*evil.pth: .*could run code"):
         load_encoder(EncoderConfig(kind="iresnet", path=str(path), depth=18))
 
 

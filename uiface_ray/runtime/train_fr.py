@@ -24,6 +24,7 @@ import tempfile
 
 import numpy as np
 
+from uiface_ray.runtime.session import prepare_ray_train
 from uiface_ray.evaluate.fr_loop import FRRun, FRTrainResult, fit_fr_local, write_fr_outputs
 from uiface_ray.evaluate.settings import FRTrainConfig
 
@@ -183,6 +184,7 @@ def fit_fr(cfg: FRTrainConfig) -> FRTrainResult:
     storage.fs.check_writable(cfg.out, cfg.storage)
     scratch = None if cfg.ray_storage else tempfile.mkdtemp(prefix=temp_prefix("ray", cfg.run_name))
     try:
+        prepare_ray_train()
         run = _fit_ray_train(cfg, cfg.ray_storage or scratch)
     finally:
         if scratch:
