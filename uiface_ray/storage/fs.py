@@ -282,7 +282,12 @@ def move(src: str, dst: str, storage: StorageConfig | None = None) -> None:
             os.makedirs(os.path.dirname(dst_path), exist_ok=True)
             os.replace(src_path, dst_path)
         else:
-            fs.mv(src_path, dst_path, recursive=True)
+            fs.invalidate_cache()
+            files = fs.find(src_path)
+            targets = [dst_path + f[len(src_path.rstrip("/")):] if f != src_path else dst_path for f in files]
+            if files:
+                fs.copy(files, targets)  # server-side copies, issued together
+                fs.rm(files)
             fs.invalidate_cache()
     except Exception as exc:  # noqa: BLE001
         raise _wrap(src, f"move to {dst}", exc) from exc
