@@ -169,3 +169,23 @@ def test_storage_outage_ends_with_one_clear_line(ray_local, own_s3_server, tmp_p
     assert "rerun the same command" in message
     assert time.time() - start < 200
     wait_cpus_free(ray_local)
+
+
+def test_an_actor_that_meets_bad_input_reports_it_in_one_line(ray_local, tmp_path):
+    """An input error inside an actor's constructor (here: the model is not the one the driver
+    hashed) reaches the driver with its type and message, not as an actor-death traceback."""
+    from uiface_ray.runtime.pool import kill_pool, start_pool, wait_ready
+    from uiface_ray.runtime.synthesis import SamplerWorker
+    from uiface_ray.synth.errors import SynthesisInputError
+
+    model, identities = make_tiny_synthesis_inputs(tmp_path / "tiny", num_identities=1)
+    cfg = SynthesisConfig(model=model, identities=identities, output=str(tmp_path / "ds"),
+                          actors={"num_actors": 1, "use_gpu": False})
+    actors = start_pool(SamplerWorker, cfg.actors, False, 1, "uiface-test",
+                        lambda name: (cfg.model_dump(mode="json"), name, "cpu", "0" * 16))
+    try:
+        with pytest.raises(SynthesisInputError, match=r"changed while the job ran: hash \w+, the driver saw 0{16}"):
+            wait_ready(actors)
+    finally:
+        kill_pool(actors)
+    wait_cpus_free(ray_local)

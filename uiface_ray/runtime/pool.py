@@ -207,9 +207,10 @@ def _cancel(refs: Iterable) -> None:
 def wait_ready(actors: list) -> list:
     """Wait until every actor has run its constructor (``actor.ready()``); returns the live ones.
 
-    An actor that died meanwhile is dropped with a warning; if none is left, the first actor's
-    error is raised (an :class:`uiface_ray.errors.InputError` raised in a constructor, such as an
-    unreachable store, keeps its type and message).
+    An actor whose constructor met bad input (an unreachable store, a changed model) keeps the
+    :class:`uiface_ray.errors.InputError` and raises it from ``ready()``: it is raised here with
+    its type and message (one ``error:`` line for the user).  An actor that died meanwhile is
+    dropped with a warning; if none is left, :class:`PoolError` is raised.
     """
     live, error = [], None
     refs = [(actor, actor.ready.remote()) for actor in actors]
@@ -217,14 +218,13 @@ def wait_ready(actors: list) -> list:
         try:
             ray.get(ref)
             live.append(actor)
+        except RayTaskError as exc:  # the constructor caught an input error; ready() raised it
+            raise input_error_of(exc) or PoolError(f"an actor could not start: {one_line(exc)}") from None
         except RayActorError as exc:
             log.warning("an actor died while starting: %s", one_line(exc))
             error = error or exc
     if not live:
-        cause = input_error_of(error)
-        if cause is not None:
-            raise cause
-        raise RuntimeError(f"no actor of the pool could start: {one_line(error)}") from error
+        raise PoolError(f"no actor of the pool could start: {one_line(error)}") from error
     return live
 
 
