@@ -21,7 +21,7 @@ from uiface_ray.errors import InputError
 from uiface_ray.synth.config import ActorPoolConfig
 
 __all__ = ["DispatchStats", "PoolError", "PoolPlan", "dispatch", "input_error_of", "kill_pool", "one_line", "plan_pool",
-           "ProgressBoard", "start_board", "start_pool", "wait_ready", "wants_gpu"]
+           "ProgressBoard", "board_of", "start_board", "start_pool", "wait_ready", "wants_gpu"]
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,10 @@ def wait_ready(actors: list) -> list:
 
 
 class ProgressBoard:
-    """A tiny actor (no CPU) where workers post images done inside unfinished items, per item key;
-    the driver reads the sum between results so that its progress line moves inside long items."""
+    """A tiny named actor (no CPU) where workers post images done inside unfinished items, per
+    item key; the driver reads it between results so that its progress line moves inside long
+    items.  Workers find it by name (:func:`board_of`): an actor handle among a restartable
+    actor's constructor arguments makes Ray log an error."""
 
     def __init__(self):
         self.partial: dict = {}
@@ -244,10 +246,15 @@ class ProgressBoard:
     def finish(self, key) -> None:
         self.partial.pop(key, None)
 
-    def total(self) -> int:
-        return int(sum(self.partial.values()))
+    def snapshot(self) -> dict:
+        return dict(self.partial)
 
 
-def start_board():
+def start_board(name: str):
     """The :class:`ProgressBoard` actor of one job (``num_cpus=0``: it never waits for a slot)."""
-    return ray.remote(ProgressBoard).options(num_cpus=0).remote()
+    return ray.remote(ProgressBoard).options(num_cpus=0, name=name).remote()
+
+
+def board_of(name: str | None):
+    """The board a worker posts to, by name (None: no board)."""
+    return ray.get_actor(name) if name else None

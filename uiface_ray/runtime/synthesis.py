@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from uiface_ray import storage
 from uiface_ray.errors import InputError
 from uiface_ray.identities.table import IdentityTable, read_identity_table
 from uiface_ray.model import ModelLoadError, load_model, model_hash
-from uiface_ray.runtime.pool import dispatch, kill_pool, start_board, start_pool, wait_ready, wants_gpu
+from uiface_ray.runtime.pool import board_of, dispatch, kill_pool, start_board, start_pool, wait_ready, wants_gpu
 from uiface_ray.storage.fs import check_writable
 from uiface_ray.synth.config import SynthesisConfig
 from uiface_ray.synth.errors import SynthesisInputError
@@ -135,14 +136,14 @@ def prepare_synthesis(cfg: SynthesisConfig) -> Prepared:
 class SamplerWorker:
     """Loads the model once; generates and writes one shard per :meth:`run_shard` call."""
 
-    def __init__(self, cfg: dict, name: str, device: str, expected_hash: str, board=None):
+    def __init__(self, cfg: dict, name: str, device: str, expected_hash: str, board: str | None = None):
         import torch
 
         from uiface_ray.sample import UIFaceSampler
 
         self.cfg = SynthesisConfig.model_validate(cfg)
         self.name = name
-        self.board = board
+        self.board = board_of(board)
         self.model_hash = ""
         self.init_error: InputError | None = None  # raised by ready(): a task error keeps its type
         if device == "cpu":
@@ -223,9 +224,17 @@ def _dispatch(prep: Prepared, actors: list, board, writer: ManifestWriter, lease
         emb = table.embeddings[spec.row_start:spec.row_stop]
         return actor.run_shard.remote(spec, ids, emb, attempt)
 
+    finished: set[int] = set()
+    partial: dict[int, int] = {}  # images done inside unfinished shards, as the board last said
+
+    def in_progress() -> int:
+        return sum(n for index, n in partial.items() if index not in finished)
+
     def on_result(spec: ShardSpec, record: ShardRecord) -> None:
         lease.check()
+        finished.add(spec.index)
         board.finish.remote(spec.index)
+        progress.in_progress = in_progress()
         writer.add(record)
         progress.update(record.rows)
         images_metric.inc(record.rows)
@@ -236,9 +245,11 @@ def _dispatch(prep: Prepared, actors: list, board, writer: ManifestWriter, lease
     def on_tick() -> None:
         lease.check()
         try:
-            progress.in_progress = ray.get(board.total.remote(), timeout=5)
+            partial.clear()
+            partial.update(ray.get(board.snapshot.remote(), timeout=5))
         except ray.exceptions.GetTimeoutError:
             pass
+        progress.in_progress = in_progress()
         progress.maybe_print()
         writer.flush_if_due()
 
@@ -265,7 +276,7 @@ def _say_skipped(prep: Prepared) -> None:
     done_images = sum(r.rows for r in state.done.values())
     print(f"[synthesize] resuming {prep.cfg.output}: {len(state.done)} of {len(prep.plan)} shards already done "
           f"({done_images} images, {len(state.adopted)} adopted), skipped; {len(state.todo)} to run"
-          + (f" ({len(state.redo)} listed but damaged, rerun)" if state.redo else ""), flush=True)
+          + (f" ({len(state.redo)} listed but missing or damaged: rerun)" if state.redo else ""), flush=True)
 
 
 def run_synthesis(cfg: SynthesisConfig) -> SynthesisResult:
@@ -288,8 +299,9 @@ def run_synthesis(cfg: SynthesisConfig) -> SynthesisResult:
         loop_start = time.perf_counter()
         try:
             if state.todo:
-                helpers.append(start_board())
-                actors = _start_pool(prep, len(state.todo), helpers[0])
+                board_name = f"uiface-board-{uuid.uuid4().hex[:8]}"
+                helpers.append(start_board(board_name))
+                actors = _start_pool(prep, len(state.todo), board_name)
                 live = wait_ready(actors)  # the model is loaded everywhere: start the clock
                 loop_start = progress.restart()
                 ran, retries = _dispatch(prep, live, helpers[0], writer, lease, progress)
@@ -306,7 +318,7 @@ def run_synthesis(cfg: SynthesisConfig) -> SynthesisResult:
                            commit_writes=writer.writes)
 
 
-def _start_pool(prep: Prepared, n_todo: int, board) -> list:
+def _start_pool(prep: Prepared, n_todo: int, board: str) -> list:
     cfg_dict = prep.cfg.model_dump(mode="json")
     device = "cuda" if prep.use_gpu else "cpu"
     return start_pool(SamplerWorker, prep.cfg.actors, prep.use_gpu, n_todo, "uiface-sampler",
