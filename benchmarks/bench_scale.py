@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -43,7 +42,8 @@ IMAGES, PER_SHARD = 1, 16
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/status") as fh:
+        return int(next(line for line in fh if line.startswith("VmHWM")).split()[1]) / 1024
 
 
 def start_s3() -> tuple[subprocess.Popen, str]:
@@ -149,10 +149,12 @@ def bench_job(n: int, store: str, work: Path) -> dict:
 
 
 def bench_export(dataset: str, out: str) -> tuple[float, float]:
-    code = ("import resource, sys, time; sys.path.insert(0, %r)\n"
+    # peak memory from VmHWM (reset at exec; ru_maxrss keeps the forking parent's peak)
+    code = ("import sys, time; sys.path.insert(0, %r)\n"
             "from uiface_ray.export.config import ExportConfig\nfrom uiface_ray.export.run import run_export\n"
             "t = time.perf_counter(); run_export(ExportConfig(dataset=%r, output=%r))\n"
-            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+            "print(time.perf_counter() - t, int(hwm) / 1024)"
             % (str(ROOT), dataset, out))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     seconds, mb = proc.stdout.split()[-2:]
@@ -221,7 +223,7 @@ def bench_filter(n: int) -> dict:
     exact = float(np.max(result.nn_similarity))
     return {"kept": filt.kept, "drawn": filt.drawn, "seconds": time.perf_counter() - start,
             "first_block_s": per_block[0], "last_block_s": per_block[-1], "max_nn_similarity": exact,
-            "self_check": worst, "rss_mb": _rss_mb()}
+            "self_check": worst, "rss_mb": _rss_mb(), "block_mb": block * filt.kept * 4 / 2**20}
 
 
 def _row(part: str, store: str, n: int, r: dict) -> str:
@@ -274,7 +276,8 @@ def main() -> None:
         for n in args.filter:
             r = bench_filter(n)
             print(f"filter {n}: kept {r['kept']} of {r['drawn']} in {r['seconds']:.1f} s (block of 1024: first "
-                  f"{r['first_block_s'] * 1000:.1f} ms, last {r['last_block_s'] * 1000:.1f} ms); max similarity "
+                  f"{r['first_block_s'] * 1000:.1f} ms, last {r['last_block_s'] * 1000:.1f} ms, similarity block "
+                  f"{r['block_mb']:.0f} MB at the end); max similarity "
                   f"between kept identities {r['max_nn_similarity']:.3f} (< 0.5); peak RSS {r['rss_mb']:.0f} MB",
                   flush=True)
     finally:

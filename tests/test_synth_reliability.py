@@ -171,6 +171,7 @@ def test_storage_outage_ends_with_one_clear_line(ray_local, own_s3_server, tmp_p
     wait_cpus_free(ray_local)
 
 
+@pytest.mark.slow
 def test_an_actor_that_meets_bad_input_reports_it_in_one_line(ray_local, tmp_path):
     """An input error inside an actor's constructor (here: the model is not the one the driver
     hashed) reaches the driver with its type and message, not as an actor-death traceback."""
