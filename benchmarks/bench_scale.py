@@ -223,7 +223,7 @@ def bench_filter(n: int) -> dict:
     exact = float(np.max(result.nn_similarity))
     return {"kept": filt.kept, "drawn": filt.drawn, "seconds": time.perf_counter() - start,
             "first_block_s": per_block[0], "last_block_s": per_block[-1], "max_nn_similarity": exact,
-            "self_check": worst, "rss_mb": _rss_mb(), "block_mb": block * filt.kept * 4 / 2**20}
+            "self_check": worst, "rss_mb": _rss_mb(), "block_mb": block * min(filt.kept, 4096) * 4 / 2**20}
 
 
 def _row(part: str, store: str, n: int, r: dict) -> str:
@@ -276,8 +276,8 @@ def main() -> None:
         for n in args.filter:
             r = bench_filter(n)
             print(f"filter {n}: kept {r['kept']} of {r['drawn']} in {r['seconds']:.1f} s (block of 1024: first "
-                  f"{r['first_block_s'] * 1000:.1f} ms, last {r['last_block_s'] * 1000:.1f} ms, similarity block "
-                  f"{r['block_mb']:.0f} MB at the end); max similarity "
+                  f"{r['first_block_s'] * 1000:.1f} ms, last {r['last_block_s'] * 1000:.1f} ms, similarity chunk "
+                  f"{r['block_mb']:.0f} MB); max similarity "
                   f"between kept identities {r['max_nn_similarity']:.3f} (< 0.5); peak RSS {r['rss_mb']:.0f} MB",
                   flush=True)
     finally:
