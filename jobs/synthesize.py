@@ -22,7 +22,8 @@ def body(cfg: SynthesisConfig) -> None:
     with ray_session(cfg.ray):
         result = run_synthesis(cfg)
     print(f"[synthesize] done: {result.num_rows} images in {result.num_shards} shards -> {result.output} "
-          f"({result.shards_run} run now, {result.shards_adopted} adopted, {result.shard_retries} re-dispatched; "
+          f"({result.shards_run} run now, {result.shards_skipped} already done and skipped "
+          f"({result.shards_adopted} of them adopted), {result.shard_retries} re-dispatched; "
           f"{result.images_per_second:.2f} img/s with {result.actors} actors)")
 
 

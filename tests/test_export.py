@@ -89,3 +89,61 @@ def test_export_refuses_incomplete_or_corrupt(tmp_path):
     with pytest.raises(DatasetError, match="shard-00001.parquet: content hash"):
         run_export(ExportConfig(dataset=ds2, output=str(tmp_path / "ex2"), formats=("card",)))
     assert not (tmp_path / "ex2" / "dataset_card.json").exists()
+
+
+def _export_job():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("export_job", Path(__file__).parents[1] / "jobs/export.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    return job
+
+
+def _truncate(path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+@pytest.mark.parametrize("case", ["truncated_recorded_size", "truncated_no_size", "missing_metrics", "bad_metrics"])
+def test_export_bad_input_writes_nothing(tmp_path, capsys, case):
+    """Issue 15 case 7: exit 2, one error line, and the output holds nothing of the export."""
+    ds, out = tmp_path / "ds", tmp_path / "ex"
+    make_dataset(str(ds))
+    args = [f"--dataset={ds}", f"--output={out}"]
+    if case == "truncated_recorded_size":  # a manifest with sizes (what synthesize writes): caught before writing
+        from uiface_ray.synth.manifest import read_manifest
+
+        man = read_manifest(str(ds))
+        man.shards = [ShardRecord(r.name, r.index, r.rows, r.sha256, (ds / "shards" / r.name).stat().st_size)
+                      for r in man.shards]
+        write_manifest(str(ds), man)
+        _truncate(ds / "shards" / "shard-00002.parquet")
+        msg = "shard-00002.parquet: .* bytes, the manifest recorded"
+    elif case == "truncated_no_size":  # an older manifest: caught while writing, the staging folder removed
+        _truncate(ds / "shards" / "shard-00002.parquet")
+        msg = "shard-00002.parquet"
+    elif case == "missing_metrics":
+        args.append(f"--metrics={tmp_path / 'nope.json'}")
+        msg = "metrics file not found"
+    else:
+        (tmp_path / "m.json").write_text("{not json")
+        args.append(f"--metrics={tmp_path / 'm.json'}")
+        msg = "is not JSON"
+    rc = _export_job().main(args)
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    import re
+
+    assert re.search(msg, err), err
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_export_replaces_an_earlier_export(tmp_path):
+    ds, out = str(tmp_path / "ds"), tmp_path / "ex"
+    make_dataset(ds)
+    run_export(ExportConfig(dataset=ds, output=str(out), formats=("folders", "recordio")))
+    (out / "images" / "10" / "stale.jpg").write_bytes(b"x")
+    result = run_export(ExportConfig(dataset=ds, output=str(out), formats=("folders", "recordio")))
+    assert not (out / "images" / "10" / "stale.jpg").exists() and len(result.written) == 4
+    assert sorted(p.name for p in out.iterdir()) == ["images", "property", "train.idx", "train.rec"]

@@ -18,6 +18,7 @@ import yaml
 
 from tiny_assets import make_tiny_synthesis_inputs
 from uiface_ray import storage
+from uiface_ray.synth.journal import read_committed
 from uiface_ray.synth.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def test_driver_killed_halfway_then_rerun(ray_local, inputs, clean, tmp_path):
     try:
         deadline = time.time() + 300
         while True:
-            manifest = read_manifest(str(out)) if (out / "manifest.json").exists() else None
+            manifest = read_committed(str(out)) if (out / "manifest.json").exists() else None  # + journal
             if manifest is not None and len(manifest.shards) == 3 and (markers / "holding-3").exists():
                 break
             assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
@@ -111,7 +112,8 @@ def test_driver_killed_halfway_then_rerun(ray_local, inputs, clean, tmp_path):
     while _group_alive(proc.pid) and time.time() < deadline:
         time.sleep(1)
     assert not _group_alive(proc.pid)
-    manifest = read_manifest(str(out))
+    assert not read_manifest(str(out)).complete  # the manifest file: a checkpoint, not a finished dataset
+    manifest = read_committed(str(out))
     assert not manifest.complete and len(manifest.shards) == 3
     assert "shard-00003.parquet" not in _shards(str(out))
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import time
 from dataclasses import asdict
 
 import numpy as np
@@ -21,6 +23,7 @@ from uiface_ray.model import ModelLoadError, load_model
 from uiface_ray.runtime.pool import dispatch, kill_pool, start_pool, wants_gpu
 from uiface_ray.storage.fs import check_writable
 from uiface_ray.synth.errors import SynthesisInputError
+from uiface_ray.synth.progress import hms
 
 __all__ = ["CandidateWorker", "make_identities", "training_identity_embeddings"]
 
@@ -39,9 +42,10 @@ class CandidateWorker:
         self.cfg = MakeIdentitiesConfig.model_validate(cfg)
         if device == "cpu":
             torch.set_num_threads(self.cfg.actors.cpus_per_actor)
-        dtype = getattr(torch, self.cfg.actors.dtype) if device != "cpu" else torch.float32
         sampler_cfg = SamplerConfig(mode="two_stage_fixed", t0=0, num_inference_steps=self.cfg.num_inference_steps)
-        self.sampler = UIFaceSampler.from_pretrained(self.cfg.model, device=device, dtype=dtype, config=sampler_cfg)
+        self.sampler = UIFaceSampler.from_pretrained(self.cfg.model, device=device,
+                                                     dtype=getattr(torch, self.cfg.actors.dtype), config=sampler_cfg,
+                                                     storage=self.cfg.storage)
         self.encoder = load_encoder(self.cfg.encoder, self.cfg.storage)
 
     def embed_candidates(self, block: int) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -68,6 +72,16 @@ def training_identity_embeddings(url: str, storage_cfg=None) -> np.ndarray:
     return (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
 
 
+def resolve_config(cfg: MakeIdentitiesConfig) -> MakeIdentitiesConfig:
+    """The config as actors must see it: local paths absolute, storage settings resolved here."""
+    encoder = cfg.encoder.model_copy(update={"path": storage.absolute_url(cfg.encoder.path)})
+    return cfg.model_copy(update={
+        "model": storage.absolute_url(cfg.model), "output": storage.absolute_url(cfg.output),
+        "summary": storage.absolute_url(cfg.summary), "encoder": encoder,
+        "training_embeddings": storage.absolute_url(cfg.training_embeddings),
+        "storage": storage.resolve_storage(cfg.storage)})
+
+
 def _validate(cfg: MakeIdentitiesConfig) -> tuple[int, np.ndarray | None]:
     try:
         model = load_model(cfg.model, "cpu", storage=cfg.storage)
@@ -88,8 +102,32 @@ def _validate(cfg: MakeIdentitiesConfig) -> tuple[int, np.ndarray | None]:
     return dim, train
 
 
+class KeptProgress:
+    """``[make_identities] kept K/N of D drawn (max M)  r cand/s  ETA h:mm:ss`` every ``every_s``; the
+    ETA extrapolates the kept rate (it slows as the kept set fills the embedding space)."""
+
+    def __init__(self, wanted: int, max_candidates: int, every_s: float = 5.0):
+        self.wanted, self.max_candidates, self.every_s = wanted, max_candidates, every_s
+        self._start = self._last = time.perf_counter()
+        self._printed_final = False
+
+    def restart(self) -> None:
+        self._start = time.perf_counter()
+
+    def show(self, kept: int, drawn: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self._printed_final or not drawn or (not force and now - self._last < self.every_s):
+            return
+        self._last, self._printed_final = now, force
+        elapsed = max(now - self._start, 1e-9)
+        eta = hms((self.wanted - kept) * elapsed / kept) if kept else "?"
+        print(f"[make_identities] kept {kept}/{self.wanted} of {drawn} drawn (max {self.max_candidates})  "
+              f"{drawn / elapsed:.1f} cand/s  ETA {eta}", file=sys.stderr, flush=True)
+
+
 def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
     """Draw, embed and filter candidates until ``num_identities`` are kept; write table + summary."""
+    cfg = resolve_config(cfg)
     dim, train = _validate(cfg)
     filt = GreedyIdentityFilter(cfg.num_identities, dim, cfg.similarity_threshold, train,
                                 cfg.leakage_threshold if train is not None else None)
@@ -107,18 +145,19 @@ def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
                 raise SynthesisInputError(f"the identity encoder gives dim {emb.shape[1]}, the model expects {dim}")
             filt.offer(emb, seeds)
             next_block[0] += 1
-        log.info("identities: %d/%d kept of %d drawn (max %d)", filt.kept, cfg.num_identities, filt.drawn,
-                 cfg.max_candidates)
+        progress.show(filt.kept, filt.drawn, force=filt.done)
         return filt.done
 
     use_gpu = wants_gpu(cfg.actors)
     cfg_dict = cfg.model_dump(mode="json")
     actors: list = []
+    progress = KeptProgress(cfg.num_identities, cfg.max_candidates)
     try:
         actors = start_pool(CandidateWorker, cfg.actors, use_gpu, len(blocks), "uiface-candidates",
                             lambda name: (cfg_dict, name, "cuda" if use_gpu else "cpu"))
-        dispatch(actors, blocks, lambda actor, block, attempt: actor.embed_candidates.remote(block), on_result,
-                 tasks_per_actor=cfg.actors.tasks_per_actor, max_attempts=cfg.actors.max_shard_attempts)
+        progress.restart()
+        dispatch(actors, blocks, lambda actor, block, attempt: actor.embed_candidates.remote(block),
+                 on_result, tasks_per_actor=cfg.actors.tasks_per_actor, max_attempts=cfg.actors.max_shard_attempts)
     finally:
         kill_pool(actors)
     result = filt.result()

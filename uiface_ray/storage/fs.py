@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -181,6 +182,23 @@ def read_bytes(url: str, storage: StorageConfig | None = None) -> bytes:
         raise _wrap(url, "read", exc) from exc
 
 
+def read_many(urls: list[str], storage: StorageConfig | None = None) -> list[bytes]:
+    """The bytes of several files of one store, fetched together (concurrent requests on S3)."""
+    if not urls:
+        return []
+    fs, _ = url_to_fs(urls[0], storage)
+    paths = [url_to_fs(u, storage)[1] for u in urls]
+    try:
+        found = fs.cat(paths, on_error="raise")
+    except FileNotFoundError as exc:
+        raise StorageError(f"not found: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(urls[0], "read", exc) from exc
+    if not isinstance(found, dict):  # one path: fsspec returns its bytes
+        found = {paths[0]: found}
+    return [found[p] for p in paths]
+
+
 def exists(url: str, storage: StorageConfig | None = None) -> bool:
     fs, path = url_to_fs(url, storage)
     try:
@@ -208,6 +226,76 @@ def list_files(url: str, suffix: str = "", storage: StorageConfig | None = None)
         if base.endswith(suffix) and not base.startswith(".tmp-"):
             out.append(join(url, base))
     return sorted(out)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What a listing tells about a file without reading it: its size and a version that changes
+    when the file is replaced (the ETag on S3, the modification time locally)."""
+
+    size: int
+    version: str | None
+
+
+def _file_info(entry: dict) -> FileInfo:
+    etag = entry.get("ETag") or entry.get("etag")
+    if etag:
+        return FileInfo(int(entry.get("size") or 0), str(etag).strip('"'))
+    mtime = entry.get("mtime") or entry.get("LastModified") or entry.get("created")
+    return FileInfo(int(entry.get("size") or 0), None if mtime is None else f"mtime:{mtime}")
+
+
+def list_file_info(url: str, suffix: str = "", storage: StorageConfig | None = None) -> dict[str, FileInfo]:
+    """``{name: FileInfo}`` of the files directly under ``url`` whose names end with ``suffix``,
+    from one listing (on S3: one request per 1,000 files, nothing read)."""
+    fs, path = url_to_fs(url, storage)
+    try:
+        if is_remote(url):
+            fs.invalidate_cache(path)
+        if not fs.exists(path):
+            return {}
+        entries = fs.ls(path, detail=True)
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(url, "list", exc) from exc
+    out = {}
+    for entry in entries:
+        base = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        if entry.get("type") != "directory" and base.endswith(suffix) and not base.startswith(".tmp-"):
+            out[base] = _file_info(entry)
+    return out
+
+
+def file_info(url: str, storage: StorageConfig | None = None) -> FileInfo:
+    """The :class:`FileInfo` of one file (one HEAD request on S3)."""
+    fs, path = url_to_fs(url, storage)
+    try:
+        if is_remote(url):
+            fs.invalidate_cache(path)
+        return _file_info(fs.info(path))
+    except FileNotFoundError as exc:
+        raise StorageError(f"not found: {url}") from exc
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(url, "stat", exc) from exc
+
+
+def move(src: str, dst: str, storage: StorageConfig | None = None) -> None:
+    """Move a file or folder tree to ``dst`` (a rename locally; copy then delete on S3)."""
+    fs, src_path = url_to_fs(src, storage)
+    _, dst_path = url_to_fs(dst, storage)
+    try:
+        if not is_remote(src):
+            os.makedirs(os.path.dirname(dst_path), exist_ok=True)
+            os.replace(src_path, dst_path)
+        else:
+            fs.invalidate_cache()
+            files = fs.find(src_path)
+            targets = [dst_path + f[len(src_path.rstrip("/")):] if f != src_path else dst_path for f in files]
+            if files:
+                fs.copy(files, targets)  # server-side copies, issued together
+                fs.rm(files)
+            fs.invalidate_cache()
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(src, f"move to {dst}", exc) from exc
 
 
 def find_files(url: str, storage: StorageConfig | None = None) -> list[str]:

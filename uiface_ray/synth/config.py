@@ -22,7 +22,8 @@ class ActorPoolConfig(Config):
         "has any.")
     cpus_per_actor: int = Field(1, ge=1, description="num_cpus of each CPU actor (and torch threads in it).")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32", description="Sampling dtype on GPU actors (CPU actors always use float32).")
+        "float32", description="Sampling dtype of the actors (float16/bfloat16 on GPUs; CPUs run them too, slowly). "
+        "Part of what decides the bytes: a resume must keep it.")
     tasks_per_actor: int = Field(2, ge=1, description="Shards queued per actor (2 keeps it busy while one is written).")
     max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed actor in its own slot.")
     max_shard_attempts: int = Field(
@@ -53,7 +54,17 @@ class SynthesisConfig(Config):
     jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality when image_format is 'jpeg'.")
     sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="How images are sampled.")
     actors: ActorPoolConfig = Field(default_factory=ActorPoolConfig, description="The sampler actor pool.")
-    verify_hashes: bool = Field(True, description="On resume, re-hash every listed shard against the manifest.")
+    verify_hashes: bool = Field(
+        False, description="On resume, read every listed shard back and re-hash it (a full read of the dataset); "
+        "default: trust a shard whose size and store version (ETag, mtime) match what was recorded at write time.")
+    write_attempts: int = Field(
+        5, ge=1, description="Tries of each shard/manifest write before the job stops with 'storage unreachable' "
+        "(a failed write is retried as a write, never by regenerating the shard).")
+    write_backoff_s: float = Field(
+        2.0, ge=0, description="Wait before the first write retry; doubled at each further retry.")
+    lease_ttl_s: float = Field(
+        120.0, gt=0, description="Lifetime of the lease on the output (refreshed every third of it while the job "
+        "runs): a second job on the same output is refused until the first ends or its lease expires.")
     progress_every_s: float = Field(5.0, ge=0, description="Seconds between local progress lines.")
     fault_injection: FaultInjectionConfig = Field(
         default_factory=FaultInjectionConfig, description="Test hook (leave empty in production).")

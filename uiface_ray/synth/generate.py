@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from uiface_ray.sample import image_seed
 from uiface_ray.synth.plan import ShardSpec
-from uiface_ray.synth.shard import ShardRows, encode_image
+from uiface_ray.synth.shard import ShardRows, encode_image, shard_metadata
 
 __all__ = ["GeneratedShard", "generate_shard", "shard_seeds"]
 
@@ -36,8 +37,9 @@ def shard_seeds(job_seed: int, identity_ids: np.ndarray, images_per_identity: in
 
 def generate_shard(sampler, spec: ShardSpec, identity_ids: np.ndarray, embeddings: np.ndarray, *,
                    job_seed: int, batch_size: int, image_format: str, jpeg_quality: int,
-                   mode: str, model_hash: str) -> GeneratedShard:
-    """Sample and encode every image of ``spec``; ``identity_ids``/``embeddings`` are the shard's rows."""
+                   mode: str, model_hash: str, on_batch: Callable[[int], None] | None = None) -> GeneratedShard:
+    """Sample and encode every image of ``spec``; ``identity_ids``/``embeddings`` are the shard's rows.
+    ``on_batch(n)`` hears of every ``n`` images done (progress inside a long shard)."""
     start = time.perf_counter()
     ids, idx, seeds = shard_seeds(job_seed, identity_ids, spec.images_per_identity)
     rows_emb = np.repeat(np.asarray(embeddings, dtype=np.float32), spec.images_per_identity, axis=0)  # (R, E)
@@ -51,5 +53,9 @@ def generate_shard(sampler, spec: ShardSpec, identity_ids: np.ndarray, embedding
                       for img in out.images)  # (B, H, W, 3) uint8
         t0s.append(np.asarray(out.t0).astype(np.int32))
         evaluations += int(np.sum(out.unet_evaluations))
-    rows = ShardRows(ids, idx, seeds, images, np.concatenate(t0s), mode, model_hash)
+        if on_batch is not None:
+            on_batch(len(out.images))
+    height, width = np.asarray(out.images).shape[1:3]
+    rows = ShardRows(ids, idx, seeds, images, np.concatenate(t0s), mode, model_hash,
+                     shard_metadata(image_format, int(height), int(width), mode, model_hash))
     return GeneratedShard(rows, time.perf_counter() - start, evaluations)

@@ -1,6 +1,7 @@
 """The manifest: the commit marker of a synthetic dataset.
 
-``<out>/manifest.json`` lists every completed shard with its row count and SHA-256, plus the
+``<out>/manifest.json`` lists every completed shard (during a run, together with the journal of
+:mod:`uiface_ray.synth.journal`) with its row count and SHA-256, plus the
 generation config (what determines the bytes: model hash, identity table hash, seed, sampler
 settings, image format) and the job config it ran with.  It is only ever written atomically and
 only lists shards that are already in place, so a reader that trusts the manifest never sees a
@@ -27,6 +28,8 @@ class ShardRecord:
     index: int
     rows: int
     sha256: str
+    size: int | None = None  # bytes, as the store listed them right after the write
+    version: str | None = None  # the store's version of the file then (S3 ETag, local mtime)
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Manifest:
     num_shards: int
     shards: list[ShardRecord] = field(default_factory=list)
     job_config: dict[str, Any] = field(default_factory=dict)  # recorded, not compared
+    journal_upto: int = -1  # the last journal segment this manifest includes (uiface_ray.synth.journal)
     format: str = FORMAT
 
     @property
@@ -72,6 +76,7 @@ class Manifest:
                 num_shards=int(body["num_shards"]),
                 shards=[ShardRecord(**s) for s in body["shards"]],
                 job_config=dict(body.get("job_config", {})),
+                journal_upto=int(body.get("journal_upto", -1)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{where} is not a valid synthesis manifest: {exc}") from exc

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 
-def _hms(seconds: float) -> str:
+def hms(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -24,6 +24,7 @@ class Progress:
     stream: object = None
     _start: float = field(default_factory=time.perf_counter)
     _images_this_run: int = 0
+    in_progress: int = 0  # images of shards not finished yet (reported by the actors per batch)
     _last_print: float = 0.0
     _final_printed: bool = False
 
@@ -40,14 +41,15 @@ class Progress:
     @property
     def images_per_second(self) -> float:
         elapsed = time.perf_counter() - self._start
-        return self._images_this_run / elapsed if elapsed > 0 else 0.0
+        return (self._images_this_run + self.in_progress) / elapsed if elapsed > 0 else 0.0
 
     def line(self) -> str:
         rate = self.images_per_second
-        left = self.total_images - self.images_done
-        eta = _hms(left / rate) if rate > 0 else "?"
+        done = self.images_done + self.in_progress
+        left = self.total_images - done
+        eta = hms(left / rate) if rate > 0 else "?"
         return (f"[synthesize] shards {self.shards_done}/{self.total_shards}  images "
-                f"{self.images_done}/{self.total_images}  {rate:.2f} img/s  ETA {eta}")
+                f"{done}/{self.total_images}  {rate:.2f} img/s  ETA {eta}")
 
     def maybe_print(self, force: bool = False) -> None:
         now = time.perf_counter()

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from PIL import Image
 
 from uiface_ray import storage
-from uiface_ray.storage.parquet import table_to_bytes, to_table
+from uiface_ray.storage.parquet import table_metadata, table_to_bytes, to_table
 
-__all__ = ["SHARD_COLUMNS", "ShardRows", "decode_image", "encode_image", "encode_shard", "read_shard", "sha256"]
+__all__ = ["SHARD_COLUMNS", "ShardRows", "decode_image", "encode_image", "encode_shard", "read_shard", "sha256",
+           "shard_metadata"]
 
 SHARD_COLUMNS = ("identity_id", "image_index", "seed", "image", "t0", "mode", "model_hash")
 ImageFormat = Literal["png", "jpeg"]
@@ -61,13 +62,21 @@ class ShardRows:
     t0: np.ndarray  # (R,) int32
     mode: str
     model_hash: str
+    metadata: dict[str, str] = field(default_factory=dict)  # the file's uiface.* schema metadata
 
     def __len__(self) -> int:
         return len(self.image)
 
 
+def shard_metadata(image_format: str, height: int, width: int, mode: str, model_hash: str) -> dict[str, str]:
+    """The schema metadata of a shard: what a reader needs to know before decoding a row."""
+    return {"uiface.image_format": image_format, "uiface.image_size": f"{height}x{width}",
+            "uiface.mode": mode, "uiface.model_hash": model_hash}
+
+
 def encode_shard(rows: ShardRows) -> bytes:
-    """The Parquet bytes of one shard (no compression of the already-compressed images)."""
+    """The Parquet bytes of one shard (no compression of the already-compressed images), with
+    ``rows.metadata`` as the schema metadata."""
     n = len(rows)
     for name in ("identity_id", "image_index", "seed", "t0"):
         if len(getattr(rows, name)) != n:
@@ -81,7 +90,7 @@ def encode_shard(rows: ShardRows) -> bytes:
         "mode": [rows.mode] * n,
         "model_hash": [rows.model_hash] * n,
     }
-    return table_to_bytes(to_table(columns), compression="none")
+    return table_to_bytes(to_table(columns, rows.metadata or None), compression="none")
 
 
 def read_shard(url: str, storage_cfg=None) -> ShardRows:
@@ -100,4 +109,5 @@ def read_shard(url: str, storage_cfg=None) -> ShardRows:
         t0=np.asarray(table.column("t0").to_numpy(), dtype=np.int32),
         mode=modes[0] if modes else "",
         model_hash=hashes[0] if hashes else "",
+        metadata={k: v for k, v in table_metadata(table).items() if k.startswith("uiface.")},
     )

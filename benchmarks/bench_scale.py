@@ -1,0 +1,291 @@
+"""Driver-side cost of synthesis at scale: commit, resume, export, identity filtering (issue 13).
+
+    python benchmarks/bench_scale.py --job 1000 10000 --driver 1000 10000 100000 --filter 100000
+
+Every code path is the real one; only the arithmetic is small: a near-free generator (an 8x8
+UNet, 1 DDIM step), 1 image per identity, 16 identities per shard.  Each size runs on local disk
+and on a loopback S3 server (moto, started and stopped here).  Three parts:
+
+* ``--job N``: the real synthesis job (Ray, 2 sampler actors) for N identities, then a resume with
+  nothing to do, a resume with 1% of the shards deleted (rerun: only those are regenerated), and
+  an export (image folders + RecordIO + card) with its time and peak memory (a subprocess).
+* ``--driver N``: the driver alone, at sizes the actors of this 2-core machine cannot reach in a
+  benchmark's time: N/16 shards written by this process (the real encoder and shard writer), each
+  committed through the real journal (``ManifestWriter``), then resume planning (one listing,
+  the manifest, the journal) with nothing to do and with 1% of the shards deleted.
+* ``--filter N``: the blockwise greedy identity filter keeping N of N candidates (128-d random
+  unit vectors, threshold 0.5: the similarity work of make_identities without the generator),
+  with time and memory per block and an exact check of the kept set's maximum similarity.
+
+Printed: one table row per (part, store, size).  Driver memory is this process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+IMAGES, PER_SHARD = 1, 16
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        return int(next(line for line in fh if line.startswith("VmHWM")).split()[1]) / 1024
+
+
+def start_s3() -> tuple[subprocess.Popen, str]:
+    exe = str(Path(sys.executable).with_name("moto_server"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(150):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                       "AWS_REGION": "us-east-1"})
+    return proc, endpoint
+
+
+def new_bucket(endpoint: str) -> str:
+    import boto3
+    import fsspec
+
+    name = f"bench-{os.urandom(4).hex()}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=name)
+    fsspec.filesystem("s3").invalidate_cache()
+    return f"s3://{name}"
+
+
+def make_inputs(directory: Path, n: int) -> tuple[str, str]:
+    """A near-free generator and an identity table of n random identities."""
+    from uiface_ray.identities.filtering import FilterResult, FilterSummary
+    from uiface_ray.identities.table import write_identity_table
+    from uiface_ray.model import ModelConfig, build_model, save_model
+
+    dim = 16
+    cfg = ModelConfig.tiny(image_size=8, block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=4,
+                           cross_attention_dim=8, num_tokens=4, embedding_dim=dim, context_hidden_dim=16)
+    model = str(directory / "model")
+    if not Path(model).exists():
+        save_model(build_model(cfg, {"kind": "bench", "dim": dim}, seed=0), model)
+    table = str(directory / f"ids-{n}.parquet")
+    if not Path(table).exists():
+        emb = np.random.default_rng(n).standard_normal((n, dim)).astype(np.float32)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        # random identities as they are (the filter's O(n^2) pass is measured by --filter instead)
+        summary = FilterSummary(n, n, 0, 0, n, 1.0, None, 0)
+        result = FilterResult(emb, np.arange(n, dtype=np.int64), np.zeros(n, np.float32), summary)
+        write_identity_table(table, result, {"kind": "bench", "dim": dim})
+    return model, table
+
+
+def synth_config(model: str, table: str, out: str):
+    from uiface_ray.synth.config import SynthesisConfig
+
+    return SynthesisConfig.model_validate(dict(
+        model=model, identities=table, output=out, images_per_identity=IMAGES, identities_per_shard=PER_SHARD,
+        batch_size=PER_SHARD, progress_every_s=60.0, sampler={"mode": "uiface", "num_inference_steps": 1},
+        actors={"num_actors": 2, "use_gpu": False, "tasks_per_actor": 4}))
+
+
+def _delete_one_percent(out: str, n_shards: int) -> int:
+    from uiface_ray import storage
+    from uiface_ray.synth.plan import shard_name
+
+    victims = list(range(0, n_shards, 100))
+    for i in victims:
+        storage.remove(storage.join(out, "shards", shard_name(i)))
+    return len(victims)
+
+
+def _time_resume(cfg) -> float:
+    from uiface_ray.runtime.synthesis import check_inputs, plan_work, resolve_config
+
+    checked = check_inputs(resolve_config(cfg))
+    start = time.perf_counter()
+    plan_work(checked)
+    return time.perf_counter() - start
+
+
+def bench_job(n: int, store: str, work: Path) -> dict:
+    from uiface_ray.runtime.synthesis import run_synthesis
+
+    model, table = make_inputs(work, n)
+    out = store + f"/job-{n}"
+    cfg = synth_config(model, table, out)
+    first = run_synthesis(cfg)
+    shards = first.num_shards
+    idle = _time_resume(cfg)
+    deleted = _delete_one_percent(out, shards)
+    missing = _time_resume(cfg)
+    start = time.perf_counter()
+    rerun = run_synthesis(cfg)
+    rerun_s = time.perf_counter() - start
+    assert rerun.shards_run == deleted, (rerun.shards_run, deleted)
+    export_s, export_mb = bench_export(out, store + f"/export-{n}")
+    return {"shards": shards, "images": first.num_rows, "job_s": first.seconds,
+            "driver_ms_per_shard": None, "commit_bytes": first.commit_bytes, "commit_writes": first.commit_writes,
+            "resume_idle_s": idle, "resume_1pct_plan_s": missing, "rerun_1pct_s": rerun_s,
+            "export_s": export_s, "export_peak_mb": export_mb, "driver_rss_mb": _rss_mb()}
+
+
+def bench_export(dataset: str, out: str) -> tuple[float, float]:
+    # peak memory from VmHWM (reset at exec; ru_maxrss keeps the forking parent's peak)
+    code = ("import sys, time; sys.path.insert(0, %r)\n"
+            "from uiface_ray.export.config import ExportConfig\nfrom uiface_ray.export.run import run_export\n"
+            "t = time.perf_counter(); run_export(ExportConfig(dataset=%r, output=%r))\n"
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+            "print(time.perf_counter() - t, int(hwm) / 1024)"
+            % (str(ROOT), dataset, out))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seconds, mb = proc.stdout.split()[-2:]
+    return float(seconds), float(mb)
+
+
+def bench_driver(n: int, store: str, work: Path) -> dict:
+    """N/16 shards written here and committed through the journal; then resume planning."""
+    from uiface_ray import storage
+    from uiface_ray.identities.table import read_identity_table
+    from uiface_ray.runtime.synthesis import check_inputs, plan_work, resolve_config
+    from uiface_ray.synth.journal import ManifestWriter
+    from uiface_ray.synth.manifest import ShardRecord
+    from uiface_ray.synth.resume import expected_rows
+    from uiface_ray.synth.shard import ShardRows, encode_image, encode_shard, sha256, shard_metadata
+
+    model, table = make_inputs(work, n)
+    out = store + f"/driver-{n}"
+    cfg = synth_config(model, table, out)
+    checked = check_inputs(resolve_config(cfg))
+    prep = plan_work(checked)
+    ids = read_identity_table(table).identity_ids
+    writer = ManifestWriter(prep.cfg.output, prep.manifest, prep.cfg.storage)
+    writer.begin()
+    image = encode_image(np.zeros((8, 8, 3), np.uint8))
+    commit_s = 0.0
+    for spec in prep.state.todo:
+        idn, idx = expected_rows(spec, ids)
+        data = encode_shard(ShardRows(idn, idx, idn, [image] * len(idn), np.zeros(len(idn)), "uiface",
+                                      prep.manifest.model_hash, shard_metadata("png", 8, 8, "uiface", "x")))
+        url = storage.join(prep.cfg.output, "shards", spec.name)
+        storage.write_bytes_atomic(url, data)
+        info = storage.file_info(url)
+        start = time.perf_counter()
+        writer.add(ShardRecord(spec.name, spec.index, len(idn), sha256(data), info.size, info.version))
+        commit_s += time.perf_counter() - start
+    start = time.perf_counter()
+    writer.finish()
+    final_s = time.perf_counter() - start
+    shards = len(prep.plan)
+    idle = _time_resume(cfg)
+    _delete_one_percent(out, shards)
+    missing = _time_resume(cfg)
+    return {"shards": shards, "images": shards * PER_SHARD * IMAGES, "job_s": None,
+            "driver_ms_per_shard": 1000 * commit_s / shards, "final_manifest_s": final_s,
+            "commit_bytes": writer.bytes_written, "commit_writes": writer.writes,
+            "resume_idle_s": idle, "resume_1pct_plan_s": missing, "driver_rss_mb": _rss_mb()}
+
+
+def bench_filter(n: int) -> dict:
+    from uiface_ray.identities.filtering import GreedyIdentityFilter, max_similarity
+
+    dim, block = 128, 1024
+    rng = np.random.default_rng(0)
+    filt = GreedyIdentityFilter(n, dim, similarity_threshold=0.5)
+    per_block, start = [], time.perf_counter()
+    seed = 0
+    while not filt.done:
+        emb = rng.standard_normal((block, dim)).astype(np.float32)
+        t = time.perf_counter()
+        filt.offer(emb, np.arange(seed, seed + block))
+        per_block.append(time.perf_counter() - t)
+        seed += block
+    result = filt.result()
+    worst = float(max_similarity(result.embeddings[:2000], result.embeddings).max())  # itself: 1.0
+    exact = float(np.max(result.nn_similarity))
+    return {"kept": filt.kept, "drawn": filt.drawn, "seconds": time.perf_counter() - start,
+            "first_block_s": per_block[0], "last_block_s": per_block[-1], "max_nn_similarity": exact,
+            "self_check": worst, "rss_mb": _rss_mb(), "block_mb": block * min(filt.kept, 4096) * 4 / 2**20}
+
+
+def _row(part: str, store: str, n: int, r: dict) -> str:
+    def f(key, fmt="{:.2f}"):
+        v = r.get(key)
+        return "-" if v is None else fmt.format(v)
+
+    return (f"| {part} | {store} | {n} | {r['shards']} | {f('job_s', '{:.0f}')} | {f('driver_ms_per_shard', '{:.2f}')} "
+            f"| {r['commit_bytes'] / 1024:.0f} | {r['commit_writes']} | {r['commit_bytes'] / r['shards']:.0f} "
+            f"| {f('resume_idle_s')} | {f('resume_1pct_plan_s')} | {f('export_s', '{:.0f}')} "
+            f"| {f('export_peak_mb', '{:.0f}')} | {r['driver_rss_mb']:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--job", type=int, nargs="*", default=[1000])
+    parser.add_argument("--driver", type=int, nargs="*", default=[1000, 10000])
+    parser.add_argument("--filter", type=int, nargs="*", default=[])
+    parser.add_argument("--stores", nargs="*", default=["local", "s3"], choices=["local", "s3"])
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import logging
+
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(tempfile.mkdtemp(prefix="uiface-bench-scale-"))
+    server = None
+    rows = []
+    try:
+        if "s3" in args.stores:
+            server, endpoint = start_s3()
+        print("| part | store | identities | shards | job s | driver ms/shard | commit KB | commit writes "
+              "| commit B/shard | resume idle s | resume 1% plan s | export s | export peak MB | driver RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for store in args.stores:
+            base = new_bucket(endpoint) if store == "s3" else str(work / "out")
+            for n in args.driver:
+                rows.append(_row("driver", store, n, bench_driver(n, base, work)))
+                print(rows[-1], flush=True)
+            if args.job:
+                from uiface_ray.runtime.session import ray_session
+
+                with ray_session():
+                    for n in args.job:
+                        rows.append(_row("job", store, n, bench_job(n, base, work)))
+                        print(rows[-1], flush=True)
+        for n in args.filter:
+            r = bench_filter(n)
+            print(f"filter {n}: kept {r['kept']} of {r['drawn']} in {r['seconds']:.1f} s (block of 1024: first "
+                  f"{r['first_block_s'] * 1000:.1f} ms, last {r['last_block_s'] * 1000:.1f} ms, similarity chunk "
+                  f"{r['block_mb']:.0f} MB); max similarity "
+                  f"between kept identities {r['max_nn_similarity']:.3f} (< 0.5); peak RSS {r['rss_mb']:.0f} MB",
+                  flush=True)
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
