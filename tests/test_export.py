@@ -147,3 +147,24 @@ def test_export_replaces_an_earlier_export(tmp_path):
     result = run_export(ExportConfig(dataset=ds, output=str(out), formats=("folders", "recordio")))
     assert not (out / "images" / "10" / "stale.jpg").exists() and len(result.written) == 4
     assert sorted(p.name for p in out.iterdir()) == ["images", "property", "train.idx", "train.rec"]
+
+
+def test_card_carries_licence_intended_use_and_generator_training_data(tmp_path):
+    from tiny_assets import make_tiny_model
+    from uiface_ray.export.card import build_card, card_markdown, generator_record
+    from uiface_ray.model import load_model, save_model
+
+    url = make_tiny_model(str(tmp_path / "model"))
+    model = load_model(url)
+    model.info["training_data"] = {"table": "faces.parquet", "source": "/data/lfw112/images", "identities": 298,
+                                   "images": 4436, "rows_sha256": "ab" * 32}
+    save_model(model, url)
+    gen = generator_record(url)
+    assert gen["training_data"]["identities"] == 298 and gen["weights_hash"]
+    assert generator_record(str(tmp_path / "gone"))["note"].startswith("model bundle not readable")
+    ds = str(tmp_path / "ds")
+    make_dataset(ds)
+    card = build_card(open_dataset(ds), license="CC BY-NC 4.0", intended_use="Research only.", generator=gen)
+    text = card_markdown(card)
+    assert card["license"] == "CC BY-NC 4.0" and "## Intended use\n\nResearch only." in text
+    assert "4436 real images of 298 identities from `/data/lfw112/images`" in text

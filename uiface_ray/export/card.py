@@ -8,18 +8,10 @@ from typing import Any
 import numpy as np
 
 from uiface_ray import storage
+from uiface_ray.export.config import DEFAULT_INTENDED_USE
 from uiface_ray.synth.dataset import SyntheticDataset
 
 __all__ = ["DEFAULT_INTENDED_USE", "build_card", "card_markdown", "generator_record", "write_card"]
-
-DEFAULT_INTENDED_USE = (
-    "Training and evaluating face-recognition models for research, as a substitute for web-scraped "
-    "real faces. The identities are synthetic and were filtered against the generator's training "
-    "identities, but a generator can still reproduce traits of the real faces it was trained on (see "
-    "'Generator training data'). Not for identifying, profiling or surveilling real people, and not as "
-    "evidence about any real person."
-)
-
 
 def generator_record(model_url: str | None, storage_cfg=None) -> dict[str, Any]:
     """The generator's own record of what it was trained on (``uiface.json`` of the model bundle)."""

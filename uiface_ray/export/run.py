@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from uiface_ray import storage
-from uiface_ray.export.card import build_card, write_card
+from uiface_ray.export.card import build_card, generator_record, write_card
 from uiface_ray.export.config import ExportConfig
 from uiface_ray.export.folders import export_image_folders
 from uiface_ray.export.recordio import export_recordio
@@ -104,7 +104,8 @@ def _write_all(cfg: ExportConfig, dataset: SyntheticDataset, metrics: dict, stag
         names += ["train.rec", "train.idx", "property"]
     if "card" in cfg.formats:
         card = build_card(dataset, _identity_encoder(dataset.manifest.job_config, cfg.storage), metrics,
-                          cfg.verify_hashes)
+                          cfg.verify_hashes, license=cfg.card.license, intended_use=cfg.card.intended_use,
+                          generator=generator_record(dataset.manifest.job_config.get("model"), cfg.storage))
         write_card(card, staging, cfg.storage)
         names += ["dataset_card.json", "README.md"]
     return names
