@@ -9,6 +9,8 @@ bash scripts/setup.sh
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 fast=0
 if [ "${1:-}" = "--fast" ]; then fast=1; shift; fi
+echo "[test] lint (ruff)"
+.venv/bin/ruff check --quiet .
 echo "[test] default suite"
 .venv/bin/python -m pytest -q -ra "$@"
 if [ "$fast" = 0 ]; then

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path

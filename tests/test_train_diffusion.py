@@ -12,7 +12,7 @@ from train_tables import write_face_table
 from uiface_ray.model.bundle import load_model
 from uiface_ray.model.unet import ModelConfig
 from uiface_ray.runtime.train_diffusion import train_diffusion
-from uiface_ray.storage.fs import exists, list_files, read_bytes
+from uiface_ray.storage.fs import list_files, read_bytes
 from uiface_ray.train.config import TrainConfig
 from uiface_ray.train.loop import load_training_data, run_training
 from uiface_ray.train.validate import TrainInputError
