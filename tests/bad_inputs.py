@@ -134,14 +134,14 @@ def _bin(tmp: Path, a: dict, payload: bytes) -> list[str]:
     return _verify(tmp, a, [{"name": "b", "bin": str(tmp / "x.bin")}])
 
 
-def _pairs(tmp: Path, a: dict, text: str, images: bool = True) -> list[str]:
+def _pairs(tmp: Path, a: dict, text: str | bytes, images: bool = True) -> list[str]:
     root = tmp / "imgs"
     if images:
         for name in ("Al", "Bo"):
             (root / name).mkdir(parents=True, exist_ok=True)
             for i in (1, 2):
                 (root / name / f"{name}_{i:04d}.jpg").write_bytes(_jpeg(60 * i, 112))
-    (tmp / "pairs.txt").write_text(text)
+    (tmp / "pairs.txt").write_bytes(text if isinstance(text, bytes) else text.encode())
     return _verify(tmp, a, [{"name": "p", "pairs": str(tmp / "pairs.txt"), "images_root": str(root)}])
 
 
@@ -163,6 +163,40 @@ def _write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def _damaged_model(tmp: Path, a: dict, rel: str, cut: bool) -> str:
+    import shutil
+
+    model = tmp / "model"
+    shutil.copytree(a["model"], model)
+    target = model / rel
+    target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2] if cut else b"{not json")
+    return str(model)
+
+
+def _dataset(tmp: Path, truncate: bool) -> Path:
+    """A finished tiny dataset (synth core only), optionally with its first shard cut in half."""
+    from uiface_ray import storage
+    from uiface_ray.synth.manifest import Manifest, ShardRecord, write_manifest
+    from uiface_ray.synth.plan import plan_shards
+    from uiface_ray.synth.shard import ShardRows, encode_image, encode_shard, sha256
+
+    ds = tmp / "ds"
+    plan = plan_shards(2, 1, 2)
+    man = Manifest({"model_hash": "abc", "seed": 1}, 2, 2, len(plan), job_config={"identities": ""})
+    for spec in plan:
+        ids = np.full(2, spec.index)
+        rows = ShardRows(ids, np.arange(2), ids * 10, [encode_image(np.zeros((8, 8, 3), np.uint8), "png")] * 2,
+                         np.full(2, 500), "uiface", "abc")
+        data = encode_shard(rows)
+        storage.write_bytes_atomic(str(ds / "shards" / spec.name), data)
+        man.shards.append(ShardRecord(spec.name, spec.index, 2, sha256(data)))
+    write_manifest(str(ds), man)
+    if truncate:
+        first = sorted((ds / "shards").iterdir())[0]
+        first.write_bytes(first.read_bytes()[:100])
+    return ds
 
 
 def _yaml(tmp: Path, text: str) -> Path:
@@ -213,6 +247,20 @@ CASES: dict[str, Case] = {
                               lambda t, a: _synth(t, a, identities=_write(t / "t.parquet", b"id,embedding\n")),
                               needs=("synth",)),
     # --- model, output, storage ---
+    "model-truncated-unet": Case("synthesize", "a truncated unet/*.safetensors",
+                                 r"diffusion_pytorch_model\.safetensors: not a readable safetensors file",
+                                 lambda t, a: _synth(t, a, model=_damaged_model(
+                                     t, a, "unet/diffusion_pytorch_model.safetensors", cut=True)), needs=("synth",)),
+    "model-truncated-context": Case("synthesize", "a truncated context_encoder.safetensors",
+                                    r"context_encoder\.safetensors: not a readable safetensors file",
+                                    lambda t, a: _synth(t, a, model=_damaged_model(
+                                        t, a, "context_encoder.safetensors", cut=True)), needs=("synth",)),
+    "model-garbage-unet-config": Case("synthesize", "a garbage unet/config.json", r"unet/config\.json: not valid JSON",
+                                      lambda t, a: _synth(t, a, model=_damaged_model(
+                                          t, a, "unet/config.json", cut=False)), needs=("synth",)),
+    "model-garbage-marker": Case("synthesize", "a garbage uiface.json", r"uiface\.json: not valid JSON",
+                                 lambda t, a: _synth(t, a, model=_damaged_model(t, a, "uiface.json", cut=False)),
+                                 needs=("synth",)),
     "model-missing": Case("synthesize", "a model folder that does not exist", r"no UIFace model at .*nope",
                           lambda t, a: _synth(t, a, model=str(t / "nope")), needs=("synth",)),
     "output-is-a-file": Case("synthesize", "an output path under a plain file", r"not writable",
@@ -256,6 +304,10 @@ CASES: dict[str, Case] = {
                               lambda t, a: _pairs(t, a, "1\nAl\t1\tBo\t2\t3\n"), needs=("backbone",)),
     "pairs-empty": Case("verify", "an empty pairs file", r"empty pairs file",
                         lambda t, a: _pairs(t, a, ""), needs=("backbone",)),
+    "pairs-no-count-line": Case("verify", "a pairs file without its count line", r"line 1: expected a count",
+                                lambda t, a: _pairs(t, a, "Al\t1\t2\n"), needs=("backbone",)),
+    "pairs-binary": Case("verify", "a binary file given as pairs", r"not a text pairs file",
+                         lambda t, a: _pairs(t, a, b"\xff\xfe\x00\x81" * 8), needs=("backbone",)),
     "bin-os-system": Case("verify", "a .bin pickle that calls os.system", r"refusing global (posix|os)\.system",
                           lambda t, a: _bin(t, a, pickle.dumps(([_System()], [True]))), needs=("backbone",)),
     "bin-eval": Case("verify", "a .bin pickle that calls eval", r"refusing global builtins\.eval",
@@ -264,6 +316,8 @@ CASES: dict[str, Case] = {
                              lambda t, a: _bin(t, a, pickle.dumps(42)), needs=("backbone",)),
     "bin-not-images": Case("verify", "a .bin whose image bytes are not images", r"image 0 cannot be decoded",
                            lambda t, a: _bin(t, a, pickle.dumps(([b"xx", b"yy"], [True]))), needs=("backbone",)),
+    "bin-no-pairs": Case("verify", "a .bin with no pairs", r"no pairs",
+                         lambda t, a: _bin(t, a, pickle.dumps(([], []))), needs=("backbone",)),
     "bin-truncated": Case("verify", "a truncated .bin", r"not a readable pickle",
                           lambda t, a: _bin(t, a, pickle.dumps(([_jpeg(), _jpeg()], [True]))[:-30]),
                           needs=("backbone",)),
@@ -278,6 +332,11 @@ CASES: dict[str, Case] = {
                            r"refusing checkpoint .*could run code", lambda t, a: _embed(t, a, legacy=False),
                            needs=("faces",)),
     # --- export ---
+    "export-truncated-shard": Case("export", "export of a dataset with a truncated shard", r"shard-00000\.parquet",
+                                   lambda t, a: [f"--dataset={_dataset(t, truncate=True)}", f"--output={t / 'out'}"]),
+    "export-missing-metrics": Case("export", "export with --metrics naming a missing file", r"metrics",
+                                   lambda t, a: [f"--dataset={_dataset(t, truncate=False)}", f"--output={t / 'out'}",
+                                                 f"--metrics={t / 'nope.json'}"]),
     "export-no-manifest": Case("export", "export of a folder with no manifest", r"manifest",
                                lambda t, a: [f"--dataset={_write(t / 'ds' / 'notes.txt', b'x').parent}",
                                              f"--output={t / 'out'}"]),

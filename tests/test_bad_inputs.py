@@ -52,12 +52,13 @@ def test_bad_input_is_one_clear_line(name, assets, tmp_path, capsys, request):
     assert rc == 2, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     errors = [ln for ln in lines if ln.startswith("error: ")]
-    assert len(errors) == 1, err[-3000:]
+    assert len(errors) == 1 and len(errors[0]) < 600, err[-3000:]
     # besides the error: progress lines ("[stage] ...") before it, or the keys of a config error after it
     others = [ln for ln in lines if not ln.startswith(("error: ", "[", "  "))]
     assert others == [], err[-3000:]
     assert re.search(case.sees, err), (case.sees, err[-2000:])
-    assert not (tmp_path / case.output).exists(), f"{case.output} was written"
+    out = tmp_path / case.output
+    assert not out.exists() or (out.is_dir() and not any(out.iterdir())), f"{case.output} was written"
 
 
 def test_reliability_doc_lists_every_case():
@@ -95,7 +96,8 @@ def test_fuzzed_config_values_never_crash(assets, tmp_path, capsys, ray_local):
 
 def _truncations(data: bytes, rng) -> list[bytes]:
     cuts = sorted({0, 1, len(data) // 2, len(data) - 1, int(rng.integers(1, max(2, len(data))))})
-    return [data[:c] for c in cuts if c < len(data)]
+    # a cut that only drops trailing whitespace (a text file's last newline) leaves the same content
+    return [data[:c] for c in cuts if c < len(data) and data[:c].rstrip() != data.rstrip()]
 
 
 def test_truncated_files_of_every_kind(assets, tmp_path, capsys, ray_local):
