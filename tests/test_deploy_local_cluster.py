@@ -213,7 +213,8 @@ def test_job_submit_synthesizes_a_complete_dataset(ray_head, tmp_path):
     job_id = f"uiface-deploy-test-{os.getpid()}"
     cmd = [
         str(RAY), "job", "submit", "--address", ray_head, "--submission-id", job_id, "--no-wait",
-        "--runtime-env", str(ROOT / "deploy" / "runtime_env.yaml"), "--working-dir", str(ROOT),
+        # from the repository root with relative paths, exactly as the README shows
+        "--runtime-env", "deploy/runtime_env.yaml", "--working-dir", ".",
         "--", "python", "jobs/synthesize.py", "--config", "configs/synthesize_tiny.yaml",
         f"--model={model_url}", f"--identities={identities_url}", f"--output={out}",
     ]
