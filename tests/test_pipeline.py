@@ -82,6 +82,8 @@ def test_pipeline_end_to_end_tiny_from_repo_root_with_relative_paths(lfw_dir):
         for stage in ("prepare_faces", "embed", "train_diffusion", "make_identities", "synthesize", "metrics", "export"):
             assert f"| {stage} |" in report
         both = (first.stdout + first.stderr).splitlines()
+        trained = [line for line in both if "[train] checkpoint step" in line]
+        assert len(trained) == 1, trained  # each worker line reaches the driver once
         where = [i for i, line in enumerate(both) if "Traceback" in line]
         assert not where, "\n".join(both[max(0, where[0] - 5):where[0] + 60])
         second = subprocess.run(args, capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
