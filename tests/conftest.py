@@ -118,7 +118,11 @@ def ray_local():
     """One local Ray for the whole test session, with a fixed number of CPUs."""
     import ray
 
+    from uiface_ray.runtime.session import init_embedded_ray
+
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        # as the jobs start theirs: with the dashboard and RAY_ADDRESS for Ray's own helper actors, so
+        # that Ray Train's placement-group cleaner never mistakes another Ray on this machine for ours
+        init_embedded_ray(num_cpus=2, log_to_driver=False)
     yield ray
     ray.shutdown()

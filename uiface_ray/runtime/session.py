@@ -27,7 +27,7 @@ from typing import Iterator
 
 from uiface_ray.config import RayConfig
 
-__all__ = ["prepare_ray_train", "ray_session"]
+__all__ = ["init_embedded_ray", "prepare_ray_train", "ray_session"]
 
 log = logging.getLogger(__name__)
 
@@ -42,31 +42,34 @@ def ray_session(cfg: RayConfig | None = None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
         ray.init(address=address, log_to_driver=True)
     else:
-        # An embedded Ray listens on this machine only and lives as long as this process; token
-        # authentication (on by default since Ray 2.60) protects nothing here.  A value the user
-        # set is kept.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        address = _embedded_address()
-        ray.init(
-            num_cpus=cfg.num_cpus,
-            num_gpus=cfg.num_gpus,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=True,
-            configure_logging=False,
-            runtime_env={"env_vars": {"RAY_ADDRESS": address}},
-        )
-        os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        init_embedded_ray(cfg.num_cpus, cfg.num_gpus)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def init_embedded_ray(num_cpus: int | None = None, num_gpus: int | None = None, log_to_driver: bool = True) -> None:
+    """Start an embedded local Ray the way every job (and the tests) should: token auth off unless
+    the user set it (it guards nothing in-process), the dashboard up for Ray Train's state queries,
+    ``RAY_ADDRESS`` handed to its workers, Ray Train's print tee and preemption watcher off."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    address = _embedded_address()
+    try:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=log_to_driver, configure_logging=False,
+                 runtime_env={"env_vars": {"RAY_ADDRESS": address}})
+    finally:
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
 
 
 def _embedded_address() -> str:
