@@ -6,10 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-
-def hms(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+from uiface_ray.progress import hms
 
 
 @dataclass
@@ -47,7 +44,7 @@ class Progress:
         rate = self.images_per_second
         done = self.images_done + self.in_progress
         left = self.total_images - done
-        eta = hms(left / rate) if rate > 0 else "?"
+        eta = hms(left / rate) if rate > 0 else ("0:00:00" if left <= 0 else "?")
         return (f"[synthesize] shards {self.shards_done}/{self.total_shards}  images "
                 f"{done}/{self.total_images}  {rate:.2f} img/s  ETA {eta}")
 

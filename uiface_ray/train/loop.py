@@ -18,6 +18,7 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
+from uiface_ray.progress import hms
 from uiface_ray.model.bundle import UIFaceModel
 from uiface_ray.model.unet import build_model
 from uiface_ray.train.checkpoint import load_train_state, read_latest, save_checkpoint
@@ -144,11 +145,6 @@ def train_step(state: TrainState, wrapped: nn.Module, scheduler: DDPMScheduler, 
     return float(loss.detach())
 
 
-def _fmt_time(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 @dataclass
 class _Meter:
     """Loss and throughput since the last log line, and this session's pace for the ETA."""
@@ -177,7 +173,7 @@ class _Meter:
 
 def progress_line(m: dict, max_steps: int) -> str:
     return (f"[train] step {m['step']}/{max_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
-            f"{m['images_per_s']:.1f} img/s elapsed {_fmt_time(m['session_elapsed_s'])} eta {_fmt_time(m['eta_s'])}")
+            f"{m['images_per_s']:.1f} img/s elapsed {hms(m['session_elapsed_s'])} eta {hms(m['eta_s'])}")
 
 
 def write_checkpoint(state: TrainState, cfg: TrainConfig, data: FaceData, images: np.ndarray,
