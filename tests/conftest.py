@@ -38,6 +38,24 @@ def need_lfw() -> Path:
     return LFW_DIR
 
 
+# Everything a test run may leave in the repository root (caches, ignored build folders).
+_ROOT_ALLOWED = {".pytest_cache", ".ruff_cache", "out", ".cache", "build", "__pycache__"}
+_root_before: set[str] = set()
+
+
+def pytest_sessionstart(session):  # noqa: ARG001
+    _root_before.update(os.listdir(ROOT))
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+    """A test that writes into the folder pytest was started from (a relative path it did not mean)
+    fails the run: it would leave files in the user's checkout."""
+    new = sorted(set(os.listdir(ROOT)) - _root_before - _ROOT_ALLOWED)
+    if new:
+        print(f"\nerror: the tests left {new} in {ROOT}", file=sys.stderr)
+        session.exitstatus = 1
+
+
 @pytest.fixture(scope="session")
 def lfw_dir() -> Path:
     return need_lfw()

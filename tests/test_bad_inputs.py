@@ -75,9 +75,15 @@ FUZZ_KEYS = ["images_per_identity", "identities_per_shard", "batch_size", "seed"
              "jpeg_quality", "output", "model", "identities", "storage.endpoint_url", "actors.dtype"]
 
 
-def test_fuzzed_config_values_never_crash(assets, tmp_path, capsys, ray_local):
-    """40 random (key, value) overrides: either the job accepts them and finishes, or exit 2 in one line."""
+def test_fuzzed_config_values_never_crash(assets, tmp_path, capsys, ray_local, monkeypatch):
+    """40 random (key, value) overrides: either the job accepts them and finishes, or exit 2 in one line.
+
+    A fuzzed ``output`` such as ``-1`` is a valid relative path: the job runs in a scratch folder so
+    that it lands there, not in the folder pytest was started from."""
     rng = np.random.default_rng(20261202)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     job = _job("synthesize")
     for i in range(40):
         key = FUZZ_KEYS[int(rng.integers(len(FUZZ_KEYS)))]
@@ -92,6 +98,8 @@ def test_fuzzed_config_values_never_crash(assets, tmp_path, capsys, ray_local):
         if rc == 2:
             assert [ln for ln in err.splitlines() if ln.startswith("error: ")], (key, value, err)
             assert not (out / "manifest.json").exists(), (key, value)
+    relative = sorted(p.name for p in cwd.iterdir())
+    assert set(relative) <= set(FUZZ_VALUES), relative  # only fuzzed relative outputs, nothing else
 
 
 def _truncations(data: bytes, rng) -> list[bytes]:
