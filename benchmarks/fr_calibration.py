@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from uiface_ray.config import load_config
     from uiface_ray.evaluate.faceset import read_image_folder
     from uiface_ray.evaluate.fr_loop import fit_fr_local
-    from uiface_ray.evaluate.settings import FRTrainConfig
+    from uiface_ray.evaluate.config import FRTrainConfig
 
     lfw = Path(args.lfw)
     out = args.out or tempfile.mkdtemp(prefix="uiface-fr-calibration-")

@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uiface_ray.config import run_job  # noqa: E402
-from uiface_ray.evaluate.settings import AblationConfig  # noqa: E402
+from uiface_ray.evaluate.config import AblationConfig  # noqa: E402
 
 
 def body(cfg: AblationConfig) -> None:
@@ -24,7 +24,7 @@ def body(cfg: AblationConfig) -> None:
     from uiface_ray.runtime.session import ray_session
     from uiface_ray.runtime.train_fr import fit_fr
 
-    with ray_session(cfg.ray):
+    with ray_session(cfg.ray):  # one session for every FR training of the table
         res = run_ablation(cfg, fit_fr)
     page = write_report(cfg, res)
     print(f"[ablation] method | 1-MS-SSIM | FR-recall | genuine | impostor | {res.verify_name} acc")

@@ -16,11 +16,9 @@ from uiface_ray.identities.config import MakeIdentitiesConfig  # noqa: E402
 
 def body(cfg: MakeIdentitiesConfig) -> None:
     from uiface_ray.runtime.identities import make_identities
-    from uiface_ray.runtime.session import ray_session
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with ray_session(cfg.ray):
-        summary = make_identities(cfg)
+    summary = make_identities(cfg)
     print(f"[make_identities] kept {summary.kept} of {summary.candidates_drawn} candidates "
           f"({summary.rejected_similar} too similar, {summary.rejected_leakage} too close to training identities) "
           f"-> {cfg.output}")

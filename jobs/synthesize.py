@@ -15,12 +15,11 @@ from uiface_ray.synth.config import SynthesisConfig  # noqa: E402
 
 
 def body(cfg: SynthesisConfig) -> None:
-    from uiface_ray.runtime.session import ray_session
     from uiface_ray.runtime.synthesis import run_synthesis
+    from uiface_ray.synth.faults import faults_from_env
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with ray_session(cfg.ray):
-        result = run_synthesis(cfg)
+    result = run_synthesis(cfg, faults=faults_from_env())
     print(f"[synthesize] done: {result.num_rows} images in {result.num_shards} shards -> {result.output} "
           f"({result.shards_run} run now, {result.shards_skipped} already done and skipped "
           f"({result.shards_adopted} of them adopted), {result.shard_retries} re-dispatched; "

@@ -11,18 +11,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uiface_ray.config import run_job  # noqa: E402
-from uiface_ray.evaluate.settings import FRTrainConfig  # noqa: E402
+from uiface_ray.evaluate.config import FRTrainConfig  # noqa: E402
 
 
 def body(cfg: FRTrainConfig) -> None:
-    from uiface_ray.runtime.session import ray_session
     from uiface_ray.runtime.train_fr import fit_fr
 
-    if cfg.runner == "local":
-        res = fit_fr(cfg)
-    else:
-        with ray_session(cfg.ray):
-            res = fit_fr(cfg)
+    res = fit_fr(cfg)
     print(f"[train_fr] {res.steps} steps in {res.elapsed_s / 60:.1f} min on {res.num_images} images of "
           f"{res.num_classes} identities; loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}")
     if res.curve:

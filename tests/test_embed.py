@@ -13,7 +13,8 @@ import torch
 
 from uiface_ray.data import PrepareFacesConfig, decode_batch, prepare_faces, read_people_list
 from uiface_ray.encoders import CheckpointError, EncoderConfig, build_iresnet, load_encoder
-from uiface_ray.runtime.embed import EmbedConfig, run_embed
+from uiface_ray.encoders.config import EmbedConfig
+from uiface_ray.runtime.embed import run_embed
 from uiface_ray.storage import exists, read_table, write_table
 from uiface_ray.storage.parquet import table_metadata
 

@@ -79,7 +79,7 @@ def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir, caplog):
     from tiny_assets import make_tiny_model
     from uiface_ray.evaluate.ablation import run_ablation
     from uiface_ray.evaluate.ablation_report import write_report
-    from uiface_ray.evaluate.settings import AblationConfig
+    from uiface_ray.evaluate.config import AblationConfig
     from uiface_ray.runtime.train_fr import fit_fr
 
     model = make_tiny_model(str(tmp_path / "gen"))
@@ -118,7 +118,7 @@ def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir, caplog):
 
 def test_ablation_config_is_checked_before_any_work():
     from uiface_ray.evaluate.ablation import check_config
-    from uiface_ray.evaluate.settings import AblationConfig
+    from uiface_ray.evaluate.config import AblationConfig
 
     ok = AblationConfig(model="m", out="o", images_per_identity=6, grid_images=6)
     check_config(ok)

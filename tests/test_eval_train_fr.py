@@ -49,7 +49,7 @@ def test_fr_on_ray_train_with_relative_paths_from_another_cwd(ray_local, tmp_pat
     at the driver is not written to the log; no temporary folder is left behind."""
     from uiface_ray.encoders import EncoderConfig, load_encoder
     from uiface_ray.evaluate.faceset import decode_images, read_faceset
-    from uiface_ray.evaluate.settings import FRTrainConfig
+    from uiface_ray.evaluate.config import FRTrainConfig
     from uiface_ray.runtime.train_fr import fit_fr
 
     monkeypatch.chdir(tmp_path)
@@ -98,7 +98,7 @@ def test_tiny_lfw_run_lowers_loss_and_learns_to_identify(lfw_dir, tmp_path):
     from uiface_ray.encoders.iresnet import load_iresnet
     from uiface_ray.evaluate.faceset import decode_images, read_image_folder
     from uiface_ray.evaluate.fr_loop import _build, fit_fr_local, plan_training
-    from uiface_ray.evaluate.settings import FRTrainConfig
+    from uiface_ray.evaluate.config import FRTrainConfig
 
     faces = read_image_folder(str(lfw_dir / "images"), str(lfw_dir / "peopleDevTrain.txt"), min_images=10,
                               max_identities=8, max_per_identity=10)
@@ -121,7 +121,7 @@ def test_tiny_lfw_run_lowers_loss_and_learns_to_identify(lfw_dir, tmp_path):
 
 def test_plan_refuses_too_small_dataset():
     from uiface_ray.evaluate.fr_loop import plan_training
-    from uiface_ray.evaluate.settings import FRTrainConfig
+    from uiface_ray.evaluate.config import FRTrainConfig
 
     cfg = FRTrainConfig(data="x", out="y", batch_size=64, num_workers=2)
     with pytest.raises(ValueError, match="batch_size=64"):
@@ -137,7 +137,7 @@ def test_plan_refuses_too_small_dataset():
 
 def test_missing_verification_pairs_fail_at_the_driver(tmp_path):
     from uiface_ray.errors import InputError
-    from uiface_ray.evaluate.settings import FRTrainConfig
+    from uiface_ray.evaluate.config import FRTrainConfig
     from uiface_ray.runtime.train_fr import fit_fr
 
     data = str(tmp_path / "faces.parquet")
@@ -155,7 +155,7 @@ def test_missing_verification_pairs_fail_at_the_driver(tmp_path):
 def test_failed_fr_run_leaves_no_temporary_folder(ray_local, tmp_path):
     """A worker fails on an undecodable image: the error reaches the caller, nothing is written to out
     and the temporary Ray Train storage is removed."""
-    from uiface_ray.evaluate.settings import FRTrainConfig
+    from uiface_ray.evaluate.config import FRTrainConfig
     from uiface_ray.runtime.train_fr import fit_fr
 
     data = str(tmp_path / "faces.parquet")
@@ -176,7 +176,7 @@ def test_failed_fr_run_leaves_no_temporary_folder(ray_local, tmp_path):
 def test_fr_training_resumes_from_its_ray_checkpoint(ray_local, tmp_path, monkeypatch):
     """A rerun resumes from the Ray Train checkpoint; the storage secret handed to the workers in
     their config is written nowhere in Ray Train's storage."""
-    from uiface_ray.evaluate.settings import FRTrainConfig
+    from uiface_ray.evaluate.config import FRTrainConfig
     from uiface_ray.runtime.train_fr import fit_fr
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-store-me")

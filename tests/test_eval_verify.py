@@ -12,7 +12,7 @@ from PIL import Image
 
 from uiface_ray.evaluate.bin_reader import UnsafePickleError, parse_bin, restricted_loads
 from uiface_ray.evaluate.pairs import parse_pairs
-from uiface_ray.evaluate.settings import VerifySetConfig
+from uiface_ray.evaluate.config import VerifySetConfig
 from uiface_ray.evaluate.tenfold import best_threshold, fold_ids, ten_fold_accuracy
 from uiface_ray.evaluate.verify import verify_set
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from uiface_ray.config import ConfigError, load_config
-from uiface_ray.runtime.pipeline import PipelineConfig, check_faces_source, stage_config
+from uiface_ray.runtime.config import PipelineConfig
+from uiface_ray.runtime.pipeline import check_faces_source, stage_config
 from uiface_ray.synth.config import SynthesisConfig
 
 ROOT = Path(__file__).resolve().parents[1]

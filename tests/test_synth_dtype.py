@@ -17,7 +17,8 @@ import pytest
 
 from tiny_assets import make_tiny_synthesis_inputs
 from uiface_ray.runtime.pool import PoolError, plan_pool, wants_gpu
-from uiface_ray.synth.config import ActorPoolConfig, SynthesisConfig
+from uiface_ray.config import ActorPoolConfig
+from uiface_ray.synth.config import SynthesisConfig
 from uiface_ray.synth.dataset import open_dataset
 from uiface_ray.synth.manifest import read_manifest
 from uiface_ray.synth.shard import decode_image
@@ -75,7 +76,7 @@ def test_gpu_pool_on_a_ray_with_fake_gpus(tmp_path):
     script = textwrap.dedent("""
         import ray
         from uiface_ray.runtime.pool import kill_pool, start_pool, wait_ready, wants_gpu
-        from uiface_ray.synth.config import ActorPoolConfig
+        from uiface_ray.config import ActorPoolConfig
 
         class Probe:
             def __init__(self, name):

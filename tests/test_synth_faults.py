@@ -18,6 +18,7 @@ import yaml
 
 from tiny_assets import make_tiny_synthesis_inputs
 from uiface_ray import storage
+from uiface_ray.synth.faults import FAULTS_ENV, FaultInjectionConfig
 from uiface_ray.synth.journal import read_committed
 from uiface_ray.synth.manifest import read_manifest
 
@@ -62,10 +63,10 @@ def test_actor_killed_while_holding_a_shard(ray_local, inputs, clean, tmp_path):
     from uiface_ray.synth.config import SynthesisConfig
 
     markers, out = tmp_path / "markers", str(tmp_path / "ds")
-    cfg = SynthesisConfig.model_validate(_config(*inputs, out, fault_injection={
-        "hold_shard": 1, "hold_seconds": 300, "marker_dir": str(markers)}))
+    cfg = SynthesisConfig.model_validate(_config(*inputs, out))
+    faults = FaultInjectionConfig(hold_shard=1, hold_seconds=300, marker_dir=str(markers))
     box: dict = {}
-    thread = threading.Thread(target=lambda: box.update(result=run_synthesis(cfg)), daemon=True)
+    thread = threading.Thread(target=lambda: box.update(result=run_synthesis(cfg, faults=faults)), daemon=True)
     thread.start()
     marker = markers / "holding-1"
     deadline = time.time() + 180
@@ -90,9 +91,9 @@ def test_driver_killed_halfway_then_rerun(ray_local, inputs, clean, tmp_path):
     out, markers = tmp_path / "ds", tmp_path / "markers"
     cfg_file = tmp_path / "synth.yaml"
     cfg_file.write_text(yaml.safe_dump(_config(
-        model, identities, str(out), ray={"address": "local"},
-        fault_injection={"hold_shard": 3, "hold_seconds": 600, "marker_dir": str(markers)})))
+        model, identities, str(out), ray={"address": "local"})))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env[FAULTS_ENV] = json.dumps({"hold_shard": 3, "hold_seconds": 600, "marker_dir": str(markers)})
     log = (tmp_path / "driver.log").open("wb")
     proc = subprocess.Popen([sys.executable, "jobs/synthesize.py", "--config", str(cfg_file)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -17,6 +17,7 @@ import pytest
 from tiny_assets import make_tiny_synthesis_inputs, wait_cpus_free
 from uiface_ray import storage
 from uiface_ray.synth.config import SynthesisConfig
+from uiface_ray.synth.faults import FaultInjectionConfig
 from uiface_ray.synth.lease import LEASE_NAME, OutputBusyError, OutputLease
 from uiface_ray.synth.retry import StoreUnavailableError, write_with_retries
 
@@ -144,7 +145,6 @@ def test_storage_outage_ends_with_one_clear_line(ray_local, own_s3_server, tmp_p
         model=model, identities=identities, output="s3://outage/ds", images_per_identity=1, identities_per_shard=1,
         batch_size=1, progress_every_s=0.0, sampler={"mode": "uiface", "num_inference_steps": 2},
         actors={"num_actors": 1, "use_gpu": False, "max_restarts": 0}, write_attempts=3, write_backoff_s=0.2,
-        fault_injection={"hold_shard": 1, "hold_seconds": 8, "marker_dir": str(markers)},
         storage={"endpoint_url": endpoint, "access_key_id": "k", "secret_access_key": "s", "region": "us-east-1"}))
 
     def stop_server_when_held():
@@ -160,7 +160,7 @@ def test_storage_outage_ends_with_one_clear_line(ray_local, own_s3_server, tmp_p
     stopper.start()
     start = time.time()
     with pytest.raises(StoreUnavailableError) as err:
-        run_synthesis(cfg)
+        run_synthesis(cfg, faults=FaultInjectionConfig(hold_shard=1, hold_seconds=8, marker_dir=str(markers)))
     stopper.join()
     message = str(err.value)
     assert "\n" not in message and message.startswith("storage unreachable: ")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Literal, Sequence, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from uiface_ray.errors import InputError
 
 __all__ = [
+    "ActorPoolConfig",
     "Config",
     "ConfigError",
     "RayConfig",
@@ -88,6 +89,24 @@ class RayConfig(Config):
 
 # --------------------------------------------------------------------------------------------
 # Loading
+
+
+class ActorPoolConfig(Config):
+    """The fixed pool of sampler actors (synthesis and make_identities)."""
+
+    num_actors: int | None = Field(
+        None, ge=1, description="Actors in the pool; empty: one per GPU of the cluster, else one per CPU slot.")
+    use_gpu: bool | None = Field(
+        None, description="true: one actor per GPU (num_gpus=1); false: CPU actors; empty: GPUs when the cluster "
+        "has any.")
+    cpus_per_actor: int = Field(1, ge=1, description="num_cpus of each CPU actor (and torch threads in it).")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="Sampling dtype of the actors (float16/bfloat16 on GPUs; CPUs run them too, slowly). "
+        "Part of what decides the bytes: a resume must keep it.")
+    tasks_per_actor: int = Field(2, ge=1, description="Shards queued per actor (2 keeps it busy while one is written).")
+    max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed actor in its own slot.")
+    max_shard_attempts: int = Field(
+        4, ge=1, description="Times one shard is dispatched before the job fails (an actor death counts).")
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,4 +1,5 @@
-"""EncoderConfig: which identity encoder a job loads (imports no torch, so --help stays fast)."""
+"""EncoderConfig (which identity encoder a job loads) and EmbedConfig (the config of ``jobs/embed.py``);
+imports no torch, so --help stays fast."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from uiface_ray.config import Config
+from uiface_ray.config import Config, RayConfig, StorageConfig
 
-__all__ = ["EncoderConfig"]
+__all__ = ["EmbedConfig", "EncoderConfig"]
 
 
 class EncoderConfig(Config):
@@ -26,3 +27,17 @@ class EncoderConfig(Config):
     embedding_dim: int = Field(512, ge=1, description="IResNet embedding size (the checkpoint's fc output).")
     device: str = Field("cpu", description="Torch device for 'iresnet' ('cpu', 'cuda', 'cuda:0'); dlib runs on CPU.")
     batch_size: int = Field(64, ge=1, description="Images per forward pass inside one encoder.")
+
+
+class EmbedConfig(Config):
+    """Add identity embeddings to a face table (from jobs/prepare_faces.py)."""
+
+    input: str = Field("out/faces.parquet", description="Face table to embed (path or s3://).")
+    output: str | None = Field(None, description="Where to write the embedded table; empty: replace input.")
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="The identity encoder.")
+    num_actors: int | None = Field(
+        None, ge=1, description="Encoder actors; empty: one per free CPU slot (one per GPU for a CUDA encoder)."
+    )
+    block_size: int = Field(64, ge=1, description="Images per task sent to an actor.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Where Ray runs.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage endpoint and keys.")

@@ -25,7 +25,7 @@ from uiface_ray.evaluate.faceset import FaceSet, decode_images, read_faceset
 from uiface_ray.evaluate.interval_sampling import IntervalPoint, interval_similarity
 from uiface_ray.evaluate.metrics import DatasetMetrics, MetricParams, measure
 from uiface_ray.evaluate.real_faces import real_faces
-from uiface_ray.evaluate.settings import AblationConfig, FRTrainConfig
+from uiface_ray.evaluate.config import AblationConfig, FRTrainConfig
 
 log = logging.getLogger(__name__)
 REAL_ROW = "real (DevTrain)"

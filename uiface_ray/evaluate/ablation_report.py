@@ -8,7 +8,7 @@ from uiface_ray import storage
 from uiface_ray.evaluate.ablation import AblationResult
 from uiface_ray.evaluate.plots import bar_plot, histogram_plot, image_grid, line_plot
 from uiface_ray.evaluate.report import Report
-from uiface_ray.evaluate.settings import AblationConfig
+from uiface_ray.evaluate.config import AblationConfig
 
 TABLE2_NAMES = {
     "baseline": "baseline",

@@ -30,7 +30,7 @@ from uiface_ray.evaluate import fr_train
 from uiface_ray.evaluate.augment import AugmentSpec
 from uiface_ray.evaluate.fr_schedule import lr_at, margin_at, progress
 from uiface_ray.evaluate.fr_verify import CurvePoint, PairsVerifier
-from uiface_ray.evaluate.settings import FRTrainConfig, FRTrainParams
+from uiface_ray.evaluate.config import FRTrainConfig, FRTrainParams
 from uiface_ray.errors import InputError
 
 BACKBONE_FILE = "backbone.pth"

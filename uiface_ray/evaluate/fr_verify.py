@@ -39,7 +39,7 @@ class PairsVerifier:
     @classmethod
     def load(cls, pairs: str, images_root: str | None, input_size: int, max_pairs: int | None = None,
              st: StorageConfig | None = None) -> "PairsVerifier":
-        from uiface_ray.evaluate.settings import VerifySetConfig
+        from uiface_ray.evaluate.config import VerifySetConfig
         from uiface_ray.evaluate.verify import pairs_images
 
         if not images_root:

@@ -20,7 +20,7 @@ from uiface_ray.evaluate.identity_consistency import IdentityConsistency, identi
 from uiface_ray.evaluate.msssim import intra_class_diversity, intra_pairs
 from uiface_ray.evaluate.plots import histogram_plot, png_bytes
 from uiface_ray.evaluate.precision_recall import improved_precision_recall
-from uiface_ray.evaluate.settings import MetricsConfig
+from uiface_ray.evaluate.config import MetricsConfig
 
 
 @dataclass(frozen=True)

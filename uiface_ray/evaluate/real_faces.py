@@ -24,7 +24,7 @@ import numpy as np
 from uiface_ray import storage
 from uiface_ray.evaluate.faceset import (FaceSet, at_resolution, decode_images, faceset_at_resolution, read_faceset,
                                          read_image_folder)
-from uiface_ray.evaluate.settings import AblationConfig, VerifySetConfig
+from uiface_ray.evaluate.config import AblationConfig, VerifySetConfig
 from uiface_ray.evaluate.tenfold import flip_embeddings, pair_scores, ten_fold_accuracy
 
 DEFAULT_PAIRS = 1000

@@ -11,7 +11,7 @@ from uiface_ray.config import ConfigError, StorageConfig
 from uiface_ray.evaluate.bin_reader import parse_bin
 from uiface_ray.evaluate.faceset import at_resolution, decode_images
 from uiface_ray.evaluate.pairs import PairsError, image_relpath, parse_pairs
-from uiface_ray.evaluate.settings import VerifyConfig, VerifySetConfig
+from uiface_ray.evaluate.config import VerifyConfig, VerifySetConfig
 from uiface_ray.evaluate.tenfold import flip_embeddings, pair_scores, ten_fold_accuracy
 
 

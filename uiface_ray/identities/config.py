@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from uiface_ray.config import Config, RayConfig, StorageConfig
-from uiface_ray.encoders import EncoderConfig
-from uiface_ray.synth.config import ActorPoolConfig
+from uiface_ray.config import ActorPoolConfig, Config, RayConfig, StorageConfig
+from uiface_ray.encoders.config import EncoderConfig
 
 __all__ = ["MakeIdentitiesConfig"]
 

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from pydantic import Field
-
-from uiface_ray.config import Config, RayConfig, StorageConfig
-from uiface_ray.encoders.config import EncoderConfig
+from uiface_ray.config import StorageConfig
+from uiface_ray.encoders.config import EmbedConfig
 from uiface_ray.errors import InputError
 from uiface_ray.progress import progress_text
 
@@ -26,23 +24,9 @@ from uiface_ray.progress import progress_text
 class EmbedInputError(InputError, ValueError):
     """The face table to embed is unusable; the message names it."""
 
-__all__ = ["EmbedConfig", "EmbedResult", "EncoderActor", "check_encoder", "embed_images", "run_embed"]
+__all__ = ["EmbedResult", "EncoderActor", "check_encoder", "embed_images", "run_embed"]
 
 ENCODER_META = "uiface.encoder"
-
-
-class EmbedConfig(Config):
-    """Add identity embeddings to a face table (from jobs/prepare_faces.py)."""
-
-    input: str = Field("out/faces.parquet", description="Face table to embed (path or s3://).")
-    output: str | None = Field(None, description="Where to write the embedded table; empty: replace input.")
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="The identity encoder.")
-    num_actors: int | None = Field(
-        None, ge=1, description="Encoder actors; empty: one per free CPU slot (one per GPU for a CUDA encoder)."
-    )
-    block_size: int = Field(64, ge=1, description="Images per task sent to an actor.")
-    ray: RayConfig = Field(default_factory=RayConfig, description="Where Ray runs.")
-    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage endpoint and keys.")
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from uiface_ray.identities.filtering import FilterSummary, GreedyIdentityFilter
 from uiface_ray.identities.table import write_identity_table
 from uiface_ray.model import ModelLoadError, load_model
 from uiface_ray.runtime.pool import dispatch, kill_pool, start_pool, wants_gpu
+from uiface_ray.runtime.session import ray_session
 from uiface_ray.storage.fs import check_writable
-from uiface_ray.synth.errors import SynthesisInputError
+from uiface_ray.identities.errors import IdentitiesInputError
 from uiface_ray.synth.progress import hms
 
 __all__ = ["CandidateWorker", "make_identities", "training_identity_embeddings"]
@@ -86,19 +87,19 @@ def _validate(cfg: MakeIdentitiesConfig) -> tuple[int, np.ndarray | None]:
     try:
         model = load_model(cfg.model, "cpu", storage=cfg.storage)
     except ModelLoadError as exc:
-        raise SynthesisInputError(f"model: {exc}") from exc
+        raise IdentitiesInputError(f"model: {exc}") from exc
     dim = model.embedding_dim
     train = None
     if cfg.training_embeddings:
         train = training_identity_embeddings(cfg.training_embeddings, cfg.storage)
         if train.shape[1] != dim:
-            raise SynthesisInputError(f"training_embeddings {cfg.training_embeddings} have dim {train.shape[1]}, "
-                                      f"the model expects {dim}")
+            raise IdentitiesInputError(f"training_embeddings {cfg.training_embeddings} have dim {train.shape[1]}, "
+                                       f"the model expects {dim}")
     for url in (cfg.output, cfg.summary_url()):
         try:
             check_writable(url.rsplit("/", 1)[0] if "/" in url else ".", cfg.storage)
         except storage.StorageError as exc:
-            raise SynthesisInputError(f"cannot write {url}: {exc}") from exc
+            raise IdentitiesInputError(f"cannot write {url}: {exc}") from exc
     return dim, train
 
 
@@ -142,28 +143,30 @@ def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
             seeds, emb, info = arrived.pop(next_block[0])
             encoder.update(info)
             if emb.shape[1] != dim:
-                raise SynthesisInputError(f"the identity encoder gives dim {emb.shape[1]}, the model expects {dim}")
+                raise IdentitiesInputError(f"the identity encoder gives dim {emb.shape[1]}, the model expects {dim}")
             filt.offer(emb, seeds)
             next_block[0] += 1
         progress.show(filt.kept, filt.drawn, force=filt.done)
         return filt.done
 
-    use_gpu = wants_gpu(cfg.actors)
     cfg_dict = cfg.model_dump(mode="json")
     actors: list = []
     progress = KeptProgress(cfg.num_identities, cfg.max_candidates)
-    try:
-        actors = start_pool(CandidateWorker, cfg.actors, use_gpu, len(blocks), "uiface-candidates",
-                            lambda name: (cfg_dict, name, "cuda" if use_gpu else "cpu"))
-        progress.restart()
-        dispatch(actors, blocks, lambda actor, block, attempt: actor.embed_candidates.remote(block),
-                 on_result, tasks_per_actor=cfg.actors.tasks_per_actor, max_attempts=cfg.actors.max_shard_attempts)
-    finally:
-        kill_pool(actors)
+    with ray_session(cfg.ray):  # the job's session, or the pipeline's when one is open
+        use_gpu = wants_gpu(cfg.actors)
+        try:
+            actors = start_pool(CandidateWorker, cfg.actors, use_gpu, len(blocks), "uiface-candidates",
+                                lambda name: (cfg_dict, name, "cuda" if use_gpu else "cpu"))
+            progress.restart()
+            dispatch(actors, blocks, lambda actor, block, attempt: actor.embed_candidates.remote(block),
+                     on_result, tasks_per_actor=cfg.actors.tasks_per_actor,
+                     max_attempts=cfg.actors.max_shard_attempts)
+        finally:
+            kill_pool(actors)
     result = filt.result()
     if not filt.done:
-        raise SynthesisInputError(f"only {filt.kept} of {cfg.num_identities} identities after {filt.drawn} candidates "
-                           f"(max_candidates); raise similarity_threshold or max_candidates")
+        raise IdentitiesInputError(f"only {filt.kept} of {cfg.num_identities} identities after {filt.drawn} "
+                                   "candidates (max_candidates); raise similarity_threshold or max_candidates")
     write_identity_table(cfg.output, result, encoder, cfg.storage)
     summary = {**asdict(result.summary), "output": cfg.output, "model": cfg.model, "seed": cfg.seed,
                "encoder": encoder}

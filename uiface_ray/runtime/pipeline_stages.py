@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import yaml
 
+from uiface_ray.runtime.config import PipelineConfig
 from uiface_ray.runtime.pipeline import (
-    PipelineConfig,
     PipelineResult,
     Stage,
     StageOutcome,
@@ -61,7 +61,7 @@ def plan_prepare_faces(cfg: PipelineConfig, up: Upstream) -> StagePlan:
 
 
 def plan_embed(cfg: PipelineConfig, up: Upstream) -> StagePlan:
-    from uiface_ray.runtime.embed import EmbedConfig
+    from uiface_ray.encoders.config import EmbedConfig
 
     out = join(cfg.workdir, "faces_dlib.parquet")
     base = {"input": up.faces, "output": out, "encoder": {"kind": "dlib"}, "num_actors": cfg.num_actors,
@@ -154,7 +154,7 @@ def plan_synthesize(cfg: PipelineConfig, up: Upstream) -> StagePlan:
 
 
 def plan_metrics(cfg: PipelineConfig, up: Upstream) -> StagePlan:
-    from uiface_ray.evaluate.settings import MetricsConfig
+    from uiface_ray.evaluate.config import MetricsConfig
 
     out = join(cfg.workdir, "metrics")
     base = {"data": up.dataset, "real": up.embedded, "out": out, "encoder": {"kind": "dlib"},

@@ -18,7 +18,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from uiface_ray.errors import InputError
-from uiface_ray.synth.config import ActorPoolConfig
+from uiface_ray.config import ActorPoolConfig
 
 __all__ = ["DispatchStats", "PoolError", "PoolPlan", "dispatch", "input_error_of", "kill_pool", "one_line", "plan_pool",
            "ProgressBoard", "board_of", "start_board", "start_pool", "wait_ready", "wants_gpu"]

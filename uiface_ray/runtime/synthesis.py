@@ -35,9 +35,11 @@ from uiface_ray.errors import InputError
 from uiface_ray.identities.table import IdentityTable, read_identity_table
 from uiface_ray.model import ModelLoadError, load_model, model_hash
 from uiface_ray.runtime.pool import board_of, dispatch, kill_pool, start_board, start_pool, wait_ready, wants_gpu
+from uiface_ray.runtime.session import ray_session
 from uiface_ray.storage.fs import check_writable
 from uiface_ray.synth.config import SynthesisConfig
 from uiface_ray.synth.errors import SynthesisInputError
+from uiface_ray.synth.faults import FaultInjectionConfig
 from uiface_ray.synth.journal import ManifestWriter
 from uiface_ray.synth.lease import OutputLease
 from uiface_ray.synth.manifest import Manifest, ShardRecord
@@ -136,12 +138,14 @@ def prepare_synthesis(cfg: SynthesisConfig) -> Prepared:
 class SamplerWorker:
     """Loads the model once; generates and writes one shard per :meth:`run_shard` call."""
 
-    def __init__(self, cfg: dict, name: str, device: str, expected_hash: str, board: str | None = None):
+    def __init__(self, cfg: dict, name: str, device: str, expected_hash: str, board: str | None = None,
+                 faults: dict | None = None):
         import torch
 
         from uiface_ray.sample import UIFaceSampler
 
         self.cfg = SynthesisConfig.model_validate(cfg)
+        self.faults = FaultInjectionConfig.model_validate(faults) if faults else None
         self.name = name
         self.board = board_of(board)
         self.model_hash = ""
@@ -191,8 +195,8 @@ class SamplerWorker:
         return ShardRecord(spec.name, spec.index, len(out.rows), sha256(data), len(data), info.version)
 
     def _maybe_hold(self, spec: ShardSpec, attempt: int) -> None:
-        hook = self.cfg.fault_injection
-        if hook.hold_shard != spec.index or attempt != 0:
+        hook = self.faults
+        if hook is None or hook.hold_shard != spec.index or attempt != 0:
             return
         if hook.marker_dir:
             marker = Path(hook.marker_dir) / f"holding-{spec.index}"
@@ -279,11 +283,18 @@ def _say_skipped(prep: Prepared) -> None:
           + (f" ({len(state.redo)} listed but missing or damaged: rerun)" if state.redo else ""), flush=True)
 
 
-def run_synthesis(cfg: SynthesisConfig) -> SynthesisResult:
-    """Generate (or finish) the dataset of ``cfg`` into ``cfg.output``; Ray must be initialised."""
+def run_synthesis(cfg: SynthesisConfig, faults: FaultInjectionConfig | None = None) -> SynthesisResult:
+    """Generate (or finish) the dataset of ``cfg`` into ``cfg.output``, in the open Ray session or one
+    started here from ``cfg.ray``.
+    ``faults``: a test hook (:mod:`uiface_ray.synth.faults`)."""
     start = time.perf_counter()
-    checked = check_inputs(resolve_config(cfg))
-    cfg = checked.cfg
+    cfg = resolve_config(cfg)
+    with ray_session(cfg.ray):  # the job's session, or the pipeline's when one is open
+        return _run(cfg, faults, start)
+
+
+def _run(cfg: SynthesisConfig, faults: FaultInjectionConfig | None, start: float) -> SynthesisResult:
+    checked = check_inputs(cfg)
     with OutputLease(cfg.output, cfg.storage, ttl_s=cfg.lease_ttl_s) as lease:
         prep = plan_work(checked)
         state = prep.state
@@ -301,7 +312,7 @@ def run_synthesis(cfg: SynthesisConfig) -> SynthesisResult:
             if state.todo:
                 board_name = f"uiface-board-{uuid.uuid4().hex[:8]}"
                 helpers.append(start_board(board_name))
-                actors = _start_pool(prep, len(state.todo), board_name)
+                actors = _start_pool(prep, len(state.todo), board_name, faults)
                 live = wait_ready(actors)  # the model is loaded everywhere: start the clock
                 loop_start = progress.restart()
                 ran, retries = _dispatch(prep, live, helpers[0], writer, lease, progress)
@@ -318,8 +329,9 @@ def run_synthesis(cfg: SynthesisConfig) -> SynthesisResult:
                            commit_writes=writer.writes)
 
 
-def _start_pool(prep: Prepared, n_todo: int, board: str) -> list:
+def _start_pool(prep: Prepared, n_todo: int, board: str, faults: FaultInjectionConfig | None) -> list:
     cfg_dict = prep.cfg.model_dump(mode="json")
+    faults_dict = faults.model_dump() if faults else None
     device = "cuda" if prep.use_gpu else "cpu"
     return start_pool(SamplerWorker, prep.cfg.actors, prep.use_gpu, n_todo, "uiface-sampler",
-                      lambda name: (cfg_dict, name, device, prep.manifest.model_hash, board))
+                      lambda name: (cfg_dict, name, device, prep.manifest.model_hash, board, faults_dict))

@@ -24,9 +24,9 @@ import tempfile
 
 import numpy as np
 
-from uiface_ray.runtime.session import prepare_ray_train
+from uiface_ray.runtime.session import prepare_ray_train, ray_session
 from uiface_ray.evaluate.fr_loop import FRRun, FRTrainResult, fit_fr_local, write_fr_outputs
-from uiface_ray.evaluate.settings import FRTrainConfig
+from uiface_ray.evaluate.config import FRTrainConfig
 
 __all__ = ["FRTrainResult", "fit_fr", "resolve_paths", "temp_prefix", "train_loop_per_worker"]
 
@@ -169,7 +169,8 @@ def _fit_ray_train(cfg: FRTrainConfig, ray_storage: str) -> FRRun:
 
 
 def fit_fr(cfg: FRTrainConfig) -> FRTrainResult:
-    """Train (Ray Train inside a Ray session, or one process) and write the outputs to ``cfg.out``."""
+    """Train (Ray Train, in the open Ray session or one started here from ``cfg.ray``; or one process)
+    and write the outputs to ``cfg.out``."""
     from uiface_ray import storage
     from uiface_ray.evaluate.faceset import decode_images, read_faceset
     from uiface_ray.evaluate.fr_loop import check_inputs, plan_training
@@ -184,8 +185,9 @@ def fit_fr(cfg: FRTrainConfig) -> FRTrainResult:
     storage.fs.check_writable(cfg.out, cfg.storage)
     scratch = None if cfg.ray_storage else tempfile.mkdtemp(prefix=temp_prefix("ray", cfg.run_name))
     try:
-        prepare_ray_train()
-        run = _fit_ray_train(cfg, cfg.ray_storage or scratch)
+        with ray_session(cfg.ray):
+            prepare_ray_train()
+            run = _fit_ray_train(cfg, cfg.ray_storage or scratch)
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)

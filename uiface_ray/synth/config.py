@@ -6,38 +6,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from uiface_ray.config import Config, RayConfig, StorageConfig
+from uiface_ray.config import ActorPoolConfig, Config, RayConfig, StorageConfig
 from uiface_ray.sample.config import SamplerConfig
 
-__all__ = ["ActorPoolConfig", "FaultInjectionConfig", "SynthesisConfig"]
-
-
-class ActorPoolConfig(Config):
-    """The fixed pool of sampler actors."""
-
-    num_actors: int | None = Field(
-        None, ge=1, description="Actors in the pool; empty: one per GPU of the cluster, else one per CPU slot.")
-    use_gpu: bool | None = Field(
-        None, description="true: one actor per GPU (num_gpus=1); false: CPU actors; empty: GPUs when the cluster "
-        "has any.")
-    cpus_per_actor: int = Field(1, ge=1, description="num_cpus of each CPU actor (and torch threads in it).")
-    dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32", description="Sampling dtype of the actors (float16/bfloat16 on GPUs; CPUs run them too, slowly). "
-        "Part of what decides the bytes: a resume must keep it.")
-    tasks_per_actor: int = Field(2, ge=1, description="Shards queued per actor (2 keeps it busy while one is written).")
-    max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed actor in its own slot.")
-    max_shard_attempts: int = Field(
-        4, ge=1, description="Times one shard is dispatched before the job fails (an actor death counts).")
-
-
-class FaultInjectionConfig(Config):
-    """Test hook: make an actor hold one shard so that a test can kill it mid-shard."""
-
-    hold_shard: int | None = Field(
-        None, ge=0, description="On its first attempt, shard with this index sleeps before being written.")
-    hold_seconds: float = Field(60.0, ge=0, description="How long the held shard sleeps.")
-    marker_dir: str | None = Field(
-        None, description="Local folder where the holding actor writes 'holding-<shard>' holding its actor name.")
+__all__ = ["SynthesisConfig"]
 
 
 class SynthesisConfig(Config):
@@ -66,8 +38,6 @@ class SynthesisConfig(Config):
         120.0, gt=0, description="Lifetime of the lease on the output (refreshed every third of it while the job "
         "runs): a second job on the same output is refused until the first ends or its lease expires.")
     progress_every_s: float = Field(5.0, ge=0, description="Seconds between local progress lines.")
-    fault_injection: FaultInjectionConfig = Field(
-        default_factory=FaultInjectionConfig, description="Test hook (leave empty in production).")
     ray: RayConfig = Field(default_factory=RayConfig, description="Where the driver connects.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")
 
@@ -89,4 +59,4 @@ class SynthesisConfig(Config):
 
     def recorded(self) -> dict[str, Any]:
         """The job config as recorded in the manifest (storage secrets left out)."""
-        return self.model_dump(mode="json", exclude={"storage", "fault_injection"})
+        return self.model_dump(mode="json", exclude={"storage"})
