@@ -138,6 +138,9 @@ def test_wrong_dimension_missing_column_nulls_types_and_empty(tmp_path):
     _untyped(tmp_path / "z.parquet", {"image": pa.array([], pa.binary()), "label": pa.array([], pa.int64())})
     with pytest.raises(FaceTableError, match=r"face table .*z\.parquet is empty"):
         read_face_table(str(tmp_path / "z.parquet"))
+    _untyped(tmp_path / "e.parquet", {"identity_id": [], "embedding": [], "seed": [], "nn_similarity": []})
+    with pytest.raises(IdentityTableError, match=r"identity table .*e\.parquet is empty"):  # null-typed columns
+        read_typed(IDENTITY_TABLE, str(tmp_path / "e.parquet"))
     with pytest.raises(IdentityTableError, match=r"empty"):
         write_typed(IDENTITY_TABLE, str(tmp_path / "i.parquet"), {
             "identity_id": np.zeros(0, np.int64), "embedding": np.zeros((0, 4), np.float32),

@@ -246,18 +246,20 @@ def _missing(kind: TableKind, url: str, missing: list[str], present: list[str]) 
 
 
 def _check(table: pa.Table, kind: TableKind, where: str) -> None:
-    """Types of the known columns, no null rows (the embedding's own checks come on reading it), rows."""
+    """Rows, types of the known columns, no null rows (the embedding's own checks come on reading it)."""
+    if table.num_rows == 0 and not kind.allow_empty:
+        raise kind.error(f"{where} is empty: it has no rows")
     for name in table.column_names:
         if name not in kind.schema.names:
             continue
         col, want = table.column(name), kind.schema.field(name).type
+        if pa.types.is_null(col.type) and table.num_rows == 0:  # what Arrow infers for an empty list
+            continue
         if _family(col.type) != _family(want):
             raise kind.error(f"{where}: column '{name}' is {col.type}, expected {_family(want)} ({want})")
         if col.null_count and name != "embedding":
             first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
             raise kind.error(f"{where}: column '{name}' has {col.null_count} null row(s) (first at row {first})")
-    if table.num_rows == 0 and not kind.allow_empty:
-        raise kind.error(f"{where} is empty: it has no rows")
 
 
 def read_typed(kind: TableKind, url: str, storage: StorageConfig | None = None, required: Sequence[str] = (),
