@@ -4,7 +4,7 @@ Columns (docs/ARCHITECTURE.md): ``image`` (binary, encoded JPEG/PNG), ``label`` 
 ``identity`` (string), ``source`` (string: original file URL or ``rec:<index>``), ``width``,
 ``height`` (int32).  ``jobs/embed.py`` later adds ``embedding`` (list<float32>) and the schema
 metadata key ``uiface.encoder``.  The schema metadata key ``uiface.face_table`` records how the
-table was made.
+table was made.  Schema and checks: ``uiface_ray.storage.tables.FACE_TABLE``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from uiface_ray.config import StorageConfig
 from uiface_ray.data.images import EncodedFace
-from uiface_ray.storage import write_table
+from uiface_ray.storage.tables import FACE_TABLE, write_typed
 
 __all__ = ["FACE_TABLE_COLUMNS", "FaceTableBuilder", "FaceTableSummary"]
 
@@ -78,6 +78,6 @@ class FaceTableBuilder:
         sizes = set(zip(self.widths, self.heights))
         meta = {FACE_TABLE_META: json.dumps({**provenance, "images": len(self), "identities": self.num_identities},
                                             sort_keys=True)}
-        data = write_table(url, self.columns(), storage, metadata=meta)
+        data = write_typed(FACE_TABLE, url, self.columns(), storage, metadata=meta)
         return FaceTableSummary(url, len(self), self.num_identities, next(iter(sizes)) if len(sizes) == 1 else None,
                                 len(data))

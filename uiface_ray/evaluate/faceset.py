@@ -10,15 +10,17 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from uiface_ray import storage
 from uiface_ray.config import StorageConfig
+from uiface_ray.data.images import decode_images, resize_images
 from uiface_ray.storage.fs import list_files
+from uiface_ray.storage.tables import FaceTableError, read_face_table
+
+__all__ = ["FaceSet", "at_resolution", "decode_images", "faceset_at_resolution", "read_faceset", "read_image_folder"]
 
 
 @dataclass(frozen=True)
@@ -39,28 +41,11 @@ class FaceSet:
                        [self.identities[i] for i in rows], self.source, self.kind)
 
 
-def decode_images(items: list, size: int | None = None) -> np.ndarray:
-    """Encoded images -> uint8 (N, size, size, 3) RGB (bilinear resize when sizes differ)."""
-    out = []
-    for i, data in enumerate(items):
-        try:
-            img = Image.open(io.BytesIO(data)).convert("RGB")
-        except Exception as exc:  # noqa: BLE001 - re-raised naming the row
-            raise ValueError(f"row {i}: not a decodable image ({type(exc).__name__}: {exc})") from exc
-        if size is not None and img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        out.append(np.asarray(img, dtype=np.uint8))
-    if not out:
-        return np.zeros((0, size or 0, size or 0, 3), dtype=np.uint8)
-    return np.stack(out)
-
-
 def at_resolution(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 (N, H, W, 3) images seen at ``size`` x ``size``: downsampled (antialiased), then resized
-    back to (H, W), so that real faces carry no more detail than a generator of that size makes."""
-    out = [np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)
-                      .resize((im.shape[1], im.shape[0]), Image.BILINEAR)) for im in images]
-    return np.stack(out) if out else images
+    back to (H, W), so that real faces carry no more detail than a generator of that size makes.
+    Both resizes are ``data.images.resize_images`` (the filter a generator's training images get)."""
+    return resize_images(resize_images(images, size), images.shape[1:3]) if len(images) else images
 
 
 def faceset_at_resolution(faces: FaceSet, size: int) -> FaceSet:
@@ -91,17 +76,13 @@ def _read_synthetic(url: str, st: StorageConfig | None) -> FaceSet:
 def _read_face_table(url: str, st: StorageConfig | None) -> FaceSet:
     files = [url] if url.endswith(".parquet") else list_files(url, ".parquet", st)
     if not files:
-        raise ValueError(f"{url}: no manifest.json and no .parquet face table found")
+        raise FaceTableError(f"{url}: no manifest.json and no .parquet face table found")
     images, labels, names = [], [], []
     for f in files:
-        table = storage.read_table(f, st)
-        missing = [c for c in ("image", "label") if c not in table.column_names]
-        if missing:
-            raise ValueError(f"{f} lacks face-table column(s) {missing}; it has {table.column_names}")
-        cols = table.select([c for c in ("image", "label", "identity") if c in table.column_names]).to_pydict()
-        images += cols["image"]
-        labels += [int(v) for v in cols["label"]]
-        names += [str(v) for v in cols.get("identity", cols["label"])]
+        table = read_face_table(f, st, required=["image", "label"], columns=["image", "label", "identity"])
+        images += table.column("image")
+        labels += table.column("label").tolist()
+        names += [str(v) for v in (table.column("identity") if table.has("identity") else table.column("label"))]
     return FaceSet(images, _dense(labels), names, url, "face_table")
 
 

@@ -5,6 +5,8 @@ Parquet columns: ``identity_id`` (int64, 0..N-1), ``embedding`` (list<float32>, 
 ``seed`` (int64, the seed of the face it came from) and ``nn_similarity`` (float32, cosine
 similarity to its nearest other identity).  The schema metadata key ``uiface.encoder`` records
 the identity encoder (JSON: name, dim, fingerprint) and ``uiface.identities`` the filter summary.
+Schema and checks: ``uiface_ray.storage.tables.IDENTITY_TABLE``; this module adds what is
+particular to identities: unique ids, no all-zero embedding, rows L2-normalised.
 """
 
 from __future__ import annotations
@@ -17,18 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from uiface_ray.errors import InputError
 from uiface_ray import storage
 from uiface_ray.identities.filtering import FilterResult
-from uiface_ray.storage.parquet import table_metadata
+from uiface_ray.storage.tables import IDENTITY_TABLE, IdentityTableError, check_embeddings, read_typed, write_typed
 
 __all__ = ["IdentityTable", "IdentityTableError", "read_identity_table", "write_identity_table"]
 
 COLUMNS = ("identity_id", "embedding", "seed", "nn_similarity")
-
-
-class IdentityTableError(InputError, ValueError):
-    """An identity table is missing, empty or malformed; the message names the file and the problem."""
 
 
 @dataclass
@@ -57,23 +54,19 @@ def write_identity_table(url: str, result: FilterResult, encoder: dict[str, Any]
     ids = np.arange(n, dtype=np.int64)
     columns = {
         "identity_id": ids,
-        "embedding": list(result.embeddings.astype(np.float32)),
+        "embedding": result.embeddings.astype(np.float32),  # (N, E)
         "seed": result.seeds.astype(np.int64),
         "nn_similarity": result.nn_similarity.astype(np.float32),
     }
     meta = {"uiface.encoder": json.dumps(encoder, sort_keys=True),
             "uiface.identities": json.dumps(asdict(result.summary), sort_keys=True)}
-    data = storage.write_table(url, columns, storage_cfg, metadata=meta)
+    data = write_typed(IDENTITY_TABLE, url, columns, storage_cfg, metadata=meta)
     return IdentityTable(ids, result.embeddings.astype(np.float32), result.seeds.astype(np.int64),
                          result.nn_similarity.astype(np.float32), dict(encoder), hashlib.sha256(data).hexdigest())
 
 
 def _normalised(emb: np.ndarray, url: str) -> np.ndarray:
-    """(N, E) float32 embeddings checked (finite, non-zero) and L2-normalised per row."""
-    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
-    if len(bad):
-        raise IdentityTableError(
-            f"identity table {url}: {len(bad)} embedding(s) hold NaN or infinite values (first at row {bad[0]})")
+    """(N, E) float32 finite embeddings checked (non-zero) and L2-normalised per row."""
     norms = np.linalg.norm(emb, axis=1)
     if (norms == 0).any():
         raise IdentityTableError(f"identity table {url}: all-zero embedding at row {int(np.argmin(norms))}")
@@ -98,12 +91,11 @@ def _read_npy(url: str, data: bytes, expected_dim: int | None) -> IdentityTable:
         shape = getattr(emb, "shape", None)
         raise IdentityTableError(f"identity file {url}: expected a non-empty (N, E) numeric array, got shape {shape} "
                                  f"dtype {getattr(emb, 'dtype', type(emb).__name__)}")
+    emb = check_embeddings(emb, f"identity file {url}", IdentityTableError, expected_dim)  # (N, E) float32
     n, dim = emb.shape
-    if expected_dim is not None and dim != expected_dim:
-        raise IdentityTableError(f"identity file {url}: embeddings have dim {dim}, but the model expects {expected_dim}")
     return IdentityTable(
         identity_ids=np.arange(n, dtype=np.int64),
-        embeddings=_normalised(emb.astype(np.float32), url),
+        embeddings=_normalised(emb, url),
         seeds=np.full(n, -1, dtype=np.int64),
         nn_similarity=np.full(n, np.nan, dtype=np.float32),
         encoder={"kind": "npy", "dim": int(dim), "source": url.rsplit("/", 1)[-1]},
@@ -121,33 +113,16 @@ def read_identity_table(url: str, expected_dim: int | None = None, storage_cfg=N
     data = storage.read_bytes(url, storage_cfg)
     if url.lower().endswith(".npy"):
         return _read_npy(url, data, expected_dim)
-    table = storage.read_table(url, storage_cfg)
-    missing = [c for c in COLUMNS if c not in table.column_names]
-    if missing:
-        raise IdentityTableError(f"identity table {url} lacks column(s) {missing}; it has {table.column_names}")
-    n = table.num_rows
-    if n == 0:
-        raise IdentityTableError(f"identity table {url} is empty: expected at least one identity")
-    flat = table.column("embedding").combine_chunks()
-    lengths = np.asarray(flat.value_lengths().to_numpy(zero_copy_only=False))
-    if (lengths != lengths[0]).any():
-        raise IdentityTableError(f"identity table {url}: embeddings have mixed lengths {sorted(set(lengths.tolist()))}")
-    dim = int(lengths[0])
-    if expected_dim is not None and dim != expected_dim:
-        raise IdentityTableError(
-            f"identity table {url}: embeddings have dim {dim}, but the model expects {expected_dim}")
-    emb = np.asarray(flat.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(n, dim)  # (N, E)
-    emb = _normalised(emb, url)
-    ids = np.asarray(table.column("identity_id").to_numpy(), dtype=np.int64)
-    if len(np.unique(ids)) != n:
+    table = read_typed(IDENTITY_TABLE, url, data=data)
+    emb = _normalised(table.embeddings(expected_dim), url)  # (N, E)
+    ids = table.column("identity_id")
+    if len(np.unique(ids)) != len(ids):
         raise IdentityTableError(f"identity table {url}: identity_id values are not unique")
-    meta = table_metadata(table)
-    encoder = json.loads(meta.get("uiface.encoder", "{}"))
     return IdentityTable(
         identity_ids=ids,
         embeddings=emb,
-        seeds=np.asarray(table.column("seed").to_numpy(), dtype=np.int64),
-        nn_similarity=np.asarray(table.column("nn_similarity").to_numpy(), dtype=np.float32),
-        encoder=encoder,
+        seeds=table.column("seed"),
+        nn_similarity=table.column("nn_similarity"),
+        encoder=table.json_metadata("uiface.encoder") or {},
         sha256=hashlib.sha256(data).hexdigest(),
     )

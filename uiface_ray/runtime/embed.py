@@ -125,10 +125,8 @@ def run_embed(cfg: EmbedConfig, log: Callable[[str], None] = _log) -> EmbedResul
     import json
 
     from uiface_ray.runtime.session import ray_session
-    from uiface_ray.storage import read_table, write_table
-    from uiface_ray.storage.parquet import require_columns, table_metadata
-
     from uiface_ray.storage import absolute_url, resolve_storage
+    from uiface_ray.storage.tables import FACE_TABLE, read_face_table, write_typed
 
     start = time.perf_counter()
     # resolved here, at the driver: the actors run in another folder and environment
@@ -138,20 +136,16 @@ def run_embed(cfg: EmbedConfig, log: Callable[[str], None] = _log) -> EmbedResul
         "storage": resolve_storage(cfg.storage)})
     output = cfg.output or cfg.input
     expected = check_encoder(cfg)
-    table = read_table(cfg.input, cfg.storage)
-    require_columns(table, ["image", "source"], cfg.input)
-    if table.num_rows == 0:
-        raise EmbedInputError(f"face table {cfg.input} has no rows to embed")
-    images = table.column("image").to_pylist()
-    sources = table.column("source").to_pylist()
+    table = read_face_table(cfg.input, cfg.storage, required=["image", "source"])  # checked: not empty, no nulls
+    images = table.column("image")
+    sources = table.column("source")
     with ray_session(cfg.ray):
         embeddings, info, n = embed_images(images, sources, cfg, log)
     if info["hash"] != expected["hash"]:
         raise RuntimeError(f"encoder actors loaded weights {info['hash']}, the driver {expected['hash']}")
-    columns = {name: table.column(name) for name in table.column_names if name != "embedding"}
-    columns["embedding"] = list(embeddings.astype(np.float32))  # list<float32>
-    metadata = {**table_metadata(table), ENCODER_META: json.dumps(info, sort_keys=True)}
-    write_table(output, columns, cfg.storage, metadata=metadata)
+    # embedding list<float32>, checked (one length, finite) before anything is written
+    write_typed(FACE_TABLE, output, table.with_column("embedding", embeddings), cfg.storage,
+                metadata={ENCODER_META: json.dumps(info, sort_keys=True)})
     seconds = time.perf_counter() - start
     log(f"wrote {len(embeddings)} embeddings ({info['dim']}-d) to {output} in {seconds:.1f} s")
     return EmbedResult(output, len(embeddings), int(info["dim"]), info, n, seconds, len(embeddings) / seconds)

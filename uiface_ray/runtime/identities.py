@@ -62,15 +62,20 @@ class CandidateWorker:
 
 
 def training_identity_embeddings(url: str, storage_cfg=None) -> np.ndarray:
-    """One L2-normalised mean embedding per training identity (``label``) of a face table."""
-    table = storage.read_table(url, storage_cfg, columns=["embedding", "label"])
-    labels = np.asarray(table.column("label").to_numpy(), dtype=np.int64)
-    flat = table.column("embedding").combine_chunks()
-    emb = np.asarray(flat.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(labels), -1)
+    """One L2-normalised mean embedding per training identity (``label``) of a face table (its embedding
+    column checked by ``storage.tables``: no missing, ragged, NaN or infinite rows)."""
+    from uiface_ray.storage.tables import FaceTableError, read_face_table
+
+    table = read_face_table(url, storage_cfg, required=["embedding", "label"], columns=["embedding", "label"])
+    labels = table.column("label")  # (N,) int64
+    emb = table.embeddings()  # (N, E) float32
     uniq, inverse = np.unique(labels, return_inverse=True)
     sums = np.zeros((len(uniq), emb.shape[1]), dtype=np.float64)
     np.add.at(sums, inverse, emb)  # (K, E)
-    return (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)  # (K, 1)
+    if (norms == 0).any():
+        raise FaceTableError(f"face table {url}: the embeddings of label {uniq[np.argmin(norms[:, 0])]} sum to zero")
+    return (sums / norms).astype(np.float32)
 
 
 def resolve_config(cfg: MakeIdentitiesConfig) -> MakeIdentitiesConfig:

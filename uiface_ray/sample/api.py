@@ -45,6 +45,8 @@ def to_uint8(images: torch.Tensor, size: int | None = None) -> np.ndarray:
 
     The resize follows the official release's order: clamp, map to [0, 1], bilinear resize (no
     antialias, align_corners False), then ``floor(255 y + 0.5)`` as torchvision's ``save_image``.
+    This is deliberately not ``data.images.resize_images`` (the one filter for face images): it resizes
+    the float tensor before rounding, which is what makes the release's saved images reproducible.
     """
     if size is None:
         scaled = ((images.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)

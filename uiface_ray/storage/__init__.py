@@ -1,4 +1,7 @@
-"""The storage layer: the only place that imports fsspec, s3fs and pyarrow."""
+"""The storage layer: the only place that imports fsspec, s3fs and pyarrow.
+
+``fs``: URLs and bytes; ``parquet``: untyped Parquet files; ``tables``: the face table, identity
+table and shards with their schema and checks."""
 
 from uiface_ray.storage.fs import (
     FileInfo,
@@ -23,11 +26,19 @@ from uiface_ray.storage.fs import (
 from uiface_ray._lazy import lazy_exports
 
 # pyarrow only when a table is read or written
-__getattr__ = lazy_exports(__name__, {"read_table": "parquet", "write_table": "parquet"})
+__getattr__ = lazy_exports(__name__, {
+    "read_table": "parquet", "write_table": "parquet",
+    "FaceTableError": "tables", "IdentityTableError": "tables", "ShardError": "tables", "TableError": "tables",
+    "read_face_table": "tables", "read_typed": "tables", "write_typed": "tables",
+})
 
 __all__ = [
+    "FaceTableError",
     "FileInfo",
+    "IdentityTableError",
+    "ShardError",
     "StorageError",
+    "TableError",
     "absolute_url",
     "exists",
     "file_info",
@@ -39,11 +50,14 @@ __all__ = [
     "move",
     "open_url",
     "read_bytes",
+    "read_face_table",
     "read_many",
     "read_table",
+    "read_typed",
     "remove",
     "resolve_storage",
     "url_to_fs",
     "write_bytes_atomic",
     "write_table",
+    "write_typed",
 ]

@@ -1,4 +1,5 @@
-"""Parquet tables on any storage URL, written atomically."""
+"""Parquet tables on any storage URL, written atomically (untyped; the face table, identity table and
+shards go through ``storage.tables``, which checks their schema)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,3 @@ def read_table(url: str, storage: StorageConfig | None = None, columns: Sequence
 def table_metadata(table: pa.Table) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
 
-
-def require_columns(table: pa.Table, columns: Sequence[str], url: str) -> None:
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{url} lacks column(s) {missing}; it has {table.column_names}")

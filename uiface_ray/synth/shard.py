@@ -3,7 +3,8 @@
 Columns: ``identity_id`` (int64), ``image_index`` (int32), ``seed`` (int64), ``image`` (binary,
 PNG or JPEG), ``t0`` (int32, the timestep where the sample entered the identity stage), ``mode``
 (string, the sampler mode) and ``model_hash`` (string).  Encoding is deterministic: the same
-images give the same bytes, so a shard's SHA-256 identifies its content.
+images give the same bytes, so a shard's SHA-256 identifies its content.  Schema and checks:
+``uiface_ray.storage.tables.SHARD`` (errors are ``ShardError``, a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from uiface_ray import storage
-from uiface_ray.storage.parquet import table_metadata, table_to_bytes, to_table
+from uiface_ray.data.images import decode_rgb
+from uiface_ray.storage.tables import SHARD, read_typed, table_bytes
 
 __all__ = ["SHARD_COLUMNS", "ShardRows", "decode_image", "encode_image", "encode_shard", "read_shard", "sha256",
            "shard_metadata"]
@@ -45,10 +46,9 @@ def encode_image(image: np.ndarray, fmt: ImageFormat = "png", quality: int = 95)
     return buf.getvalue()
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode PNG/JPEG bytes to a ``(H, W, 3)`` uint8 array."""
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
+def decode_image(data: bytes, source: str = "shard image") -> np.ndarray:
+    """Decode PNG/JPEG bytes to a ``(H, W, 3)`` uint8 array (``data.images.decode_rgb``)."""
+    return decode_rgb(data, source)
 
 
 @dataclass
@@ -78,9 +78,6 @@ def encode_shard(rows: ShardRows) -> bytes:
     """The Parquet bytes of one shard (no compression of the already-compressed images), with
     ``rows.metadata`` as the schema metadata."""
     n = len(rows)
-    for name in ("identity_id", "image_index", "seed", "t0"):
-        if len(getattr(rows, name)) != n:
-            raise ValueError(f"shard column {name} has {len(getattr(rows, name))} rows, expected {n}")
     columns = {
         "identity_id": np.asarray(rows.identity_id, dtype=np.int64),
         "image_index": np.asarray(rows.image_index, dtype=np.int32),
@@ -90,24 +87,22 @@ def encode_shard(rows: ShardRows) -> bytes:
         "mode": [rows.mode] * n,
         "model_hash": [rows.model_hash] * n,
     }
-    return table_to_bytes(to_table(columns, rows.metadata or None), compression="none")
+    return table_bytes(SHARD, columns, rows.metadata or None, compression="none")
 
 
-def read_shard(url: str, storage_cfg=None) -> ShardRows:
-    """Read a shard back; raises ValueError naming ``url`` when a column is missing."""
-    table = storage.read_table(url, storage_cfg)
-    missing = [c for c in SHARD_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"shard {url} lacks column(s) {missing}; it has {table.column_names}")
-    modes = table.column("mode").to_pylist()
-    hashes = table.column("model_hash").to_pylist()
+def read_shard(url: str, storage_cfg=None, data: bytes | None = None) -> ShardRows:
+    """Read a shard back (``data``: its bytes, when already read); a damaged or malformed shard is a
+    ``ShardError`` (a ``ValueError``) naming ``url``."""
+    table = read_typed(SHARD, url, storage_cfg, data=data)
+    modes = table.column("mode")
+    hashes = table.column("model_hash")
     return ShardRows(
-        identity_id=np.asarray(table.column("identity_id").to_numpy(), dtype=np.int64),
-        image_index=np.asarray(table.column("image_index").to_numpy(), dtype=np.int32),
-        seed=np.asarray(table.column("seed").to_numpy(), dtype=np.int64),
-        image=table.column("image").to_pylist(),
-        t0=np.asarray(table.column("t0").to_numpy(), dtype=np.int32),
+        identity_id=table.column("identity_id"),
+        image_index=table.column("image_index"),
+        seed=table.column("seed"),
+        image=table.column("image"),
+        t0=table.column("t0"),
         mode=modes[0] if modes else "",
         model_hash=hashes[0] if hashes else "",
-        metadata={k: v for k, v in table_metadata(table).items() if k.startswith("uiface.")},
+        metadata={k: v for k, v in table.metadata.items() if k.startswith("uiface.")},
     )

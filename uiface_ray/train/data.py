@@ -12,29 +12,23 @@ it, so resuming at a step continues exactly where the data stopped, for any numb
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
 from uiface_ray.config import StorageConfig
 from uiface_ray.data.face_table import FACE_TABLE_META
-from uiface_ray.errors import InputError
+from uiface_ray.data.images import decode_images
 from uiface_ray.storage.fs import StorageError, list_files
-from uiface_ray.storage.parquet import read_table, table_metadata
+from uiface_ray.storage.tables import FaceTableError, read_face_table
 
 __all__ = [
     "BatchOrder", "FaceData", "FaceTableError", "decode_images", "load_face_data", "load_face_images", "table_files",
 ]
 
 META_COLUMNS = ["label", "identity", "source", "embedding"]
-
-
-class FaceTableError(InputError, ValueError):
-    """The face table cannot train this model; the message names the table and the problem."""
 
 
 @dataclass
@@ -83,14 +77,9 @@ def table_files(url: str, storage: StorageConfig | None = None) -> list[str]:
     return files
 
 
-def _encoder_info(meta: dict, url: str, dim: int) -> dict:
-    raw = meta.get("uiface.encoder")
-    if not raw:
+def _encoder_info(enc: dict | None, url: str, dim: int) -> dict:
+    if not enc:
         return {"kind": "unspecified", "dim": dim, "fingerprint": ""}
-    try:
-        enc = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise FaceTableError(f"face table {url}: schema metadata uiface.encoder is not JSON: {exc}") from exc
     if int(enc.get("dim", dim)) != dim:
         raise FaceTableError(f"face table {url}: uiface.encoder says dim {enc.get('dim')}, embeddings have {dim}")
     return {"kind": str(enc.get("kind", "unspecified")), "dim": dim,
@@ -105,37 +94,30 @@ def _provenance(meta: dict) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _embeddings(table, url: str) -> np.ndarray:
-    if "embedding" not in table.column_names:
+@dataclass
+class _Part:
+    """What one file of the face table gives."""
+
+    embeddings: np.ndarray  # (n, E) float32
+    identities: list[str]
+    sources: list[str]
+    images: list[bytes] | None
+    encoder: dict | None
+    metadata: dict
+
+
+def _read_one(url: str, embedding_dim: int, storage: StorageConfig | None, with_images: bool) -> _Part:
+    image = ["image"] if with_images else []
+    table = read_face_table(url, storage, required=["label", "identity", "embedding", *image],
+                            columns=META_COLUMNS + image)
+    emb = table.embeddings()
+    if emb.shape[1] != embedding_dim:
         raise FaceTableError(
-            f"face table {url} has no 'embedding' column (columns: {table.column_names}); "
-            "add identity embeddings with jobs/embed.py first"
-        )
-    column = table.column("embedding").combine_chunks()
-    if column.null_count:
-        raise FaceTableError(f"face table {url}: {column.null_count} rows have no embedding")
-    lengths = np.asarray(column.value_lengths())
-    if len(lengths) == 0:
-        raise FaceTableError(f"face table {url} has no rows")
-    if (lengths != lengths[0]).any():
-        raise FaceTableError(f"face table {url}: embedding lengths differ ({sorted(set(lengths.tolist()))[:5]})")
-    values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
-    return values.reshape(len(lengths), int(lengths[0]))  # (N, E)
-
-
-def _read_one(url: str, storage: StorageConfig | None, with_images: bool):
-    try:
-        table = read_table(url, storage)
-    except StorageError as exc:
-        raise FaceTableError(f"face table {url} cannot be read: {exc}") from exc
-    missing = [c for c in ["label", "identity"] + (["image"] if with_images else []) if c not in table.column_names]
-    if missing:
-        raise FaceTableError(f"face table {url} lacks column(s) {missing}; it has {table.column_names}")
-    emb = _embeddings(table, url)
-    ids = table.column("identity").to_pylist()
-    sources = table.column("source").to_pylist() if "source" in table.column_names else [""] * len(ids)
-    images = table.column("image").to_pylist() if with_images else None
-    return emb, ids, sources, images, table_metadata(table)
+            f"face table {url}: embeddings have dimension {emb.shape[1]}, but model.embedding_dim is {embedding_dim}")
+    ids = table.column("identity")
+    sources = table.column("source") if table.has("source") else [""] * len(ids)
+    images = table.column("image") if with_images else None
+    return _Part(emb, ids, sources, images, table.json_metadata("uiface.encoder"), table.metadata)
 
 
 def _select(identities: list[str], min_images: int, max_identities: int | None) -> list[str]:
@@ -147,20 +129,12 @@ def _select(identities: list[str], min_images: int, max_identities: int | None) 
 
 def load_face_data(url: str, embedding_dim: int, min_images: int = 1, max_identities: int | None = None,
                    with_images: bool = True, storage: StorageConfig | None = None) -> FaceData:
-    """Read and validate the table: embeddings present, of ``embedding_dim``, finite."""
-    parts = [_read_one(f, storage, with_images) for f in table_files(url, storage)]
-    emb = np.concatenate([p[0] for p in parts])
-    if emb.shape[1] != embedding_dim:
-        raise FaceTableError(
-            f"face table {url}: embeddings have dimension {emb.shape[1]}, but model.embedding_dim is {embedding_dim}"
-        )
-    ids = [i for p in parts for i in p[1]]
-    sources = [s for p in parts for s in p[2]]
-    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
-    if len(bad):
-        raise FaceTableError(
-            f"face table {url}: {len(bad)} embeddings contain NaN or inf (first: row {bad[0]}, {sources[bad[0]]!r})"
-        )
+    """Read and validate the table (``storage.tables``: embeddings present, not ragged, finite, of
+    ``embedding_dim``)."""
+    parts = [_read_one(f, embedding_dim, storage, with_images) for f in table_files(url, storage)]
+    emb = np.concatenate([p.embeddings for p in parts])  # (N, E)
+    ids = [i for p in parts for i in p.identities]
+    sources = [s for p in parts for s in p.sources]
     names = _select(ids, min_images, max_identities)
     if not names:
         raise FaceTableError(f"face table {url}: no identity has at least {min_images} images")
@@ -168,13 +142,13 @@ def load_face_data(url: str, embedding_dim: int, min_images: int = 1, max_identi
     rows = np.array([k for k, name in enumerate(ids) if name in label_of], dtype=np.int64)
     encoded = None
     if with_images:
-        flat = [b for p in parts for b in p[3]]
+        flat = [b for p in parts for b in p.images]
         encoded = [flat[k] for k in rows]
     return FaceData(
         url=url, embeddings=np.ascontiguousarray(emb[rows]),
         labels=np.array([label_of[ids[k]] for k in rows], dtype=np.int64), identities=names,
-        sources=[sources[k] for k in rows], encoder_info=_encoder_info(parts[0][4], url, emb.shape[1]),
-        encoded=encoded, provenance=_provenance(parts[0][4]),
+        sources=[sources[k] for k in rows], encoder_info=_encoder_info(parts[0].encoder, url, emb.shape[1]),
+        encoded=encoded, provenance=_provenance(parts[0].metadata),
     )
 
 
@@ -182,26 +156,8 @@ def load_face_images(url: str, size: int, storage: StorageConfig | None = None) 
     """All images of a face table (embeddings not needed), decoded to (N, size, size, 3) uint8."""
     encoded: list[bytes] = []
     for f in table_files(url, storage):
-        try:
-            table = read_table(f, storage, columns=["image"])
-        except StorageError as exc:
-            raise FaceTableError(f"face table {f} cannot be read (needs an 'image' column): {exc}") from exc
-        encoded.extend(table.column("image").to_pylist())
-    if not encoded:
-        raise FaceTableError(f"face table {url} has no rows")
+        encoded.extend(read_face_table(f, storage, required=["image"], columns=["image"]).column("image"))
     return decode_images(encoded, size)
-
-
-def decode_images(encoded: list[bytes], size: int) -> np.ndarray:
-    """Encoded images -> (N, size, size, 3) uint8, resized with an antialiasing bicubic filter."""
-    out = np.empty((len(encoded), size, size, 3), dtype=np.uint8)
-    for i, data in enumerate(encoded):
-        with Image.open(io.BytesIO(data)) as img:
-            rgb = img.convert("RGB")
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.BICUBIC)
-            out[i] = np.asarray(rgb)
-    return out
 
 
 class BatchOrder:
