@@ -36,7 +36,7 @@ from uiface_ray.sample.config import SamplerConfig
 from uiface_ray.sample.ddim import ddim_step
 from uiface_ray.sample.two_stage import follows_boundary, guide, in_stage_two, initial_t0, needs_empty_pass, step_config
 
-__all__ = ["SamplerOutput", "run_sampler", "initial_noise", "check_inputs"]
+__all__ = ["SamplerOutput", "run_sampler", "initial_noise", "check_inputs", "check_guided_from"]
 
 
 @dataclass
@@ -59,15 +59,10 @@ def check_inputs(
     generators: list[torch.Generator],
     cfg: SamplerConfig,
     latent_shape: tuple[int, int, int],
-    guided_from: int = 0,
 ) -> None:
     """Raise ValueError/TypeError naming the bad argument; runs before any UNet call."""
     if not isinstance(cfg, SamplerConfig):
         raise TypeError(f"cfg must be a SamplerConfig, got {type(cfg).__name__}")
-    if isinstance(guided_from, bool) or not isinstance(guided_from, int) or guided_from < 0:
-        raise ValueError(f"guided_from must be a non-negative int, got {guided_from!r}")
-    if guided_from and cfg.adaptive:
-        raise ValueError(f"guided_from={guided_from} needs a fixed stage boundary; mode {cfg.mode!r} is adaptive")
     dim = unet.config.cross_attention_dim
     if context_tokens.ndim != 3 or context_tokens.shape[-1] != dim:
         raise ValueError(f"context_tokens must be (B, N, {dim}) for this UNet, got {tuple(context_tokens.shape)}")
@@ -90,6 +85,14 @@ def check_inputs(
         raise ValueError(f"latent_shape must be ({channels}, H, W) for this UNet, got {tuple(latent_shape)}")
     if unet.config.out_channels != channels:
         raise ValueError(f"UNet predicts {unet.config.out_channels} channels for {channels} inputs; expected eps only")
+
+
+def check_guided_from(guided_from: int, cfg: SamplerConfig) -> None:
+    """Raise ValueError unless ``guided_from`` is a non-negative int, and 0 for the adaptive modes."""
+    if isinstance(guided_from, bool) or not isinstance(guided_from, int) or guided_from < 0:
+        raise ValueError(f"guided_from must be a non-negative int, got {guided_from!r}")
+    if guided_from and cfg.adaptive:
+        raise ValueError(f"guided_from={guided_from} needs a fixed stage boundary; mode {cfg.mode!r} is adaptive")
 
 
 def initial_noise(generators: list[torch.Generator], latent_shape: tuple[int, int, int], device) -> torch.Tensor:
@@ -171,7 +174,8 @@ def run_sampler(
     ``guided_from`` (non-adaptive modes): c_e alone also at t < guided_from, so stage 2 is
     [guided_from, t0); 0 is eq. 4.
     """
-    check_inputs(unet, context_tokens, empty_tokens, generators, cfg, latent_shape, guided_from)
+    check_inputs(unet, context_tokens, empty_tokens, generators, cfg, latent_shape)
+    check_guided_from(guided_from, cfg)
     device = context_tokens.device
     state_dtype = torch.float64 if unet.dtype == torch.float64 else torch.float32  # latents between steps
     batch, latent_hw = context_tokens.shape[0], tuple(latent_shape[1:])
