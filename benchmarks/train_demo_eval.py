@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from uiface_ray.encoders import load_encoder  # noqa: E402
 from uiface_ray.model.bundle import load_model  # noqa: E402
 from uiface_ray.train.data import decode_images, load_face_data  # noqa: E402
-from uiface_ray.train.grid import ddim_sample, grid_png, to_uint8  # noqa: E402
+from uiface_ray.train.grid import conditional_images, grid_png  # noqa: E402
 from uiface_ray.train.loop import grid_rows  # noqa: E402
 
 
@@ -37,16 +37,9 @@ def up(images: np.ndarray, size: int = 112) -> np.ndarray:
 @torch.no_grad()
 def samples_for(model, embeddings: torch.Tensor, per_identity: int, steps: int, seed: int) -> np.ndarray:
     """(K * per_identity, S, S, 3) uint8; the noise of sample j is shared across identities."""
-    c, h, w = model.latent_shape()
-    noise = torch.stack([torch.randn((c, h, w), generator=torch.Generator().manual_seed(seed + j))
-                         for j in range(per_identity)] * embeddings.shape[0])
     tokens = model.context_encoder(embeddings).repeat_interleave(per_identity, dim=0)
-    out = []
-    for start in range(0, noise.shape[0], 64):
-        part = slice(start, start + 64)
-        latents = ddim_sample(model.unet, tokens[part], noise[part], model.scheduler_config, steps)
-        out.append(to_uint8(model.decode_latents(latents)))
-    return np.concatenate(out)
+    seeds = [seed + j for _ in range(embeddings.shape[0]) for j in range(per_identity)]
+    return conditional_images(model, tokens, seeds, steps, batch_size=64)
 
 
 def sampler_samples(model, embeddings: np.ndarray, per_identity: int, steps: int, seed: int, mode: str,

@@ -32,6 +32,7 @@ from uiface_ray.evaluate.fr_schedule import lr_at, margin_at, progress
 from uiface_ray.evaluate.fr_verify import CurvePoint, PairsVerifier
 from uiface_ray.evaluate.config import FRTrainConfig, FRTrainParams
 from uiface_ray.errors import InputError
+from uiface_ray.sample.seeds import step_seed
 
 BACKBONE_FILE = "backbone.pth"
 LOG_FILE = "train_log.json"
@@ -194,7 +195,7 @@ def run_fr_training(cfg: FRTrainParams, images: np.ndarray, labels: np.ndarray, 
                                                             seed + ctx.rank, epoch), epoch
         lr = lr_at(step, p, cfg.lr, cfg.lr_schedule, lr_warm, cfg.lr_milestones, cfg.lr_gamma)  # 2.
         inner.head.m = margin_at(step, cfg.head_m, m_warm)
-        gen = torch.Generator().manual_seed(fr_train.step_seed(seed, ctx.rank, step))
+        gen = torch.Generator().manual_seed(step_seed(seed, step, ctx.rank))
         res = fr_train.train_step(model, optimizer, images[batches[k]], labels[batches[k]], lr, gen, aug,
                                   ctx.device)  # 3.
         if ema is not None:  # 4.

@@ -113,11 +113,6 @@ def epoch_batches(rows: np.ndarray, batch_size: int, steps: int, seed: int, epoc
     return [perm[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
 
 
-def step_seed(seed: int, rank: int, step: int) -> int:
-    """Seed of the augmentation generator of one worker at one step."""
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
-
-
 def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The backbone's state dict in insightface layout (a DDP ``module.`` wrapper is looked through)."""
     inner = getattr(model, "module", model)

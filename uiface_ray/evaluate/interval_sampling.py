@@ -2,9 +2,8 @@
 
 For t in [t_start, t_end) the step is guided by the identity (eq. 4, second case:
 ``(w + 1) eps(c) - w eps(c_e)``); at every other step the empty context ``c_e`` alone is used.
-The sampler core has no interval option, so this is a small DDIM (eta 0) loop of its own built
-from the core's public pieces (``initial_noise``, ``guide``, the model's context encoder and
-decoder); it uses the UNet's default attention (no injection).  The intra-class similarity of
+The sampler core runs it: ``two_stage_fixed`` with t0 = t_end, and ``guided_from`` = t_start
+for the c_e steps below the interval; no attention injection.  The intra-class similarity of
 the images is then measured under an FR encoder.
 """
 
@@ -17,35 +16,27 @@ import torch
 from diffusers import DDIMScheduler
 
 from uiface_ray.sample.api import to_uint8
-from uiface_ray.sample.loop import initial_noise
+from uiface_ray.sample.config import SamplerConfig
+from uiface_ray.sample.loop import run_sampler
 from uiface_ray.sample.seeds import image_seed
-from uiface_ray.sample.two_stage import guide
 
 
 def sample_with_interval(model, embeddings: torch.Tensor, seeds: list[int], interval: tuple[int, int],
                          num_inference_steps: int, guidance_scale: float) -> np.ndarray:
     """uint8 (B, H, W, 3) images; identity-guided only for timesteps t_start <= t < t_end."""
+    cfg = SamplerConfig(mode="two_stage_fixed", t0=interval[1], guidance_scale=guidance_scale,
+                        num_inference_steps=num_inference_steps)
     scheduler = DDIMScheduler.from_config(model.scheduler_config)
     unet, dtype = model.unet, model.unet.dtype
-    device = unet.device
-    scheduler.set_timesteps(num_inference_steps, device=device)
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     with torch.inference_mode():
         enc = model.context_encoder
-        emb = torch.nn.functional.normalize(embeddings.float(), dim=1).to(device)
+        emb = torch.nn.functional.normalize(embeddings.float(), dim=1).to(unet.device)
         context = enc(emb.to(enc.proj_in.weight.dtype)).to(dtype)  # (B, N, D)
         empty = enc.empty_tokens(len(seeds)).to(dtype)  # (B, N, D)
-        latents = initial_noise(generators, model.latent_shape(), device).float() * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            if interval[0] <= int(t) < interval[1]:
-                both = unet(torch.cat([latents, latents]).to(dtype), t,
-                            encoder_hidden_states=torch.cat([empty, context]), return_dict=False)[0].float()
-                eps_empty, eps_cond = both.chunk(2)
-                eps = guide(eps_empty, eps_cond, guidance_scale)
-            else:
-                eps = unet(latents.to(dtype), t, encoder_hidden_states=empty, return_dict=False)[0].float()
-            latents = scheduler.step(eps, t, latents, eta=0.0).prev_sample
-        images = model.decode_latents(latents.to(dtype))
+    out = run_sampler(unet, scheduler, context, empty, generators, cfg, model.latent_shape(), guided_from=interval[0])
+    with torch.inference_mode():
+        images = model.decode_latents(out.latents.to(dtype))
     return to_uint8(images)
 
 

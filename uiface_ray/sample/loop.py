@@ -16,6 +16,11 @@ diffusers ``Attention`` layers, and ``unet(x, t, encoder_hidden_states=..., retu
 Three details of the official release's sampler are options (``SamplerConfig.official()``): its
 DDIM alpha_bar_prev (``ddim.py``), the plain conditional eps between an adaptive switch and max_t0
 (``two_stage.step_config``) and the d_t curve from the conditional pass (``follows_boundary``).
+
+This is the one DDIM loop of the package; other callers pick what it does per step through the
+config and ``guided_from``: the training grid is ``mode="baseline", guidance_scale=0`` (the plain
+conditional eps, one pass per step), the Figure 2 interval study ``mode="two_stage_fixed"`` with
+``t0`` = the interval's end and ``guided_from`` = its start (c_e outside the interval).
 """
 
 from __future__ import annotations
@@ -31,12 +36,13 @@ from uiface_ray.sample.config import SamplerConfig
 from uiface_ray.sample.ddim import ddim_step
 from uiface_ray.sample.two_stage import follows_boundary, guide, in_stage_two, initial_t0, needs_empty_pass, step_config
 
-__all__ = ["SamplerOutput", "run_sampler", "initial_noise", "check_inputs"]
+__all__ = ["SamplerOutput", "run_sampler", "initial_noise", "check_inputs", "check_guided_from"]
 
 
 @dataclass
 class SamplerOutput:
-    """Result of :func:`run_sampler` for a batch of B images over S steps."""
+    """Result of :func:`run_sampler` for a batch of B images over S steps (with ``guided_from``,
+    stage 2 ran at guided_from <= t < t0)."""
 
     latents: torch.Tensor  # (B, C, H, W) z_0, float32 (float64 for a float64 UNet)
     t0: torch.Tensor  # (B,) int64: stage 2 ran at t < t0 (and at t0 itself for a same-step adaptive switch)
@@ -79,6 +85,14 @@ def check_inputs(
         raise ValueError(f"latent_shape must be ({channels}, H, W) for this UNet, got {tuple(latent_shape)}")
     if unet.config.out_channels != channels:
         raise ValueError(f"UNet predicts {unet.config.out_channels} channels for {channels} inputs; expected eps only")
+
+
+def check_guided_from(guided_from: int, cfg: SamplerConfig) -> None:
+    """Raise ValueError unless ``guided_from`` is a non-negative int, and 0 for the adaptive modes."""
+    if isinstance(guided_from, bool) or not isinstance(guided_from, int) or guided_from < 0:
+        raise ValueError(f"guided_from must be a non-negative int, got {guided_from!r}")
+    if guided_from and cfg.adaptive:
+        raise ValueError(f"guided_from={guided_from} needs a fixed stage boundary; mode {cfg.mode!r} is adaptive")
 
 
 def initial_noise(generators: list[torch.Generator], latent_shape: tuple[int, int, int], device) -> torch.Tensor:
@@ -153,9 +167,15 @@ def run_sampler(
     generators: list[torch.Generator],
     cfg: SamplerConfig,
     latent_shape: tuple[int, int, int],
+    guided_from: int = 0,
 ) -> SamplerOutput:
-    """Sample B latents: context_tokens / empty_tokens (B, N, D) on the UNet's device."""
+    """Sample B latents: context_tokens / empty_tokens (B, N, D) on the UNet's device.
+
+    ``guided_from`` (non-adaptive modes): c_e alone also at t < guided_from, so stage 2 is
+    [guided_from, t0); 0 is eq. 4.
+    """
     check_inputs(unet, context_tokens, empty_tokens, generators, cfg, latent_shape)
+    check_guided_from(guided_from, cfg)
     device = context_tokens.device
     state_dtype = torch.float64 if unet.dtype == torch.float64 else torch.float32  # latents between steps
     batch, latent_hw = context_tokens.shape[0], tuple(latent_shape[1:])
@@ -175,7 +195,7 @@ def run_sampler(
         with torch.inference_mode():
             for step, t in enumerate(timesteps):
                 # 1. who is in which stage at t (eq. 4) and who needs its c_e map (eq. 5)
-                stage_two = in_stage_two(t, t0)
+                stage_two = in_stage_two(t, t0, guided_from)
                 step_cfg = step_config(cfg, t)  # cfg, or the release's plain conditional early stage 2
                 record = ~stage_two if cfg.adaptive else torch.zeros_like(stage_two)
                 follow = stage_two if follows_boundary(cfg, t) else torch.zeros_like(stage_two)

@@ -10,6 +10,8 @@ t = t0, is guided too; the step loop handles it (the official release switches o
 ``switch="next_step"``).  ``baseline`` and ``attention_injection`` are single-stage
 (t0 = T: every step guided); ``two_stage_fixed`` uses ``cfg.t0``; the adaptive modes start at
 ``cfg.max_t0`` (the forced switch) and raise a sample's t0 to the timestep where eq. 5 first settles.
+The step loop's ``guided_from`` adds a lower end for the non-adaptive modes: c_e again for
+t < guided_from, so the identity guides only the interval [guided_from, t0) (the paper's Figure 2).
 """
 
 from __future__ import annotations
@@ -32,9 +34,13 @@ def initial_t0(cfg: SamplerConfig, batch: int, num_train_timesteps: int, device:
     return torch.full((batch,), value, dtype=torch.long, device=device)
 
 
-def in_stage_two(t: torch.Tensor, t0: torch.Tensor) -> torch.Tensor:
-    """(B,) bool: which samples are guided by their identity at timestep t (eq. 4, second case)."""
-    return t < t0
+def in_stage_two(t: torch.Tensor, t0: torch.Tensor, guided_from: int = 0) -> torch.Tensor:
+    """(B,) bool: which samples are guided by their identity at timestep t (eq. 4, second case).
+
+    ``guided_from`` > 0 keeps c_e below it too: stage 2 is then ``guided_from <= t < t0`` (the
+    identity used only inside one interval, Figure 2); 0 is eq. 4 itself.
+    """
+    return (t < t0) & (t >= guided_from)
 
 
 def needs_empty_pass(stage_two: torch.Tensor, cfg: SamplerConfig) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The sample grid written with each checkpoint: plain DDIM with the identity context tokens.
+"""The sample grid written with each checkpoint: plain conditional DDIM with the identity context tokens,
+run by the sampler core (``uiface_ray.sample.loop.run_sampler``, baseline mode at guidance 0).
 
 Rows: the chosen training identities, then one row from the empty context c_e.  Columns: an
 optional real reference image, then one column per seed; a column shares its initial noise
@@ -15,27 +16,35 @@ from diffusers import DDIMScheduler
 from PIL import Image
 
 from uiface_ray.model.bundle import UIFaceModel
+from uiface_ray.sample.api import to_uint8
+from uiface_ray.sample.config import SamplerConfig
+from uiface_ray.sample.loop import run_sampler
 
-__all__ = ["ddim_sample", "grid_png", "sample_grid", "to_uint8"]
+__all__ = ["conditional_images", "conditional_latents", "grid_png", "sample_grid"]
+
+
+def conditional_latents(model: UIFaceModel, tokens: torch.Tensor, seeds: list[int],
+                        num_inference_steps: int) -> torch.Tensor:
+    """Plain conditional DDIM (eta 0) through the sampler core: every step one pass with
+    ``encoder_hidden_states=tokens`` (B, N, D), no guidance; row i starts from the noise of ``seeds[i]``."""
+    cfg = SamplerConfig(mode="baseline", guidance_scale=0.0, num_inference_steps=num_inference_steps)
+    scheduler = DDIMScheduler.from_config(model.scheduler_config)
+    empty = model.context_encoder.empty_tokens(tokens.shape[0]).to(tokens)  # (B, N, D), not evaluated at w = 0
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    return run_sampler(model.unet, scheduler, tokens, empty, generators, cfg, model.latent_shape()).latents
 
 
 @torch.no_grad()
-def ddim_sample(unet, tokens: torch.Tensor, noise: torch.Tensor, scheduler_config: dict,
-                num_inference_steps: int) -> torch.Tensor:
-    """Deterministic DDIM (eta 0) from ``noise`` with ``encoder_hidden_states=tokens``."""
-    scheduler = DDIMScheduler.from_config(scheduler_config)
-    scheduler.set_timesteps(num_inference_steps, device=noise.device)
-    sample = noise
-    for t in scheduler.timesteps:
-        model_output = unet(sample, t, encoder_hidden_states=tokens).sample
-        sample = scheduler.step(model_output, t, sample).prev_sample
-    return sample
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
-    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+def conditional_images(model: UIFaceModel, tokens: torch.Tensor, seeds: list[int], num_inference_steps: int,
+                       batch_size: int = 64) -> np.ndarray:
+    """(B, S, S, 3) uint8 from :func:`conditional_latents`, ``batch_size`` rows at a time."""
+    images = []
+    for start in range(0, len(seeds), batch_size):
+        part = slice(start, start + batch_size)
+        latents = conditional_latents(model, tokens[part], seeds[part], num_inference_steps)
+        with torch.inference_mode():
+            images.append(to_uint8(model.decode_latents(latents)))
+    return np.concatenate(images)
 
 
 @torch.no_grad()
@@ -44,18 +53,12 @@ def sample_grid(model: UIFaceModel, embeddings: torch.Tensor, num_seeds: int, nu
                 batch_size: int = 64) -> np.ndarray:
     """A (rows * S, cols * S, 3) uint8 grid; rows = identities + c_e, cols = [reference] + seeds."""
     rows = embeddings.shape[0] + 1
-    c, h, w = model.latent_shape()
-    noises = [torch.randn((c, h, w), generator=torch.Generator().manual_seed(seed * 1000 + j)) for j in range(num_seeds)]
-    noise = torch.stack(noises * rows).to(device)  # (rows * seeds, C, H, W), row-major
     encoder = model.context_encoder
     tokens = torch.cat([encoder(embeddings.to(device)), encoder.empty_tokens(1)])  # (rows, N, D)
-    tokens = tokens.repeat_interleave(num_seeds, dim=0)  # (rows * seeds, N, D)
-    images = []
-    for start in range(0, noise.shape[0], batch_size):
-        part = slice(start, start + batch_size)
-        latents = ddim_sample(model.unet, tokens[part], noise[part], model.scheduler_config, num_inference_steps)
-        images.append(to_uint8(model.decode_latents(latents)))
-    tiles = np.concatenate(images).reshape(rows, num_seeds, *images[0].shape[1:])  # (rows, seeds, S, S, 3)
+    tokens = tokens.repeat_interleave(num_seeds, dim=0)  # (rows * seeds, N, D), row-major
+    seeds = [seed * 1000 + j for _ in range(rows) for j in range(num_seeds)]  # a column shares its noise
+    images = conditional_images(model, tokens, seeds, num_inference_steps, batch_size)
+    tiles = images.reshape(rows, num_seeds, *images.shape[1:])  # (rows, seeds, S, S, 3)
     if references is not None:
         refs = np.zeros((rows, 1, *tiles.shape[2:]), dtype=np.uint8)
         refs[: len(references), 0] = references

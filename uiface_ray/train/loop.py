@@ -21,6 +21,7 @@ from torch import nn
 from uiface_ray.progress import hms
 from uiface_ray.model.bundle import UIFaceModel
 from uiface_ray.model.unet import build_model
+from uiface_ray.sample.seeds import step_seed
 from uiface_ray.train.checkpoint import load_train_state, read_latest, save_checkpoint
 from uiface_ray.train.config import TrainConfig
 from uiface_ray.train.data import BatchOrder, FaceData, decode_images, load_face_data
@@ -29,7 +30,7 @@ from uiface_ray.train.grid import grid_png, sample_grid
 from uiface_ray.train.lr import make_lr_scheduler
 from uiface_ray.train.objective import DiffusionModule, apply_flip, diffusion_loss, draw_step_noise
 
-__all__ = ["SimulatedCrash", "TrainState", "WorkerContext", "run_training", "step_seed"]
+__all__ = ["SimulatedCrash", "TrainState", "WorkerContext", "run_training"]
 
 
 class SimulatedCrash(RuntimeError):
@@ -60,10 +61,6 @@ class TrainState:
     ema: EMA
     step: int = 0
     metrics: list[dict] = field(default_factory=list)
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
 def build_state(cfg: TrainConfig, data: FaceData, device: torch.device) -> TrainState:
