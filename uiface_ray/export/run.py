@@ -69,6 +69,8 @@ class ExportResult:
     shards_run: int = 0
     shards_skipped: int = 0  # done by an interrupted run of the same export
     seconds: float = 0.0
+    shards_seconds: float = 0.0  # exporting the shards left to do (the workers' part)
+    finish_seconds: float = 0.0  # the stitch, the card and the move into place (the driver's part)
 
 
 def in_process(tasks: list[ShardTask], storage_cfg: StorageConfig, on_done: Callable[[ShardDone], None]) -> None:
@@ -194,8 +196,10 @@ def _export(cfg: ExportConfig, dataset: SyntheticDataset, metrics: dict, staging
         done[record.name] = record
         progress.add(record)
 
+    start = time.perf_counter()
     if state.todo:
         map_shards(state.todo, cfg.storage, on_done)
+    result.shards_seconds = time.perf_counter() - start
     missing = [t.name for t in tasks if t.name not in done]
     if missing:
         raise AssertionError(f"internal: no export record for {missing[:5]}")
@@ -207,6 +211,7 @@ def _export(cfg: ExportConfig, dataset: SyntheticDataset, metrics: dict, staging
         result.written.append(target)
     result.shards_run, result.shards_skipped = len(state.todo), len(state.done)
     storage.remove(staging, cfg.storage, recursive=True)
+    result.finish_seconds = time.perf_counter() - start - result.shards_seconds
 
 
 def run_export(cfg: ExportConfig, map_shards: ShardMapper | None = None) -> ExportResult:
