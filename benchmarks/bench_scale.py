@@ -8,11 +8,14 @@ and on a loopback S3 server (moto, started and stopped here).  Three parts:
 
 * ``--job N``: the real synthesis job (Ray, 2 sampler actors) for N identities, then a resume with
   nothing to do, a resume with 1% of the shards deleted (rerun: only those are regenerated), and
-  an export (image folders + RecordIO + card) with its time and peak memory (a subprocess).
+  an export (image folders + RecordIO + card) through the Ray export (2 worker actors), in a
+  driver subprocess connected to the same Ray: its time, the stitch's time and its peak RSS.
 * ``--driver N``: the driver alone, at sizes the actors of this 2-core machine cannot reach in a
   benchmark's time: N/16 shards written by this process (the real encoder and shard writer), each
   committed through the real journal (``ManifestWriter``), then resume planning (one listing,
-  the manifest, the journal) with nothing to do and with 1% of the shards deleted.
+  the manifest, the journal) with nothing to do and with 1% of the shards deleted; then, for N up
+  to ``--export-max``, an export of that dataset through the Ray export (``--driver-formats``:
+  RecordIO + card by default, since a folder export is one PUT per image).
 * ``--filter N``: the blockwise greedy identity filter keeping N of N candidates (128-d random
   unit vectors, threshold 0.5: the similarity work of make_identities without the generator),
   with time and memory per block and an exact check of the kept set's maximum similarity.
@@ -141,27 +144,36 @@ def bench_job(n: int, store: str, work: Path) -> dict:
     rerun = run_synthesis(cfg)
     rerun_s = time.perf_counter() - start
     assert rerun.shards_run == deleted, (rerun.shards_run, deleted)
-    export_s, export_mb = bench_export(out, store + f"/export-{n}")
     return {"shards": shards, "images": first.num_rows, "job_s": first.seconds,
             "driver_ms_per_shard": None, "commit_bytes": first.commit_bytes, "commit_writes": first.commit_writes,
             "resume_idle_s": idle, "resume_1pct_plan_s": missing, "rerun_1pct_s": rerun_s,
-            "export_s": export_s, "export_peak_mb": export_mb, "driver_rss_mb": _rss_mb()}
+            **bench_export(out, store + f"/export-{n}"), "driver_rss_mb": _rss_mb()}
 
 
-def bench_export(dataset: str, out: str) -> tuple[float, float]:
-    # peak memory from VmHWM (reset at exec; ru_maxrss keeps the forking parent's peak)
-    code = ("import sys, time; sys.path.insert(0, %r)\n"
-            "from uiface_ray.export.config import ExportConfig\nfrom uiface_ray.export.run import run_export\n"
-            "t = time.perf_counter(); run_export(ExportConfig(dataset=%r, output=%r))\n"
+def bench_export(dataset: str, out: str, formats: tuple[str, ...] = ("folders", "recordio", "card")) -> dict:
+    """The Ray export in a driver subprocess connected to this process's Ray (2 worker actors);
+    peak RSS from its VmHWM (reset at exec; ru_maxrss keeps the forking parent's peak)."""
+    import json
+
+    import ray
+
+    code = ("import json, sys; sys.path.insert(0, %r)\n"
+            "from uiface_ray.config import RayConfig\nfrom uiface_ray.export.config import ExportConfig\n"
+            "from uiface_ray.runtime.export import run_export_on_ray\nfrom uiface_ray.runtime.session import ray_session\n"
+            "with ray_session(RayConfig(address=%r)):\n"
+            "    r = run_export_on_ray(ExportConfig(dataset=%r, output=%r, formats=%r, workers={'num_workers': 2},"
+            " progress_every_s=600))\n"
             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
-            "print(time.perf_counter() - t, int(hwm) / 1024)"
-            % (str(ROOT), dataset, out))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    seconds, mb = proc.stdout.split()[-2:]
-    return float(seconds), float(mb)
+            "print(json.dumps({'s': r.seconds, 'stitch_s': r.finish_seconds, 'mb': int(hwm) / 1024}))"
+            % (str(ROOT), ray.get_runtime_context().gcs_address, dataset, out, tuple(formats)))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"export failed: {proc.stderr[-3000:]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"export_s": r["s"], "export_stitch_s": r["stitch_s"], "export_peak_mb": r["mb"]}
 
 
-def bench_driver(n: int, store: str, work: Path) -> dict:
+def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...] | None) -> dict:
     """N/16 shards written here and committed through the journal; then resume planning."""
     from uiface_ray import storage
     from uiface_ray.identities.table import read_identity_table
@@ -198,10 +210,25 @@ def bench_driver(n: int, store: str, work: Path) -> dict:
     idle = _time_resume(cfg)
     _delete_one_percent(out, shards)
     missing = _time_resume(cfg)
+    rss = _rss_mb()
+    exported = {}
+    if export_formats:
+        prep = plan_work(checked)  # put the deleted shards back: an export needs the whole dataset
+        for spec in prep.state.todo:
+            idn, idx = expected_rows(spec, ids)
+            data = encode_shard(ShardRows(idn, idx, idn, [image] * len(idn), np.zeros(len(idn)), "uiface",
+                                          prep.manifest.model_hash, shard_metadata("png", 8, 8, "uiface", "x")))
+            storage.write_bytes_atomic(storage.join(prep.cfg.output, "shards", spec.name), data)
+            info = storage.file_info(storage.join(prep.cfg.output, "shards", spec.name))
+            prep.manifest.shards.append(ShardRecord(spec.name, spec.index, len(idn), sha256(data), info.size,
+                                                    info.version))
+        fix = ManifestWriter(prep.cfg.output, prep.manifest, prep.cfg.storage)
+        fix.finish()
+        exported = bench_export(out, store + f"/driver-export-{n}", export_formats)
     return {"shards": shards, "images": shards * PER_SHARD * IMAGES, "job_s": None,
             "driver_ms_per_shard": 1000 * commit_s / shards, "final_manifest_s": final_s,
             "commit_bytes": writer.bytes_written, "commit_writes": writer.writes,
-            "resume_idle_s": idle, "resume_1pct_plan_s": missing, "driver_rss_mb": _rss_mb()}
+            "resume_idle_s": idle, "resume_1pct_plan_s": missing, "driver_rss_mb": rss, **exported}
 
 
 def bench_filter(n: int) -> dict:
@@ -233,8 +260,8 @@ def _row(part: str, store: str, n: int, r: dict) -> str:
 
     return (f"| {part} | {store} | {n} | {r['shards']} | {f('job_s', '{:.0f}')} | {f('driver_ms_per_shard', '{:.2f}')} "
             f"| {r['commit_bytes'] / 1024:.0f} | {r['commit_writes']} | {r['commit_bytes'] / r['shards']:.0f} "
-            f"| {f('resume_idle_s')} | {f('resume_1pct_plan_s')} | {f('export_s', '{:.0f}')} "
-            f"| {f('export_peak_mb', '{:.0f}')} | {r['driver_rss_mb']:.0f} |")
+            f"| {f('resume_idle_s')} | {f('resume_1pct_plan_s')} | {f('export_s', '{:.1f}')} "
+            f"| {f('export_stitch_s', '{:.1f}')} | {f('export_peak_mb', '{:.0f}')} | {r['driver_rss_mb']:.0f} |")
 
 
 def main() -> None:
@@ -243,6 +270,9 @@ def main() -> None:
     parser.add_argument("--driver", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--filter", type=int, nargs="*", default=[])
     parser.add_argument("--stores", nargs="*", default=["local", "s3"], choices=["local", "s3"])
+    parser.add_argument("--export-max", type=int, default=10000, help="export the --driver datasets up to this size")
+    parser.add_argument("--driver-formats", nargs="*", default=["recordio", "card"],
+                        choices=["folders", "recordio", "card"], help="formats of the --driver exports")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -259,20 +289,22 @@ def main() -> None:
         if "s3" in args.stores:
             server, endpoint = start_s3()
         print("| part | store | identities | shards | job s | driver ms/shard | commit KB | commit writes "
-              "| commit B/shard | resume idle s | resume 1% plan s | export s | export peak MB | driver RSS MB |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for store in args.stores:
-            base = new_bucket(endpoint) if store == "s3" else str(work / "out")
-            for n in args.driver:
-                rows.append(_row("driver", store, n, bench_driver(n, base, work)))
-                print(rows[-1], flush=True)
-            if args.job:
-                from uiface_ray.runtime.session import ray_session
+              "| commit B/shard | resume idle s | resume 1% plan s | export s | export stitch+card s "
+              "| export driver peak MB | driver RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        from uiface_ray.config import RayConfig
+        from uiface_ray.runtime.session import ray_session
 
-                with ray_session():
-                    for n in args.job:
-                        rows.append(_row("job", store, n, bench_job(n, base, work)))
-                        print(rows[-1], flush=True)
+        with ray_session(RayConfig(num_cpus=2)):
+            for store in args.stores:
+                base = new_bucket(endpoint) if store == "s3" else str(work / "out")
+                for n in args.driver:
+                    formats = tuple(args.driver_formats) if n <= args.export_max else None
+                    rows.append(_row("driver", store, n, bench_driver(n, base, work, formats)))
+                    print(rows[-1], flush=True)
+                for n in args.job:
+                    rows.append(_row("job", store, n, bench_job(n, base, work)))
+                    print(rows[-1], flush=True)
         for n in args.filter:
             r = bench_filter(n)
             print(f"filter {n}: kept {r['kept']} of {r['drawn']} in {r['seconds']:.1f} s (block of 1024: first "

@@ -1,5 +1,7 @@
 """Export a synthetic dataset: image folders <identity>/<index>.jpg, insightface train.rec/.idx/property,
-and a dataset card (README.md + dataset_card.json)."""
+and a dataset card (README.md + dataset_card.json). The shards are exported by a pool of Ray workers
+into <output>/.staging-<key>/, stitched, then moved into place; rerunning the same command after an
+interrupt skips the shards already exported."""
 
 from __future__ import annotations
 
@@ -13,10 +15,16 @@ from uiface_ray.export.config import ExportConfig  # noqa: E402
 
 
 def body(cfg: ExportConfig) -> None:
-    from uiface_ray.export.run import run_export
+    from uiface_ray.export.run import resolve_export_config, validate_export
+    from uiface_ray.runtime.export import run_export_on_ray
+    from uiface_ray.runtime.session import ray_session
 
-    result = run_export(cfg)
-    print(f"[export] {result.images} images of {result.identities} identities -> {result.output}")
+    validate_export(resolve_export_config(cfg))  # bad input: one line before any Ray starts
+    with ray_session(cfg.ray):
+        result = run_export_on_ray(cfg)
+    print(f"[export] {result.images} images of {result.identities} identities -> {result.output} "
+          f"({result.shards_run} shards exported now, {result.shards_skipped} already done and skipped; "
+          f"{result.seconds:.1f} s)")
     for url in result.written:
         print(f"  {url}")
 

@@ -38,6 +38,10 @@ __all__ = [
     "RecordIOReader",
     "RecordIOSummary",
     "RecordItem",
+    "encode_record",
+    "header_record",
+    "header_record_size",
+    "identity_record",
     "idx_path_for",
     "pack_record",
     "unpack_record",
@@ -309,17 +313,37 @@ class _LabelRuns:
         self.current = key
 
 
+def encode_record(label: float, image: bytes, record_id: int) -> bytes:
+    """The bytes of one image record as it sits in a ``.rec`` file (chunks and padding included)."""
+    return _encode_chunks(pack_record(float(label), bytes(image), record_id=record_id))
+
+
+def identity_record(first_image: int, end_image: int, record_id: int) -> bytes:
+    """The record of one identity: labels ``(first image record, end image record)``, no image."""
+    return _encode_chunks(pack_record([float(first_image), float(end_image)], record_id=record_id))
+
+
+def header_record(first_identity: int, end_identity: int) -> bytes:
+    """Record 0: labels ``(first identity record, end identity record)``."""
+    return _encode_chunks(pack_record([float(first_identity), float(end_identity)]))
+
+
+def header_record_size() -> int:
+    """The size of record 0 whatever its labels (a fixed-size header: 2 float32 labels)."""
+    return len(header_record(0, 0))
+
+
 def _write_stream(fh, records: Iterable[tuple[float, bytes]], rec_path: str) -> tuple[list[int], int]:
     """Write a placeholder header, the images, the identity records; return (offsets, images)."""
     offsets = [0]
-    header_size = len(_encode_chunks(pack_record([0.0, 0.0])))
+    header_size = header_record_size()
     fh.write(b"\0" * header_size)  # record 0, filled in once the counts are known
     runs = _LabelRuns(rec_path)
     pos = header_size
     n = 0
     for n, (label, image) in enumerate(records, start=1):
         runs.add(label, n)
-        blob = _encode_chunks(pack_record(float(label), bytes(image), record_id=n))
+        blob = encode_record(label, image, n)
         offsets.append(pos)
         fh.write(blob)
         pos += len(blob)
@@ -327,12 +351,12 @@ def _write_stream(fh, records: Iterable[tuple[float, bytes]], rec_path: str) -> 
         raise RecordIOError(f"{rec_path}: labels must be 0..K-1 with none missing, got {sorted(runs.runs)[:10]}...")
     first_identity = n + 1
     for k in range(len(runs.runs)):
-        blob = _encode_chunks(pack_record([float(v) for v in runs.runs[k]], record_id=first_identity + k))
+        blob = identity_record(*runs.runs[k], record_id=first_identity + k)
         offsets.append(pos)
         fh.write(blob)
         pos += len(blob)
     fh.seek(0)
-    fh.write(_encode_chunks(pack_record([float(first_identity), float(first_identity + len(runs.runs))])))
+    fh.write(header_record(first_identity, first_identity + len(runs.runs)))
     return offsets, n
 
 

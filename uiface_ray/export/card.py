@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterable
 
 import numpy as np
 
 from uiface_ray import storage
 from uiface_ray.export.config import DEFAULT_INTENDED_USE
 from uiface_ray.synth.dataset import SyntheticDataset
+from uiface_ray.synth.manifest import Manifest
+from uiface_ray.synth.shard import ShardRows
 
-__all__ = ["DEFAULT_INTENDED_USE", "build_card", "card_markdown", "generator_record", "write_card"]
+__all__ = ["DEFAULT_INTENDED_USE", "ShardSummary", "build_card", "card_from_summaries", "card_markdown",
+           "generator_record", "summarize_shard", "write_card"]
 
 def generator_record(model_url: str | None, storage_cfg=None) -> dict[str, Any]:
     """The generator's own record of what it was trained on (``uiface.json`` of the model bundle)."""
@@ -27,38 +32,90 @@ def generator_record(model_url: str | None, storage_cfg=None) -> dict[str, Any]:
             "source": info.get("source")}
 
 
-def _t0_distribution(t0: np.ndarray) -> dict[str, Any]:
-    values, counts = np.unique(t0, return_counts=True)
+@dataclass
+class ShardSummary:
+    """What the card needs of one shard, computed where the shard is read (a worker), so that the
+    driver merges small summaries instead of reading the dataset."""
+
+    identity_ids: list[int]  # distinct, in order of first appearance
+    counts: list[int]  # images of each
+    t0_histogram: dict[int, int]
+    mode: str
+    model_hash: str
+    seeds: np.ndarray  # (rows,) int64
+
+    def to_json(self) -> dict[str, Any]:
+        return {"identity_ids": self.identity_ids, "counts": self.counts, "mode": self.mode,
+                "model_hash": self.model_hash, "t0_histogram": {str(k): v for k, v in self.t0_histogram.items()},
+                "seeds": base64.b64encode(self.seeds.astype("<i8").tobytes()).decode("ascii")}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "ShardSummary":
+        return cls(list(body["identity_ids"]), list(body["counts"]),
+                   {int(k): int(v) for k, v in body["t0_histogram"].items()}, body["mode"], body["model_hash"],
+                   np.frombuffer(base64.b64decode(body["seeds"]), dtype="<i8").astype(np.int64))
+
+
+def summarize_shard(rows: ShardRows) -> ShardSummary:
+    ids, first, counts = np.unique(rows.identity_id, return_index=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    values, t0_counts = np.unique(rows.t0, return_counts=True)
+    return ShardSummary([int(i) for i in ids[order]], [int(c) for c in counts[order]],
+                        {int(v): int(c) for v, c in zip(values, t0_counts)}, rows.mode, rows.model_hash,
+                        np.asarray(rows.seed, dtype=np.int64))
+
+
+def _quantile(values: np.ndarray, cum: np.ndarray, q: float) -> float:
+    """``np.quantile(x, q)`` (linear method) of the sorted sample whose distinct ``values`` have
+    cumulative counts ``cum``, without building the sample."""
+    n = int(cum[-1])
+    virtual = q * (n - 1)
+    lo = int(np.floor(virtual))
+    hi = min(lo + 1, n - 1)
+    a = float(values[np.searchsorted(cum, lo, side="right")])
+    b = float(values[np.searchsorted(cum, hi, side="right")])
+    t = virtual - lo
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t  # numpy's _lerp, for the same float
+
+
+def _t0_distribution(histogram: dict[int, int]) -> dict[str, Any]:
+    values = np.array(sorted(histogram), dtype=np.int64)
+    counts = np.array([histogram[int(v)] for v in values], dtype=np.int64)
+    cum = np.cumsum(counts)
     return {
-        "min": int(t0.min()), "max": int(t0.max()), "mean": float(t0.mean()),
-        "quantiles": {q: float(np.quantile(t0, float(q))) for q in ("0.1", "0.5", "0.9")},
+        "min": int(values[0]), "max": int(values[-1]), "mean": float(np.dot(values, counts)) / int(cum[-1]),
+        "quantiles": {q: _quantile(values, cum, float(q)) for q in ("0.1", "0.5", "0.9")},
         "histogram": {str(int(v)): int(c) for v, c in zip(values, counts)},
     }
 
 
-def build_card(dataset: SyntheticDataset, encoder: dict[str, Any] | None = None,
-               metrics: dict[str, Any] | None = None, verify: bool = True, license: str = "unspecified",
-               intended_use: str = DEFAULT_INTENDED_USE, generator: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Counts, configs, hashes, seeds and the t0 distribution, read from the shards themselves."""
-    m = dataset.manifest
-    t0s, per_identity = [], {}
+def card_from_summaries(dataset_url: str, manifest: Manifest, summaries: Iterable[ShardSummary],
+                        encoder: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                        license: str = "unspecified", intended_use: str = DEFAULT_INTENDED_USE,
+                        generator: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card from the shards' summaries: counts, configs, hashes, seeds and the t0 distribution.
+    Memory: one entry per identity and 8 bytes per image (the seeds, for the exact unique count)."""
+    m = manifest
+    per_identity: dict[int, int] = {}
+    t0_hist: dict[int, int] = {}
     modes, hashes, seeds = set(), set(), []
-    for rows in dataset.iter_shards(verify):
-        t0s.append(rows.t0)
-        for identity in rows.identity_id:
-            per_identity[int(identity)] = per_identity.get(int(identity), 0) + 1
-        modes.add(rows.mode)
-        hashes.add(rows.model_hash)
-        seeds.append(rows.seed)
-    t0 = np.concatenate(t0s)
+    for s in summaries:
+        for identity, count in zip(s.identity_ids, s.counts):
+            per_identity[identity] = per_identity.get(identity, 0) + count
+        for value, count in s.t0_histogram.items():
+            t0_hist[value] = t0_hist.get(value, 0) + count
+        modes.add(s.mode)
+        hashes.add(s.model_hash)
+        seeds.append(s.seeds)
     all_seeds = np.concatenate(seeds)
     counts = np.array(list(per_identity.values()))
     return {
-        "dataset": dataset.url,
+        "dataset": dataset_url,
         "license": license,
         "intended_use": intended_use,
         "generator": generator if generator is not None else {},
-        "counts": {"identities": len(per_identity), "images": int(len(t0)), "shards": m.num_shards,
+        "counts": {"identities": len(per_identity), "images": int(len(all_seeds)), "shards": m.num_shards,
                    "images_per_identity": {"min": int(counts.min()), "max": int(counts.max())}},
         "model_hash": m.model_hash,
         "model_hashes_in_shards": sorted(hashes),
@@ -67,11 +124,21 @@ def build_card(dataset: SyntheticDataset, encoder: dict[str, Any] | None = None,
         "identities_sha256": m.generation.get("identities_sha256"),
         "seeds": {"job_seed": m.generation.get("seed"), "rule": "image_seed(job_seed, identity_id, image_index)",
                   "unique": int(len(np.unique(all_seeds))), "images": int(len(all_seeds))},
-        "t0": _t0_distribution(t0),
+        "t0": _t0_distribution(t0_hist),
         "generation": m.generation,
         "job_config": m.job_config,
         "metrics": metrics or {},
     }
+
+
+def build_card(dataset: SyntheticDataset, encoder: dict[str, Any] | None = None,
+               metrics: dict[str, Any] | None = None, verify: bool = True, license: str = "unspecified",
+               intended_use: str = DEFAULT_INTENDED_USE, generator: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card, read from the shards themselves in this process (the export spreads the reads
+    over workers and calls :func:`card_from_summaries`)."""
+    return card_from_summaries(dataset.url, dataset.manifest,
+                               (summarize_shard(rows) for rows in dataset.iter_shards(verify)),
+                               encoder, metrics, license, intended_use, generator)
 
 
 def _generator_lines(gen: dict[str, Any]) -> str:

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from uiface_ray.config import Config, StorageConfig
+from uiface_ray.config import Config, RayConfig, StorageConfig
 
-__all__ = ["CardConfig", "DEFAULT_INTENDED_USE", "ExportConfig"]
+__all__ = ["CardConfig", "DEFAULT_INTENDED_USE", "ExportConfig", "ExportWorkersConfig"]
 
 
 DEFAULT_INTENDED_USE = (
@@ -28,6 +28,20 @@ class CardConfig(Config):
     intended_use: str = Field(DEFAULT_INTENDED_USE, description="The card's intended-use paragraph.")
 
 
+class ExportWorkersConfig(Config):
+    """The Ray workers that export one shard per task (``uiface_ray.runtime.export``)."""
+
+    num_workers: int | None = Field(
+        None, ge=1, description="Worker actors; empty: one per cpus_per_worker CPUs of the cluster (at most one "
+        "per shard to export).")
+    cpus_per_worker: int = Field(1, ge=1, description="num_cpus of each worker actor.")
+    tasks_per_worker: int = Field(2, ge=1, description="Shards queued per worker (2 overlaps one shard's read with "
+                                  "the previous one's writes).")
+    max_attempts: int = Field(3, ge=1, description="Times one shard is tried before the export fails with its error "
+                              "(a worker's death counts).")
+    max_restarts: int = Field(1, ge=0, description="Times Ray restarts a crashed worker in its own slot.")
+
+
 class ExportConfig(Config):
     """Export a finished synthetic dataset as image folders, insightface RecordIO and a dataset card."""
 
@@ -42,4 +56,13 @@ class ExportConfig(Config):
         "when present).")
     verify_hashes: bool = Field(True, description="Check every shard's SHA-256 against the manifest.")
     card: CardConfig = Field(default_factory=CardConfig, description="Licence and intended use in the card.")
+    workers: ExportWorkersConfig = Field(default_factory=ExportWorkersConfig,
+                                         description="Ray workers that export the shards (jobs/export.py).")
+    write_attempts: int = Field(5, ge=1, description="Tries of each write before the export stops (the store "
+                                "unreachable); what is written stays for the rerun.")
+    write_backoff_s: float = Field(2.0, ge=0, description="Wait before the first write retry, doubled each retry.")
+    progress_every_s: float = Field(10.0, gt=0, description="Seconds between progress lines.")
+    stitch_chunk_mb: int = Field(8, ge=1, le=1024, description="Bytes copied at a time (MiB) when the per-shard "
+                                 "parts are stitched into train.rec: the stitch's memory bound.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster to connect to (jobs/export.py).")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")

@@ -1,32 +1,63 @@
-"""Run an export: folders, RecordIO and the card, validated first and written through a staging folder.
+"""Run an export: per-shard work (in this process or spread over Ray workers), a stitch, then a move.
 
 1. Validate everything before writing anything: the dataset is complete (``open_dataset``), the
    metrics file (given or ``<dataset>/metrics.json``) exists and is JSON, every listed shard is
    in the store with the size recorded at write time (one listing; with ``verify_hashes`` each
-   shard's SHA-256 is also checked when it is read for export), and the output is writable.
-2. Write every requested format under ``<output>/.staging-<token>/``.
-3. Move each written entry (``images/``, ``train.rec``, ...) to its place under ``<output>``,
+   shard's SHA-256 is also checked when it is read for export), every shard holds whole
+   identities, and the output is writable.
+2. Plan (:mod:`uiface_ray.export.plan`): the staging folder ``<output>/.staging-<key>`` (``key``
+   a hash of the dataset's shard records and the export settings), one task per shard with its
+   global labels, and what that folder already holds from an interrupted run (two listings).
+3. Export every shard not done yet (:func:`uiface_ray.export.shard.export_shard`): image files,
+   the shard's RecordIO part, its card summary, then its done-record.  ``map_shards`` runs the
+   tasks: in this process by default, over Ray workers from :mod:`uiface_ray.runtime.export`.
+4. Stitch the parts into ``train.rec``/``train.idx`` (streaming), write ``property`` and the card
+   (from the shards' summaries: no shard is read again) into the staging folder.
+5. Move each written entry (``images/``, ``train.rec``, ...) to its place under ``<output>``,
    replacing an earlier export's entry of the same name, and remove the staging folder.
 
-On any error in steps 2-3 the staging folder is removed, so an output never holds a part of an
-export: a truncated shard or a missing metrics file leaves it as it was.
+Failures:
+
+* a user error (a truncated or replaced shard, a missing metrics file, any
+  :class:`uiface_ray.errors.InputError` but an unreachable store) removes the staging folder: the
+  output holds nothing of this export;
+* a crash, an interrupt (Ctrl-C, a killed driver) or a store that stays unreachable through every
+  write retry leaves the staging folder: the same command resumes, skipping every shard whose
+  done-record and parts are in place, and redoes the stitch;
+* an output never holds a part of an export: entries reach it only in step 5.
+
+One export per output at a time (two runs of the same command would share a staging folder).
 """
 
 from __future__ import annotations
 
 import json
-import uuid
+import logging
+import sys
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from uiface_ray import storage
-from uiface_ray.export.card import build_card, generator_record, write_card
+from uiface_ray.config import StorageConfig
+from uiface_ray.errors import InputError
+from uiface_ray.export.card import ShardSummary, card_from_summaries, generator_record, write_card
 from uiface_ray.export.config import ExportConfig
-from uiface_ray.export.folders import export_image_folders
-from uiface_ray.export.recordio import export_recordio
+from uiface_ray.export.plan import ExportInputError, ResumeState, plan_tasks, resume_export, staging_url
+from uiface_ray.export.recordio import stitch_recordio
+from uiface_ray.export.shard import ShardDone, ShardTask, export_shard
+from uiface_ray.progress import progress_text
 from uiface_ray.storage.fs import check_writable
-from uiface_ray.synth.dataset import DatasetError, SyntheticDataset, open_dataset
+from uiface_ray.synth.dataset import SyntheticDataset, open_dataset
+from uiface_ray.synth.retry import StoreUnavailableError
 
-__all__ = ["ExportResult", "run_export", "validate_export"]
+__all__ = ["ExportInputError", "ExportResult", "ShardMapper", "in_process", "resolve_export_config", "run_export",
+           "validate_export"]
+
+log = logging.getLogger(__name__)
+
+# map_shards(tasks, storage settings, on_done): run every task, calling on_done(record) as each finishes
+ShardMapper = Callable[[list[ShardTask], StorageConfig, Callable[[ShardDone], None]], None]
 
 
 @dataclass
@@ -35,10 +66,17 @@ class ExportResult:
     images: int
     identities: int
     written: list[str] = field(default_factory=list)
+    shards_run: int = 0
+    shards_skipped: int = 0  # done by an interrupted run of the same export
+    seconds: float = 0.0
+    shards_seconds: float = 0.0  # exporting the shards left to do (the workers' part)
+    finish_seconds: float = 0.0  # the stitch, the card and the move into place (the driver's part)
 
 
-class ExportInputError(DatasetError):
-    """An input of the export (metrics file, shard) is unusable; the message names it."""
+def in_process(tasks: list[ShardTask], storage_cfg: StorageConfig, on_done: Callable[[ShardDone], None]) -> None:
+    """The default :data:`ShardMapper`: one shard after another in this process."""
+    for task in tasks:
+        on_done(export_shard(task, storage_cfg))
 
 
 def _identity_encoder(job_config: dict, storage_cfg) -> dict:
@@ -83,6 +121,13 @@ def _check_shards(dataset: SyntheticDataset) -> None:
                                    "config to regenerate it")
 
 
+def resolve_export_config(cfg: ExportConfig) -> ExportConfig:
+    """The config as workers must see it: local paths absolute, storage settings resolved here."""
+    return cfg.model_copy(update={"dataset": storage.absolute_url(cfg.dataset), "output": storage.absolute_url(cfg.output),
+                                  "metrics": storage.absolute_url(cfg.metrics),
+                                  "storage": storage.resolve_storage(cfg.storage)})
+
+
 def validate_export(cfg: ExportConfig) -> tuple[SyntheticDataset, dict]:
     """Everything an export needs, checked before anything is written; returns (dataset, metrics)."""
     dataset = open_dataset(cfg.dataset, cfg.storage)
@@ -92,39 +137,97 @@ def validate_export(cfg: ExportConfig) -> tuple[SyntheticDataset, dict]:
     return dataset, metrics
 
 
-def _write_all(cfg: ExportConfig, dataset: SyntheticDataset, metrics: dict, staging: str) -> list[str]:
-    """Write every requested format under ``staging``; returns the names written there."""
+class _Progress:
+    """``[export] shards 12/63, 192/1000 images (31.0/s, ETA 0:00:26)`` every ``every_s`` seconds."""
+
+    def __init__(self, tasks: list[ShardTask], state: ResumeState, every_s: float):
+        self.shards, self.total = len(tasks), sum(t.record.rows for t in tasks)
+        self.done_shards = len(state.done)
+        self.skipped_images = self.done_images = sum(d.rows for d in state.done.values())
+        self.every_s, self.start, self.last = every_s, time.perf_counter(), time.perf_counter()
+
+    def add(self, done: ShardDone) -> None:
+        self.done_shards += 1
+        self.done_images += done.rows
+        if time.perf_counter() - self.last >= self.every_s or self.done_shards == self.shards:
+            self.last = time.perf_counter()
+            text = progress_text(self.done_images - self.skipped_images, self.total - self.skipped_images,
+                                 self.last - self.start)
+            print(f"[export] shards {self.done_shards}/{self.shards}, {text}", file=sys.stderr, flush=True)
+
+
+def _finish(cfg: ExportConfig, dataset: SyntheticDataset, metrics: dict, staging: str,
+            dones: list[ShardDone]) -> list[str]:
+    """Stitch and write the card into ``staging``; returns every name the export writes there."""
     names: list[str] = []
     if "folders" in cfg.formats:
-        export_image_folders(dataset, storage.join(staging, "images"), cfg.jpeg_quality, cfg.storage,
-                             cfg.verify_hashes)
         names.append("images")
     if "recordio" in cfg.formats:
-        export_recordio(dataset, staging, cfg.jpeg_quality, cfg.storage, cfg.verify_hashes)
+        stitch_recordio(dones, staging, staging, cfg.storage, cfg.stitch_chunk_mb << 20)
         names += ["train.rec", "train.idx", "property"]
     if "card" in cfg.formats:
-        card = build_card(dataset, _identity_encoder(dataset.manifest.job_config, cfg.storage), metrics,
-                          cfg.verify_hashes, license=cfg.card.license, intended_use=cfg.card.intended_use,
-                          generator=generator_record(dataset.manifest.job_config.get("model"), cfg.storage))
+        card = card_from_summaries(dataset.url, dataset.manifest, (ShardSummary.from_json(d.summary) for d in dones),
+                                   _identity_encoder(dataset.manifest.job_config, cfg.storage), metrics,
+                                   license=cfg.card.license, intended_use=cfg.card.intended_use,
+                                   generator=generator_record(dataset.manifest.job_config.get("model"), cfg.storage))
         write_card(card, staging, cfg.storage)
         names += ["dataset_card.json", "README.md"]
     return names
 
 
-def run_export(cfg: ExportConfig) -> ExportResult:
-    cfg = cfg.model_copy(update={"dataset": storage.absolute_url(cfg.dataset), "output": storage.absolute_url(cfg.output),
-                                 "metrics": storage.absolute_url(cfg.metrics),
-                                 "storage": storage.resolve_storage(cfg.storage)})
+def _remove_staging(staging: str, storage_cfg) -> None:
+    try:
+        storage.remove(staging, storage_cfg, recursive=True)
+    except storage.StorageError as exc:  # the error being raised says more than this one
+        log.warning("could not remove %s: %s", staging, exc)
+
+
+def _export(cfg: ExportConfig, dataset: SyntheticDataset, metrics: dict, staging: str, tasks: list[ShardTask],
+            map_shards: ShardMapper, result: ExportResult) -> None:
+    state = resume_export(tasks, staging, cfg.storage)
+    if state.done or state.redo:
+        print(f"[export] resuming {staging}: {len(state.done)} of {len(tasks)} shards already exported, skipped; "
+              f"{len(state.todo)} to run" + (f" ({len(state.redo)} with a missing part: rerun)" if state.redo else ""),
+              file=sys.stderr, flush=True)
+    done = dict(state.done)
+    progress = _Progress(tasks, state, cfg.progress_every_s)
+
+    def on_done(record: ShardDone) -> None:
+        done[record.name] = record
+        progress.add(record)
+
+    start = time.perf_counter()
+    if state.todo:
+        map_shards(state.todo, cfg.storage, on_done)
+    result.shards_seconds = time.perf_counter() - start
+    missing = [t.name for t in tasks if t.name not in done]
+    if missing:
+        raise AssertionError(f"internal: no export record for {missing[:5]}")
+    names = _finish(cfg, dataset, metrics, staging, [done[t.name] for t in tasks])
+    for name in names:
+        target = storage.join(cfg.output, name)
+        storage.remove(target, cfg.storage, recursive=True)
+        storage.move(storage.join(staging, name), target, cfg.storage)
+        result.written.append(target)
+    result.shards_run, result.shards_skipped = len(state.todo), len(state.done)
+    storage.remove(staging, cfg.storage, recursive=True)
+    result.finish_seconds = time.perf_counter() - start - result.shards_seconds
+
+
+def run_export(cfg: ExportConfig, map_shards: ShardMapper | None = None) -> ExportResult:
+    """Export the dataset of ``cfg`` (see the module docstring); ``map_shards`` runs the per-shard
+    tasks (default: :func:`in_process`)."""
+    start = time.perf_counter()
+    cfg = resolve_export_config(cfg)
     dataset, metrics = validate_export(cfg)
-    staging = storage.join(cfg.output, f".staging-{uuid.uuid4().hex[:12]}")
+    staging = staging_url(cfg, dataset)
+    tasks = plan_tasks(cfg, dataset, staging)
     result = ExportResult(cfg.output, dataset.manifest.num_rows, dataset.manifest.num_identities)
     try:
-        names = _write_all(cfg, dataset, metrics, staging)
-        for name in names:
-            target = storage.join(cfg.output, name)
-            storage.remove(target, cfg.storage, recursive=True)
-            storage.move(storage.join(staging, name), target, cfg.storage)
-            result.written.append(target)
-    finally:
-        storage.remove(staging, cfg.storage, recursive=True)
+        _export(cfg, dataset, metrics, staging, tasks, map_shards or in_process, result)
+    except InputError as exc:
+        if not isinstance(exc, StoreUnavailableError):  # a user error: nothing of this export stays
+            _remove_staging(staging, cfg.storage)
+        raise
+    result.seconds = time.perf_counter() - start
     return result
