@@ -23,7 +23,7 @@ from uiface_ray.export.config import ExportConfig
 from uiface_ray.export.run import ExportResult, run_export
 from uiface_ray.export.shard import ShardDone, ShardTask, export_shard
 from uiface_ray.runtime.pool import dispatch, kill_pool, start_pool, wait_ready
-from uiface_ray.synth.config import ActorPoolConfig
+from uiface_ray.config import ActorPoolConfig
 
 __all__ = ["ExportWorker", "run_export_on_ray"]
 
