@@ -15,14 +15,10 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+
 from uiface_ray.config import StorageConfig
 from uiface_ray.encoders.config import EmbedConfig
-from uiface_ray.errors import InputError
 from uiface_ray.progress import progress_text
-
-
-class EmbedInputError(InputError, ValueError):
-    """The face table to embed is unusable; the message names it."""
 
 __all__ = ["EmbedResult", "EncoderActor", "check_encoder", "embed_images", "run_embed"]
 
