@@ -15,13 +15,9 @@ from uiface_ray.export.config import ExportConfig  # noqa: E402
 
 
 def body(cfg: ExportConfig) -> None:
-    from uiface_ray.export.run import resolve_export_config, validate_export
     from uiface_ray.runtime.export import run_export_on_ray
-    from uiface_ray.runtime.session import ray_session
 
-    validate_export(resolve_export_config(cfg))  # bad input: one line before any Ray starts
-    with ray_session(cfg.ray):
-        result = run_export_on_ray(cfg)
+    result = run_export_on_ray(cfg)  # validates first: bad input is one line before any Ray starts
     print(f"[export] {result.images} images of {result.identities} identities -> {result.output} "
           f"({result.shards_run} shards exported now, {result.shards_skipped} already done and skipped; "
           f"{result.seconds:.1f} s)")

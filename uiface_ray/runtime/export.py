@@ -23,6 +23,7 @@ from uiface_ray.export.config import ExportConfig
 from uiface_ray.export.run import ExportResult, run_export
 from uiface_ray.export.shard import ShardDone, ShardTask, export_shard
 from uiface_ray.runtime.pool import dispatch, kill_pool, start_pool, wait_ready
+from uiface_ray.runtime.session import ray_session
 from uiface_ray.config import ActorPoolConfig
 
 __all__ = ["ExportWorker", "run_export_on_ray"]
@@ -52,19 +53,23 @@ def _mapper(cfg: ExportConfig):
     pool = _pool_config(cfg)
 
     def map_shards(tasks: list[ShardTask], storage_cfg: StorageConfig, on_done: Callable[[ShardDone], None]) -> None:
+        if not tasks:
+            return
         storage_arg = storage_cfg.model_dump(mode="json")
-        actors = start_pool(ExportWorker, pool, False, len(tasks), "uiface-export", lambda name: (storage_arg,))
-        try:
-            live = wait_ready(actors)
-            dispatch(live, tasks, lambda actor, task, attempt: actor.run_shard.remote(task, attempt),
-                     lambda task, done: on_done(done), tasks_per_actor=pool.tasks_per_actor,
-                     max_attempts=pool.max_shard_attempts, key=lambda task: task.name)
-        finally:
-            kill_pool(actors)
+        with ray_session(cfg.ray):  # after run_export validated the inputs; the pipeline's session if open
+            actors = start_pool(ExportWorker, pool, False, len(tasks), "uiface-export", lambda name: (storage_arg,))
+            try:
+                live = wait_ready(actors)
+                dispatch(live, tasks, lambda actor, task, attempt: actor.run_shard.remote(task, attempt),
+                         lambda task, done: on_done(done), tasks_per_actor=pool.tasks_per_actor,
+                         max_attempts=pool.max_shard_attempts, key=lambda task: task.name)
+            finally:
+                kill_pool(actors)
 
     return map_shards
 
 
 def run_export_on_ray(cfg: ExportConfig) -> ExportResult:
-    """Export the dataset of ``cfg`` with its shards spread over Ray actors; Ray must be initialised."""
+    """Export the dataset of ``cfg`` with its shards spread over Ray actors (in the open Ray session, or
+    one started from ``cfg.ray`` once the inputs are validated and there is a shard left to export)."""
     return run_export(cfg, map_shards=_mapper(cfg))
