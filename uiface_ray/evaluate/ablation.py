@@ -116,6 +116,7 @@ def generate_mode(model, mode: str, cfg: AblationConfig, contexts: np.ndarray) -
 def write_face_table(url: str, faces: FaceSet | None, images: np.ndarray | None = None,
                      labels: np.ndarray | None = None, sources: list | None = None, st=None) -> str:
     """A face table (image, label, identity, source, width, height) from a FaceSet or uint8 images."""
+    from uiface_ray.storage.tables import FACE_TABLE, write_typed
     from uiface_ray.synth.shard import encode_image
 
     if faces is not None:
@@ -125,7 +126,7 @@ def write_face_table(url: str, faces: FaceSet | None, images: np.ndarray | None 
     else:
         blobs = [encode_image(im, "png") for im in images]
         names, sizes = [str(int(v)) for v in labels], images.shape[1:3]
-    storage.write_table(url, {"image": blobs, "label": np.asarray(labels, np.int64), "identity": names,
+    write_typed(FACE_TABLE, url, {"image": blobs, "label": np.asarray(labels, np.int64), "identity": names,
                               "source": sources, "width": np.full(len(blobs), sizes[1], np.int32),
                               "height": np.full(len(blobs), sizes[0], np.int32)}, st)
     return url

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from uiface_ray.data.images import resize_images
 from uiface_ray.errors import InputError
 
 
@@ -96,9 +97,8 @@ def _decode(item, index: int, source: str, image_size: int | None) -> np.ndarray
         img = img.convert("RGB")
     except Exception as exc:  # noqa: BLE001 - PIL raises several kinds for bad bytes
         raise BinFormatError(f"{source}: image {index} cannot be decoded ({type(exc).__name__}: {exc})") from None
-    if image_size is not None and img.size != (image_size, image_size):
-        img = img.resize((image_size, image_size), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr if image_size is None else resize_images(arr[None], image_size)[0]
 
 
 def parse_bin(data: bytes, source: str = "<bin>", image_size: int | None = 112) -> BinPairs:

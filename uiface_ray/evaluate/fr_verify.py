@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
 from uiface_ray.config import StorageConfig
+from uiface_ray.data.images import resize_images
 from uiface_ray.evaluate.tenfold import TenFoldResult, pair_scores, ten_fold_accuracy
 
 
@@ -47,8 +47,7 @@ class PairsVerifier:
         spec = VerifySetConfig(name=pairs.rstrip("/").rsplit("/", 1)[-1], pairs=pairs, images_root=images_root,
                                max_pairs=max_pairs)
         images, ia, ib, issame = pairs_images(spec, st)  # (U, 112, 112, 3)
-        small = np.stack([np.asarray(Image.fromarray(im).resize((input_size, input_size), Image.BILINEAR))
-                          for im in images])  # (U, n, n, 3)
+        small = resize_images(images, input_size)  # (U, n, n, 3), the filter the training faces get
         return cls(small, ia, ib, issame, spec.name)
 
     @torch.no_grad()

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
+from uiface_ray.data.images import resize_images
 from uiface_ray.sample.api import to_uint8
 from uiface_ray.sample.config import SamplerConfig
 from uiface_ray.sample.loop import run_sampler
@@ -57,7 +58,7 @@ def interval_similarity(model, embeddings: np.ndarray, encoder, intervals, image
     out = []
     for lo, hi in intervals:
         imgs = sample_with_interval(model, emb_t, seeds, (int(lo), int(hi)), num_inference_steps, guidance_scale)
-        feats = encoder.embed(_resize(imgs, 112))
+        feats = encoder.embed(resize_images(imgs, 112))
         sims = []
         for i in range(n):
             f = feats[ids == i]
@@ -66,10 +67,3 @@ def interval_similarity(model, embeddings: np.ndarray, encoder, intervals, image
         out.append(IntervalPoint((int(lo), int(hi)), float(np.mean(sims)), float(np.std(sims))))
     return out
 
-
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    if images.shape[1] == size:
-        return images
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])

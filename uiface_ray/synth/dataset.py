@@ -30,9 +30,10 @@ class SyntheticDataset:
         """Every shard in index order; with ``verify`` its bytes must match the manifest's hash."""
         for record in sorted(self.manifest.shards, key=lambda r: r.index):
             url = self.shard_url(record.name)
-            if verify and sha256(storage.read_bytes(url, self.storage_cfg)) != record.sha256:
+            data = storage.read_bytes(url, self.storage_cfg)  # read once: hashed, then parsed
+            if verify and sha256(data) != record.sha256:
                 raise DatasetError(f"{url}: content hash differs from the manifest (corrupted or replaced)")
-            rows = read_shard(url, self.storage_cfg)
+            rows = read_shard(url, self.storage_cfg, data=data)
             if len(rows) != record.rows:
                 raise DatasetError(f"{url}: {len(rows)} rows, the manifest says {record.rows}")
             yield rows

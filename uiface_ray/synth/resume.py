@@ -57,7 +57,7 @@ def _adoptable(url: str, info: storage.FileInfo, spec: ShardSpec, identity_ids: 
                storage_cfg) -> ShardRecord | None:
     try:
         data = storage.read_bytes(url, storage_cfg)
-        rows = read_shard(url, storage_cfg)
+        rows = read_shard(url, storage_cfg, data=data)
     except (storage.StorageError, ValueError) as exc:
         log.warning("rerunning %s: unreadable (%s)", url, exc)
         return None
