@@ -177,13 +177,13 @@ def plan_export(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.export.config import ExportConfig
 
     out = join(cfg.workdir, "export")
-    base = {"dataset": up.dataset, "output": out, "metrics": up.metrics, "storage": cfg.storage.model_dump()}
+    base = {"dataset": up.dataset, "output": out, "metrics": up.metrics, **_common(cfg)}
     stage_cfg = stage_config(ExportConfig, "export", base, cfg.stages.export)
 
     def run(c) -> StageOutcome:
-        from uiface_ray.export.run import run_export
+        from uiface_ray.runtime.export import run_export_on_ray
 
-        r = run_export(c)
+        r = run_export_on_ray(c)  # the shards on the pipeline's Ray session, as jobs/export.py does
         return StageOutcome(f"{r.images} images of {r.identities} identities -> {r.output}")
 
     return StagePlan(stage_cfg, run)
