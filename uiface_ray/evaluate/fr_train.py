@@ -56,7 +56,7 @@ class WeightAverage:
         self.updates += 1
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in self.state.items()}
+        return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in self.state.items()}
 
     def load_state_dict(self, state: dict, updates: int) -> None:
         for k, v in state.items():
@@ -94,7 +94,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: np.nd
     x = to_unit_range(images)
     if augment is not None:
         x = augment_batch(x, generator, augment)
-    x = ((x - 0.5) / 0.5).to(device)  # (B, 3, n, n) in [-1, 1]
+    x = ((x - 0.5) / 0.5).to(device).contiguous(memory_format=torch.channels_last)  # (B, 3, n, n) in [-1, 1]
     y = torch.as_tensor(labels, dtype=torch.long, device=device)
     model.train()
     loss = model(x, y)
@@ -116,7 +116,8 @@ def epoch_batches(rows: np.ndarray, batch_size: int, steps: int, seed: int, epoc
 def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The backbone's state dict in insightface layout (a DDP ``module.`` wrapper is looked through)."""
     inner = getattr(model, "module", model)
-    return {k: v.detach().cpu().clone() for k, v in inner.backbone.state_dict().items()}
+    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+            for k, v in inner.backbone.state_dict().items()}
 
 
 def state_bytes(state: dict) -> bytes:
