@@ -20,13 +20,17 @@ and on a loopback S3 server (moto, started and stopped here).  Three parts:
   unit vectors, threshold 0.5: the similarity work of make_identities without the generator),
   with time and memory per block and an exact check of the kept set's maximum similarity.
 
-Printed: one table row per (part, store, size).  Driver memory is this process's peak RSS.
+Printed: one table row per (part, store, size).  Driver memory is this process's peak RSS.  S3 requests
+are every request the loopback server answered (its access log), from the driver, the actors and the
+export workers together: per shard while the dataset is written and committed, in all for a resume
+with nothing to do (model, identity table, manifest, journal, listing), and per shard for the export.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,13 +53,30 @@ def _rss_mb() -> float:
         return int(next(line for line in fh if line.startswith("VmHWM")).split()[1]) / 1024
 
 
-def start_s3() -> tuple[subprocess.Popen, str]:
+class S3Requests:
+    """Requests the loopback S3 server answered, from every process (driver, actors, export workers),
+    counted from its access log (one line per request)."""
+
+    PATTERN = re.compile(r'"(?:\x1b\[[0-9;]*m)*(GET|PUT|HEAD|POST|DELETE) ')
+
+    def __init__(self, log: Path | None):
+        self.log = log
+
+    def total(self) -> int | None:
+        if self.log is None:
+            return None
+        time.sleep(0.2)  # let the server finish writing the last lines
+        return len(self.PATTERN.findall(self.log.read_text(errors="replace")))
+
+
+def start_s3(log: Path) -> tuple[subprocess.Popen, str]:
     exe = str(Path(sys.executable).with_name("moto_server"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                                stderr=sink, start_new_session=True)
     for _ in range(150):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -129,25 +150,36 @@ def _time_resume(cfg) -> float:
     return time.perf_counter() - start
 
 
-def bench_job(n: int, store: str, work: Path) -> dict:
+def _delta(after: int | None, before: int | None, per: int = 1) -> float | None:
+    return None if after is None else (after - before) / per
+
+
+def bench_job(n: int, store: str, work: Path, req: S3Requests) -> dict:
     from uiface_ray.runtime.synthesis import run_synthesis
 
     model, table = make_inputs(work, n)
     out = store + f"/job-{n}"
     cfg = synth_config(model, table, out)
+    r0 = req.total()
     first = run_synthesis(cfg)
     shards = first.num_shards
+    r1 = req.total()
     idle = _time_resume(cfg)
+    r2 = req.total()
     deleted = _delete_one_percent(out, shards)
     missing = _time_resume(cfg)
     start = time.perf_counter()
     rerun = run_synthesis(cfg)
     rerun_s = time.perf_counter() - start
     assert rerun.shards_run == deleted, (rerun.shards_run, deleted)
+    r3 = req.total()
+    exported = bench_export(out, store + f"/export-{n}")
+    r4 = req.total()
     return {"shards": shards, "images": first.num_rows, "job_s": first.seconds,
             "driver_ms_per_shard": None, "commit_bytes": first.commit_bytes, "commit_writes": first.commit_writes,
             "resume_idle_s": idle, "resume_1pct_plan_s": missing, "rerun_1pct_s": rerun_s,
-            **bench_export(out, store + f"/export-{n}"), "driver_rss_mb": _rss_mb()}
+            "run_requests_per_shard": _delta(r1, r0, shards), "resume_idle_requests": _delta(r2, r1),
+            "export_requests_per_shard": _delta(r4, r3, shards), **exported, "driver_rss_mb": _rss_mb()}
 
 
 def bench_export(dataset: str, out: str, formats: tuple[str, ...] = ("folders", "recordio", "card")) -> dict:
@@ -173,7 +205,7 @@ def bench_export(dataset: str, out: str, formats: tuple[str, ...] = ("folders", 
     return {"export_s": r["s"], "export_stitch_s": r["stitch_s"], "export_peak_mb": r["mb"]}
 
 
-def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...] | None) -> dict:
+def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...] | None, req: S3Requests) -> dict:
     """N/16 shards written here and committed through the journal; then resume planning."""
     from uiface_ray import storage
     from uiface_ray.identities.table import read_identity_table
@@ -193,6 +225,7 @@ def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...]
     writer.begin()
     image = encode_image(np.zeros((8, 8, 3), np.uint8))
     commit_s = 0.0
+    r0 = req.total()
     for spec in prep.state.todo:
         idn, idx = expected_rows(spec, ids)
         data = encode_shard(ShardRows(idn, idx, idn, [image] * len(idn), np.zeros(len(idn)), "uiface",
@@ -207,7 +240,9 @@ def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...]
     writer.finish()
     final_s = time.perf_counter() - start
     shards = len(prep.plan)
+    r1 = req.total()
     idle = _time_resume(cfg)
+    r2 = req.total()
     _delete_one_percent(out, shards)
     missing = _time_resume(cfg)
     rss = _rss_mb()
@@ -224,11 +259,14 @@ def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...]
                                                     info.version))
         fix = ManifestWriter(prep.cfg.output, prep.manifest, prep.cfg.storage)
         fix.finish()
+        r3 = req.total()
         exported = bench_export(out, store + f"/driver-export-{n}", export_formats)
+        exported["export_requests_per_shard"] = _delta(req.total(), r3, shards)
     return {"shards": shards, "images": shards * PER_SHARD * IMAGES, "job_s": None,
             "driver_ms_per_shard": 1000 * commit_s / shards, "final_manifest_s": final_s,
             "commit_bytes": writer.bytes_written, "commit_writes": writer.writes,
-            "resume_idle_s": idle, "resume_1pct_plan_s": missing, "driver_rss_mb": rss, **exported}
+            "resume_idle_s": idle, "resume_1pct_plan_s": missing, "driver_rss_mb": rss,
+            "run_requests_per_shard": _delta(r1, r0, shards), "resume_idle_requests": _delta(r2, r1), **exported}
 
 
 def bench_filter(n: int) -> dict:
@@ -261,7 +299,9 @@ def _row(part: str, store: str, n: int, r: dict) -> str:
     return (f"| {part} | {store} | {n} | {r['shards']} | {f('job_s', '{:.0f}')} | {f('driver_ms_per_shard', '{:.2f}')} "
             f"| {r['commit_bytes'] / 1024:.0f} | {r['commit_writes']} | {r['commit_bytes'] / r['shards']:.0f} "
             f"| {f('resume_idle_s')} | {f('resume_1pct_plan_s')} | {f('export_s', '{:.1f}')} "
-            f"| {f('export_stitch_s', '{:.1f}')} | {f('export_peak_mb', '{:.0f}')} | {r['driver_rss_mb']:.0f} |")
+            f"| {f('export_stitch_s', '{:.1f}')} | {f('export_peak_mb', '{:.0f}')} | {r['driver_rss_mb']:.0f} "
+            f"| {f('run_requests_per_shard', '{:.2f}')} | {f('resume_idle_requests', '{:.0f}')} "
+            f"| {f('export_requests_per_shard', '{:.2f}')} |")
 
 
 def main() -> None:
@@ -287,23 +327,25 @@ def main() -> None:
     rows = []
     try:
         if "s3" in args.stores:
-            server, endpoint = start_s3()
+            server, endpoint = start_s3(work / "s3-access.log")
         print("| part | store | identities | shards | job s | driver ms/shard | commit KB | commit writes "
               "| commit B/shard | resume idle s | resume 1% plan s | export s | export stitch+card s "
-              "| export driver peak MB | driver RSS MB |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| export driver peak MB | driver RSS MB | S3 requests/shard (write + commit) | S3 requests, resume idle "
+              "| S3 requests/shard, export |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         from uiface_ray.config import RayConfig
         from uiface_ray.runtime.session import ray_session
 
         with ray_session(RayConfig(num_cpus=2)):
             for store in args.stores:
                 base = new_bucket(endpoint) if store == "s3" else str(work / "out")
+                req = S3Requests(work / "s3-access.log" if store == "s3" else None)
                 for n in args.driver:
                     formats = tuple(args.driver_formats) if n <= args.export_max else None
-                    rows.append(_row("driver", store, n, bench_driver(n, base, work, formats)))
+                    rows.append(_row("driver", store, n, bench_driver(n, base, work, formats, req)))
                     print(rows[-1], flush=True)
                 for n in args.job:
-                    rows.append(_row("job", store, n, bench_job(n, base, work)))
+                    rows.append(_row("job", store, n, bench_job(n, base, work, req)))
                     print(rows[-1], flush=True)
         for n in args.filter:
             r = bench_filter(n)
