@@ -92,9 +92,11 @@ def main() -> None:
     unet = torch.nn.Module.to(OfficialUNet(**official_unet_kwargs()), args.device, dtype).eval()
     params = sum(p.numel() for p in unet.parameters())
     shape = (3, unet.config.sample_size, unet.config.sample_size)
-    print(f"release UNet: {params:,} parameters (+ 131,584 in the context encoder), {args.device} {args.dtype}, "
-          f"{args.threads} thread(s), batch {args.batch}, {args.steps} DDIM step(s) per mode, "
-          f"{unet_flops(unet, dtype, args.device) / 1e9:.1f} GFLOP per UNet evaluation")
+    print(
+        f"release UNet: {params:,} parameters (+ 131,584 in the context encoder), {args.device} {args.dtype}, "
+        f"{args.threads} thread(s), batch {args.batch}, {args.steps} DDIM step(s) per mode, "
+        f"{unet_flops(unet, dtype, args.device) / 1e9:.1f} GFLOP per UNet evaluation"
+    )
     context, empty, _ = inputs(unet, args.batch, dtype, args.device)
     with torch.inference_mode():  # warm-up
         unet(torch.zeros(1, *shape, device=args.device, dtype=dtype), 999, encoder_hidden_states=empty[:1])
@@ -154,9 +156,11 @@ def throughput(args) -> None:
         seconds = time.perf_counter() - start
         evaluations = int(out.unet_evaluations.sum())
         achieved = flops * evaluations / seconds / 1e12
-        print(f"{name}: {args.batch / seconds:.2f} images/s, {evaluations / args.batch:.1f} UNet evaluations per "
-              f"image, {flops / 1e9:.1f} GFLOP per evaluation, {achieved:.1f} TFLOP/s = "
-              f"{achieved / args.peak_tflops:.1%} of {args.peak_tflops:g} TFLOP/s")
+        print(
+            f"{name}: {args.batch / seconds:.2f} images/s, {evaluations / args.batch:.1f} UNet evaluations per "
+            f"image, {flops / 1e9:.1f} GFLOP per evaluation, {achieved:.1f} TFLOP/s = "
+            f"{achieved / args.peak_tflops:.1%} of {args.peak_tflops:g} TFLOP/s"
+        )
 
 
 def evaluations_per_image(batch: int, steps: int = 50) -> None:
@@ -166,14 +170,18 @@ def evaluations_per_image(batch: int, steps: int = 50) -> None:
     unet = OfficialUNet(**kwargs).eval()
     scheduler = DDIMScheduler.from_config(SCHEDULER)
     context, empty, gens = inputs(unet, batch, torch.float32, "cpu", seed=1)
-    print(f"UNet evaluations per image, {steps} DDIM steps (tiny release-layout UNet, random weights; "
-          f"the release's loop: {2 * steps} in every mode):")
+    print(
+        f"UNet evaluations per image, {steps} DDIM steps (tiny release-layout UNet, random weights; "
+        f"the release's loop: {2 * steps} in every mode):"
+    )
     for mode in MODES:
         cfg = mode_config(mode, steps)
         out = run_sampler(unet, scheduler, context, empty, gens, cfg, (3, kwargs["sample_size"], kwargs["sample_size"]))
         ev = out.unet_evaluations.float()
-        print(f"  {mode:<22} mean {ev.mean():6.1f}  min {int(ev.min()):3d}  max {int(ev.max()):3d}  "
-              f"t0 {sorted(set(out.t0.tolist()), reverse=True)}")
+        print(
+            f"  {mode:<22} mean {ev.mean():6.1f}  min {int(ev.min()):3d}  max {int(ev.max()):3d}  "
+            f"t0 {sorted(set(out.t0.tolist()), reverse=True)}"
+        )
 
 
 if __name__ == "__main__":

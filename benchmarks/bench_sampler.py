@@ -46,9 +46,16 @@ def build_unet(size: str, device, dtype) -> UNet2DConditionModel:
     up = tuple(b.replace("Down", "Up") for b in reversed(down))
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=sample, in_channels=3, out_channels=3, layers_per_block=2 if size != "tiny" else 1,
-        block_out_channels=channels, down_block_types=down, up_block_types=up, cross_attention_dim=dim,
-        attention_head_dim=tuple(c // 32 for c in channels), norm_num_groups=32 if size != "tiny" else 8,
+        sample_size=sample,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=2 if size != "tiny" else 1,
+        block_out_channels=channels,
+        down_block_types=down,
+        up_block_types=up,
+        cross_attention_dim=dim,
+        attention_head_dim=tuple(c // 32 for c in channels),
+        norm_num_groups=32 if size != "tiny" else 8,
     )
     return unet.to(device=device, dtype=dtype).eval()
 
@@ -86,8 +93,11 @@ def naive_sampler(unet, scheduler, context, empty, gens, cfg, shape):
     batch, device = context.shape[0], context.device
     scheduler.set_timesteps(cfg.num_inference_steps, device=device)
     z = initial_noise(gens, shape, device)
-    t0 = torch.full((batch,), scheduler.config.num_train_timesteps if cfg.single_stage else
-                    (cfg.max_t0 if cfg.adaptive else cfg.t0), device=device)
+    t0 = torch.full(
+        (batch,),
+        scheduler.config.num_train_timesteps if cfg.single_stage else (cfg.max_t0 if cfg.adaptive else cfg.t0),
+        device=device,
+    )
     cross_layers = [m for n, m in unet.named_modules() if n.endswith("attn2")]
     prev, processor = None, NaiveAttention(cfg)
     original = unet.attn_processors
@@ -98,10 +108,15 @@ def naive_sampler(unet, scheduler, context, empty, gens, cfg, shape):
             processor.mode = "record"
             eps_ce = unet(z.to(unet.dtype), t, encoder_hidden_states=empty).sample.float()
             if cfg.adaptive:  # the release decides from this step's c_e maps, before the conditional pass
-                maps = [spatial_map(processor.logits[id(m)], layer_grid(processor.logits[id(m)].shape[2], shape[1:]))
-                        for m in cross_layers]
-                h = combine_maps(maps, shape[1:] if cfg.map_resolution is None else (cfg.map_resolution,) * 2,
-                                 cfg.layer_max_normalise)
+                maps = [
+                    spatial_map(processor.logits[id(m)], layer_grid(processor.logits[id(m)].shape[2], shape[1:]))
+                    for m in cross_layers
+                ]
+                h = combine_maps(
+                    maps,
+                    shape[1:] if cfg.map_resolution is None else (cfg.map_resolution,) * 2,
+                    cfg.layer_max_normalise,
+                )
                 if prev is not None:
                     settle = ~stage_two & (map_distance(h, prev) < cfg.threshold)
                     t0 = torch.where(settle, t.to(t0.dtype), t0)
@@ -155,11 +170,15 @@ def main(argv=None) -> int:
     context = torch.randn(args.batch, n_tokens, dim, generator=g).to(device, dtype)
     empty = torch.randn(1, n_tokens, dim, generator=g).expand(args.batch, -1, -1).contiguous().to(device, dtype)
     params = sum(p.numel() for p in unet.parameters()) / 1e6
-    print(f"# {args.size} UNet {params:.1f}M params, latents {shape}, batch {args.batch}, {args.steps} steps, "
-          f"{args.dtype} on {args.device}, {args.threads} thread(s), best of {args.repeats}, "
-          f"threshold {args.threshold}, {args.switch} switch")
-    header = f"{'mode':<20} {'ours img/s':>10} {'naive img/s':>11} {'speedup':>7} {'ours ev/img':>11} " \
-             f"{'naive ev/img':>12} {'ev ratio':>8} {'mean t0':>7} {'max |dz|':>9}"
+    print(
+        f"# {args.size} UNet {params:.1f}M params, latents {shape}, batch {args.batch}, {args.steps} steps, "
+        f"{args.dtype} on {args.device}, {args.threads} thread(s), best of {args.repeats}, "
+        f"threshold {args.threshold}, {args.switch} switch"
+    )
+    header = (
+        f"{'mode':<20} {'ours img/s':>10} {'naive img/s':>11} {'speedup':>7} {'ours ev/img':>11} "
+        f"{'naive ev/img':>12} {'ev ratio':>8} {'mean t0':>7} {'max |dz|':>9}"
+    )
     warm = SamplerConfig(mode="uiface", num_inference_steps=2)
     run_sampler(unet, DDIMScheduler(clip_sample=False), context, empty, [torch.Generator()] * args.batch, warm, shape)
     print(header)
@@ -169,14 +188,17 @@ def main(argv=None) -> int:
         gens = lambda: [torch.Generator().manual_seed(i) for i in range(args.batch)]  # noqa: E731
         sched = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
         t_ours, ours = timed(lambda: run_sampler(unet, sched, context, empty, gens(), cfg, shape), args.repeats, device)
-        t_naive, (z, t0, ev) = timed(lambda: naive_sampler(unet, sched, context, empty, gens(), cfg, shape),
-                                     args.repeats, device)
+        t_naive, (z, t0, ev) = timed(
+            lambda: naive_sampler(unet, sched, context, empty, gens(), cfg, shape), args.repeats, device
+        )
         ev_ours = ours.unet_evaluations.float().mean().item()
         diff = (ours.latents - z).abs().max().item()
         assert torch.equal(ours.t0.cpu(), t0.cpu().long()), f"{mode}: t0 differs between the loops"
-        print(f"{mode:<20} {args.batch / t_ours:>10.2f} {args.batch / t_naive:>11.2f} {t_naive / t_ours:>7.2f} "
-              f"{ev_ours:>11.1f} {ev.float().mean().item():>12.1f} {ev.float().mean().item() / ev_ours:>8.2f} "
-              f"{ours.t0.float().mean().item():>7.0f} {diff:>9.2e}")
+        print(
+            f"{mode:<20} {args.batch / t_ours:>10.2f} {args.batch / t_naive:>11.2f} {t_naive / t_ours:>7.2f} "
+            f"{ev_ours:>11.1f} {ev.float().mean().item():>12.1f} {ev.float().mean().item() / ev_ours:>8.2f} "
+            f"{ours.t0.float().mean().item():>7.0f} {diff:>9.2e}"
+        )
     return 0
 
 

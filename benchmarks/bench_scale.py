@@ -75,8 +75,9 @@ def start_s3(log: Path) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                                stderr=sink, start_new_session=True)
+        proc = subprocess.Popen(
+            [exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True
+        )
     for _ in range(150):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -84,8 +85,14 @@ def start_s3(log: Path) -> tuple[subprocess.Popen, str]:
         except OSError:
             time.sleep(0.2)
     endpoint = f"http://127.0.0.1:{port}"
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                       "AWS_REGION": "us-east-1"})
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": "us-east-1",
+        }
+    )
     return proc, endpoint
 
 
@@ -106,8 +113,16 @@ def make_inputs(directory: Path, n: int) -> tuple[str, str]:
     from uiface_ray.model import ModelConfig, build_model, save_model
 
     dim = 16
-    cfg = ModelConfig.tiny(image_size=8, block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=4,
-                           cross_attention_dim=8, num_tokens=4, embedding_dim=dim, context_hidden_dim=16)
+    cfg = ModelConfig.tiny(
+        image_size=8,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        attention_head_dim=4,
+        cross_attention_dim=8,
+        num_tokens=4,
+        embedding_dim=dim,
+        context_hidden_dim=16,
+    )
     model = str(directory / "model")
     if not Path(model).exists():
         save_model(build_model(cfg, {"kind": "bench", "dim": dim}, seed=0), model)
@@ -125,10 +140,19 @@ def make_inputs(directory: Path, n: int) -> tuple[str, str]:
 def synth_config(model: str, table: str, out: str):
     from uiface_ray.synth.config import SynthesisConfig
 
-    return SynthesisConfig.model_validate(dict(
-        model=model, identities=table, output=out, images_per_identity=IMAGES, identities_per_shard=PER_SHARD,
-        batch_size=PER_SHARD, progress_every_s=60.0, sampler={"mode": "uiface", "num_inference_steps": 1},
-        actors={"num_actors": 2, "use_gpu": False, "tasks_per_actor": 4}))
+    return SynthesisConfig.model_validate(
+        dict(
+            model=model,
+            identities=table,
+            output=out,
+            images_per_identity=IMAGES,
+            identities_per_shard=PER_SHARD,
+            batch_size=PER_SHARD,
+            progress_every_s=60.0,
+            sampler={"mode": "uiface", "num_inference_steps": 1},
+            actors={"num_actors": 2, "use_gpu": False, "tasks_per_actor": 4},
+        )
+    )
 
 
 def _delete_one_percent(out: str, n_shards: int) -> int:
@@ -175,11 +199,22 @@ def bench_job(n: int, store: str, work: Path, req: S3Requests) -> dict:
     r3 = req.total()
     exported = bench_export(out, store + f"/export-{n}")
     r4 = req.total()
-    return {"shards": shards, "images": first.num_rows, "job_s": first.seconds,
-            "driver_ms_per_shard": None, "commit_bytes": first.commit_bytes, "commit_writes": first.commit_writes,
-            "resume_idle_s": idle, "resume_1pct_plan_s": missing, "rerun_1pct_s": rerun_s,
-            "run_requests_per_shard": _delta(r1, r0, shards), "resume_idle_requests": _delta(r2, r1),
-            "export_requests_per_shard": _delta(r4, r3, shards), **exported, "driver_rss_mb": _rss_mb()}
+    return {
+        "shards": shards,
+        "images": first.num_rows,
+        "job_s": first.seconds,
+        "driver_ms_per_shard": None,
+        "commit_bytes": first.commit_bytes,
+        "commit_writes": first.commit_writes,
+        "resume_idle_s": idle,
+        "resume_1pct_plan_s": missing,
+        "rerun_1pct_s": rerun_s,
+        "run_requests_per_shard": _delta(r1, r0, shards),
+        "resume_idle_requests": _delta(r2, r1),
+        "export_requests_per_shard": _delta(r4, r3, shards),
+        **exported,
+        "driver_rss_mb": _rss_mb(),
+    }
 
 
 def bench_export(dataset: str, out: str, formats: tuple[str, ...] = ("folders", "recordio", "card")) -> dict:
@@ -189,15 +224,17 @@ def bench_export(dataset: str, out: str, formats: tuple[str, ...] = ("folders", 
 
     import ray
 
-    code = ("import json, sys; sys.path.insert(0, %r)\n"
-            "from uiface_ray.config import RayConfig\nfrom uiface_ray.export.config import ExportConfig\n"
-            "from uiface_ray.runtime.export import run_export_on_ray\nfrom uiface_ray.runtime.session import ray_session\n"
-            "with ray_session(RayConfig(address=%r)):\n"
-            "    r = run_export_on_ray(ExportConfig(dataset=%r, output=%r, formats=%r, workers={'num_workers': 2},"
-            " progress_every_s=600))\n"
-            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
-            "print(json.dumps({'s': r.seconds, 'stitch_s': r.finish_seconds, 'mb': int(hwm) / 1024}))"
-            % (str(ROOT), ray.get_runtime_context().gcs_address, dataset, out, tuple(formats)))
+    code = (
+        "import json, sys; sys.path.insert(0, %r)\n"
+        "from uiface_ray.config import RayConfig\nfrom uiface_ray.export.config import ExportConfig\n"
+        "from uiface_ray.runtime.export import run_export_on_ray\nfrom uiface_ray.runtime.session import ray_session\n"
+        "with ray_session(RayConfig(address=%r)):\n"
+        "    r = run_export_on_ray(ExportConfig(dataset=%r, output=%r, formats=%r, workers={'num_workers': 2},"
+        " progress_every_s=600))\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "print(json.dumps({'s': r.seconds, 'stitch_s': r.finish_seconds, 'mb': int(hwm) / 1024}))"
+        % (str(ROOT), ray.get_runtime_context().gcs_address, dataset, out, tuple(formats))
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"export failed: {proc.stderr[-3000:]}")
@@ -228,8 +265,18 @@ def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...]
     r0 = req.total()
     for spec in prep.state.todo:
         idn, idx = expected_rows(spec, ids)
-        data = encode_shard(ShardRows(idn, idx, idn, [image] * len(idn), np.zeros(len(idn)), "uiface",
-                                      prep.manifest.model_hash, shard_metadata("png", 8, 8, "uiface", "x")))
+        data = encode_shard(
+            ShardRows(
+                idn,
+                idx,
+                idn,
+                [image] * len(idn),
+                np.zeros(len(idn)),
+                "uiface",
+                prep.manifest.model_hash,
+                shard_metadata("png", 8, 8, "uiface", "x"),
+            )
+        )
         url = storage.join(prep.cfg.output, "shards", spec.name)
         storage.write_bytes_atomic(url, data)
         info = storage.file_info(url)
@@ -251,22 +298,43 @@ def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...]
         prep = plan_work(checked)  # put the deleted shards back: an export needs the whole dataset
         for spec in prep.state.todo:
             idn, idx = expected_rows(spec, ids)
-            data = encode_shard(ShardRows(idn, idx, idn, [image] * len(idn), np.zeros(len(idn)), "uiface",
-                                          prep.manifest.model_hash, shard_metadata("png", 8, 8, "uiface", "x")))
+            data = encode_shard(
+                ShardRows(
+                    idn,
+                    idx,
+                    idn,
+                    [image] * len(idn),
+                    np.zeros(len(idn)),
+                    "uiface",
+                    prep.manifest.model_hash,
+                    shard_metadata("png", 8, 8, "uiface", "x"),
+                )
+            )
             storage.write_bytes_atomic(storage.join(prep.cfg.output, "shards", spec.name), data)
             info = storage.file_info(storage.join(prep.cfg.output, "shards", spec.name))
-            prep.manifest.shards.append(ShardRecord(spec.name, spec.index, len(idn), sha256(data), info.size,
-                                                    info.version))
+            prep.manifest.shards.append(
+                ShardRecord(spec.name, spec.index, len(idn), sha256(data), info.size, info.version)
+            )
         fix = ManifestWriter(prep.cfg.output, prep.manifest, prep.cfg.storage)
         fix.finish()
         r3 = req.total()
         exported = bench_export(out, store + f"/driver-export-{n}", export_formats)
         exported["export_requests_per_shard"] = _delta(req.total(), r3, shards)
-    return {"shards": shards, "images": shards * PER_SHARD * IMAGES, "job_s": None,
-            "driver_ms_per_shard": 1000 * commit_s / shards, "final_manifest_s": final_s,
-            "commit_bytes": writer.bytes_written, "commit_writes": writer.writes,
-            "resume_idle_s": idle, "resume_1pct_plan_s": missing, "driver_rss_mb": rss,
-            "run_requests_per_shard": _delta(r1, r0, shards), "resume_idle_requests": _delta(r2, r1), **exported}
+    return {
+        "shards": shards,
+        "images": shards * PER_SHARD * IMAGES,
+        "job_s": None,
+        "driver_ms_per_shard": 1000 * commit_s / shards,
+        "final_manifest_s": final_s,
+        "commit_bytes": writer.bytes_written,
+        "commit_writes": writer.writes,
+        "resume_idle_s": idle,
+        "resume_1pct_plan_s": missing,
+        "driver_rss_mb": rss,
+        "run_requests_per_shard": _delta(r1, r0, shards),
+        "resume_idle_requests": _delta(r2, r1),
+        **exported,
+    }
 
 
 def bench_filter(n: int) -> dict:
@@ -286,9 +354,17 @@ def bench_filter(n: int) -> dict:
     result = filt.result()
     worst = float(max_similarity(result.embeddings[:2000], result.embeddings).max())  # itself: 1.0
     exact = float(np.max(result.nn_similarity))
-    return {"kept": filt.kept, "drawn": filt.drawn, "seconds": time.perf_counter() - start,
-            "first_block_s": per_block[0], "last_block_s": per_block[-1], "max_nn_similarity": exact,
-            "self_check": worst, "rss_mb": _rss_mb(), "block_mb": block * min(filt.kept, 4096) * 4 / 2**20}
+    return {
+        "kept": filt.kept,
+        "drawn": filt.drawn,
+        "seconds": time.perf_counter() - start,
+        "first_block_s": per_block[0],
+        "last_block_s": per_block[-1],
+        "max_nn_similarity": exact,
+        "self_check": worst,
+        "rss_mb": _rss_mb(),
+        "block_mb": block * min(filt.kept, 4096) * 4 / 2**20,
+    }
 
 
 def _row(part: str, store: str, n: int, r: dict) -> str:
@@ -296,12 +372,14 @@ def _row(part: str, store: str, n: int, r: dict) -> str:
         v = r.get(key)
         return "-" if v is None else fmt.format(v)
 
-    return (f"| {part} | {store} | {n} | {r['shards']} | {f('job_s', '{:.0f}')} | {f('driver_ms_per_shard', '{:.2f}')} "
-            f"| {r['commit_bytes'] / 1024:.0f} | {r['commit_writes']} | {r['commit_bytes'] / r['shards']:.0f} "
-            f"| {f('resume_idle_s')} | {f('resume_1pct_plan_s')} | {f('export_s', '{:.1f}')} "
-            f"| {f('export_stitch_s', '{:.1f}')} | {f('export_peak_mb', '{:.0f}')} | {r['driver_rss_mb']:.0f} "
-            f"| {f('run_requests_per_shard', '{:.2f}')} | {f('resume_idle_requests', '{:.0f}')} "
-            f"| {f('export_requests_per_shard', '{:.2f}')} |")
+    return (
+        f"| {part} | {store} | {n} | {r['shards']} | {f('job_s', '{:.0f}')} | {f('driver_ms_per_shard', '{:.2f}')} "
+        f"| {r['commit_bytes'] / 1024:.0f} | {r['commit_writes']} | {r['commit_bytes'] / r['shards']:.0f} "
+        f"| {f('resume_idle_s')} | {f('resume_1pct_plan_s')} | {f('export_s', '{:.1f}')} "
+        f"| {f('export_stitch_s', '{:.1f}')} | {f('export_peak_mb', '{:.0f}')} | {r['driver_rss_mb']:.0f} "
+        f"| {f('run_requests_per_shard', '{:.2f}')} | {f('resume_idle_requests', '{:.0f}')} "
+        f"| {f('export_requests_per_shard', '{:.2f}')} |"
+    )
 
 
 def main() -> None:
@@ -311,8 +389,13 @@ def main() -> None:
     parser.add_argument("--filter", type=int, nargs="*", default=[])
     parser.add_argument("--stores", nargs="*", default=["local", "s3"], choices=["local", "s3"])
     parser.add_argument("--export-max", type=int, default=10000, help="export the --driver datasets up to this size")
-    parser.add_argument("--driver-formats", nargs="*", default=["recordio", "card"],
-                        choices=["folders", "recordio", "card"], help="formats of the --driver exports")
+    parser.add_argument(
+        "--driver-formats",
+        nargs="*",
+        default=["recordio", "card"],
+        choices=["folders", "recordio", "card"],
+        help="formats of the --driver exports",
+    )
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -328,10 +411,12 @@ def main() -> None:
     try:
         if "s3" in args.stores:
             server, endpoint = start_s3(work / "s3-access.log")
-        print("| part | store | identities | shards | job s | driver ms/shard | commit KB | commit writes "
-              "| commit B/shard | resume idle s | resume 1% plan s | export s | export stitch+card s "
-              "| export driver peak MB | driver RSS MB | S3 requests/shard (write + commit) | S3 requests, resume idle "
-              "| S3 requests/shard, export |")
+        print(
+            "| part | store | identities | shards | job s | driver ms/shard | commit KB | commit writes "
+            "| commit B/shard | resume idle s | resume 1% plan s | export s | export stitch+card s "
+            "| export driver peak MB | driver RSS MB | S3 requests/shard (write + commit) | S3 requests, resume idle "
+            "| S3 requests/shard, export |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         from uiface_ray.config import RayConfig
         from uiface_ray.runtime.session import ray_session
@@ -349,11 +434,13 @@ def main() -> None:
                     print(rows[-1], flush=True)
         for n in args.filter:
             r = bench_filter(n)
-            print(f"filter {n}: kept {r['kept']} of {r['drawn']} in {r['seconds']:.1f} s (block of 1024: first "
-                  f"{r['first_block_s'] * 1000:.1f} ms, last {r['last_block_s'] * 1000:.1f} ms, similarity chunk "
-                  f"{r['block_mb']:.0f} MB); max similarity "
-                  f"between kept identities {r['max_nn_similarity']:.3f} (< 0.5); peak RSS {r['rss_mb']:.0f} MB",
-                  flush=True)
+            print(
+                f"filter {n}: kept {r['kept']} of {r['drawn']} in {r['seconds']:.1f} s (block of 1024: first "
+                f"{r['first_block_s'] * 1000:.1f} ms, last {r['last_block_s'] * 1000:.1f} ms, similarity chunk "
+                f"{r['block_mb']:.0f} MB); max similarity "
+                f"between kept identities {r['max_nn_similarity']:.3f} (< 0.5); peak RSS {r['rss_mb']:.0f} MB",
+                flush=True,
+            )
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)

@@ -42,7 +42,7 @@ def bare_sampler(model: str, identities: str, args) -> float:
     sampler.sample(contexts[:2], seeds[:2])  # warm-up
     start = time.perf_counter()
     for b in range(0, len(seeds), args.batch):
-        sampler.sample(contexts[b:b + args.batch], seeds[b:b + args.batch])
+        sampler.sample(contexts[b : b + args.batch], seeds[b : b + args.batch])
     return len(seeds) / (time.perf_counter() - start)
 
 
@@ -50,13 +50,26 @@ def service(model: str, identities: str, actors: int, args, out: str) -> dict:
     from uiface_ray.runtime.synthesis import run_synthesis
     from uiface_ray.synth.config import SynthesisConfig
 
-    cfg = SynthesisConfig.model_validate(dict(
-        model=model, identities=identities, output=out, images_per_identity=args.images,
-        identities_per_shard=args.per_shard, batch_size=args.batch, progress_every_s=1e9,
-        sampler={"num_inference_steps": args.steps}, actors={"num_actors": actors, "use_gpu": False}))
+    cfg = SynthesisConfig.model_validate(
+        dict(
+            model=model,
+            identities=identities,
+            output=out,
+            images_per_identity=args.images,
+            identities_per_shard=args.per_shard,
+            batch_size=args.batch,
+            progress_every_s=1e9,
+            sampler={"num_inference_steps": args.steps},
+            actors={"num_actors": actors, "use_gpu": False},
+        )
+    )
     result = run_synthesis(cfg)
-    return {"actors": result.actors, "images": result.num_rows, "images_per_second": result.images_per_second,
-            "wall_seconds_including_startup": result.seconds}
+    return {
+        "actors": result.actors,
+        "images": result.num_rows,
+        "images_per_second": result.images_per_second,
+        "wall_seconds_including_startup": result.seconds,
+    }
 
 
 def main(argv=None) -> int:
@@ -91,10 +104,15 @@ def main(argv=None) -> int:
             ray.shutdown()
         bare_after = bare_sampler(model, identities, args)  # the machine's load drifts: bracket the service runs
     bare = (bare_before + bare_after) / 2
-    report = {"bare_images_per_second": bare, "bare_before_after": [bare_before, bare_after], "service_1_actor": one, "service_2_actors": two,
-              "overhead_1_actor": 1 - one["images_per_second"] / bare,
-              "speedup_2_vs_1": two["images_per_second"] / one["images_per_second"],
-              "setup": vars(args)}
+    report = {
+        "bare_images_per_second": bare,
+        "bare_before_after": [bare_before, bare_after],
+        "service_1_actor": one,
+        "service_2_actors": two,
+        "overhead_1_actor": 1 - one["images_per_second"] / bare,
+        "speedup_2_vs_1": two["images_per_second"] / one["images_per_second"],
+        "setup": vars(args),
+    }
     print(json.dumps(report, indent=2))
     return 0
 

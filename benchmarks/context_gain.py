@@ -50,8 +50,10 @@ def main(argv=None) -> int:
 
     sched = DDPMScheduler.from_config(model.scheduler_config)
     gen = torch.Generator().manual_seed(args.seed)
-    print(f"{args.model}: {len(rows)} training images at {size}x{size}; eps-MSE per context "
-          f"({int(same_label.sum())} 'other' rows happen to share the identity)")
+    print(
+        f"{args.model}: {len(rows)} training images at {size}x{size}; eps-MSE per context "
+        f"({int(same_label.sum())} 'other' rows happen to share the identity)"
+    )
     print("   t   " + "  ".join(f"{k:>14}" for k in contexts) + "   own/c_e")
     for t in [int(v) for v in args.timesteps.split(",")]:
         noise = torch.randn(x0.shape, generator=gen)
@@ -59,11 +61,16 @@ def main(argv=None) -> int:
         xt = sched.add_noise(x0, noise, ts)
         mse = {}
         for name, tokens in contexts.items():
-            out = torch.cat([model.unet(xt[s:s + 64], ts[s:s + 64], encoder_hidden_states=tokens[s:s + 64]).sample
-                             for s in range(0, len(rows), 64)])
+            out = torch.cat(
+                [
+                    model.unet(xt[s : s + 64], ts[s : s + 64], encoder_hidden_states=tokens[s : s + 64]).sample
+                    for s in range(0, len(rows), 64)
+                ]
+            )
             mse[name] = float(((out - noise) ** 2).mean())
-        print(f"{t:>4}   " + "  ".join(f"{v:>14.5f}" for v in mse.values()) +
-              f"   {mse['own identity'] / mse['c_e']:.4f}")
+        print(
+            f"{t:>4}   " + "  ".join(f"{v:>14.5f}" for v in mse.values()) + f"   {mse['own identity'] / mse['c_e']:.4f}"
+        )
     return 0
 
 

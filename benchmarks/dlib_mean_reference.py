@@ -33,5 +33,5 @@ def reference_mean(lfw_dir: str | Path, every: int = 4) -> np.ndarray:
 
 if __name__ == "__main__":
     mean = reference_mean(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/lfw112")
-    rows = [", ".join(f"{v:+.6f}" for v in mean[i:i + 8]) for i in range(0, 128, 8)]
+    rows = [", ".join(f"{v:+.6f}" for v in mean[i : i + 8]) for i in range(0, 128, 8)]
     print("DLIB_MEAN_DESCRIPTOR: tuple[float, ...] = (\n    " + ",\n    ".join(rows) + ",\n)")

@@ -44,17 +44,25 @@ def main(argv=None) -> int:
 
     lfw = Path(args.lfw)
     out = args.out or tempfile.mkdtemp(prefix="uiface-fr-calibration-")
-    overrides = [f"--data={lfw}", f"--out={os.path.abspath(out)}", f"--verify_pairs={lfw / 'pairsDevTest.txt'}",
-                 f"--verify_images={lfw / 'images'}", "--runner=local"]
+    overrides = [
+        f"--data={lfw}",
+        f"--out={os.path.abspath(out)}",
+        f"--verify_pairs={lfw / 'pairsDevTest.txt'}",
+        f"--verify_images={lfw / 'images'}",
+        "--runner=local",
+    ]
     overrides += [f"--input_size={args.size}"] if args.size else []
     overrides += [f"--max_minutes={args.minutes}"] if args.minutes else []
     overrides += [f"--{kv}" for kv in args.set]
     cfg = load_config(FRTrainConfig, args.recipe, overrides)
     faces = read_image_folder(str(lfw / "images"), str(lfw / "peopleDevTrain.txt"), min_images=args.min_images)
-    print(f"[fr_calibration] {len(faces.labels)} DevTrain faces of {faces.num_classes} people; recipe "
-          f"{Path(args.recipe).name}: IR-{cfg.depth} x{cfg.width} at {cfg.input_size} px, {cfg.head} "
-          f"s={cfg.head_s} m={cfg.head_m}, lr {cfg.lr} {cfg.lr_schedule}, ema {cfg.ema_decay}, budget "
-          f"{cfg.max_minutes} min, {cfg.torch_threads} threads", flush=True)
+    print(
+        f"[fr_calibration] {len(faces.labels)} DevTrain faces of {faces.num_classes} people; recipe "
+        f"{Path(args.recipe).name}: IR-{cfg.depth} x{cfg.width} at {cfg.input_size} px, {cfg.head} "
+        f"s={cfg.head_s} m={cfg.head_m}, lr {cfg.lr} {cfg.lr_schedule}, ema {cfg.ema_decay}, budget "
+        f"{cfg.max_minutes} min, {cfg.torch_threads} threads",
+        flush=True,
+    )
     load_before, start = os.getloadavg(), time.time()
     try:
         res = fit_fr_local(cfg, faces)
@@ -62,10 +70,12 @@ def main(argv=None) -> int:
         if not args.out:
             shutil.rmtree(out, ignore_errors=True)
     load_after = os.getloadavg()
-    print(f"\n[fr_calibration] {res.steps} steps in {res.elapsed_s / 60:.2f} min "
-          f"({res.steps * cfg.batch_size / max(res.elapsed_s, 1e-9):.0f} img/s incl. verification), "
-          f"wall {(time.time() - start) / 60:.2f} min; load average before {load_before[0]:.2f} "
-          f"after {load_after[0]:.2f} (1 min), {load_after[1]:.2f} (5 min), {os.cpu_count()} CPUs")
+    print(
+        f"\n[fr_calibration] {res.steps} steps in {res.elapsed_s / 60:.2f} min "
+        f"({res.steps * cfg.batch_size / max(res.elapsed_s, 1e-9):.0f} img/s incl. verification), "
+        f"wall {(time.time() - start) / 60:.2f} min; load average before {load_before[0]:.2f} "
+        f"after {load_after[0]:.2f} (1 min), {load_after[1]:.2f} (5 min), {os.cpu_count()} CPUs"
+    )
     print("minutes | step | pairsDevTest acc (%) | +-")
     for c in res.curve:
         print(f"{c.elapsed_s / 60:7.2f} | {c.step:4d} | {100 * c.accuracy:6.2f} | {100 * c.accuracy_std:.2f}")

@@ -29,14 +29,17 @@ def read_metrics(checkpoint: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not lines:
         raise SystemExit(f"error: {url} holds no metrics lines")
     lines.sort(key=lambda d: d["step"])
-    return (np.array([d["step"] for d in lines]), np.array([d["loss"] for d in lines], float),
-            np.array([d.get("images_per_s", np.nan) for d in lines], float))
+    return (
+        np.array([d["step"] for d in lines]),
+        np.array([d["loss"] for d in lines], float),
+        np.array([d.get("images_per_s", np.nan) for d in lines], float),
+    )
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     out = np.full(len(values), np.nan)
     for i in range(len(values)):
-        out[i] = values[max(0, i - window + 1): i + 1].mean()
+        out[i] = values[max(0, i - window + 1) : i + 1].mean()
     return out
 
 
@@ -57,9 +60,15 @@ def main(argv=None) -> int:
             print(f"{lo + 1:>6}-{lo + args.table_every:<8} {loss[sel].mean():.4f}")
     if args.png:
         f = np.log10 if args.log_y else (lambda v: v)
-        img = line_plot({"loss": (steps, f(loss)), f"moving average ({args.window})":
-                         (steps, f(moving_average(loss, args.window)))},
-                        "diffusion training loss (eq. 3)", "step", "log10 loss" if args.log_y else "loss")
+        img = line_plot(
+            {
+                "loss": (steps, f(loss)),
+                f"moving average ({args.window})": (steps, f(moving_average(loss, args.window))),
+            },
+            "diffusion training loss (eq. 3)",
+            "step",
+            "log10 loss" if args.log_y else "loss",
+        )
         img.save(args.png)
         print(f"-> {args.png}")
     return 0

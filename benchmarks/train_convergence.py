@@ -35,14 +35,23 @@ from uiface_ray.train.data import BatchOrder  # noqa: E402
 from uiface_ray.train.loop import WorkerContext, build_state, load_training_data, train_step  # noqa: E402
 from uiface_ray.train.objective import StepNoise, diffusion_loss  # noqa: E402
 
-SMALL_MODEL = dict(block_out_channels=(32, 64, 64), layers_per_block=1, attention_head_dim=32, norm_num_groups=16,
-                   cross_attention_dim=64, num_tokens=32, context_hidden_dim=128)
+SMALL_MODEL = dict(
+    block_out_channels=(32, 64, 64),
+    layers_per_block=1,
+    attention_head_dim=32,
+    norm_num_groups=16,
+    cross_attention_dim=64,
+    num_tokens=32,
+    context_hidden_dim=128,
+)
 
 SETTINGS = {
     "paper_lr1e-4": {},
     "lr1e-3_warmup": {"optim": {"lr": 1e-3, "warmup_steps": 20}, "diffusion": {"ema_warmup": True}},
-    "lr1e-3_warmup_minsnr": {"optim": {"lr": 1e-3, "warmup_steps": 20},
-                             "diffusion": {"ema_warmup": True, "loss_weighting": "min_snr"}},
+    "lr1e-3_warmup_minsnr": {
+        "optim": {"lr": 1e-3, "warmup_steps": 20},
+        "diffusion": {"ema_warmup": True, "loss_weighting": "min_snr"},
+    },
     "lr3e-4_warmup": {"optim": {"lr": 3e-4, "warmup_steps": 20}, "diffusion": {"ema_warmup": True}},
 }
 
@@ -64,9 +73,15 @@ def with_random_embeddings(table_url: str, out_url: str, dim: int = 128, seed: i
 
 def base_config(args, table: str, name: str, overrides: dict) -> TrainConfig:
     values = {
-        "model": dict(SMALL_MODEL, image_size=args.image_size), "data": {"table": table}, "output": f"{args.out}/{name}",
-        "max_steps": args.steps, "batch_size": args.batch_size, "log_every": args.eval_every, "seed": 0,
-        "torch_threads": args.threads, "grid": {"num_identities": 0},
+        "model": dict(SMALL_MODEL, image_size=args.image_size),
+        "data": {"table": table},
+        "output": f"{args.out}/{name}",
+        "max_steps": args.steps,
+        "batch_size": args.batch_size,
+        "log_every": args.eval_every,
+        "seed": 0,
+        "torch_threads": args.threads,
+        "grid": {"num_identities": 0},
     }
     for key, sub in overrides.items():
         values[key] = dict(values.get(key, {}), **sub)
@@ -80,8 +95,12 @@ def held_out(cfg: TrainConfig, data, images: np.ndarray, count: int, shape) -> t
     emb = torch.from_numpy(data.embeddings[rows])
     g = torch.Generator().manual_seed(99)
     t = torch.linspace(0, cfg.model.num_train_timesteps - 1, count).round().long()
-    draws = StepNoise(t, torch.randn((count, *shape), generator=g), torch.zeros(count, dtype=torch.bool),
-                      torch.zeros(count, dtype=torch.bool))
+    draws = StepNoise(
+        t,
+        torch.randn((count, *shape), generator=g),
+        torch.zeros(count, dtype=torch.bool),
+        torch.zeros(count, dtype=torch.bool),
+    )
     return x0, emb, draws
 
 
@@ -112,14 +131,25 @@ def run_setting(args, table: str, name: str, overrides: dict) -> dict:
         if state.step % args.eval_every == 0 or state.step == cfg.max_steps:
             ema_module = copy.deepcopy(state.module)
             state.ema.copy_to(ema_module)
-            point = {"step": state.step, "train_loss": float(np.mean(train_losses[-args.eval_every:])),
-                     "eval_raw": eval_loss(state.module, scheduler, evalset, cfg),
-                     "eval_ema": eval_loss(ema_module, scheduler, evalset, cfg), "wall_s": time.time() - start}
+            point = {
+                "step": state.step,
+                "train_loss": float(np.mean(train_losses[-args.eval_every :])),
+                "eval_raw": eval_loss(state.module, scheduler, evalset, cfg),
+                "eval_ema": eval_loss(ema_module, scheduler, evalset, cfg),
+                "wall_s": time.time() - start,
+            }
             curve.append(point)
-            print(f"  {name:24s} step {point['step']:4d} train {point['train_loss']:.4f} "
-                  f"eval raw {point['eval_raw']:.4f} ema {point['eval_ema']:.4f} ({point['wall_s']:.0f} s)", flush=True)
-    return {"name": name, "overrides": overrides, "curve": curve,
-            "params": sum(p.numel() for p in state.module.parameters())}
+            print(
+                f"  {name:24s} step {point['step']:4d} train {point['train_loss']:.4f} "
+                f"eval raw {point['eval_raw']:.4f} ema {point['eval_ema']:.4f} ({point['wall_s']:.0f} s)",
+                flush=True,
+            )
+    return {
+        "name": name,
+        "overrides": overrides,
+        "curve": curve,
+        "params": sum(p.numel() for p in state.module.parameters()),
+    }
 
 
 def plot(results: list[dict], key: str, path: Path) -> None:
@@ -133,8 +163,10 @@ def plot(results: list[dict], key: str, path: Path) -> None:
     colours = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     draw.rectangle([pad, pad, w - pad, h - pad], outline="black")
     for i, r in enumerate(results):
-        pts = [(pad + (w - 2 * pad) * p["step"] / smax, h - pad - (h - 2 * pad) * (p[key] - lo) / max(1e-9, hi - lo))
-               for p in r["curve"]]
+        pts = [
+            (pad + (w - 2 * pad) * p["step"] / smax, h - pad - (h - 2 * pad) * (p[key] - lo) / max(1e-9, hi - lo))
+            for p in r["curve"]
+        ]
         draw.line(pts, fill=colours[i % len(colours)], width=2)
         draw.text((pad + 5, pad + 5 + 14 * i), r["name"], fill=colours[i % len(colours)])
     draw.text((pad, h - pad + 8), f"step 0 .. {smax}", fill="black")

@@ -42,8 +42,9 @@ def samples_for(model, embeddings: torch.Tensor, per_identity: int, steps: int, 
     return conditional_images(model, tokens, seeds, steps, batch_size=64)
 
 
-def sampler_samples(model, embeddings: np.ndarray, per_identity: int, steps: int, seed: int, mode: str,
-                    guidance_scale: float) -> np.ndarray:
+def sampler_samples(
+    model, embeddings: np.ndarray, per_identity: int, steps: int, seed: int, mode: str, guidance_scale: float
+) -> np.ndarray:
     """Like samples_for, through the project's sampler (UIFaceSampler) in ``mode`` with CFG weight w."""
     from uiface_ray.sample.api import UIFaceSampler
     from uiface_ray.sample.config import SamplerConfig
@@ -51,12 +52,14 @@ def sampler_samples(model, embeddings: np.ndarray, per_identity: int, steps: int
     sampler = UIFaceSampler(model, SamplerConfig(mode=mode, num_inference_steps=steps, guidance_scale=guidance_scale))
     contexts = np.repeat(embeddings, per_identity, axis=0)
     seeds = [seed + j for _ in range(len(embeddings)) for j in range(per_identity)]
-    return np.concatenate([sampler.sample(contexts[s:s + 64], seeds[s:s + 64]).images
-                           for s in range(0, len(seeds), 64)])
+    return np.concatenate(
+        [sampler.sample(contexts[s : s + 64], seeds[s : s + 64]).images for s in range(0, len(seeds), 64)]
+    )
 
 
-def similarity_table(sample_emb: np.ndarray, real_emb: np.ndarray, real_labels: np.ndarray,
-                     sample_labels: np.ndarray) -> tuple[float, float]:
+def similarity_table(
+    sample_emb: np.ndarray, real_emb: np.ndarray, real_labels: np.ndarray, sample_labels: np.ndarray
+) -> tuple[float, float]:
     """Mean cosine similarity of each sample to real images of its identity / of the others."""
     sims = sample_emb @ real_emb.T  # (S, R)
     same = sample_labels[:, None] == real_labels[None, :]
@@ -73,14 +76,20 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--min-images", type=int, default=5)
-    p.add_argument("--mode", default=None,
-                   choices=["baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"],
-                   help="sample identities with UIFaceSampler in this mode and --guidance-scale (default: plain "
-                   "conditional DDIM, no guidance)")
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=["baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"],
+        help="sample identities with UIFaceSampler in this mode and --guidance-scale (default: plain "
+        "conditional DDIM, no guidance)",
+    )
     p.add_argument("--guidance-scale", type=float, default=1.0, help="w of (w+1)*eps(c) - w*eps(c_e) with --mode")
     p.add_argument("--png", default=None, help="write the samples as a grid PNG here")
-    p.add_argument("--clip-sample", action="store_true",
-                   help="clip the x0 estimate to [-1, 1] (for pixel-space checkpoints saved before clip_sample)")
+    p.add_argument(
+        "--clip-sample",
+        action="store_true",
+        help="clip the x0 estimate to [-1, 1] (for pixel-space checkpoints saved before clip_sample)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     model = load_model(args.model)
@@ -93,12 +102,18 @@ def main(argv=None) -> int:
     real_rows = np.concatenate([np.flatnonzero(data.labels == lab)[: args.real_per_identity] for lab in labels])
     real = up(decode_images([data.encoded[i] for i in real_rows], size))  # degraded like the samples
     if args.mode:
-        gen = sampler_samples(model, np.asarray(data.embeddings[rows], np.float32), args.samples, args.steps,
-                              args.seed, args.mode, args.guidance_scale)
+        gen = sampler_samples(
+            model,
+            np.asarray(data.embeddings[rows], np.float32),
+            args.samples,
+            args.steps,
+            args.seed,
+            args.mode,
+            args.guidance_scale,
+        )
     else:
         gen = samples_for(model, torch.from_numpy(data.embeddings[rows]), args.samples, args.steps, args.seed)
-    empty = samples_for(model, model.context_encoder.empty_context[None].detach(), args.samples, args.steps,
-                        args.seed)
+    empty = samples_for(model, model.context_encoder.empty_context[None].detach(), args.samples, args.steps, args.seed)
     encoder = load_encoder({"kind": "dlib"})
     real_emb = encoder.embed(real)
     gen_emb = encoder.embed(up(gen))
@@ -110,13 +125,17 @@ def main(argv=None) -> int:
     sims = real_emb @ real_emb.T
     same_mask = (real_labels[:, None] == real_labels[None, :]) & ~np.eye(len(real_labels), dtype=bool)
     how = f"{args.mode}, w={args.guidance_scale}" if args.mode else "plain conditional DDIM"
-    print(f"model {args.model} ({size}x{size}); {len(rows)} identities x {args.samples} samples ({how}), "
-          f"{len(real_rows)} real images; dlib cosine similarity (centred, normalised)")
+    print(
+        f"model {args.model} ({size}x{size}); {len(rows)} identities x {args.samples} samples ({how}), "
+        f"{len(real_rows)} real images; dlib cosine similarity (centred, normalised)"
+    )
     print(f"  samples vs own identity  {same:.3f}   vs other identities {other:.3f}")
     print(f"  c_e samples vs all real  {float((empty_emb @ real_emb.T).mean()):.3f}")
     print(f"  samples of one identity among themselves {_within(gen_emb, gen_labels):.3f}")
-    print(f"  real vs real, same {float(sims[same_mask].mean()):.3f}   different "
-          f"{float(sims[real_labels[:, None] != real_labels[None, :]].mean()):.3f}")
+    print(
+        f"  real vs real, same {float(sims[same_mask].mean()):.3f}   different "
+        f"{float(sims[real_labels[:, None] != real_labels[None, :]].mean()):.3f}"
+    )
     if args.png:
         tiles = gen.reshape(len(rows), args.samples, size, size, 3)
         grid = tiles.transpose(0, 2, 1, 3, 4).reshape(len(rows) * size, args.samples * size, 3)

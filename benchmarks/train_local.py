@@ -22,8 +22,9 @@ def body(cfg: TrainConfig) -> None:
     from uiface_ray.train.validate import validate_run
 
     plan = validate_run(cfg)
-    print(f"[train] {plan.num_rows} images of {plan.num_identities} identities; start step {plan.start_step}",
-          flush=True)
+    print(
+        f"[train] {plan.num_rows} images of {plan.num_identities} identities; start step {plan.start_step}", flush=True
+    )
     state = run_training(cfg, WorkerContext(log=lambda line: print(line, flush=True)))
     print(f"[train] at step {state.step} of {cfg.max_steps}; run folder {cfg.output}", flush=True)
 

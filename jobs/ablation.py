@@ -31,8 +31,10 @@ def body(cfg: AblationConfig) -> None:
     for r in res.rows:
         m = r.metrics
         rec = "-" if m.fr_recall is None else f"{m.fr_recall:.3f}"
-        print(f"  {TABLE2_NAMES.get(r.name, r.name)} | {m.diversity_1_minus_msssim:.4f} | {rec} | "
-              f"{m.genuine_mean:.3f} | {m.impostor_mean:.3f} | {100 * r.verify_accuracy:.2f}%")
+        print(
+            f"  {TABLE2_NAMES.get(r.name, r.name)} | {m.diversity_1_minus_msssim:.4f} | {rec} | "
+            f"{m.genuine_mean:.3f} | {m.impostor_mean:.3f} | {100 * r.verify_accuracy:.2f}%"
+        )
     print(f"  -> {res.results_url}\n  -> {page}")
 
 

@@ -17,9 +17,11 @@ def body(cfg: EmbedConfig) -> None:
     from uiface_ray.runtime.embed import run_embed
 
     result = run_embed(cfg)
-    print(f"[embed] {result.images} x {result.dim}-d embeddings ({result.encoder['name']}, "
-          f"{result.encoder['hash']}) -> {result.output} ({result.seconds:.1f} s, "
-          f"{result.images_per_second:.1f} images/s on {result.num_actors} actors)")
+    print(
+        f"[embed] {result.images} x {result.dim}-d embeddings ({result.encoder['name']}, "
+        f"{result.encoder['hash']}) -> {result.output} ({result.seconds:.1f} s, "
+        f"{result.images_per_second:.1f} images/s on {result.num_actors} actors)"
+    )
 
 
 def main(argv=None) -> int:

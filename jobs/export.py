@@ -18,9 +18,11 @@ def body(cfg: ExportConfig) -> None:
     from uiface_ray.runtime.export import run_export_on_ray
 
     result = run_export_on_ray(cfg)  # validates first: bad input is one line before any Ray starts
-    print(f"[export] {result.images} images of {result.identities} identities -> {result.output} "
-          f"({result.shards_run} shards exported now, {result.shards_skipped} already done and skipped; "
-          f"{result.seconds:.1f} s)")
+    print(
+        f"[export] {result.images} images of {result.identities} identities -> {result.output} "
+        f"({result.shards_run} shards exported now, {result.shards_skipped} already done and skipped; "
+        f"{result.seconds:.1f} s)"
+    )
     for url in result.written:
         print(f"  {url}")
 

@@ -20,8 +20,10 @@ def body(cfg: OfficialImportConfig) -> None:
     model = import_official(cfg)
     official = model.info["official"]
     params = sum(p.numel() for m in (model.unet, model.context_encoder) for p in m.parameters())
-    print(f"[import_official] {official['weights']} weights of {official['sources']['checkpoint']['file']} "
-          f"({params:,} parameters) + VQ-f4 -> {cfg.output}")
+    print(
+        f"[import_official] {official['weights']} weights of {official['sources']['checkpoint']['file']} "
+        f"({params:,} parameters) + VQ-f4 -> {cfg.output}"
+    )
 
 
 def main(argv=None) -> int:

@@ -19,9 +19,11 @@ def body(cfg: MakeIdentitiesConfig) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = make_identities(cfg)
-    print(f"[make_identities] kept {summary.kept} of {summary.candidates_drawn} candidates "
-          f"({summary.rejected_similar} too similar, {summary.rejected_leakage} too close to training identities) "
-          f"-> {cfg.output}")
+    print(
+        f"[make_identities] kept {summary.kept} of {summary.candidates_drawn} candidates "
+        f"({summary.rejected_similar} too similar, {summary.rejected_leakage} too close to training identities) "
+        f"-> {cfg.output}"
+    )
 
 
 def main(argv=None) -> int:

@@ -18,8 +18,10 @@ def body(cfg: PrepareFacesConfig) -> None:
 
     result = prepare_faces(cfg)
     table = result.table
-    print(f"[prepare_faces] {table.images} images of {table.identities} identities -> {table.output} "
-          f"({result.seconds:.1f} s)")
+    print(
+        f"[prepare_faces] {table.images} images of {table.identities} identities -> {table.output} "
+        f"({result.seconds:.1f} s)"
+    )
 
 
 def main(argv=None) -> int:

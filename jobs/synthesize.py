@@ -20,10 +20,12 @@ def body(cfg: SynthesisConfig) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = run_synthesis(cfg, faults=faults_from_env())
-    print(f"[synthesize] done: {result.num_rows} images in {result.num_shards} shards -> {result.output} "
-          f"({result.shards_run} run now, {result.shards_skipped} already done and skipped "
-          f"({result.shards_adopted} of them adopted), {result.shard_retries} re-dispatched; "
-          f"{result.images_per_second:.2f} img/s with {result.actors} actors)")
+    print(
+        f"[synthesize] done: {result.num_rows} images in {result.num_shards} shards -> {result.output} "
+        f"({result.shards_run} run now, {result.shards_skipped} already done and skipped "
+        f"({result.shards_adopted} of them adopted), {result.shard_retries} re-dispatched; "
+        f"{result.images_per_second:.2f} img/s with {result.actors} actors)"
+    )
 
 
 def main(argv=None) -> int:

@@ -22,8 +22,10 @@ def body(cfg: TrainConfig) -> None:
     from uiface_ray.runtime.train_diffusion import train_diffusion
 
     result = train_diffusion(cfg)
-    print(f"[train] done: step {result.step} (started at {result.start_step}) in {result.wall_s:.0f} s; "
-          f"model {result.model}")
+    print(
+        f"[train] done: step {result.step} (started at {result.start_step}) in {result.wall_s:.0f} s; "
+        f"model {result.model}"
+    )
 
 
 def main(argv=None) -> int:

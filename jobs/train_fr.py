@@ -18,8 +18,10 @@ def body(cfg: FRTrainConfig) -> None:
     from uiface_ray.runtime.train_fr import fit_fr
 
     res = fit_fr(cfg)
-    print(f"[train_fr] {res.steps} steps in {res.elapsed_s / 60:.1f} min on {res.num_images} images of "
-          f"{res.num_classes} identities; loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}")
+    print(
+        f"[train_fr] {res.steps} steps in {res.elapsed_s / 60:.1f} min on {res.num_images} images of "
+        f"{res.num_classes} identities; loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}"
+    )
     if res.curve:
         print(f"  verification {100 * res.curve[-1].accuracy:.2f}% +- {100 * res.curve[-1].accuracy_std:.2f}")
     print(f"  -> {res.backbone_url}")

@@ -16,8 +16,10 @@ def body(cfg: VerifyConfig) -> None:
     from uiface_ray.evaluate.verify import run_verify
 
     for r in run_verify(cfg):
-        print(f"[verify] {r.name}: {100 * r.accuracy:.2f}% +- {100 * r.accuracy_std:.2f} "
-              f"({r.num_pairs} pairs, encoder {r.encoder})")
+        print(
+            f"[verify] {r.name}: {100 * r.accuracy:.2f}% +- {100 * r.accuracy_std:.2f} "
+            f"({r.num_pairs} pairs, encoder {r.encoder})"
+        )
 
 
 def main(argv=None) -> int:

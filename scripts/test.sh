@@ -9,8 +9,9 @@ bash scripts/setup.sh
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
 fast=0
 if [ "${1:-}" = "--fast" ]; then fast=1; shift; fi
-echo "[test] lint (ruff)"
+echo "[test] lint and format (ruff)"
 .venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet . || { echo "[test] run .venv/bin/ruff format . to fix the files above"; exit 1; }
 echo "[test] default suite"
 .venv/bin/python -m pytest -q -ra "$@"
 if [ "$fast" = 0 ]; then

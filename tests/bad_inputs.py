@@ -48,8 +48,15 @@ def _identity_table(path: Path, emb: np.ndarray, ids=None) -> str:
 
     n = len(emb)
     ids = np.arange(n) if ids is None else np.asarray(ids)
-    storage.write_table(str(path), {"identity_id": ids, "embedding": list(np.asarray(emb, np.float32)),
-                                    "seed": np.arange(n), "nn_similarity": np.zeros(n, np.float32)})
+    storage.write_table(
+        str(path),
+        {
+            "identity_id": ids,
+            "embedding": list(np.asarray(emb, np.float32)),
+            "seed": np.arange(n),
+            "nn_similarity": np.zeros(n, np.float32),
+        },
+    )
     return str(path)
 
 
@@ -59,14 +66,21 @@ def _unit(n: int = 3, dim: int = 128) -> np.ndarray:
 
 
 def _synth(tmp: Path, a: dict, *extra: str, identities: str | None = None, model: str | None = None) -> list[str]:
-    return [f"--model={model or a['model']}", f"--identities={identities or a['identities']}",
-            f"--output={tmp / 'out'}", "--images_per_identity=1", "--sampler.num_inference_steps=2", *extra]
+    return [
+        f"--model={model or a['model']}",
+        f"--identities={identities or a['identities']}",
+        f"--output={tmp / 'out'}",
+        "--images_per_identity=1",
+        "--sampler.num_inference_steps=2",
+        *extra,
+    ]
 
 
 def _table_case(mutate: Callable[[np.ndarray], tuple[np.ndarray, object]]):
     def build(tmp: Path, a: dict) -> list[str]:
         emb, ids = mutate(_unit())
         return _synth(tmp, a, identities=_identity_table(tmp / "t.parquet", emb, ids))
+
     return build
 
 
@@ -125,8 +139,15 @@ class _Eval:
 def _verify(tmp: Path, a: dict, sets: list[dict]) -> list[str]:
     import json
 
-    return ["--encoder.kind=iresnet", f"--encoder.path={a['backbone']}", "--encoder.depth=18",
-            "--encoder.embedding_dim=16", "--sets", json.dumps(sets), f"--out={tmp / 'out'}"]
+    return [
+        "--encoder.kind=iresnet",
+        f"--encoder.path={a['backbone']}",
+        "--encoder.depth=18",
+        "--encoder.embedding_dim=16",
+        "--sets",
+        json.dumps(sets),
+        f"--out={tmp / 'out'}",
+    ]
 
 
 def _bin(tmp: Path, a: dict, payload: bytes) -> list[str]:
@@ -154,9 +175,15 @@ def _evil_pth(tmp: Path, legacy: bool) -> Path:
 
 
 def _embed(tmp: Path, a: dict, legacy: bool) -> list[str]:
-    return [f"--input={a['faces']}", f"--output={tmp / 'out' / 'emb.parquet'}", "--encoder.kind=iresnet",
-            f"--encoder.path={_evil_pth(tmp, legacy)}", "--encoder.depth=18", "--encoder.embedding_dim=16",
-            "--num_actors=1"]
+    return [
+        f"--input={a['faces']}",
+        f"--output={tmp / 'out' / 'emb.parquet'}",
+        "--encoder.kind=iresnet",
+        f"--encoder.path={_evil_pth(tmp, legacy)}",
+        "--encoder.depth=18",
+        "--encoder.embedding_dim=16",
+        "--num_actors=1",
+    ]
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -187,8 +214,15 @@ def _dataset(tmp: Path, truncate: bool) -> Path:
     man = Manifest({"model_hash": "abc", "seed": 1}, 2, 2, len(plan), job_config={"identities": ""})
     for spec in plan:
         ids = np.full(2, spec.index)
-        rows = ShardRows(ids, np.arange(2), ids * 10, [encode_image(np.zeros((8, 8, 3), np.uint8), "png")] * 2,
-                         np.full(2, 500), "uiface", "abc")
+        rows = ShardRows(
+            ids,
+            np.arange(2),
+            ids * 10,
+            [encode_image(np.zeros((8, 8, 3), np.uint8), "png")] * 2,
+            np.full(2, 500),
+            "uiface",
+            "abc",
+        )
         data = encode_shard(rows)
         storage.write_bytes_atomic(str(ds / "shards" / spec.name), data)
         man.shards.append(ShardRecord(spec.name, spec.index, 2, sha256(data)))
@@ -209,137 +243,350 @@ def _yaml(tmp: Path, text: str) -> Path:
 
 CASES: dict[str, Case] = {
     # --- config (every job shares this path; shown on synthesize) ---
-    "config-key-typo-cli": Case("synthesize", "a misspelt key on the command line (`--images_per_identty=3`)",
-                                r"images_per_identty: unknown key \(did you mean 'images_per_identity'\?\)",
-                                lambda t, a: _synth(t, a, "--images_per_identty=3"), needs=("synth",)),
-    "config-key-typo-yaml": Case("synthesize", "a misspelt key in the YAML file", r"seeed: unknown key .*c\.yaml",
-                                 lambda t, a: _synth(t, a, "--config", str(_yaml(t, "seeed: 3\n"))), needs=("synth",)),
-    "config-yaml-list": Case("synthesize", "a YAML file holding a list", r"must hold a mapping of keys, not list",
-                             lambda t, a: _synth(t, a, "--config", str(_yaml(t, "- 1\n- 2\n"))), needs=("synth",)),
-    "config-bad-yaml": Case("synthesize", "a YAML file that is not YAML", r"is not valid YAML",
-                            lambda t, a: _synth(t, a, "--config", str(_yaml(t, "a: [1,\n"))), needs=("synth",)),
-    "config-images-negative": Case("synthesize", "`images_per_identity: -1`", r"images_per_identity: Input should be "
-                                   r"greater than or equal to 1", lambda t, a: _synth(t, a, "--images_per_identity=-1"),
-                                   needs=("synth",)),
-    "config-images-zero": Case("synthesize", "`images_per_identity: 0`", r"images_per_identity: Input should be "
-                               r"greater than or equal to 1", lambda t, a: _synth(t, a, "--images_per_identity=0"),
-                               needs=("synth",)),
-    "config-unknown-mode": Case("synthesize", "an unknown sampler mode", r"sampler\.mode: Input should be",
-                                lambda t, a: _synth(t, a, "--sampler.mode=fancy"), needs=("synth",)),
-    "config-secret-not-echoed": Case("synthesize", "a wrong-typed secret key (`--storage.secret_access_key=[9876]`)",
-                                     r"secret_access_key: .*\(value hidden: secret field\)",
-                                     lambda t, a: _synth(t, a, "--storage.secret_access_key=[98765432109876543210]"),
-                                     needs=("synth",)),
+    "config-key-typo-cli": Case(
+        "synthesize",
+        "a misspelt key on the command line (`--images_per_identty=3`)",
+        r"images_per_identty: unknown key \(did you mean 'images_per_identity'\?\)",
+        lambda t, a: _synth(t, a, "--images_per_identty=3"),
+        needs=("synth",),
+    ),
+    "config-key-typo-yaml": Case(
+        "synthesize",
+        "a misspelt key in the YAML file",
+        r"seeed: unknown key .*c\.yaml",
+        lambda t, a: _synth(t, a, "--config", str(_yaml(t, "seeed: 3\n"))),
+        needs=("synth",),
+    ),
+    "config-yaml-list": Case(
+        "synthesize",
+        "a YAML file holding a list",
+        r"must hold a mapping of keys, not list",
+        lambda t, a: _synth(t, a, "--config", str(_yaml(t, "- 1\n- 2\n"))),
+        needs=("synth",),
+    ),
+    "config-bad-yaml": Case(
+        "synthesize",
+        "a YAML file that is not YAML",
+        r"is not valid YAML",
+        lambda t, a: _synth(t, a, "--config", str(_yaml(t, "a: [1,\n"))),
+        needs=("synth",),
+    ),
+    "config-images-negative": Case(
+        "synthesize",
+        "`images_per_identity: -1`",
+        r"images_per_identity: Input should be "
+        r"greater than or equal to 1",
+        lambda t, a: _synth(t, a, "--images_per_identity=-1"),
+        needs=("synth",),
+    ),
+    "config-images-zero": Case(
+        "synthesize",
+        "`images_per_identity: 0`",
+        r"images_per_identity: Input should be "
+        r"greater than or equal to 1",
+        lambda t, a: _synth(t, a, "--images_per_identity=0"),
+        needs=("synth",),
+    ),
+    "config-unknown-mode": Case(
+        "synthesize",
+        "an unknown sampler mode",
+        r"sampler\.mode: Input should be",
+        lambda t, a: _synth(t, a, "--sampler.mode=fancy"),
+        needs=("synth",),
+    ),
+    "config-secret-not-echoed": Case(
+        "synthesize",
+        "a wrong-typed secret key (`--storage.secret_access_key=[9876]`)",
+        r"secret_access_key: .*\(value hidden: secret field\)",
+        lambda t, a: _synth(t, a, "--storage.secret_access_key=[98765432109876543210]"),
+        needs=("synth",),
+    ),
     # --- identity tables ---
-    "table-nan": Case("synthesize", "an identity table with a NaN", r"NaN",
-                      _table_case(lambda e: (_set(e, 1, 5, np.nan), None)), needs=("synth",)),
-    "table-inf": Case("synthesize", "an identity table with an inf", r"NaN or inf|inf",
-                      _table_case(lambda e: (_set(e, 0, 0, np.inf), None)), needs=("synth",)),
-    "table-wrong-dim": Case("synthesize", "embeddings of the wrong dimension", r"dim 64.*expects 128",
-                            _table_case(lambda e: (e[:, :64], None)), needs=("synth",)),
-    "table-zero-row": Case("synthesize", "an all-zero embedding", r"all-zero embedding at row 2",
-                           _table_case(lambda e: (_set(e, 2, slice(None), 0.0), None)), needs=("synth",)),
-    "table-empty": Case("synthesize", "an identity table with no rows", r"empty",
-                        _table_case(lambda e: (e[:0], None)), needs=("synth",)),
-    "table-duplicate-ids": Case("synthesize", "duplicate identity ids", r"not unique",
-                                _table_case(lambda e: (e, [0, 1, 1])), needs=("synth",)),
-    "table-not-parquet": Case("synthesize", "an identity table that is not Parquet", r"t\.parquet",
-                              lambda t, a: _synth(t, a, identities=_write(t / "t.parquet", b"id,embedding\n")),
-                              needs=("synth",)),
+    "table-nan": Case(
+        "synthesize",
+        "an identity table with a NaN",
+        r"NaN",
+        _table_case(lambda e: (_set(e, 1, 5, np.nan), None)),
+        needs=("synth",),
+    ),
+    "table-inf": Case(
+        "synthesize",
+        "an identity table with an inf",
+        r"NaN or inf|inf",
+        _table_case(lambda e: (_set(e, 0, 0, np.inf), None)),
+        needs=("synth",),
+    ),
+    "table-wrong-dim": Case(
+        "synthesize",
+        "embeddings of the wrong dimension",
+        r"dim 64.*expects 128",
+        _table_case(lambda e: (e[:, :64], None)),
+        needs=("synth",),
+    ),
+    "table-zero-row": Case(
+        "synthesize",
+        "an all-zero embedding",
+        r"all-zero embedding at row 2",
+        _table_case(lambda e: (_set(e, 2, slice(None), 0.0), None)),
+        needs=("synth",),
+    ),
+    "table-empty": Case(
+        "synthesize", "an identity table with no rows", r"empty", _table_case(lambda e: (e[:0], None)), needs=("synth",)
+    ),
+    "table-duplicate-ids": Case(
+        "synthesize", "duplicate identity ids", r"not unique", _table_case(lambda e: (e, [0, 1, 1])), needs=("synth",)
+    ),
+    "table-not-parquet": Case(
+        "synthesize",
+        "an identity table that is not Parquet",
+        r"t\.parquet",
+        lambda t, a: _synth(t, a, identities=_write(t / "t.parquet", b"id,embedding\n")),
+        needs=("synth",),
+    ),
     # --- model, output, storage ---
-    "model-truncated-unet": Case("synthesize", "a truncated unet/*.safetensors",
-                                 r"diffusion_pytorch_model\.safetensors: not a readable safetensors file",
-                                 lambda t, a: _synth(t, a, model=_damaged_model(
-                                     t, a, "unet/diffusion_pytorch_model.safetensors", cut=True)), needs=("synth",)),
-    "model-truncated-context": Case("synthesize", "a truncated context_encoder.safetensors",
-                                    r"context_encoder\.safetensors: not a readable safetensors file",
-                                    lambda t, a: _synth(t, a, model=_damaged_model(
-                                        t, a, "context_encoder.safetensors", cut=True)), needs=("synth",)),
-    "model-garbage-unet-config": Case("synthesize", "a garbage unet/config.json", r"unet/config\.json: not valid JSON",
-                                      lambda t, a: _synth(t, a, model=_damaged_model(
-                                          t, a, "unet/config.json", cut=False)), needs=("synth",)),
-    "model-garbage-marker": Case("synthesize", "a garbage uiface.json", r"uiface\.json: not valid JSON",
-                                 lambda t, a: _synth(t, a, model=_damaged_model(t, a, "uiface.json", cut=False)),
-                                 needs=("synth",)),
-    "model-missing": Case("synthesize", "a model folder that does not exist", r"no UIFace model at .*nope",
-                          lambda t, a: _synth(t, a, model=str(t / "nope")), needs=("synth",)),
-    "output-is-a-file": Case("synthesize", "an output path under a plain file", r"not writable",
-                             lambda t, a: _synth(t, a)[:2] + [f"--output={_write(t / 'out', b'a file')}/ds"],
-                             output="out/ds", needs=("synth",)),
-    "s3-missing-bucket": Case("synthesize", "an output in a bucket that does not exist", r"no-such-bucket-x7",
-                              lambda t, a: _synth(t, a)[:2] + ["--output=s3://no-such-bucket-x7/ds"],
-                              needs=("synth", "s3")),
-    "s3-endpoint-down": Case("synthesize", "an S3 endpoint that is down", r"not writable|cannot",
-                             lambda t, a: _synth(t, a)[:2] + ["--output=s3://any-bucket/ds",
-                                                              "--storage.endpoint_url=http://127.0.0.1:9"],
-                             needs=("synth",)),
+    "model-truncated-unet": Case(
+        "synthesize",
+        "a truncated unet/*.safetensors",
+        r"diffusion_pytorch_model\.safetensors: not a readable safetensors file",
+        lambda t, a: _synth(t, a, model=_damaged_model(t, a, "unet/diffusion_pytorch_model.safetensors", cut=True)),
+        needs=("synth",),
+    ),
+    "model-truncated-context": Case(
+        "synthesize",
+        "a truncated context_encoder.safetensors",
+        r"context_encoder\.safetensors: not a readable safetensors file",
+        lambda t, a: _synth(t, a, model=_damaged_model(t, a, "context_encoder.safetensors", cut=True)),
+        needs=("synth",),
+    ),
+    "model-garbage-unet-config": Case(
+        "synthesize",
+        "a garbage unet/config.json",
+        r"unet/config\.json: not valid JSON",
+        lambda t, a: _synth(t, a, model=_damaged_model(t, a, "unet/config.json", cut=False)),
+        needs=("synth",),
+    ),
+    "model-garbage-marker": Case(
+        "synthesize",
+        "a garbage uiface.json",
+        r"uiface\.json: not valid JSON",
+        lambda t, a: _synth(t, a, model=_damaged_model(t, a, "uiface.json", cut=False)),
+        needs=("synth",),
+    ),
+    "model-missing": Case(
+        "synthesize",
+        "a model folder that does not exist",
+        r"no UIFace model at .*nope",
+        lambda t, a: _synth(t, a, model=str(t / "nope")),
+        needs=("synth",),
+    ),
+    "output-is-a-file": Case(
+        "synthesize",
+        "an output path under a plain file",
+        r"not writable",
+        lambda t, a: _synth(t, a)[:2] + [f"--output={_write(t / 'out', b'a file')}/ds"],
+        output="out/ds",
+        needs=("synth",),
+    ),
+    "s3-missing-bucket": Case(
+        "synthesize",
+        "an output in a bucket that does not exist",
+        r"no-such-bucket-x7",
+        lambda t, a: _synth(t, a)[:2] + ["--output=s3://no-such-bucket-x7/ds"],
+        needs=("synth", "s3"),
+    ),
+    "s3-endpoint-down": Case(
+        "synthesize",
+        "an S3 endpoint that is down",
+        r"not writable|cannot",
+        lambda t, a: _synth(t, a)[:2] + ["--output=s3://any-bucket/ds", "--storage.endpoint_url=http://127.0.0.1:9"],
+        needs=("synth",),
+    ),
     # --- prepare_faces ---
-    "faces-corrupt-jpeg": Case("prepare_faces", "a corrupt JPEG in a face folder", r"unreadable image .*bad\.jpg",
-                               lambda t, a: _prepare(t, _faces_tree(t, {"bad.jpg": _jpeg()[:40]}))),
-    "faces-zero-byte": Case("prepare_faces", "a zero-byte image file", r"unreadable image .*empty\.jpg",
-                            lambda t, a: _prepare(t, _faces_tree(t, {"empty.jpg": b""}))),
-    "faces-fake-png": Case("prepare_faces", "a text file named .png", r"unreadable image .*fake\.png",
-                           lambda t, a: _prepare(t, _faces_tree(t, {"fake.png": b"just text"}))),
-    "faces-all-three": Case("prepare_faces", "all three at once", r"unreadable image",
-                            lambda t, a: _prepare(t, _faces_tree(t, {"bad.jpg": _jpeg()[:40], "empty.jpg": b"",
-                                                                      "fake.png": b"just text"}))),
-    "faces-missing-folder": Case("prepare_faces", "a face folder that does not exist", r"image folder not found",
-                                 lambda t, a: _prepare(t, t / "nowhere")),
-    "rec-idx-past-end": Case("prepare_faces", "a .idx entry pointing past the end of the .rec", r"train\.(rec|idx)",
-                             lambda t, a: _prepare(t, _rec(t, idx_lines=_past_end))),
-    "rec-idx-mid-record": Case("prepare_faces", "a .idx entry pointing into the middle of a record",
-                               r"train\.(rec|idx)", lambda t, a: _prepare(t, _rec(t, idx_lines=_mid_record))),
-    "rec-idx-garbage": Case("prepare_faces", "a garbage line in the .idx", r"train\.idx",
-                            lambda t, a: _prepare(t, _rec(t, idx_lines=lambda ls: ls + ["not a line"]))),
+    "faces-corrupt-jpeg": Case(
+        "prepare_faces",
+        "a corrupt JPEG in a face folder",
+        r"unreadable image .*bad\.jpg",
+        lambda t, a: _prepare(t, _faces_tree(t, {"bad.jpg": _jpeg()[:40]})),
+    ),
+    "faces-zero-byte": Case(
+        "prepare_faces",
+        "a zero-byte image file",
+        r"unreadable image .*empty\.jpg",
+        lambda t, a: _prepare(t, _faces_tree(t, {"empty.jpg": b""})),
+    ),
+    "faces-fake-png": Case(
+        "prepare_faces",
+        "a text file named .png",
+        r"unreadable image .*fake\.png",
+        lambda t, a: _prepare(t, _faces_tree(t, {"fake.png": b"just text"})),
+    ),
+    "faces-all-three": Case(
+        "prepare_faces",
+        "all three at once",
+        r"unreadable image",
+        lambda t, a: _prepare(t, _faces_tree(t, {"bad.jpg": _jpeg()[:40], "empty.jpg": b"", "fake.png": b"just text"})),
+    ),
+    "faces-missing-folder": Case(
+        "prepare_faces",
+        "a face folder that does not exist",
+        r"image folder not found",
+        lambda t, a: _prepare(t, t / "nowhere"),
+    ),
+    "rec-idx-past-end": Case(
+        "prepare_faces",
+        "a .idx entry pointing past the end of the .rec",
+        r"train\.(rec|idx)",
+        lambda t, a: _prepare(t, _rec(t, idx_lines=_past_end)),
+    ),
+    "rec-idx-mid-record": Case(
+        "prepare_faces",
+        "a .idx entry pointing into the middle of a record",
+        r"train\.(rec|idx)",
+        lambda t, a: _prepare(t, _rec(t, idx_lines=_mid_record)),
+    ),
+    "rec-idx-garbage": Case(
+        "prepare_faces",
+        "a garbage line in the .idx",
+        r"train\.idx",
+        lambda t, a: _prepare(t, _rec(t, idx_lines=lambda ls: ls + ["not a line"])),
+    ),
     # --- verify ---
-    "pairs-missing-image": Case("verify", "a pairs line naming an image that does not exist", r"Zed_0001\.jpg",
-                                lambda t, a: _pairs(t, a, "1\nZed\t1\t2\n"), needs=("backbone",)),
-    "pairs-negative-index": Case("verify", "a negative image number", r"1-based",
-                                 lambda t, a: _pairs(t, a, "1\nAl\t-1\t2\n"), needs=("backbone",)),
-    "pairs-two-fields": Case("verify", "a pairs line with 2 fields", r"expected 3 or 4 fields, got 2",
-                             lambda t, a: _pairs(t, a, "1\nAl\t1\n"), needs=("backbone",)),
-    "pairs-not-integer": Case("verify", "a non-integer image number", r"image numbers must be integers",
-                              lambda t, a: _pairs(t, a, "1\nAl\tone\t2\n"), needs=("backbone",)),
-    "pairs-five-fields": Case("verify", "a pairs line with 5 fields", r"expected 3 or 4 fields, got 5",
-                              lambda t, a: _pairs(t, a, "1\nAl\t1\tBo\t2\t3\n"), needs=("backbone",)),
-    "pairs-empty": Case("verify", "an empty pairs file", r"empty pairs file",
-                        lambda t, a: _pairs(t, a, ""), needs=("backbone",)),
-    "pairs-no-count-line": Case("verify", "a pairs file without its count line", r"line 1: expected a count",
-                                lambda t, a: _pairs(t, a, "Al\t1\t2\n"), needs=("backbone",)),
-    "pairs-binary": Case("verify", "a binary file given as pairs", r"not a text pairs file",
-                         lambda t, a: _pairs(t, a, b"\xff\xfe\x00\x81" * 8), needs=("backbone",)),
-    "bin-os-system": Case("verify", "a .bin pickle that calls os.system", r"refusing global (posix|os)\.system",
-                          lambda t, a: _bin(t, a, pickle.dumps(([_System()], [True]))), needs=("backbone",)),
-    "bin-eval": Case("verify", "a .bin pickle that calls eval", r"refusing global builtins\.eval",
-                     lambda t, a: _bin(t, a, pickle.dumps(([_Eval()], [True]))), needs=("backbone",)),
-    "bin-pickle-of-42": Case("verify", "a .bin that is a pickle of 42", r"expected a pickle of \(bins, issame_list\)",
-                             lambda t, a: _bin(t, a, pickle.dumps(42)), needs=("backbone",)),
-    "bin-not-images": Case("verify", "a .bin whose image bytes are not images", r"image 0 cannot be decoded",
-                           lambda t, a: _bin(t, a, pickle.dumps(([b"xx", b"yy"], [True]))), needs=("backbone",)),
-    "bin-no-pairs": Case("verify", "a .bin with no pairs", r"no pairs",
-                         lambda t, a: _bin(t, a, pickle.dumps(([], []))), needs=("backbone",)),
-    "bin-truncated": Case("verify", "a truncated .bin", r"not a readable pickle",
-                          lambda t, a: _bin(t, a, pickle.dumps(([_jpeg(), _jpeg()], [True]))[:-30]),
-                          needs=("backbone",)),
-    "pth-code-zip": Case("verify", "a .pth (zip) whose pickle would run code", r"refusing checkpoint .*could run code",
-                         lambda t, a: _verify(t, {"backbone": _evil_pth(t, legacy=False)},
-                                              [{"name": "b", "bin": str(t / "none.bin")}])),
-    "pth-code-legacy": Case("verify", "a legacy .pth whose pickle would run code",
-                            r"refusing checkpoint .*could run code",
-                            lambda t, a: _verify(t, {"backbone": _evil_pth(t, legacy=True)},
-                                                 [{"name": "b", "bin": str(t / "none.bin")}])),
-    "pth-code-embed": Case("embed", "a .pth whose pickle would run code, through embed",
-                           r"refusing checkpoint .*could run code", lambda t, a: _embed(t, a, legacy=False),
-                           needs=("faces",)),
+    "pairs-missing-image": Case(
+        "verify",
+        "a pairs line naming an image that does not exist",
+        r"Zed_0001\.jpg",
+        lambda t, a: _pairs(t, a, "1\nZed\t1\t2\n"),
+        needs=("backbone",),
+    ),
+    "pairs-negative-index": Case(
+        "verify",
+        "a negative image number",
+        r"1-based",
+        lambda t, a: _pairs(t, a, "1\nAl\t-1\t2\n"),
+        needs=("backbone",),
+    ),
+    "pairs-two-fields": Case(
+        "verify",
+        "a pairs line with 2 fields",
+        r"expected 3 or 4 fields, got 2",
+        lambda t, a: _pairs(t, a, "1\nAl\t1\n"),
+        needs=("backbone",),
+    ),
+    "pairs-not-integer": Case(
+        "verify",
+        "a non-integer image number",
+        r"image numbers must be integers",
+        lambda t, a: _pairs(t, a, "1\nAl\tone\t2\n"),
+        needs=("backbone",),
+    ),
+    "pairs-five-fields": Case(
+        "verify",
+        "a pairs line with 5 fields",
+        r"expected 3 or 4 fields, got 5",
+        lambda t, a: _pairs(t, a, "1\nAl\t1\tBo\t2\t3\n"),
+        needs=("backbone",),
+    ),
+    "pairs-empty": Case(
+        "verify", "an empty pairs file", r"empty pairs file", lambda t, a: _pairs(t, a, ""), needs=("backbone",)
+    ),
+    "pairs-no-count-line": Case(
+        "verify",
+        "a pairs file without its count line",
+        r"line 1: expected a count",
+        lambda t, a: _pairs(t, a, "Al\t1\t2\n"),
+        needs=("backbone",),
+    ),
+    "pairs-binary": Case(
+        "verify",
+        "a binary file given as pairs",
+        r"not a text pairs file",
+        lambda t, a: _pairs(t, a, b"\xff\xfe\x00\x81" * 8),
+        needs=("backbone",),
+    ),
+    "bin-os-system": Case(
+        "verify",
+        "a .bin pickle that calls os.system",
+        r"refusing global (posix|os)\.system",
+        lambda t, a: _bin(t, a, pickle.dumps(([_System()], [True]))),
+        needs=("backbone",),
+    ),
+    "bin-eval": Case(
+        "verify",
+        "a .bin pickle that calls eval",
+        r"refusing global builtins\.eval",
+        lambda t, a: _bin(t, a, pickle.dumps(([_Eval()], [True]))),
+        needs=("backbone",),
+    ),
+    "bin-pickle-of-42": Case(
+        "verify",
+        "a .bin that is a pickle of 42",
+        r"expected a pickle of \(bins, issame_list\)",
+        lambda t, a: _bin(t, a, pickle.dumps(42)),
+        needs=("backbone",),
+    ),
+    "bin-not-images": Case(
+        "verify",
+        "a .bin whose image bytes are not images",
+        r"image 0 cannot be decoded",
+        lambda t, a: _bin(t, a, pickle.dumps(([b"xx", b"yy"], [True]))),
+        needs=("backbone",),
+    ),
+    "bin-no-pairs": Case(
+        "verify",
+        "a .bin with no pairs",
+        r"no pairs",
+        lambda t, a: _bin(t, a, pickle.dumps(([], []))),
+        needs=("backbone",),
+    ),
+    "bin-truncated": Case(
+        "verify",
+        "a truncated .bin",
+        r"not a readable pickle",
+        lambda t, a: _bin(t, a, pickle.dumps(([_jpeg(), _jpeg()], [True]))[:-30]),
+        needs=("backbone",),
+    ),
+    "pth-code-zip": Case(
+        "verify",
+        "a .pth (zip) whose pickle would run code",
+        r"refusing checkpoint .*could run code",
+        lambda t, a: _verify(t, {"backbone": _evil_pth(t, legacy=False)}, [{"name": "b", "bin": str(t / "none.bin")}]),
+    ),
+    "pth-code-legacy": Case(
+        "verify",
+        "a legacy .pth whose pickle would run code",
+        r"refusing checkpoint .*could run code",
+        lambda t, a: _verify(t, {"backbone": _evil_pth(t, legacy=True)}, [{"name": "b", "bin": str(t / "none.bin")}]),
+    ),
+    "pth-code-embed": Case(
+        "embed",
+        "a .pth whose pickle would run code, through embed",
+        r"refusing checkpoint .*could run code",
+        lambda t, a: _embed(t, a, legacy=False),
+        needs=("faces",),
+    ),
     # --- export ---
-    "export-truncated-shard": Case("export", "export of a dataset with a truncated shard", r"shard-00000\.parquet",
-                                   lambda t, a: [f"--dataset={_dataset(t, truncate=True)}", f"--output={t / 'out'}"]),
-    "export-missing-metrics": Case("export", "export with --metrics naming a missing file", r"metrics",
-                                   lambda t, a: [f"--dataset={_dataset(t, truncate=False)}", f"--output={t / 'out'}",
-                                                 f"--metrics={t / 'nope.json'}"]),
-    "export-no-manifest": Case("export", "export of a folder with no manifest", r"manifest",
-                               lambda t, a: [f"--dataset={_write(t / 'ds' / 'notes.txt', b'x').parent}",
-                                             f"--output={t / 'out'}"]),
+    "export-truncated-shard": Case(
+        "export",
+        "export of a dataset with a truncated shard",
+        r"shard-00000\.parquet",
+        lambda t, a: [f"--dataset={_dataset(t, truncate=True)}", f"--output={t / 'out'}"],
+    ),
+    "export-missing-metrics": Case(
+        "export",
+        "export with --metrics naming a missing file",
+        r"metrics",
+        lambda t, a: [
+            f"--dataset={_dataset(t, truncate=False)}",
+            f"--output={t / 'out'}",
+            f"--metrics={t / 'nope.json'}",
+        ],
+    ),
+    "export-no-manifest": Case(
+        "export",
+        "export of a folder with no manifest",
+        r"manifest",
+        lambda t, a: [f"--dataset={_write(t / 'ds' / 'notes.txt', b'x').parent}", f"--output={t / 'out'}"],
+    ),
 }
 
 

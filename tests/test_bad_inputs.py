@@ -32,10 +32,16 @@ def assets(tmp_path_factory):
     model, identities = make_tiny_synthesis_inputs(base / "synth", num_identities=3)
     torch.manual_seed(0)
     torch.save(build_iresnet(18, 16).state_dict(), base / "backbone.pth")
-    faces = prepare_faces(PrepareFacesConfig(input=str(_faces_tree(base, {})), resolution=32,
-                                             output=str(base / "faces.parquet")), log=lambda _m: None)
-    return {"model": model, "identities": identities, "backbone": str(base / "backbone.pth"),
-            "faces": faces.table.output}
+    faces = prepare_faces(
+        PrepareFacesConfig(input=str(_faces_tree(base, {})), resolution=32, output=str(base / "faces.parquet")),
+        log=lambda _m: None,
+    )
+    return {
+        "model": model,
+        "identities": identities,
+        "backbone": str(base / "backbone.pth"),
+        "faces": faces.table.output,
+    }
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -70,9 +76,23 @@ def test_reliability_doc_lists_every_case():
 # seeded fuzz: random config values, and truncations of every kind of file the jobs read
 
 FUZZ_VALUES = ["-1", "0", "nan", "inf", "[]", "{}", "''", "null", "1e309", "[1, [2]]", "x" * 300, "-1e9", "true"]
-FUZZ_KEYS = ["images_per_identity", "identities_per_shard", "batch_size", "seed", "sampler.mode",
-             "sampler.num_inference_steps", "sampler.guidance_scale", "actors.num_actors", "image_format",
-             "jpeg_quality", "output", "model", "identities", "storage.endpoint_url", "actors.dtype"]
+FUZZ_KEYS = [
+    "images_per_identity",
+    "identities_per_shard",
+    "batch_size",
+    "seed",
+    "sampler.mode",
+    "sampler.num_inference_steps",
+    "sampler.guidance_scale",
+    "actors.num_actors",
+    "image_format",
+    "jpeg_quality",
+    "output",
+    "model",
+    "identities",
+    "storage.endpoint_url",
+    "actors.dtype",
+]
 
 
 def test_fuzzed_config_values_never_crash(assets, tmp_path, capsys, ray_local, monkeypatch):
@@ -89,8 +109,14 @@ def test_fuzzed_config_values_never_crash(assets, tmp_path, capsys, ray_local, m
         key = FUZZ_KEYS[int(rng.integers(len(FUZZ_KEYS)))]
         value = FUZZ_VALUES[int(rng.integers(len(FUZZ_VALUES)))]
         out = tmp_path / f"o{i}"
-        argv = [f"--model={assets['model']}", f"--identities={assets['identities']}", f"--output={out}",
-                "--images_per_identity=1", "--sampler.num_inference_steps=1", f"--{key}={value}"]
+        argv = [
+            f"--model={assets['model']}",
+            f"--identities={assets['identities']}",
+            f"--output={out}",
+            "--images_per_identity=1",
+            "--sampler.num_inference_steps=1",
+            f"--{key}={value}",
+        ]
         rc = job.main(argv)
         err = capsys.readouterr().err
         assert rc in (0, 2), (key, value, err[-2000:])
@@ -140,11 +166,18 @@ def test_truncated_files_of_every_kind(assets, tmp_path, capsys, ray_local):
             out = case / "out"
             if kind == "identity table":
                 (case / "t.parquet").write_bytes(cut)
-                argv, job = [f"--model={assets['model']}", f"--identities={case / 't.parquet'}", f"--output={out}"], synth
+                argv, job = (
+                    [f"--model={assets['model']}", f"--identities={case / 't.parquet'}", f"--output={out}"],
+                    synth,
+                )
             elif kind == "face table":
                 (case / "f.parquet").write_bytes(cut)
-                argv = [f"--data.table={case / 'f.parquet'}", f"--output={out}", "--model.image_size=16",
-                        "--max_steps=1"]
+                argv = [
+                    f"--data.table={case / 'f.parquet'}",
+                    f"--output={out}",
+                    "--model.image_size=16",
+                    "--max_steps=1",
+                ]
                 job = train
             elif kind in ("rec", "idx"):
                 shutil.copy(rec, case / "train.rec")
@@ -153,14 +186,23 @@ def test_truncated_files_of_every_kind(assets, tmp_path, capsys, ray_local):
                 argv, job = [f"--input={case / 'train.rec'}", f"--output={out / 'f.parquet'}"], prep
             elif kind == "bin":
                 (case / "x.bin").write_bytes(cut)
-                argv = ["--encoder.kind=iresnet", f"--encoder.path={assets['backbone']}", "--encoder.depth=18",
-                        "--encoder.embedding_dim=16", "--sets", f'[{{"name": "b", "bin": "{case / "x.bin"}"}}]',
-                        f"--out={out}"]
+                argv = [
+                    "--encoder.kind=iresnet",
+                    f"--encoder.path={assets['backbone']}",
+                    "--encoder.depth=18",
+                    "--encoder.embedding_dim=16",
+                    "--sets",
+                    f'[{{"name": "b", "bin": "{case / "x.bin"}"}}]',
+                    f"--out={out}",
+                ]
                 job = verify
             else:
                 shutil.copytree(assets["model"], case / "model")
                 (case / "model" / kind.split(" ", 1)[1]).write_bytes(cut)
-                argv, job = [f"--model={case / 'model'}", f"--identities={assets['identities']}", f"--output={out}"], synth
+                argv, job = (
+                    [f"--model={case / 'model'}", f"--identities={assets['identities']}", f"--output={out}"],
+                    synth,
+                )
             rc = job.main(argv)
             err = capsys.readouterr().err
             assert rc == 2, (kind, len(cut), err[-2000:])

@@ -39,8 +39,13 @@ def test_every_config_is_frozen_and_strict_with_descriptions():
 
 
 def test_job_help_runs_from_a_checkout():
-    out = subprocess.run([sys.executable, str(ROOT / "jobs" / "synthesize.py"), "--help"],
-                         capture_output=True, text=True, timeout=120, cwd="/")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "synthesize.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
     assert out.returncode == 0, out.stderr
     assert "--sampler.mode" in out.stdout and "--output" in out.stdout
 
@@ -53,8 +58,9 @@ def test_every_example_config_loads_into_its_job():
     files = sorted((ROOT / "configs").glob("*.yaml"))
     assert files
     for path in files:
-        job = max((name for name in by_job if path.stem == name or path.stem.startswith(name + "_")),
-                  key=len, default=None)
+        job = max(
+            (name for name in by_job if path.stem == name or path.stem.startswith(name + "_")), key=len, default=None
+        )
         assert job, f"{path.name} matches no job in jobs/"
         load_config(by_job[job], path)
 
@@ -70,8 +76,9 @@ def test_every_config_has_one_home_in_a_config_module():
         if cls in seen:
             return
         seen.add(cls)
-        assert cls.__module__ == "uiface_ray.config" or cls.__module__.endswith(".config"), \
+        assert cls.__module__ == "uiface_ray.config" or cls.__module__.endswith(".config"), (
             f"{cls.__name__} is defined in {cls.__module__}, not in a config module"
+        )
         for field in cls.model_fields.values():
             for sub in (field.annotation, *getattr(field.annotation, "__args__", ())):
                 if isinstance(sub, type) and hasattr(sub, "model_fields"):

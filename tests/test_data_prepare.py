@@ -55,8 +55,9 @@ def test_people_list_and_min_images(lfw_dir, tmp_path):
     listed = tmp_path / "people.txt"
     listed.write_text(f"{len(names)}\n" + "".join(f"{n}\t0\n" for n in names))
     out = tmp_path / "faces.parquet"
-    cfg = PrepareFacesConfig(input=str(lfw_dir / "images"), people_file=str(listed), min_images=2,
-                             max_images_per_identity=4, output=str(out))
+    cfg = PrepareFacesConfig(
+        input=str(lfw_dir / "images"), people_file=str(listed), min_images=2, max_images_per_identity=4, output=str(out)
+    )
     result = prepare_faces(cfg, log=_quiet)
     table = read_table(str(out))
     assert table.column_names == ["image", "label", "identity", "source", "width", "height"]
@@ -79,8 +80,7 @@ def test_people_list_and_min_images(lfw_dir, tmp_path):
 def test_smaller_resolution_and_png(lfw_dir, tmp_path):
     root = _subset(lfw_dir, tmp_path, {"Aaron_Peirsol": 2, "Abdullah_Gul": 2})
     out = tmp_path / "faces32.parquet"
-    prepare_faces(PrepareFacesConfig(input=str(root), resolution=32, image_format="png", output=str(out)),
-                  log=_quiet)
+    prepare_faces(PrepareFacesConfig(input=str(root), resolution=32, image_format="png", output=str(out)), log=_quiet)
     cols = read_table(str(out)).to_pydict()
     assert cols["label"] == [0, 0, 1, 1] and set(cols["width"]) == {32}
     for data in cols["image"]:
@@ -151,15 +151,25 @@ def test_listed_person_without_folder(lfw_dir, tmp_path):
     root = _subset(lfw_dir, tmp_path, {"Aaron_Peirsol": 2})
     listed = tmp_path / "people.txt"
     listed.write_text("2\nAaron_Peirsol\t2\nNo_Such_Person\t3\n")
-    _run_expecting(tmp_path, FaceDataError, r"identity folder .*No_Such_Person is missing",
-                   input=str(root), people_file=str(listed))
+    _run_expecting(
+        tmp_path,
+        FaceDataError,
+        r"identity folder .*No_Such_Person is missing",
+        input=str(root),
+        people_file=str(listed),
+    )
 
 
 def test_bad_people_list(lfw_dir, tmp_path):
     listed = tmp_path / "people.txt"
     listed.write_text("3\nAaron_Peirsol\t2\n")
-    _run_expecting(tmp_path, FaceDataError, r"people.txt: first line says 3 people, 1 listed",
-                   input=str(lfw_dir / "images"), people_file=str(listed))
+    _run_expecting(
+        tmp_path,
+        FaceDataError,
+        r"people.txt: first line says 3 people, 1 listed",
+        input=str(lfw_dir / "images"),
+        people_file=str(listed),
+    )
 
 
 def test_unreadable_image(lfw_dir, tmp_path):
@@ -198,8 +208,9 @@ def test_own_grey_pgm_faces_keep_their_size(tmp_path):
     root = _att_like_tree(tmp_path)
     out = tmp_path / "faces.parquet"
     lines = []
-    result = prepare_faces(PrepareFacesConfig(input=str(root), resolution=None, image_format="png", output=str(out)),
-                           log=lines.append)
+    result = prepare_faces(
+        PrepareFacesConfig(input=str(root), resolution=None, image_format="png", output=str(out)), log=lines.append
+    )
     assert (result.table.identities, result.table.images) == (3, 12)
     assert any("skipped 1 non-image files" in line for line in lines), lines
     table = read_table(str(out))
@@ -213,14 +224,20 @@ def test_own_grey_pgm_faces_keep_their_size(tmp_path):
 
 def test_own_faces_resized_square(tmp_path):
     root = _att_like_tree(tmp_path, people=2, per_person=2)
-    result = prepare_faces(PrepareFacesConfig(input=str(root), resolution=64, output=str(tmp_path / "f.parquet")),
-                           log=_quiet)
+    result = prepare_faces(
+        PrepareFacesConfig(input=str(root), resolution=64, output=str(tmp_path / "f.parquet")), log=_quiet
+    )
     table = read_table(result.table.output)
     assert set(table.column("width").to_pylist()) == {64} == set(table.column("height").to_pylist())
 
 
 def test_people_file_naming_none_of_the_folders(lfw_dir, tmp_path):
     root = _att_like_tree(tmp_path, people=2, per_person=2)
-    _run_expecting(tmp_path, FaceDataError, r"people_file .*peopleDevTrain.txt lists none of the 2 identity folders "
-                   r"under .*att .*set people_file to null", input=str(root),
-                   people_file=str(lfw_dir / "peopleDevTrain.txt"))
+    _run_expecting(
+        tmp_path,
+        FaceDataError,
+        r"people_file .*peopleDevTrain.txt lists none of the 2 identity folders "
+        r"under .*att .*set people_file to null",
+        input=str(root),
+        people_file=str(lfw_dir / "peopleDevTrain.txt"),
+    )

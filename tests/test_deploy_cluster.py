@@ -20,21 +20,40 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy_pins import (CPU_TORCH_INDEX, ROOT, TORCH_VERSION, V100_TORCH_INDEX, envsubst_vars, pip_installs,
-                         placeholders, render)
+from deploy_pins import (
+    CPU_TORCH_INDEX,
+    ROOT,
+    TORCH_VERSION,
+    V100_TORCH_INDEX,
+    envsubst_vars,
+    pip_installs,
+    placeholders,
+    render,
+)
 
 DEPLOY = ROOT / "deploy"
 CLUSTER_FILES = sorted(p for p in DEPLOY.glob("*.yaml") if "provider" in (yaml.safe_load(p.read_text()) or {}))
 AWS = DEPLOY / "aws-v100.yaml"
 ONPREM = DEPLOY / "onprem-v100.yaml"
 # Example values for the ${NAME} placeholders that on-prem files leave to envsubst.
-EXAMPLES = {"IMAGE_REPO": "registry.example.com/uiface-ray", "HEAD_IP": "10.0.0.1", "WORKER_IP_1": "10.0.0.2",
-            "WORKER_IP_2": "10.0.0.3", "SSH_USER": "ops"}
+EXAMPLES = {
+    "IMAGE_REPO": "registry.example.com/uiface-ray",
+    "HEAD_IP": "10.0.0.1",
+    "WORKER_IP_1": "10.0.0.2",
+    "WORKER_IP_2": "10.0.0.3",
+    "SSH_USER": "ops",
+}
 # AWS's published sizes: vCPUs and V100 GPUs per instance.
 P3 = {"p3.2xlarge": (8, 1), "p3.8xlarge": (32, 4), "p3.16xlarge": (64, 8)}
 PACKAGE = "$HOME/uiface-ray[dlib]"  # the file-mounted checkout: pyproject.toml's pins and its dlib extra
-COMMAND_KEYS = ("setup_commands", "head_setup_commands", "worker_setup_commands",
-                "head_start_ray_commands", "worker_start_ray_commands", "initialization_commands")
+COMMAND_KEYS = (
+    "setup_commands",
+    "head_setup_commands",
+    "worker_setup_commands",
+    "head_start_ray_commands",
+    "worker_start_ray_commands",
+    "initialization_commands",
+)
 
 
 @pytest.fixture()

@@ -18,8 +18,23 @@ from deploy_pins import CPU_TORCH_INDEX, ROOT, TORCH_VERSION, V100_TORCH_INDEX, 
 
 DOCKER = ROOT / "docker"
 KNOWN = {
-    "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
-    "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
 }
 IMAGES = {"gpu": "Dockerfile.gpu", "cpu": "Dockerfile.cpu"}
 
@@ -98,10 +113,9 @@ def image(request):
 
 
 def test_parser_reads_continuations_and_comments():
-    text = "# syntax=docker/dockerfile:1\nFROM a:1\n\nRUN x \\\n  # note\n    && y\nCMD [\"z\"]\n"
+    text = '# syntax=docker/dockerfile:1\nFROM a:1\n\nRUN x \\\n  # note\n    && y\nCMD ["z"]\n'
     got = parse_dockerfile(text)
-    assert [(i.keyword, i.args, i.line) for i in got] == [
-        ("FROM", "a:1", 2), ("RUN", "x && y", 4), ("CMD", '["z"]', 7)]
+    assert [(i.keyword, i.args, i.line) for i in got] == [("FROM", "a:1", 2), ("RUN", "x && y", 4), ("CMD", '["z"]', 7)]
     with pytest.raises(AssertionError):
         parse_dockerfile("RUN a \\\n")
 
@@ -158,7 +172,8 @@ def test_pip_pins_match_pyproject(image):
     want = pyproject_pins(extras=("dlib",))
     assert want.pop("torch").version == TORCH_VERSION
     assert {n: (p.version, p.extras) for n, (p, _) in pins.items()} == {
-        n: (p.version, p.extras) for n, p in want.items()}, f"{name} and pyproject.toml disagree"
+        n: (p.version, p.extras) for n, p in want.items()
+    }, f"{name} and pyproject.toml disagree"
 
 
 def test_copies_are_in_the_build_context(image):

@@ -84,7 +84,8 @@ def check_cluster_spec(spec: dict, service_account: str) -> None:
         limits, requests = ray["resources"]["limits"], ray["resources"]["requests"]
         assert int(limits["nvidia.com/gpu"]) >= 1 and requests["nvidia.com/gpu"] == limits["nvidia.com/gpu"]
         assert int(limits["cpu"]) < P3_2XLARGE["cpu"] and _gi(limits["memory"]) < P3_2XLARGE["memory_gi"], (
-            f"{where}: one pod must fit a p3.2xlarge")
+            f"{where}: one pod must fit a p3.2xlarge"
+        )
 
 
 def test_raycluster_has_what_kuberay_requires():

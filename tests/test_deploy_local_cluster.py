@@ -125,19 +125,34 @@ def _launch_head(tmp_path: Path, attempt: int) -> tuple[subprocess.Popen, str, s
     temp_dir = tempfile.mkdtemp(prefix="rayh-", dir="/tmp")  # short: Ray's socket paths have a length limit
     log = tmp_path / f"ray-head-{attempt}.log"
     cmd = [
-        str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-        f"--port={gcs}", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
-        f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
-        f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
-        f"--min-worker-port={lo}", f"--max-worker-port={hi}",
-        "--num-cpus=2", "--num-gpus=0", "--object-store-memory=100000000",
-        "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temp_dir}",
+        str(RAY),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--node-manager-port={node_manager}",
+        f"--object-manager-port={object_manager}",
+        f"--min-worker-port={lo}",
+        f"--max-worker-port={hi}",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        "--object-store-memory=100000000",
+        "--dashboard-host=127.0.0.1",
+        "--include-dashboard=true",
+        f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path, start_new_session=True
+        )
     return proc, f"http://127.0.0.1:{dashboard}", temp_dir, log
 
 
@@ -183,7 +198,9 @@ def _get_json(url: str, attempts: int = 5) -> dict | None:
 def _job_status(url: str, job_id: str, first_error: subprocess.CompletedProcess) -> str:
     info = _get_json(f"{url}/api/jobs/{job_id}")
     if info is None:
-        raise AssertionError(f"job {job_id} was never created:\n{first_error.stdout[-3000:]}{first_error.stderr[-3000:]}")
+        raise AssertionError(
+            f"job {job_id} was never created:\n{first_error.stdout[-3000:]}{first_error.stderr[-3000:]}"
+        )
     return info["status"]
 
 
@@ -212,11 +229,27 @@ def test_job_submit_synthesizes_a_complete_dataset(ray_head, tmp_path):
     out = tmp_path / "synthetic"
     job_id = f"uiface-deploy-test-{os.getpid()}"
     cmd = [
-        str(RAY), "job", "submit", "--address", ray_head, "--submission-id", job_id, "--no-wait",
+        str(RAY),
+        "job",
+        "submit",
+        "--address",
+        ray_head,
+        "--submission-id",
+        job_id,
+        "--no-wait",
         # from the repository root with relative paths, exactly as the README shows
-        "--runtime-env", "deploy/runtime_env.yaml", "--working-dir", ".",
-        "--", "python", "jobs/synthesize.py", "--config", "configs/synthesize_tiny.yaml",
-        f"--model={model_url}", f"--identities={identities_url}", f"--output={out}",
+        "--runtime-env",
+        "deploy/runtime_env.yaml",
+        "--working-dir",
+        ".",
+        "--",
+        "python",
+        "jobs/synthesize.py",
+        "--config",
+        "configs/synthesize_tiny.yaml",
+        f"--model={model_url}",
+        f"--identities={identities_url}",
+        f"--output={out}",
     ]
     submitted = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     # On a loaded machine the CLI's connection can drop after the server took the job; the job's

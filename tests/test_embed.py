@@ -33,8 +33,12 @@ def _prepare(lfw_dir, output: str, workdir: Path, people: int = 4, per_person: i
     names = [n for n, k in read_people_list(str(lfw_dir / "peopleDevTrain.txt")) if k >= 5][:people]
     listed = workdir / "people.txt"
     listed.write_text(f"{len(names)}\n" + "".join(f"{n}\t5\n" for n in names))
-    prepare_faces(PrepareFacesConfig(input=str(lfw_dir / "images"), people_file=str(listed),
-                                     max_images_per_identity=per_person, output=output), log=_quiet)
+    prepare_faces(
+        PrepareFacesConfig(
+            input=str(lfw_dir / "images"), people_file=str(listed), max_images_per_identity=per_person, output=output
+        ),
+        log=_quiet,
+    )
 
 
 def test_embed_with_actors_keeps_order(lfw_dir, tmp_path, ray_local):
@@ -95,8 +99,13 @@ def test_bad_checkpoint_fails_before_output(lfw_dir, tmp_path, capsys):
         run_embed(cfg, log=_quiet)
     assert not out.exists()
     # The job prints the same as one line and exits with 2.
-    argv = [f"--input={faces}", f"--output={out}", "--encoder.kind=iresnet", f"--encoder.path={ckpt}",
-            "--encoder.depth=18"]
+    argv = [
+        f"--input={faces}",
+        f"--output={out}",
+        "--encoder.kind=iresnet",
+        f"--encoder.path={ckpt}",
+        "--encoder.depth=18",
+    ]
     assert embed_job.main(argv) == 2
     err = capsys.readouterr().err
     assert "error: checkpoint" in err and "fc.weight" in err and "Traceback" not in err
@@ -107,8 +116,13 @@ def test_prepare_and_embed_on_s3(lfw_dir, s3_bucket, s3_server, ray_local, tmp_p
     faces = f"{s3_bucket}/faces/devtrain.parquet"
     _prepare(lfw_dir, faces, tmp_path, people=3, per_person=2)
     assert exists(faces)
-    cfg = EmbedConfig(input=faces, output=f"{s3_bucket}/faces/embedded.parquet", num_actors=2, block_size=4,
-                      storage={"endpoint_url": s3_server})
+    cfg = EmbedConfig(
+        input=faces,
+        output=f"{s3_bucket}/faces/embedded.parquet",
+        num_actors=2,
+        block_size=4,
+        storage={"endpoint_url": s3_server},
+    )
     run_embed(cfg, log=_quiet)
     table = read_table(cfg.output)
     assert table.num_rows == 6 and json.loads(table_metadata(table)["uiface.encoder"])["dim"] == 128

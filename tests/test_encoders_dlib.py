@@ -51,8 +51,10 @@ def test_genuine_pairs_closer_than_impostors(encoder, faces, record_property):
     genuine, impostor = pair_similarities(emb, labels)
     raw = encoder.raw_descriptors(images)
     raw_genuine, raw_impostor = pair_similarities(raw / np.linalg.norm(raw, axis=1, keepdims=True), labels)
-    report = (f"dlib on {len(images)} chips of 20 DevTrain people: centred cosine genuine {genuine:.3f} "
-              f"impostor {impostor:.3f}; raw cosine genuine {raw_genuine:.3f} impostor {raw_impostor:.3f}")
+    report = (
+        f"dlib on {len(images)} chips of 20 DevTrain people: centred cosine genuine {genuine:.3f} "
+        f"impostor {impostor:.3f}; raw cosine genuine {raw_genuine:.3f} impostor {raw_impostor:.3f}"
+    )
     print(report)
     record_property("dlib_similarities", report)
     assert genuine > impostor + 0.3

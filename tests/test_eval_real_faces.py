@@ -41,8 +41,16 @@ def test_own_face_table_gives_disjoint_row_reference_and_pairs(tmp_path):
 
     url = str(tmp_path / "faces.parquet")
     _table(url)
-    cfg = AblationConfig(model="m", out="o", real_faces=url, num_identities=5, images_per_identity=3,
-                         real_min_images=3, real_verify_fraction=0.25, verify_max_pairs=40)
+    cfg = AblationConfig(
+        model="m",
+        out="o",
+        real_faces=url,
+        num_identities=5,
+        images_per_identity=3,
+        real_min_images=3,
+        real_verify_fraction=0.25,
+        verify_max_pairs=40,
+    )
     real = real_faces(cfg, resolution=None)
     train_people = set(real.train.identities)
     assert len(train_people) == 5 and len(real.train.labels) == 15

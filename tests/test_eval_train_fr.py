@@ -57,11 +57,31 @@ def test_fr_on_ray_train_with_relative_paths_from_another_cwd(ray_local, tmp_pat
     (tmp_path / "lfw").symlink_to(lfw_dir)
     _face_table("faces.parquet")
     run_name = f"relative-{uuid.uuid4().hex[:8]}"
-    cfg = FRTrainConfig(data="faces.parquet", out="fr", run_name=run_name, depth=18, width=0.25, input_size=32, embedding_dim=32,
-                        head="cosface", head_s=16, head_m=0.2, margin_warmup_epochs=1, lr_schedule="cosine",
-                        lr_warmup_epochs=0.5, ema_decay=0.9, augment_shift=0.1, epochs=2, batch_size=6,
-                        lr=0.05, num_workers=2, verify_pairs="lfw/pairsDevTest.txt", verify_images="lfw/images",
-                        verify_max_pairs=20, verify_every=2)
+    cfg = FRTrainConfig(
+        data="faces.parquet",
+        out="fr",
+        run_name=run_name,
+        depth=18,
+        width=0.25,
+        input_size=32,
+        embedding_dim=32,
+        head="cosface",
+        head_s=16,
+        head_m=0.2,
+        margin_warmup_epochs=1,
+        lr_schedule="cosine",
+        lr_warmup_epochs=0.5,
+        ema_decay=0.9,
+        augment_shift=0.1,
+        epochs=2,
+        batch_size=6,
+        lr=0.05,
+        num_workers=2,
+        verify_pairs="lfw/pairsDevTest.txt",
+        verify_images="lfw/images",
+        verify_max_pairs=20,
+        verify_every=2,
+    )
     res = fit_fr(cfg)
     assert res.backbone_url == str(tmp_path / "fr" / "backbone.pth")
     assert res.steps == 4 and len(res.losses) == 4 and res.num_classes == 4
@@ -100,12 +120,33 @@ def test_tiny_lfw_run_lowers_loss_and_learns_to_identify(lfw_dir, tmp_path):
     from uiface_ray.evaluate.fr_loop import _build, fit_fr_local, plan_training
     from uiface_ray.evaluate.config import FRTrainConfig
 
-    faces = read_image_folder(str(lfw_dir / "images"), str(lfw_dir / "peopleDevTrain.txt"), min_images=10,
-                              max_identities=8, max_per_identity=10)
-    cfg = FRTrainConfig(data="lfw", out=str(tmp_path / "fr"), runner="local", depth=18, width=0.25, input_size=32,
-                        embedding_dim=64, head="cosface", head_s=16, head_m=0.2, margin_warmup_epochs=2,
-                        lr_schedule="cosine", lr_warmup_epochs=1, epochs=10, batch_size=16, lr=0.1, augment_p=0.0,
-                        seed=3)
+    faces = read_image_folder(
+        str(lfw_dir / "images"),
+        str(lfw_dir / "peopleDevTrain.txt"),
+        min_images=10,
+        max_identities=8,
+        max_per_identity=10,
+    )
+    cfg = FRTrainConfig(
+        data="lfw",
+        out=str(tmp_path / "fr"),
+        runner="local",
+        depth=18,
+        width=0.25,
+        input_size=32,
+        embedding_dim=64,
+        head="cosface",
+        head_s=16,
+        head_m=0.2,
+        margin_warmup_epochs=2,
+        lr_schedule="cosine",
+        lr_warmup_epochs=1,
+        epochs=10,
+        batch_size=16,
+        lr=0.1,
+        augment_p=0.0,
+        seed=3,
+    )
     res = fit_fr_local(cfg, faces)
     assert res.steps == 10 * 5
     first, last = np.mean(res.losses[:10]), np.mean(res.losses[-10:])
@@ -142,8 +183,9 @@ def test_missing_verification_pairs_fail_at_the_driver(tmp_path):
 
     data = str(tmp_path / "faces.parquet")
     _face_table(data)
-    cfg = FRTrainConfig(data=data, out=str(tmp_path / "fr"), verify_pairs=str(tmp_path / "nope.txt"),
-                        verify_images=str(tmp_path))
+    cfg = FRTrainConfig(
+        data=data, out=str(tmp_path / "fr"), verify_pairs=str(tmp_path / "nope.txt"), verify_images=str(tmp_path)
+    )
     with pytest.raises(InputError, match=r"verify_pairs: .*nope\.txt not found"):
         fit_fr(cfg)
     with pytest.raises(InputError, match="needs verify_images"):
@@ -164,8 +206,18 @@ def test_failed_fr_run_leaves_no_temporary_folder(ray_local, tmp_path):
     table["image"][-1] = b"not an image"
     storage.write_table(data, table)
     run_name = f"failing-{uuid.uuid4().hex[:8]}"
-    cfg = FRTrainConfig(data=data, out=str(tmp_path / "fr"), run_name=run_name, depth=18, width=0.25,
-                        input_size=32, embedding_dim=16, epochs=1, batch_size=6, num_workers=2)
+    cfg = FRTrainConfig(
+        data=data,
+        out=str(tmp_path / "fr"),
+        run_name=run_name,
+        depth=18,
+        width=0.25,
+        input_size=32,
+        embedding_dim=16,
+        epochs=1,
+        batch_size=6,
+        num_workers=2,
+    )
     with pytest.raises(Exception, match="not a decodable image"):
         fit_fr(cfg)
     assert not (tmp_path / "fr" / "backbone.pth").exists()
@@ -183,9 +235,20 @@ def test_fr_training_resumes_from_its_ray_checkpoint(ray_local, tmp_path, monkey
 
     data = str(tmp_path / "faces.parquet")
     _face_table(data, classes=3, per_class=4)
-    cfg = FRTrainConfig(data=data, out=str(tmp_path / "fr"), depth=18, embedding_dim=32, epochs=10,
-                        max_steps=2, batch_size=4, lr=0.05, num_workers=2, checkpoint_every=1,
-                        ray_storage=str(tmp_path / "ray"), run_name="resume-me")
+    cfg = FRTrainConfig(
+        data=data,
+        out=str(tmp_path / "fr"),
+        depth=18,
+        embedding_dim=32,
+        epochs=10,
+        max_steps=2,
+        batch_size=4,
+        lr=0.05,
+        num_workers=2,
+        checkpoint_every=1,
+        ray_storage=str(tmp_path / "ray"),
+        run_name="resume-me",
+    )
     first = fit_fr(cfg)
     second = fit_fr(cfg.model_copy(update={"max_steps": 4}))
     assert first.steps == 2 and second.steps == 4

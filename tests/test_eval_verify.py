@@ -83,8 +83,9 @@ def test_verify_pairs_on_lfw_end_to_end(lfw_dir):
     from uiface_ray.encoders import EncoderConfig, load_encoder
 
     encoder = load_encoder(EncoderConfig(kind="dlib"))
-    spec = VerifySetConfig(name="devtest-slice", pairs=str(lfw_dir / "pairsDevTest.txt"),
-                           images_root=str(lfw_dir / "images"), max_pairs=40)
+    spec = VerifySetConfig(
+        name="devtest-slice", pairs=str(lfw_dir / "pairsDevTest.txt"), images_root=str(lfw_dir / "images"), max_pairs=40
+    )
     res = verify_set(encoder, spec)
     assert res.num_pairs == 40 and sum(res.issame) == 20
     assert res.accuracy > 0.8  # dlib's descriptor reaches ~97% on the full list
@@ -129,20 +130,44 @@ def test_verify_job_on_a_bin_with_an_iresnet_checkpoint(tmp_path, capsys):
         bins += [_jpeg(a), _jpeg(a if same else (a + 128) % 256)]
         issame.append(same)
     (tmp_path / "tiny.bin").write_bytes(pickle.dumps((bins, issame)))
-    rc = job.main(["--encoder.kind", "iresnet", "--encoder.path", str(tmp_path / "backbone.pth"),
-                   "--encoder.depth", "18", "--encoder.embedding_dim", "16",
-                   "--sets", json.dumps([{"name": "tiny", "bin": str(tmp_path / "tiny.bin")}]),
-                   "--out", str(tmp_path / "v")])
+    rc = job.main(
+        [
+            "--encoder.kind",
+            "iresnet",
+            "--encoder.path",
+            str(tmp_path / "backbone.pth"),
+            "--encoder.depth",
+            "18",
+            "--encoder.embedding_dim",
+            "16",
+            "--sets",
+            json.dumps([{"name": "tiny", "bin": str(tmp_path / "tiny.bin")}]),
+            "--out",
+            str(tmp_path / "v"),
+        ]
+    )
     assert rc == 0
     body = json.loads((tmp_path / "v" / "verify.json").read_text())
     (res,) = body["results"]
     assert res["name"] == "tiny" and res["num_pairs"] == 20 and 0.0 <= res["accuracy"] <= 1.0
     assert res["encoder"].startswith("iresnet-18:")
     (tmp_path / "evil.bin").write_bytes(pickle.dumps(([_Boom()], [True])))
-    rc = job.main(["--encoder.kind", "iresnet", "--encoder.path", str(tmp_path / "backbone.pth"),
-                   "--encoder.depth", "18", "--encoder.embedding_dim", "16",
-                   "--sets", json.dumps([{"name": "evil", "bin": str(tmp_path / "evil.bin")}]),
-                   "--out", str(tmp_path / "evil-out")])
+    rc = job.main(
+        [
+            "--encoder.kind",
+            "iresnet",
+            "--encoder.path",
+            str(tmp_path / "backbone.pth"),
+            "--encoder.depth",
+            "18",
+            "--encoder.embedding_dim",
+            "16",
+            "--sets",
+            json.dumps([{"name": "evil", "bin": str(tmp_path / "evil.bin")}]),
+            "--out",
+            str(tmp_path / "evil-out"),
+        ]
+    )
     assert rc == 2  # refused as bad input: one 'error:' line, no traceback, nothing written
     assert "refusing global" in capsys.readouterr().err
     assert not (tmp_path / "evil-out" / "verify.json").exists()

@@ -24,16 +24,28 @@ IDS = np.array([10, 11, 12, 20, 21])  # identity ids need not be 0..N-1
 def make_dataset(url: str, fmt: str = "png", complete: bool = True) -> dict:
     """A dataset written with the synth core from known random images; returns {(id, index): pixels}."""
     plan = plan_shards(N_ID, 2, N_IMG)
-    man = Manifest({"model_hash": "abc", "seed": 7, "identities_sha256": "f00"}, N_ID, N_IMG, len(plan),
-                   job_config={"identities": ""})
+    man = Manifest(
+        {"model_hash": "abc", "seed": 7, "identities_sha256": "f00"},
+        N_ID,
+        N_IMG,
+        len(plan),
+        job_config={"identities": ""},
+    )
     pixels = {}
     rng = np.random.default_rng(0)
     for spec in plan[: len(plan) if complete else 1]:
         ids, idx = expected_rows(spec, IDS)
         imgs = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in ids]
         pixels.update({(int(i), int(j)): im for i, j, im in zip(ids, idx, imgs)})
-        rows = ShardRows(ids, idx, ids * 1000 + idx, [encode_image(im, fmt) for im in imgs],
-                         np.full(len(ids), 300 + spec.index), "uiface", "abc")
+        rows = ShardRows(
+            ids,
+            idx,
+            ids * 1000 + idx,
+            [encode_image(im, fmt) for im in imgs],
+            np.full(len(ids), 300 + spec.index),
+            "uiface",
+            "abc",
+        )
         data = encode_shard(rows)
         storage.write_bytes_atomic(storage.join(url, "shards", spec.name), data)
         man.shards.append(ShardRecord(spec.name, spec.index, len(rows), sha256(data)))
@@ -115,8 +127,9 @@ def test_export_bad_input_writes_nothing(tmp_path, capsys, case):
         from uiface_ray.synth.manifest import read_manifest
 
         man = read_manifest(str(ds))
-        man.shards = [ShardRecord(r.name, r.index, r.rows, r.sha256, (ds / "shards" / r.name).stat().st_size)
-                      for r in man.shards]
+        man.shards = [
+            ShardRecord(r.name, r.index, r.rows, r.sha256, (ds / "shards" / r.name).stat().st_size) for r in man.shards
+        ]
         write_manifest(str(ds), man)
         _truncate(ds / "shards" / "shard-00002.parquet")
         msg = "shard-00002.parquet: .* bytes, the manifest recorded"
@@ -156,8 +169,13 @@ def test_card_carries_licence_intended_use_and_generator_training_data(tmp_path)
 
     url = make_tiny_model(str(tmp_path / "model"))
     model = load_model(url)
-    model.info["training_data"] = {"table": "faces.parquet", "source": "/data/lfw112/images", "identities": 298,
-                                   "images": 4436, "rows_sha256": "ab" * 32}
+    model.info["training_data"] = {
+        "table": "faces.parquet",
+        "source": "/data/lfw112/images",
+        "identities": 298,
+        "images": 4436,
+        "rows_sha256": "ab" * 32,
+    }
     save_model(model, url)
     gen = generator_record(url)
     assert gen["training_data"]["identities"] == 298 and gen["weights_hash"]

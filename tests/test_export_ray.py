@@ -32,8 +32,9 @@ def make_dataset(url: str, fmt: str = "jpeg") -> dict[tuple[int, int], bytes]:
         ids, idx = expected_rows(spec, IDS)
         data = [encode_image(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), fmt) for _ in ids]
         images.update({(int(i), int(j)): d for i, j, d in zip(ids, idx, data)})
-        blob = encode_shard(ShardRows(ids, idx, ids * 1000 + idx, data, np.full(len(ids), 400 + spec.index),
-                                      "uiface", "abc"))
+        blob = encode_shard(
+            ShardRows(ids, idx, ids * 1000 + idx, data, np.full(len(ids), 400 + spec.index), "uiface", "abc")
+        )
         storage.write_bytes_atomic(storage.join(url, "shards", spec.name), blob)
         info = storage.file_info(storage.join(url, "shards", spec.name))
         man.shards.append(ShardRecord(spec.name, spec.index, len(ids), sha256(blob), info.size, info.version))
@@ -57,13 +58,17 @@ def manifest_labels(url: str) -> list[int]:
 def export(ds: str, out: str, workers: int = 2, **kw):
     from uiface_ray.runtime.export import run_export_on_ray
 
-    return run_export_on_ray(ExportConfig(dataset=ds, output=out, workers={"num_workers": workers},
-                                          progress_every_s=0.01, **kw))
+    return run_export_on_ray(
+        ExportConfig(dataset=ds, output=out, workers={"num_workers": workers}, progress_every_s=0.01, **kw)
+    )
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_stitched_rec_reads_back_with_every_label_right(tmp_path, ray_local):
@@ -89,8 +94,14 @@ def test_stitched_rec_reads_back_with_every_label_right(tmp_path, ray_local):
     for (identity, index), data in images.items():
         assert (out / "images" / str(identity) / f"{index}.jpg").read_bytes() == data
     assert sum(1 for _ in (out / "images").rglob("*.jpg")) == len(images)
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "dataset_card.json", "images", "property",
-                                                     "train.idx", "train.rec"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "dataset_card.json",
+        "images",
+        "property",
+        "train.idx",
+        "train.rec",
+    ]
 
 
 def test_one_worker_or_several_give_the_same_bytes(tmp_path, ray_local):
@@ -104,6 +115,7 @@ def test_one_worker_or_several_give_the_same_bytes(tmp_path, ray_local):
 
 def _interrupted_after(map_shards, shards: int):
     """A ShardMapper that runs ``map_shards`` and is interrupted (Ctrl-C) once ``shards`` are done."""
+
     def run(tasks, storage_cfg, on_done):
         count = []
 
@@ -112,7 +124,9 @@ def _interrupted_after(map_shards, shards: int):
             count.append(done.name)
             if len(count) == shards:
                 raise KeyboardInterrupt
+
         map_shards(tasks, storage_cfg, on_done_then_stop)
+
     return run
 
 

@@ -52,12 +52,16 @@ def test_heads_put_their_margin_on_the_target_logit():
     cos = CosFaceHead(2, 2, s=10.0, m=0.35)
     for head in (arc, cos):
         head.weight.data = torch.eye(2)
-    assert arc.logits(emb, label)[0].tolist() == pytest.approx([10 * math.cos(math.pi / 3 + 0.5), 10 * math.cos(math.pi / 6)])
+    assert arc.logits(emb, label)[0].tolist() == pytest.approx(
+        [10 * math.cos(math.pi / 3 + 0.5), 10 * math.cos(math.pi / 6)]
+    )
     assert cos.logits(emb, label)[0].tolist() == pytest.approx([10 * (0.5 - 0.35), 10 * math.cos(math.pi / 6)])
     arc.m = cos.m = 0.0  # margin warm-up starts here: plain normalised softmax, the same for both
     assert torch.allclose(arc.logits(emb, label), cos.logits(emb, label))
     with torch.no_grad():
-        assert float(cos(emb, label)) == pytest.approx(float(torch.nn.functional.cross_entropy(cos.logits(emb, label), label)))
+        assert float(cos(emb, label)) == pytest.approx(
+            float(torch.nn.functional.cross_entropy(cos.logits(emb, label), label))
+        )
     with pytest.raises(ValueError, match="head must be one of"):
         build_head("sphereface", 2, 2, 1.0, 0.1)
 
@@ -88,7 +92,7 @@ def test_random_shift_moves_the_image_and_repeats_edges():
         diff = int(out[0, 1, 1] - img[0, 1, 1])  # 4 dy + dx, with dy, dx in {-1, 0, 1}
         dy = round(diff / 4)
         dx = diff - 4 * dy
-        assert torch.equal(out[:, 1:3, 1:3], img[:, 1 + dy:3 + dy, 1 + dx:3 + dx])  # the interior, moved
+        assert torch.equal(out[:, 1:3, 1:3], img[:, 1 + dy : 3 + dy, 1 + dx : 3 + dx])  # the interior, moved
         seen.add((dy, dx))
     assert seen == {(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)}
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)

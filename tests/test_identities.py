@@ -45,7 +45,7 @@ def test_blockwise_matches_one_at_a_time(block):
     for s in range(0, len(cands), block):
         if filt.done:
             break
-        filt.offer(cands[s:s + block], seeds[s:s + block])
+        filt.offer(cands[s : s + block], seeds[s : s + block])
     res = filt.result()
     assert res.summary.kept == len(want)
     np.testing.assert_array_equal(res.seeds, seeds[want])
@@ -109,12 +109,26 @@ def test_identity_table_errors(tmp_path):
     bad = emb.copy()
     bad[1, 2] = np.nan
     nan_url = str(tmp_path / "nan.parquet")
-    storage.write_table(nan_url, {"identity_id": np.arange(3), "embedding": list(bad),
-                                  "seed": np.arange(3), "nn_similarity": np.zeros(3, np.float32)})
+    storage.write_table(
+        nan_url,
+        {
+            "identity_id": np.arange(3),
+            "embedding": list(bad),
+            "seed": np.arange(3),
+            "nn_similarity": np.zeros(3, np.float32),
+        },
+    )
     with pytest.raises(IdentityTableError, match="NaN.*row 1"):
         read_identity_table(nan_url)
     empty_url = str(tmp_path / "empty.parquet")
-    storage.write_table(empty_url, {"identity_id": np.arange(0), "embedding": [np.zeros(0, np.float32)][:0],
-                                    "seed": np.arange(0), "nn_similarity": np.zeros(0, np.float32)})
+    storage.write_table(
+        empty_url,
+        {
+            "identity_id": np.arange(0),
+            "embedding": [np.zeros(0, np.float32)][:0],
+            "seed": np.arange(0),
+            "nn_similarity": np.zeros(0, np.float32),
+        },
+    )
     with pytest.raises(IdentityTableError, match="empty"):
         read_identity_table(empty_url)

@@ -30,8 +30,9 @@ def _candidates(model: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     from uiface_ray.encoders import EncoderConfig, load_encoder
     from uiface_ray.sample import SamplerConfig, UIFaceSampler, image_seed
 
-    sampler = UIFaceSampler.from_pretrained(model, config=SamplerConfig(mode="two_stage_fixed", t0=0,
-                                                                        num_inference_steps=STEPS))
+    sampler = UIFaceSampler.from_pretrained(
+        model, config=SamplerConfig(mode="two_stage_fixed", t0=0, num_inference_steps=STEPS)
+    )
     seeds = [image_seed(0, "candidate", k) for k in range(n)]
     images = sampler.sample(np.full((n, 128), 0.1, np.float32), seeds).images
     return np.array(seeds), load_encoder(EncoderConfig(kind="dlib")).embed(images)
@@ -46,10 +47,22 @@ def test_make_identities_with_leakage_check(ray_local, tmp_path):
     train_url = str(tmp_path / "faces.parquet")
     storage.write_table(train_url, {"embedding": list(train.astype(np.float32)), "label": np.array([0, 0, 1])})
     out = str(tmp_path / "ids" / "identities.parquet")
-    rc = _job().main([f"--model={model}", f"--output={out}", "--num_identities=4", f"--similarity_threshold={THRESHOLD}",
-                      f"--training_embeddings={train_url}", "--leakage_threshold=0.99", f"--candidates_per_task={PER_TASK}",
-                      f"--num_inference_steps={STEPS}", "--max_candidates=24", "--encoder.kind=dlib",
-                      "--actors.num_actors=2", "--actors.use_gpu=false"])
+    rc = _job().main(
+        [
+            f"--model={model}",
+            f"--output={out}",
+            "--num_identities=4",
+            f"--similarity_threshold={THRESHOLD}",
+            f"--training_embeddings={train_url}",
+            "--leakage_threshold=0.99",
+            f"--candidates_per_task={PER_TASK}",
+            f"--num_inference_steps={STEPS}",
+            "--max_candidates=24",
+            "--encoder.kind=dlib",
+            "--actors.num_actors=2",
+            "--actors.use_gpu=false",
+        ]
+    )
     assert rc == 0
     table = read_identity_table(out, expected_dim=128)
     summary = json.loads((tmp_path / "ids" / "identities.summary.json").read_text())

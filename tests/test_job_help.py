@@ -30,8 +30,13 @@ print("HEAVY=" + ",".join(heavy), "CODE=" + str(code), file=sys.stderr)
 @pytest.mark.parametrize("job", JOBS)
 def test_help_is_light(job):
     path = str(ROOT / "jobs" / f"{job}.py")
-    out = subprocess.run([sys.executable, "-c", PROBE.format(path=path, heavy=HEAVY)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(path=path, heavy=HEAVY)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     last = out.stderr.strip().splitlines()[-1]
     assert "CODE=0" in last, out.stderr[-2000:]
     assert last.startswith("HEAVY= "), f"{job} --help imports {last.split()[0][6:]}"

@@ -34,8 +34,9 @@ def noise_prediction(model, seed: int = 3) -> torch.Tensor:
     c, h, w = model.latent_shape()
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, c, h, w, generator=g)
-    tokens = torch.cat([model.context_encoder(unit_embeddings(1, model.embedding_dim, seed)),
-                        model.context_encoder.empty_tokens(1)])
+    tokens = torch.cat(
+        [model.context_encoder(unit_embeddings(1, model.embedding_dim, seed)), model.context_encoder.empty_tokens(1)]
+    )
     with torch.no_grad():
         return model.unet(x, torch.tensor([17, 640]), encoder_hidden_states=tokens).sample
 
@@ -45,8 +46,12 @@ def tiny_vq(seed: int = 0) -> VQModel:
     return VQModel(
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(16, 32), norm_num_groups=8, latent_channels=3, num_vq_embeddings=32,
-        sample_size=16, scaling_factor=0.7,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        latent_channels=3,
+        num_vq_embeddings=32,
+        sample_size=16,
+        scaling_factor=0.7,
     ).eval()
 
 
@@ -171,16 +176,21 @@ def _truncate(path: Path) -> None:
 
 
 @pytest.mark.parametrize("family", ["diffusers", "official"])
-@pytest.mark.parametrize("damage, named", [
-    (lambda d: _truncate(next((d / "unet").glob("*.safetensors"))), r"unet/diffusion_pytorch_model.safetensors"),
-    (lambda d: _truncate(d / "context_encoder.safetensors"), r"context_encoder.safetensors"),
-    (lambda d: (d / "unet" / "config.json").write_text("{not json"), r"unet/config.json"),
-    (lambda d: (d / "uiface.json").write_bytes(b"\x00garbage\xff"), r"uiface.json"),
-])
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda d: _truncate(next((d / "unet").glob("*.safetensors"))), r"unet/diffusion_pytorch_model.safetensors"),
+        (lambda d: _truncate(d / "context_encoder.safetensors"), r"context_encoder.safetensors"),
+        (lambda d: (d / "unet" / "config.json").write_text("{not json"), r"unet/config.json"),
+        (lambda d: (d / "uiface.json").write_bytes(b"\x00garbage\xff"), r"uiface.json"),
+    ],
+)
 def test_damaged_model_files_are_one_line_errors(tmp_path, capsys, family, damage, named):
     from uiface_ray.model.official import build_official_model
 
-    model = build_model(ModelConfig.tiny()) if family == "diffusers" else build_official_model("tiny", autoencoder=False)
+    model = (
+        build_model(ModelConfig.tiny()) if family == "diffusers" else build_official_model("tiny", autoencoder=False)
+    )
     folder = tmp_path / "m"
     save_model(model, str(folder))
     damage(folder)
@@ -203,8 +213,9 @@ def test_official_family_roundtrip(tmp_path, capfd):
     assert type(loaded.unet).__name__ == "OfficialUNet" and loaded.unet.dtype == torch.float16
     assert model_hash(loaded) == model_hash(model)  # identified by its stored float32 weights
     loaded.to(dtype=torch.float32)
-    torch.testing.assert_close(noise_prediction(loaded.to(dtype=torch.float32)), noise_prediction(model),
-                               rtol=1e-3, atol=1e-3)  # float16 storage round trip of the cast copy
+    torch.testing.assert_close(
+        noise_prediction(loaded.to(dtype=torch.float32)), noise_prediction(model), rtol=1e-3, atol=1e-3
+    )  # float16 storage round trip of the cast copy
 
 
 def test_s3_load_leaves_no_temporary_copy(s3_bucket, tmp_path):

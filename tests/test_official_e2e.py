@@ -38,10 +38,20 @@ def test_release_files_to_dataset_on_s3(ray_local, s3_bucket, tmp_path):
     storage.write_bytes_atomic(ids_url, buffer.getvalue())
     out = storage.join(s3_bucket, "synthetic")
     sampler = SamplerConfig.official(num_inference_steps=4, output_size=24).model_dump()
-    cfg = SynthesisConfig.model_validate(dict(
-        model=model_url, identities=ids_url, output=out, images_per_identity=2, identities_per_shard=2, seed=1,
-        batch_size=4, progress_every_s=0.0, sampler=sampler,
-        actors={"num_actors": 1, "use_gpu": False, "max_restarts": 0}))
+    cfg = SynthesisConfig.model_validate(
+        dict(
+            model=model_url,
+            identities=ids_url,
+            output=out,
+            images_per_identity=2,
+            identities_per_shard=2,
+            seed=1,
+            batch_size=4,
+            progress_every_s=0.0,
+            sampler=sampler,
+            actors={"num_actors": 1, "use_gpu": False, "max_restarts": 0},
+        )
+    )
     result = run_synthesis(cfg)
     wait_cpus_free(ray_local)
     manifest = read_manifest(out)

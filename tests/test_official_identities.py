@@ -35,14 +35,17 @@ def test_npy_rows_become_identities_with_row_ids(tmp_path, request, where):
     assert again.sha256 == table.sha256 and np.array_equal(again.identity_ids, table.identity_ids)
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.array([{"a": 1}, None], dtype=object), r"Python objects \(refused: allow_pickle=False\)"),
-    (np.zeros((3, 512)), r"all-zero embedding at row 0"),
-    (np.full((2, 512), np.nan), r"NaN or infinite"),
-    (np.ones((4, 128)), r"dim 128, but the model expects 512"),
-    (np.ones((0, 512)), r"non-empty \(N, E\)"),
-    (np.ones(512), r"non-empty \(N, E\)"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.array([{"a": 1}, None], dtype=object), r"Python objects \(refused: allow_pickle=False\)"),
+        (np.zeros((3, 512)), r"all-zero embedding at row 0"),
+        (np.full((2, 512), np.nan), r"NaN or infinite"),
+        (np.ones((4, 128)), r"dim 128, but the model expects 512"),
+        (np.ones((0, 512)), r"non-empty \(N, E\)"),
+        (np.ones(512), r"non-empty \(N, E\)"),
+    ],
+)
 def test_bad_npy_is_one_clear_error(tmp_path, array, message):
     path = tmp_path / "ids.npy"
     path.write_bytes(npy_bytes(array, allow_pickle=array.dtype == object))

@@ -37,8 +37,9 @@ def eps_of(model, seed: int = 3) -> torch.Tensor:
         return model.unet(x, torch.tensor([17, 640]), encoder_hidden_states=tokens).sample
 
 
-def write_release_files(folder: Path, seed: int = 0, name: str = "model_100.ckpt", prefix: str = "module.eps_model.",
-                        edit=None) -> tuple:
+def write_release_files(
+    folder: Path, seed: int = 0, name: str = "model_100.ckpt", prefix: str = "module.eps_model.", edit=None
+) -> tuple:
     """A tiny model's weights written as the release writes them; returns (model, argv)."""
     model = build_official_model("tiny", seed=seed)
     with torch.no_grad():
@@ -51,8 +52,12 @@ def write_release_files(folder: Path, seed: int = 0, name: str = "model_100.ckpt
     enc, dec = release_vq_state_dicts(model.autoencoder)
     torch.save(enc, folder / "first_stage_encoder_state_dict.pt")
     torch.save(dec, folder / "first_stage_decoder_state_dict.pt")
-    argv = [f"--checkpoint={folder / name}", f"--vq_encoder={folder / 'first_stage_encoder_state_dict.pt'}",
-            f"--vq_decoder={folder / 'first_stage_decoder_state_dict.pt'}", "--architecture=tiny"]
+    argv = [
+        f"--checkpoint={folder / name}",
+        f"--vq_encoder={folder / 'first_stage_encoder_state_dict.pt'}",
+        f"--vq_decoder={folder / 'first_stage_decoder_state_dict.pt'}",
+        "--architecture=tiny",
+    ]
     return model, argv
 
 
@@ -67,10 +72,21 @@ def test_full_size_architecture_matches_the_release_counts():
     state = release_state_dict(unet, context, prefix="", schedule=False)
     assert len(state) == 843
     # a few of the release's key names, verbatim
-    for key in ("image_proj.weight", "time_emb.lin1.weight", "down.3.attn.cross_attention.proj_out.weight",
-                "down.3.attn.c_proj_in.weight", "middle.attn.c_norm.weight", "up.2.res.norm2.norm.weight",
-                "up.2.res.shortcut.weight", "down.2.conv.weight", "final.weight", "empty_context_embedding",
-                "context_emb.weight", "down.3.attn.ff.2.bias", "middle.res2.scale_emb.weight"):
+    for key in (
+        "image_proj.weight",
+        "time_emb.lin1.weight",
+        "down.3.attn.cross_attention.proj_out.weight",
+        "down.3.attn.c_proj_in.weight",
+        "middle.attn.c_norm.weight",
+        "up.2.res.norm2.norm.weight",
+        "up.2.res.shortcut.weight",
+        "down.2.conv.weight",
+        "final.weight",
+        "empty_context_embedding",
+        "context_emb.weight",
+        "down.3.attn.ff.2.bias",
+        "middle.res2.scale_emb.weight",
+    ):
         assert key in state, key
     assert state["down.3.attn.self_attention.to_q.weight"].shape == (192, 192, 1)  # Conv1d 1x1
     assert state["down.3.attn.c_proj_in.weight"].shape == (256 * 32, 256)
@@ -87,8 +103,12 @@ def test_import_gives_the_same_eps_and_records_provenance(tmp_path, capsys):
     torch.testing.assert_close(eps_of(loaded), eps_of(model), rtol=0, atol=0)
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(loaded.decode_latents(loaded.encode_images(images)),
-                                   model.decode_latents(model.encode_images(images)), rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded.decode_latents(loaded.encode_images(images)),
+            model.decode_latents(model.encode_images(images)),
+            rtol=0,
+            atol=0,
+        )
     official = loaded.info["official"]
     assert official["weights"] == "non_ema"
     assert official["sources"]["checkpoint"]["file"] == "model_100.ckpt"
@@ -133,12 +153,15 @@ def _wrong_schedule(state):
     state["betas"] = state["betas"] * 2
 
 
-@pytest.mark.parametrize("edit, message", [
-    (_drop_one, r"model_100.ckpt: 1 missing key.*cross_attention.to_k.bias"),
-    (_add_one, r"model_100.ckpt: 1 unexpected key.*extra_head.weight"),
-    (_wrong_shape, r"model_100.ckpt: key 'module.eps_model.image_proj.weight' has shape \(7, 3, 3, 3\), expected"),
-    (_wrong_schedule, r"schedule buffer 'betas'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_drop_one, r"model_100.ckpt: 1 missing key.*cross_attention.to_k.bias"),
+        (_add_one, r"model_100.ckpt: 1 unexpected key.*extra_head.weight"),
+        (_wrong_shape, r"model_100.ckpt: key 'module.eps_model.image_proj.weight' has shape \(7, 3, 3, 3\), expected"),
+        (_wrong_schedule, r"schedule buffer 'betas'"),
+    ],
+)
 def test_bad_checkpoints_are_one_clear_error_and_write_nothing(tmp_path, capsys, edit, message):
     _, argv = write_release_files(tmp_path / "release", edit=edit)
     out = tmp_path / "bundle"
@@ -146,6 +169,7 @@ def test_bad_checkpoints_are_one_clear_error_and_write_nothing(tmp_path, capsys,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
     import re
+
     assert re.search(message, err), err
     assert not out.exists()
 

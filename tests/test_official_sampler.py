@@ -107,9 +107,9 @@ def release_reference(unet, context, empty, seed: int, cfg: SamplerConfig):
             curve.append(d)
             a_t = alpha_bars[i]
             a_prev = alpha_bars[i - skip - 1] if i - skip >= 1 else torch.tensor(1.0)
-            x0 = (z - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
-            eps = (z - a_t ** 0.5 * x0) / (1 - a_t) ** 0.5
-            z = a_prev ** 0.5 * x0 + (1 - a_prev) ** 0.5 * eps
+            x0 = (z - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+            eps = (z - a_t**0.5 * x0) / (1 - a_t) ** 0.5
+            z = a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * eps
     unet.set_attn_processor(original)
     return z[0], t0, curve
 
@@ -130,8 +130,15 @@ def test_official_preset_matches_the_release_sampler(unet):
     assert t0s == [500, 600, 500], "the tiny UNet changed: pick RELEASE's threshold again"
     # each option matters on this batch: without it, the result moves
     for option in (dict(ddim_alpha_prev="standard"), dict(early_switch="guided")):
-        other = run_sampler(unet, scheduler(), context, empty, generators([0, 1, 2]),
-                            SamplerConfig.official(**RELEASE, **option), LATENT)
+        other = run_sampler(
+            unet,
+            scheduler(),
+            context,
+            empty,
+            generators([0, 1, 2]),
+            SamplerConfig.official(**RELEASE, **option),
+            LATENT,
+        )
         assert (other.latents - out.latents).abs().max() > 1e-6, option
 
 
@@ -148,7 +155,7 @@ def test_official_preset_costs_and_batch_invariance(unet):
     assert torch.equal(batch.unet_evaluations, STEPS + after)
     assert counter.calls == STEPS and counter.rows == int(batch.unet_evaluations.sum())
     for i in range(3):
-        alone = run_sampler(unet, scheduler(), context[i:i + 1], empty[i:i + 1], generators([i]), cfg, LATENT)
+        alone = run_sampler(unet, scheduler(), context[i : i + 1], empty[i : i + 1], generators([i]), cfg, LATENT)
         assert (alone.latents[0] - batch.latents[i]).abs().max() < 1e-10
         assert alone.t0[0] == batch.t0[i]
 

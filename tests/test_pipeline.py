@@ -38,8 +38,12 @@ def test_missing_faces_says_how_to_point_at_data(tmp_path):
         check_faces_source(cfg)
     msg = str(err.value)
     assert "nowhere" in msg and "train.rec" in msg and "one sub-folder per identity" in msg
-    out = subprocess.run([sys.executable, str(ROOT / "jobs" / "pipeline.py"), f"--faces_source={tmp_path}/nowhere"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "pipeline.py"), f"--faces_source={tmp_path}/nowhere"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert out.stderr.count("error:") == 1 and "Traceback" not in out.stderr
 
@@ -58,15 +62,27 @@ def test_pipeline_end_to_end_tiny_from_repo_root_with_relative_paths(lfw_dir):
     lfw_rel = os.path.relpath(lfw_dir, ROOT)
     tmp = tempfile.mkdtemp(prefix="uq", dir="/tmp")  # short: Ray's socket paths live under it
     args = [
-        sys.executable, "jobs/pipeline.py", "--config", "configs/pipeline.yaml",
-        f"--workdir={rel_work}/work", f"--generator_cache={rel_work}/gen",
-        f"--faces_source={lfw_rel}/images", f"--people_file={lfw_rel}/peopleDevTrain.txt",
-        "--train_config=configs/train_diffusion_tiny.yaml", "--max_images_per_identity=3",
-        "--num_identities=2", "--images_per_identity=2", "--num_inference_steps=4",
-        "--stages.prepare_faces.max_identities=6", "--stages.train_diffusion.max_steps=4",
-        "--stages.train_diffusion.checkpoint_every=4", "--stages.train_diffusion.num_workers=1",
-        "--stages.train_diffusion.grid.num_inference_steps=2", "--stages.train_diffusion.grid.num_identities=4",
-        "--stages.make_identities.similarity_threshold=0.99", "--stages.make_identities.leakage_threshold=0.99",
+        sys.executable,
+        "jobs/pipeline.py",
+        "--config",
+        "configs/pipeline.yaml",
+        f"--workdir={rel_work}/work",
+        f"--generator_cache={rel_work}/gen",
+        f"--faces_source={lfw_rel}/images",
+        f"--people_file={lfw_rel}/peopleDevTrain.txt",
+        "--train_config=configs/train_diffusion_tiny.yaml",
+        "--max_images_per_identity=3",
+        "--num_identities=2",
+        "--images_per_identity=2",
+        "--num_inference_steps=4",
+        "--stages.prepare_faces.max_identities=6",
+        "--stages.train_diffusion.max_steps=4",
+        "--stages.train_diffusion.checkpoint_every=4",
+        "--stages.train_diffusion.num_workers=1",
+        "--stages.train_diffusion.grid.num_inference_steps=2",
+        "--stages.train_diffusion.grid.num_identities=4",
+        "--stages.make_identities.similarity_threshold=0.99",
+        "--stages.make_identities.leakage_threshold=0.99",
         "--stages.metrics.msssim_size=48",
     ]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "TMPDIR": tmp}
@@ -80,13 +96,21 @@ def test_pipeline_end_to_end_tiny_from_repo_root_with_relative_paths(lfw_dir):
         # the generator landed where it was asked, not under Ray's session folder
         assert list((ROOT / rel_work / "gen").glob("*/latest.json"))
         report = (work / "report.md").read_text()
-        for stage in ("prepare_faces", "embed", "train_diffusion", "make_identities", "synthesize", "metrics", "export"):
+        for stage in (
+            "prepare_faces",
+            "embed",
+            "train_diffusion",
+            "make_identities",
+            "synthesize",
+            "metrics",
+            "export",
+        ):
             assert f"| {stage} |" in report
         both = (first.stdout + first.stderr).splitlines()
         trained = [line for line in both if "[train] checkpoint step" in line]
         assert len(trained) == 1, trained  # each worker line reaches the driver once
         where = [i for i, line in enumerate(both) if "Traceback" in line]
-        assert not where, "\n".join(both[max(0, where[0] - 5):where[0] + 60])
+        assert not where, "\n".join(both[max(0, where[0] - 5) : where[0] + 60])
         second = subprocess.run(args, capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
         assert second.returncode == 0, second.stderr[-3000:]
         assert "prepare_faces: already complete" in second.stdout and "embed: already complete" in second.stdout
@@ -128,8 +152,12 @@ def test_paths_resolved_at_the_driver_and_people_file_auto(tmp_path, monkeypatch
 
 
 def test_misspelt_flag_names_the_command_line_and_suggests_the_key():
-    out = subprocess.run([sys.executable, str(ROOT / "jobs" / "pipeline.py"), "--faces.source=/data/x"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "pipeline.py"), "--faces.source=/data/x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "faces: unknown key (did you mean 'faces_source'?) [from command line --faces.source]" in out.stderr
 
@@ -156,8 +184,13 @@ def _toy_stages(workdir: Path, ran: list[str], fail: str | None = None, value: i
                 return StageOutcome(f"{name} done", {"dataset": str(workdir / name)} if name == "b" else {})
 
             out = str(workdir / name)
-            return StagePlan(_Toy(value=value), run, complete_marker=out if marker else None,
-                             produces={"faces": out} if name == "a" else {})
+            return StagePlan(
+                _Toy(value=value),
+                run,
+                complete_marker=out if marker else None,
+                produces={"faces": out} if name == "a" else {},
+            )
+
         return Stage(name, plan)
 
     return [make("a", True), make("b", True), make("c", False)]

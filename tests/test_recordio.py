@@ -101,7 +101,7 @@ def test_bad_magic_names_file_and_offset(tmp_path):
     write_recordio(str(rec), None, zip([0, 1], [_jpeg(0), _jpeg(1)]))
     offset = int((tmp_path / "train.idx").read_text().splitlines()[2].split("\t")[1])
     data = bytearray(rec.read_bytes())
-    data[offset:offset + 4] = b"\x00\x01\x02\x03"
+    data[offset : offset + 4] = b"\x00\x01\x02\x03"
     rec.write_bytes(bytes(data))
     with pytest.raises(RecordIOError, match=rf"train\.rec: bad magic number 0x03020100 at offset {offset}"):
         with RecordIOReader(str(rec)) as reader:

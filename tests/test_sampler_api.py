@@ -82,9 +82,15 @@ def test_bad_input_fails_before_any_unet_call(sampler, contexts, seeds, message)
 
 def test_latent_model_decodes_through_the_autoencoder(tmp_path):
     torch.manual_seed(0)
-    vq = VQModel(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                 block_out_channels=(8, 16), norm_num_groups=4, latent_channels=3, num_vq_embeddings=16,
-                 sample_size=16).eval()
+    vq = VQModel(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        latent_channels=3,
+        num_vq_embeddings=16,
+        sample_size=16,
+    ).eval()
     vq.save_pretrained(tmp_path / "vq")
     cfg = ModelConfig.tiny(space="latent", autoencoder=str(tmp_path / "vq"))
     save_model(build_model(cfg, seed=2), str(tmp_path / "model"))

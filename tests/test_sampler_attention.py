@@ -16,8 +16,11 @@ DIM = HEADS * HEAD_DIM
 
 def layer(cross: bool) -> Attention:
     torch.manual_seed(3)
-    return Attention(query_dim=DIM, cross_attention_dim=DIM if cross else None, heads=HEADS,
-                     dim_head=HEAD_DIM).double().eval()
+    return (
+        Attention(query_dim=DIM, cross_attention_dim=DIM if cross else None, heads=HEADS, dim_head=HEAD_DIM)
+        .double()
+        .eval()
+    )
 
 
 def inputs(rows: int):
@@ -103,10 +106,12 @@ def test_recorded_map_is_softmax_over_space_mean_over_tokens_and_heads():
     (recorded,) = processor.plan.maps
     with torch.no_grad():
         logits = explicit_logits(attn, hidden, context)[[2, 0]]
-    expected = torch.stack([
-        sum(logits[r, h, :, n].softmax(0) for h in range(HEADS) for n in range(TOKENS)) / (HEADS * TOKENS)
-        for r in range(2)
-    ]).view(2, SIDE, SIDE)
+    expected = torch.stack(
+        [
+            sum(logits[r, h, :, n].softmax(0) for h in range(HEADS) for n in range(TOKENS)) / (HEADS * TOKENS)
+            for r in range(2)
+        ]
+    ).view(2, SIDE, SIDE)
     assert recorded.shape == (2, SIDE, SIDE)  # a 4x4 layer of an 8x8 latent
     assert torch.allclose(recorded.double(), expected, atol=1e-6)
 

@@ -37,10 +37,16 @@ def tiny_unet(dtype: torch.dtype = torch.float64, seed: int = 0, sample_size: in
             kwargs.update(sample_size=sample_size, cross_attention_dim=DIM)
             return OfficialUNet(**kwargs).to(dtype).eval()
         unet = UNet2DConditionModel(
-            sample_size=sample_size, in_channels=3, out_channels=3, layers_per_block=1,
-            block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=DIM,
-            attention_head_dim=4, norm_num_groups=8,
+            sample_size=sample_size,
+            in_channels=3,
+            out_channels=3,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=DIM,
+            attention_head_dim=4,
+            norm_num_groups=8,
         )
     return unet.to(dtype).eval()
 
@@ -49,8 +55,9 @@ def scheduler() -> DDIMScheduler:
     return DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
 
 
-def tokens(batch: int, seed: int = 1, dtype: torch.dtype = torch.float64,
-           family: str = "diffusers") -> tuple[torch.Tensor, torch.Tensor]:
+def tokens(
+    batch: int, seed: int = 1, dtype: torch.dtype = torch.float64, family: str = "diffusers"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(context_tokens, empty_tokens), each (B, N, D); the empty tokens are one row repeated.
     The official family takes one projected context vector per sample: N = 1."""
     g = torch.Generator().manual_seed(seed)

@@ -65,10 +65,12 @@ CASES = [
     dict(mode="two_stage_adaptive", guidance_scale=1.0, **ADAPTIVE),
     dict(mode="attention_injection", guidance_scale=1.0, injection_blend=0.5),
     dict(mode="uiface", guidance_scale=1.0, **ADAPTIVE),
-    dict(mode="uiface", guidance_scale=2.0, injection_blend=0.5, map_resolution=6, layer_max_normalise=False,
-         **ADAPTIVE),
-    pytest.param(dict(mode="two_stage_adaptive", switch="next_step", guidance_scale=1.5, **ADAPTIVE),
-                 marks=pytest.mark.slow),
+    dict(
+        mode="uiface", guidance_scale=2.0, injection_blend=0.5, map_resolution=6, layer_max_normalise=False, **ADAPTIVE
+    ),
+    pytest.param(
+        dict(mode="two_stage_adaptive", switch="next_step", guidance_scale=1.5, **ADAPTIVE), marks=pytest.mark.slow
+    ),
     pytest.param(dict(mode="uiface", switch="next_step", guidance_scale=1.0, **ADAPTIVE), marks=pytest.mark.slow),
 ]
 
@@ -144,15 +146,15 @@ def test_fixed_t0_zero_is_pure_empty_context_sampling(unet):
 
 def test_uiface_without_self_injection_and_blend_zero_is_two_stage_adaptive(unet):
     plain = run(unet, config(unet, mode="two_stage_adaptive", num_inference_steps=STEPS, **ADAPTIVE), [0, 2])
-    blend0 = config(unet, mode="uiface", num_inference_steps=STEPS, inject_self=False, injection_blend=0.0,
-                           **ADAPTIVE)
+    blend0 = config(unet, mode="uiface", num_inference_steps=STEPS, inject_self=False, injection_blend=0.0, **ADAPTIVE)
     assert close(run(unet, blend0, [0, 2]).latents, plain.latents, rel=1e-12)
     full = run(unet, config(unet, mode="uiface", num_inference_steps=STEPS, **ADAPTIVE), [0, 2])
     assert not close(full.latents, plain.latents, rel=1e-6), "injection had no effect"
 
 
-@pytest.mark.parametrize("mode", ["uiface", "attention_injection",
-                                  pytest.param("two_stage_fixed", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "mode", ["uiface", "attention_injection", pytest.param("two_stage_fixed", marks=pytest.mark.slow)]
+)
 def test_batch_invariance_alone_and_in_any_order(unet, mode):
     cfg = config(unet, mode=mode, num_inference_steps=STEPS, **ADAPTIVE)
     seeds = [0, 1, 2]
@@ -218,7 +220,9 @@ def test_attention_materialised_only_where_needed(unet, monkeypatch, mode):
     elif mode == "attention_injection":
         assert counts == {"self": layers * STEPS, "cross": layers * STEPS}
     else:  # every main call records, keeps or injects, plus one conditional-only call per settling step;
-        calls = STEPS + settle_steps(out, cfg.threshold)  # at step 0 (no d_t yet, nobody can switch) self-attention stays fused
+        calls = STEPS + settle_steps(
+            out, cfg.threshold
+        )  # at step 0 (no d_t yet, nobody can switch) self-attention stays fused
         assert counts == {"self": layers * (calls - 1), "cross": layers * calls}
 
 

@@ -86,8 +86,9 @@ def test_low_precision_smoke_on_cpu(dtype):
     cfg = SamplerConfig(mode="uiface", num_inference_steps=4, max_t0=500, threshold=0.05)
     context, empty = tokens(2, dtype=torch.float32)
     ref = run_sampler(tiny_unet(torch.float32), scheduler(), context, empty, generators([1, 2]), cfg, LATENT)
-    low = run_sampler(tiny_unet(dtype), scheduler(), context.to(dtype), empty.to(dtype), generators([1, 2]), cfg,
-                      LATENT)
+    low = run_sampler(
+        tiny_unet(dtype), scheduler(), context.to(dtype), empty.to(dtype), generators([1, 2]), cfg, LATENT
+    )
     assert low.latents.dtype == torch.float32 and torch.isfinite(low.latents).all()
     rel = (low.latents - ref.latents).abs().max() / ref.latents.abs().max()
     assert rel < 0.05, f"{dtype} drifted {rel:.3f} from float32"
@@ -99,8 +100,14 @@ def test_image_seed_is_stable_and_distinct():
     assert image_seed(7, 3, 1) == image_seed(7, 3, 1) != image_seed(8, 3, 1)
     assert image_seed(7, 3, 1) != image_seed(7, "3", 1)
     code = "from uiface_ray.sample.seeds import image_seed; print(image_seed(7, 'id-3', 1))"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                           env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=str(Path(__file__).resolve().parents[1]))
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )
     assert other.returncode == 0, other.stderr
     assert int(other.stdout) == image_seed(7, "id-3", 1)  # no dependence on Python's hash randomisation
     with pytest.raises(ValueError, match="image_index"):

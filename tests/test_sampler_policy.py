@@ -57,7 +57,9 @@ def old_sample_grid(model, embeddings, num_seeds, num_inference_steps, seed, ref
     """train/grid.py's sample_grid before issue 14 (on CPU)."""
     rows = embeddings.shape[0] + 1
     c, h, w = model.latent_shape()
-    noises = [torch.randn((c, h, w), generator=torch.Generator().manual_seed(seed * 1000 + j)) for j in range(num_seeds)]
+    noises = [
+        torch.randn((c, h, w), generator=torch.Generator().manual_seed(seed * 1000 + j)) for j in range(num_seeds)
+    ]
     noise = torch.stack(noises * rows)
     encoder = model.context_encoder
     tokens = torch.cat([encoder(embeddings), encoder.empty_tokens(1)])
@@ -89,8 +91,12 @@ def old_interval_latents(model, embeddings, seeds, interval, num_inference_steps
         latents = torch.stack(noise).float() * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             if interval[0] <= int(t) < interval[1]:
-                both = unet(torch.cat([latents, latents]).to(dtype), t,
-                            encoder_hidden_states=torch.cat([empty, context]), return_dict=False)[0].float()
+                both = unet(
+                    torch.cat([latents, latents]).to(dtype),
+                    t,
+                    encoder_hidden_states=torch.cat([empty, context]),
+                    return_dict=False,
+                )[0].float()
                 eps_empty, eps_cond = both.chunk(2)
                 eps = (guidance_scale + 1.0) * eps_cond - guidance_scale * eps_empty
             else:
@@ -105,8 +111,9 @@ def test_grid_rows_are_the_old_plain_conditional_ddim(dtype):
     seeds = [3, 4, 3]
     with torch.no_grad():
         tokens = torch.cat([model.context_encoder(embeddings(2)), model.context_encoder.empty_tokens(1)])  # (3, N, D)
-    noise = torch.stack([torch.randn(model.latent_shape(), generator=torch.Generator().manual_seed(s))
-                         for s in seeds]).to(dtype)
+    noise = torch.stack(
+        [torch.randn(model.latent_shape(), generator=torch.Generator().manual_seed(s)) for s in seeds]
+    ).to(dtype)
     want = old_ddim_sample(model.unet, tokens, noise, model.scheduler_config, STEPS)
     got = conditional_latents(model, tokens, seeds, STEPS)
     assert got.dtype == want.dtype
@@ -155,8 +162,16 @@ def test_interval_uses_the_identity_only_inside_it():
 
     def run(guided_from, c=context):
         gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
-        return run_sampler(model.unet, DDIMScheduler.from_config(model.scheduler_config), c, empty, gens, cfg,
-                           model.latent_shape(), guided_from=guided_from)
+        return run_sampler(
+            model.unet,
+            DDIMScheduler.from_config(model.scheduler_config),
+            c,
+            empty,
+            gens,
+            cfg,
+            model.latent_shape(),
+            guided_from=guided_from,
+        )
 
     inside = run(300)
     # guided at 600, 500, 400, 300: one c_e pass at each of the 10 steps, one conditional pass at those 4
@@ -176,8 +191,24 @@ def test_guided_from_needs_a_fixed_boundary():
     gens = [torch.Generator().manual_seed(0)]
     scheduler = DDIMScheduler.from_config(model.scheduler_config)
     with pytest.raises(ValueError, match="guided_from=300 needs a fixed stage boundary"):
-        run_sampler(model.unet, scheduler, context, empty, gens, SamplerConfig(mode="uiface"), model.latent_shape(),
-                    guided_from=300)
+        run_sampler(
+            model.unet,
+            scheduler,
+            context,
+            empty,
+            gens,
+            SamplerConfig(mode="uiface"),
+            model.latent_shape(),
+            guided_from=300,
+        )
     with pytest.raises(ValueError, match="guided_from must be a non-negative int"):
-        run_sampler(model.unet, scheduler, context, empty, gens, SamplerConfig(mode="two_stage_fixed"),
-                    model.latent_shape(), guided_from=-1)
+        run_sampler(
+            model.unet,
+            scheduler,
+            context,
+            empty,
+            gens,
+            SamplerConfig(mode="two_stage_fixed"),
+            model.latent_shape(),
+            guided_from=-1,
+        )

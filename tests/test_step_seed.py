@@ -15,4 +15,3 @@ def test_step_seed_keeps_the_training_loops_seeds():
         assert step_seed(seed, step, rank) == int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
     assert [step_seed(0, 0, 0), step_seed(7, 123, 3), step_seed(7, 3, 123)] == PINNED
     assert step_seed(1, 2, 3) != step_seed(1, 3, 2)  # step and rank are not interchangeable
-

@@ -35,10 +35,22 @@ def _run(inputs, out: str, dtype: str):
     from uiface_ray.runtime.synthesis import run_synthesis
 
     model, identities = inputs
-    return run_synthesis(SynthesisConfig.model_validate(dict(
-        model=model, identities=identities, output=out, images_per_identity=2, identities_per_shard=1, seed=1,
-        batch_size=2, progress_every_s=0.0, sampler={"mode": "uiface", "num_inference_steps": 2},
-        actors={"num_actors": 2, "use_gpu": False, "max_restarts": 0, "dtype": dtype})))
+    return run_synthesis(
+        SynthesisConfig.model_validate(
+            dict(
+                model=model,
+                identities=identities,
+                output=out,
+                images_per_identity=2,
+                identities_per_shard=1,
+                seed=1,
+                batch_size=2,
+                progress_every_s=0.0,
+                sampler={"mode": "uiface", "num_inference_steps": 2},
+                actors={"num_actors": 2, "use_gpu": False, "max_restarts": 0, "dtype": dtype},
+            )
+        )
+    )
 
 
 @pytest.mark.slow

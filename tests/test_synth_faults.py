@@ -26,9 +26,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(model, identities, output, **extra) -> dict:
-    cfg = dict(model=model, identities=identities, output=output, images_per_identity=3, identities_per_shard=1,
-               seed=5, batch_size=4, progress_every_s=0.0, sampler={"mode": "uiface", "num_inference_steps": 4},
-               actors={"num_actors": 2, "use_gpu": False, "max_restarts": 0})
+    cfg = dict(
+        model=model,
+        identities=identities,
+        output=output,
+        images_per_identity=3,
+        identities_per_shard=1,
+        seed=5,
+        batch_size=4,
+        progress_every_s=0.0,
+        sampler={"mode": "uiface", "num_inference_steps": 4},
+        actors={"num_actors": 2, "use_gpu": False, "max_restarts": 0},
+    )
     cfg.update(extra)
     return cfg
 
@@ -90,13 +99,18 @@ def test_driver_killed_halfway_then_rerun(ray_local, inputs, clean, tmp_path):
     model, identities = inputs
     out, markers = tmp_path / "ds", tmp_path / "markers"
     cfg_file = tmp_path / "synth.yaml"
-    cfg_file.write_text(yaml.safe_dump(_config(
-        model, identities, str(out), ray={"address": "local"})))
+    cfg_file.write_text(yaml.safe_dump(_config(model, identities, str(out), ray={"address": "local"})))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env[FAULTS_ENV] = json.dumps({"hold_shard": 3, "hold_seconds": 600, "marker_dir": str(markers)})
     log = (tmp_path / "driver.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "jobs/synthesize.py", "--config", str(cfg_file)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "jobs/synthesize.py", "--config", str(cfg_file)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 300
         while True:

@@ -36,8 +36,18 @@ def _write_shard(out: str, spec, ids) -> ShardRecord:
     idn, idx = expected_rows(spec, ids)
     rng = np.random.default_rng(spec.index)
     imgs = [encode_image(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for _ in idn]
-    data = encode_shard(ShardRows(idn, idx, idn * 10 + idx, imgs, np.zeros(len(idn)), "uiface", GEN["model_hash"],
-                                  shard_metadata("png", 8, 8, "uiface", GEN["model_hash"])))
+    data = encode_shard(
+        ShardRows(
+            idn,
+            idx,
+            idn * 10 + idx,
+            imgs,
+            np.zeros(len(idn)),
+            "uiface",
+            GEN["model_hash"],
+            shard_metadata("png", 8, 8, "uiface", GEN["model_hash"]),
+        )
+    )
     url = storage.join(out, "shards", spec.name)
     storage.write_bytes_atomic(url, data)
     info = storage.file_info(url)
@@ -52,8 +62,14 @@ def _run(out: str, *, die_at=None, journal_every_s=0.0, min_checkpoint=2):
     ids = np.arange(N_ID)
     plan = plan_shards(N_ID, PER_SHARD, N_IMG)
     state = resume_state(out, GEN, plan, ids)
-    man = Manifest(GEN, N_ID, N_IMG, len(plan), shards=sorted(state.done.values(), key=lambda r: r.index),
-                   journal_upto=state.journal_upto)
+    man = Manifest(
+        GEN,
+        N_ID,
+        N_IMG,
+        len(plan),
+        shards=sorted(state.done.values(), key=lambda r: r.index),
+        journal_upto=state.journal_upto,
+    )
     counts = {"segment": 0, "checkpoint": 0}
     final = [False]
 
@@ -68,8 +84,9 @@ def _run(out: str, *, die_at=None, journal_every_s=0.0, min_checkpoint=2):
         storage.write_bytes_atomic(url, data)
 
     clock = Clock()
-    writer = ManifestWriter(out, man, journal_every_s=journal_every_s, min_checkpoint=min_checkpoint, write=write,
-                            clock=clock)
+    writer = ManifestWriter(
+        out, man, journal_every_s=journal_every_s, min_checkpoint=min_checkpoint, write=write, clock=clock
+    )
     writer.begin()
     for spec in state.todo:
         record = _write_shard(out, spec, ids)
@@ -158,8 +175,12 @@ def test_resume_trusts_the_listing_and_catches_truncated_or_replaced(tmp_path):
 def test_shard_schema_metadata_roundtrip(clean):
     out, _, _ = clean
     rows = read_shard(storage.join(out, "shards", "shard-00000.parquet"))
-    assert rows.metadata == {"uiface.image_format": "png", "uiface.image_size": "8x8", "uiface.mode": "uiface",
-                             "uiface.model_hash": GEN["model_hash"]}
+    assert rows.metadata == {
+        "uiface.image_format": "png",
+        "uiface.image_size": "8x8",
+        "uiface.mode": "uiface",
+        "uiface.model_hash": GEN["model_hash"],
+    }
 
 
 def test_progress_moves_inside_a_shard():

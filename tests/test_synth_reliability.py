@@ -41,14 +41,21 @@ def test_a_failed_write_is_retried_as_a_write_with_backoff():
     with pytest.raises(StoreUnavailableError) as err:
         write_with_retries(down, "s3://b/x", attempts=3, backoff_s=1.0, sleep=sleeps.append)
     assert sleeps == [1.0, 2.0] and "\n" not in str(err.value)
-    assert str(err.value).startswith("storage unreachable: cannot write s3://b/x") and "rerun the same command" in str(err.value)
+    assert str(err.value).startswith("storage unreachable: cannot write s3://b/x") and "rerun the same command" in str(
+        err.value
+    )
     with pytest.raises(ZeroDivisionError):  # anything but a storage error is not retried
         write_with_retries(lambda: 1 / 0, "x", attempts=3, backoff_s=0, sleep=sleeps.append)
 
 
 def _foreign_lease(out: Path, **over) -> None:
-    record = {"token": "other", "host": "gpu-node-7", "pid": 4242, "started": time.time() - 60,
-              "expires": time.time() + 100}
+    record = {
+        "token": "other",
+        "host": "gpu-node-7",
+        "pid": 4242,
+        "started": time.time() - 60,
+        "expires": time.time() + 100,
+    }
     record.update(over)
     out.mkdir(parents=True, exist_ok=True)
     (out / LEASE_NAME).write_text(json.dumps(record))
@@ -94,8 +101,13 @@ def test_second_job_on_the_same_output_is_refused(ray_local, tmp_path):
     model, identities = make_tiny_synthesis_inputs(tmp_path / "tiny", num_identities=2)
     out = tmp_path / "ds"
     _foreign_lease(out)
-    cfg = SynthesisConfig(model=model, identities=identities, output=str(out), images_per_identity=1,
-                          actors={"num_actors": 1, "use_gpu": False})
+    cfg = SynthesisConfig(
+        model=model,
+        identities=identities,
+        output=str(out),
+        images_per_identity=1,
+        actors={"num_actors": 1, "use_gpu": False},
+    )
     with pytest.raises(OutputBusyError, match="pid 4242 on gpu-node-7"):
         run_synthesis(cfg)
     assert sorted(p.name for p in out.iterdir()) == [LEASE_NAME]  # nothing written
@@ -113,8 +125,12 @@ def own_s3_server():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [exe, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
     while True:
@@ -124,8 +140,9 @@ def own_s3_server():
         except OSError:
             assert time.time() < deadline and proc.poll() is None, "moto_server did not start"
             time.sleep(0.2)
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s",
-                 region_name="us-east-1").create_bucket(Bucket="outage")
+    boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
+    ).create_bucket(Bucket="outage")
     yield endpoint, proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -141,11 +158,22 @@ def test_storage_outage_ends_with_one_clear_line(ray_local, own_s3_server, tmp_p
     endpoint, server = own_s3_server
     model, identities = make_tiny_synthesis_inputs(tmp_path / "tiny", num_identities=3)
     markers = tmp_path / "markers"
-    cfg = SynthesisConfig.model_validate(dict(
-        model=model, identities=identities, output="s3://outage/ds", images_per_identity=1, identities_per_shard=1,
-        batch_size=1, progress_every_s=0.0, sampler={"mode": "uiface", "num_inference_steps": 2},
-        actors={"num_actors": 1, "use_gpu": False, "max_restarts": 0}, write_attempts=3, write_backoff_s=0.2,
-        storage={"endpoint_url": endpoint, "access_key_id": "k", "secret_access_key": "s", "region": "us-east-1"}))
+    cfg = SynthesisConfig.model_validate(
+        dict(
+            model=model,
+            identities=identities,
+            output="s3://outage/ds",
+            images_per_identity=1,
+            identities_per_shard=1,
+            batch_size=1,
+            progress_every_s=0.0,
+            sampler={"mode": "uiface", "num_inference_steps": 2},
+            actors={"num_actors": 1, "use_gpu": False, "max_restarts": 0},
+            write_attempts=3,
+            write_backoff_s=0.2,
+            storage={"endpoint_url": endpoint, "access_key_id": "k", "secret_access_key": "s", "region": "us-east-1"},
+        )
+    )
 
     def stop_server_when_held():
         deadline = time.time() + 240
@@ -180,10 +208,17 @@ def test_an_actor_that_meets_bad_input_reports_it_in_one_line(ray_local, tmp_pat
     from uiface_ray.synth.errors import SynthesisInputError
 
     model, identities = make_tiny_synthesis_inputs(tmp_path / "tiny", num_identities=1)
-    cfg = SynthesisConfig(model=model, identities=identities, output=str(tmp_path / "ds"),
-                          actors={"num_actors": 1, "use_gpu": False})
-    actors = start_pool(SamplerWorker, cfg.actors, False, 1, "uiface-test",
-                        lambda name: (cfg.model_dump(mode="json"), name, "cpu", "0" * 16))
+    cfg = SynthesisConfig(
+        model=model, identities=identities, output=str(tmp_path / "ds"), actors={"num_actors": 1, "use_gpu": False}
+    )
+    actors = start_pool(
+        SamplerWorker,
+        cfg.actors,
+        False,
+        1,
+        "uiface-test",
+        lambda name: (cfg.model_dump(mode="json"), name, "cpu", "0" * 16),
+    )
     try:
         with pytest.raises(SynthesisInputError, match=r"changed while the job ran: hash \w+, the driver saw 0{16}"):
             wait_ready(actors)

@@ -29,10 +29,18 @@ def inputs(tmp_path_factory):
 
 
 def synth_config(model, identities, output, **over) -> SynthesisConfig:
-    base = dict(model=model, identities=identities, output=output, images_per_identity=N_IMG,
-                identities_per_shard=1, seed=3, batch_size=4, progress_every_s=0.0,
-                sampler={"mode": "uiface", "num_inference_steps": 4},
-                actors={"num_actors": 2, "use_gpu": False, "max_restarts": 0})
+    base = dict(
+        model=model,
+        identities=identities,
+        output=output,
+        images_per_identity=N_IMG,
+        identities_per_shard=1,
+        seed=3,
+        batch_size=4,
+        progress_every_s=0.0,
+        sampler={"mode": "uiface", "num_inference_steps": 4},
+        actors={"num_actors": 2, "use_gpu": False, "max_restarts": 0},
+    )
     base.update(over)
     return SynthesisConfig.model_validate(base)
 
@@ -74,8 +82,15 @@ def test_end_to_end_on_s3(ray_local, inputs, s3_bucket):
 
 def _bad_table(path: Path, emb: np.ndarray) -> str:
     n = len(emb)
-    storage.write_table(str(path), {"identity_id": np.arange(n), "embedding": list(emb.astype(np.float32)),
-                                    "seed": np.arange(n), "nn_similarity": np.zeros(n, np.float32)})
+    storage.write_table(
+        str(path),
+        {
+            "identity_id": np.arange(n),
+            "embedding": list(emb.astype(np.float32)),
+            "seed": np.arange(n),
+            "nn_similarity": np.zeros(n, np.float32),
+        },
+    )
     return str(path)
 
 

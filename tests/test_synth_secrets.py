@@ -27,8 +27,13 @@ KEY_ID = "AKIAUIFACESCALETEST"
 def _run(job: str, cfg: dict, tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
     cfg_file = tmp_path / f"{job}.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
-    return subprocess.run([sys.executable, f"jobs/{job}.py", "--config", str(cfg_file)], cwd=ROOT, env=env,
-                          capture_output=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, f"jobs/{job}.py", "--config", str(cfg_file)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
 
 
 def _files_holding(root: Path, needle: bytes) -> list[str]:
@@ -57,19 +62,44 @@ def test_s3_through_storage_config_only_and_no_secret_leaks(s3_bucket, s3_server
     env["RAY_TMPDIR"] = str(ray_tmp)
     try:
         ids_url = storage.join(s3_bucket, "ids", "identities.parquet")
-        made = _run("make_identities", {
-            "model": storage.join(s3_bucket, "model"), "output": ids_url, "num_identities": 2,
-            "similarity_threshold": 0.999, "candidates_per_task": 2, "max_candidates": 8, "num_inference_steps": 2,
-            "encoder": {"kind": "dlib"}, "actors": {"num_actors": 1, "use_gpu": False},
-            "ray": {"address": "local", "num_cpus": 2}, "storage": st}, tmp_path, env)
+        made = _run(
+            "make_identities",
+            {
+                "model": storage.join(s3_bucket, "model"),
+                "output": ids_url,
+                "num_identities": 2,
+                "similarity_threshold": 0.999,
+                "candidates_per_task": 2,
+                "max_candidates": 8,
+                "num_inference_steps": 2,
+                "encoder": {"kind": "dlib"},
+                "actors": {"num_actors": 1, "use_gpu": False},
+                "ray": {"address": "local", "num_cpus": 2},
+                "storage": st,
+            },
+            tmp_path,
+            env,
+        )
         assert made.returncode == 0, made.stderr.decode()[-3000:]
         out = storage.join(s3_bucket, "synthetic")
-        synth = _run("synthesize", {
-            "model": storage.join(s3_bucket, "model"), "identities": ids_url, "output": out,
-            "images_per_identity": 2, "identities_per_shard": 1, "batch_size": 2, "progress_every_s": 0.0,
-            "sampler": {"mode": "uiface", "num_inference_steps": 2},
-            "actors": {"num_actors": 2, "use_gpu": False, "max_restarts": 0},
-            "ray": {"address": "local", "num_cpus": 2}, "storage": st}, tmp_path, env)
+        synth = _run(
+            "synthesize",
+            {
+                "model": storage.join(s3_bucket, "model"),
+                "identities": ids_url,
+                "output": out,
+                "images_per_identity": 2,
+                "identities_per_shard": 1,
+                "batch_size": 2,
+                "progress_every_s": 0.0,
+                "sampler": {"mode": "uiface", "num_inference_steps": 2},
+                "actors": {"num_actors": 2, "use_gpu": False, "max_restarts": 0},
+                "ray": {"address": "local", "num_cpus": 2},
+                "storage": st,
+            },
+            tmp_path,
+            env,
+        )
         assert synth.returncode == 0, synth.stderr.decode()[-3000:]
         manifest = read_manifest(out)
         assert manifest.complete and manifest.num_rows == 4

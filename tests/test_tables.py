@@ -11,8 +11,18 @@ from PIL import Image
 
 from uiface_ray import storage
 from uiface_ray.data.images import RESIZE_FILTER, ImageError, decode_images, resize_images
-from uiface_ray.storage.tables import (FACE_TABLE, IDENTITY_TABLE, SHARD, FaceTableError, IdentityTableError,
-                                       ShardError, read_face_table, read_typed, table_bytes, write_typed)
+from uiface_ray.storage.tables import (
+    FACE_TABLE,
+    IDENTITY_TABLE,
+    SHARD,
+    FaceTableError,
+    IdentityTableError,
+    ShardError,
+    read_face_table,
+    read_typed,
+    table_bytes,
+    write_typed,
+)
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -24,10 +34,15 @@ def _png(arr: np.ndarray) -> bytes:
 def _faces(n: int = 4, dim: int = 8, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     emb = rng.standard_normal((n, dim)).astype(np.float32)
-    return {"image": [_png(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)) for _ in range(n)],
-            "label": np.arange(n) // 2, "identity": [f"p{k // 2}" for k in range(n)],
-            "source": [f"f{k}.png" for k in range(n)], "width": np.full(n, 6), "height": np.full(n, 6),
-            "embedding": emb / np.linalg.norm(emb, axis=1, keepdims=True)}
+    return {
+        "image": [_png(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)) for _ in range(n)],
+        "label": np.arange(n) // 2,
+        "identity": [f"p{k // 2}" for k in range(n)],
+        "source": [f"f{k}.png" for k in range(n)],
+        "width": np.full(n, 6),
+        "height": np.full(n, 6),
+        "embedding": emb / np.linalg.norm(emb, axis=1, keepdims=True),
+    }
 
 
 def _untyped(path, columns: dict) -> str:
@@ -46,8 +61,14 @@ def test_face_table_round_trip_keeps_types_values_and_metadata(tmp_path):
     t = read_face_table(url, required=["image", "label", "identity", "embedding"])
     types = dict(zip(t.data.schema.names, t.data.schema.types))
     assert types.pop("embedding").value_type == pa.float32()
-    assert {k: str(v) for k, v in types.items()} == {"image": "binary", "label": "int64", "identity": "string",
-                                                     "source": "string", "width": "int32", "height": "int32"}
+    assert {k: str(v) for k, v in types.items()} == {
+        "image": "binary",
+        "label": "int64",
+        "identity": "string",
+        "source": "string",
+        "width": "int32",
+        "height": "int32",
+    }
     assert t.column("label").dtype == np.int64 and t.column("width").dtype == np.int32
     np.testing.assert_array_equal(t.column("label"), cols["label"])
     assert t.column("image") == cols["image"] and t.column("identity") == cols["identity"]
@@ -57,8 +78,9 @@ def test_face_table_round_trip_keeps_types_values_and_metadata(tmp_path):
     assert t.json_metadata("uiface.encoder") == {"dim": 8}
     # a column added keeps the rest and the metadata
     again = str(tmp_path / "g.parquet")
-    write_typed(FACE_TABLE, again, t.with_column("embedding", np.zeros((4, 3), np.float32) + 1),
-                metadata={"uiface.other": "x"})
+    write_typed(
+        FACE_TABLE, again, t.with_column("embedding", np.zeros((4, 3), np.float32) + 1), metadata={"uiface.other": "x"}
+    )
     back = read_face_table(again)
     assert back.embeddings().shape == (4, 3) and back.metadata["uiface.encoder"] == '{"dim": 8}'
     assert back.metadata["uiface.other"] == "x" and back.column_names[-1] == "embedding"
@@ -67,13 +89,28 @@ def test_face_table_round_trip_keeps_types_values_and_metadata(tmp_path):
 def test_identity_table_and_shard_round_trip(tmp_path):
     url = str(tmp_path / "ids.parquet")
     emb = np.eye(3, 5, dtype=np.float32)
-    write_typed(IDENTITY_TABLE, url, {"identity_id": np.arange(3), "embedding": emb, "seed": np.array([7, 8, 9]),
-                                      "nn_similarity": np.array([0.1, 0.2, 0.3])})
+    write_typed(
+        IDENTITY_TABLE,
+        url,
+        {
+            "identity_id": np.arange(3),
+            "embedding": emb,
+            "seed": np.array([7, 8, 9]),
+            "nn_similarity": np.array([0.1, 0.2, 0.3]),
+        },
+    )
     t = read_typed(IDENTITY_TABLE, url)
     np.testing.assert_array_equal(t.embeddings(5), emb)
     assert t.column("nn_similarity").dtype == np.float32 and t.column("seed").tolist() == [7, 8, 9]
-    shard = {"identity_id": np.array([4, 4]), "image_index": np.array([0, 1]), "seed": np.array([1, 2]),
-             "image": [b"a", b"b"], "t0": np.array([300, 400]), "mode": ["m", "m"], "model_hash": ["h", "h"]}
+    shard = {
+        "identity_id": np.array([4, 4]),
+        "image_index": np.array([0, 1]),
+        "seed": np.array([1, 2]),
+        "image": [b"a", b"b"],
+        "t0": np.array([300, 400]),
+        "mode": ["m", "m"],
+        "model_hash": ["h", "h"],
+    }
     data = table_bytes(SHARD, shard, {"uiface.mode": "m"}, compression="none")
     assert data == table_bytes(SHARD, shard, {"uiface.mode": "m"}, compression="none")  # deterministic
     s = read_typed(SHARD, "s.parquet", data=data)
@@ -84,9 +121,14 @@ def test_identity_table_and_shard_round_trip(tmp_path):
 
 
 def test_reading_accepts_other_widths_of_the_same_types(tmp_path):
-    url = _untyped(tmp_path / "w.parquet", {
-        "image": pa.array([b"x"], pa.large_binary()), "label": pa.array([3], pa.int32()),
-        "embedding": pa.array([[1.0, 2.0]], pa.list_(pa.float64()))})
+    url = _untyped(
+        tmp_path / "w.parquet",
+        {
+            "image": pa.array([b"x"], pa.large_binary()),
+            "label": pa.array([3], pa.int32()),
+            "embedding": pa.array([[1.0, 2.0]], pa.list_(pa.float64())),
+        },
+    )
     t = read_face_table(url)
     assert t.column("label").dtype == np.int64 and t.embeddings().dtype == np.float32
 
@@ -94,27 +136,39 @@ def test_reading_accepts_other_widths_of_the_same_types(tmp_path):
 # --- checks -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case, match", [
-    ("ragged", r"mixed lengths \[2, 3\] \(row 0 has 2, row 1 has 3\)"),
-    ("nan", r"1 embedding\(s\) hold NaN or infinite values \(first at row 1\)"),
-    ("inf", r"NaN or infinite values \(first at row 2\)"),
-    ("null", r"1 row\(s\) have no embedding \(first at row 1\)"),
-    ("empty-list", r"non-empty \(N, E\)"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("ragged", r"mixed lengths \[2, 3\] \(row 0 has 2, row 1 has 3\)"),
+        ("nan", r"1 embedding\(s\) hold NaN or infinite values \(first at row 1\)"),
+        ("inf", r"NaN or infinite values \(first at row 2\)"),
+        ("null", r"1 row\(s\) have no embedding \(first at row 1\)"),
+        ("empty-list", r"non-empty \(N, E\)"),
+    ],
+)
 def test_bad_embedding_columns(case, match, tmp_path):
-    rows = {"ragged": [[1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0]], "nan": [[1.0, 0.0], [np.nan, 1.0], [0.0, 1.0]],
-            "inf": [[1.0, 0.0], [0.0, 1.0], [np.inf, 1.0]], "null": [[1.0, 0.0], None, [0.0, 1.0]],
-            "empty-list": [[], [], []]}[case]
-    url = _untyped(tmp_path / "e.parquet", {"image": [b"a", b"b", b"c"], "label": [0, 0, 1],
-                                            "embedding": pa.array(rows, pa.list_(pa.float32()))})
+    rows = {
+        "ragged": [[1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0]],
+        "nan": [[1.0, 0.0], [np.nan, 1.0], [0.0, 1.0]],
+        "inf": [[1.0, 0.0], [0.0, 1.0], [np.inf, 1.0]],
+        "null": [[1.0, 0.0], None, [0.0, 1.0]],
+        "empty-list": [[], [], []],
+    }[case]
+    url = _untyped(
+        tmp_path / "e.parquet",
+        {"image": [b"a", b"b", b"c"], "label": [0, 0, 1], "embedding": pa.array(rows, pa.list_(pa.float32()))},
+    )
     with pytest.raises(FaceTableError, match=match) as info:
         read_face_table(url).embeddings()
     assert "e.parquet" in str(info.value) and "\n" not in str(info.value)
     # the writer refuses the same column: nothing is written
     out = tmp_path / "out.parquet"
     with pytest.raises(FaceTableError, match=match):
-        write_typed(FACE_TABLE, str(out), {"image": [b"a", b"b", b"c"], "label": [0, 0, 1],
-                                           "embedding": pa.array(rows, pa.list_(pa.float32()))})
+        write_typed(
+            FACE_TABLE,
+            str(out),
+            {"image": [b"a", b"b", b"c"], "label": [0, 0, 1], "embedding": pa.array(rows, pa.list_(pa.float32()))},
+        )
     assert not out.exists()
 
 
@@ -142,9 +196,16 @@ def test_wrong_dimension_missing_column_nulls_types_and_empty(tmp_path):
     with pytest.raises(IdentityTableError, match=r"identity table .*e\.parquet is empty"):  # null-typed columns
         read_typed(IDENTITY_TABLE, str(tmp_path / "e.parquet"))
     with pytest.raises(IdentityTableError, match=r"empty"):
-        write_typed(IDENTITY_TABLE, str(tmp_path / "i.parquet"), {
-            "identity_id": np.zeros(0, np.int64), "embedding": np.zeros((0, 4), np.float32),
-            "seed": np.zeros(0, np.int64), "nn_similarity": np.zeros(0, np.float32)})
+        write_typed(
+            IDENTITY_TABLE,
+            str(tmp_path / "i.parquet"),
+            {
+                "identity_id": np.zeros(0, np.int64),
+                "embedding": np.zeros((0, 4), np.float32),
+                "seed": np.zeros(0, np.int64),
+                "nn_similarity": np.zeros(0, np.float32),
+            },
+        )
     assert not (tmp_path / "i.parquet").exists()
     with pytest.raises(FaceTableError, match=r"face table not found: .*nope\.parquet"):
         read_face_table(str(tmp_path / "nope.parquet"))
@@ -152,11 +213,24 @@ def test_wrong_dimension_missing_column_nulls_types_and_empty(tmp_path):
 
 @pytest.mark.parametrize("kind", [FACE_TABLE, IDENTITY_TABLE, SHARD], ids=lambda k: k.name)
 def test_truncated_file_is_one_line_naming_it(kind, tmp_path):
-    cols = {"face table": _faces(),
-            "identity table": {"identity_id": np.arange(2), "embedding": np.eye(2, dtype=np.float32),
-                               "seed": np.arange(2), "nn_similarity": np.zeros(2)},
-            "shard": {"identity_id": [0], "image_index": np.array([0], np.int32), "seed": [1], "image": [b"x"],
-                      "t0": np.array([1], np.int32), "mode": ["m"], "model_hash": ["h"]}}[kind.name]
+    cols = {
+        "face table": _faces(),
+        "identity table": {
+            "identity_id": np.arange(2),
+            "embedding": np.eye(2, dtype=np.float32),
+            "seed": np.arange(2),
+            "nn_similarity": np.zeros(2),
+        },
+        "shard": {
+            "identity_id": [0],
+            "image_index": np.array([0], np.int32),
+            "seed": [1],
+            "image": [b"x"],
+            "t0": np.array([1], np.int32),
+            "mode": ["m"],
+            "model_hash": ["h"],
+        },
+    }[kind.name]
     data = table_bytes(kind, cols)
     for cut in (0, 4, len(data) // 2, len(data) - 1):
         path = tmp_path / f"cut-{cut}.parquet"
@@ -173,8 +247,9 @@ def test_every_stage_reads_embeddings_through_the_layer(tmp_path):
     from uiface_ray.train.data import load_face_data
 
     ragged = pa.array([[1.0, 0.0], [1.0, 0.0, 0.0]], pa.list_(pa.float32()))
-    faces = _untyped(tmp_path / "f.parquet", {"image": [b"a", b"b"], "label": [0, 1], "identity": ["a", "b"],
-                                              "embedding": ragged})
+    faces = _untyped(
+        tmp_path / "f.parquet", {"image": [b"a", b"b"], "label": [0, 1], "identity": ["a", "b"], "embedding": ragged}
+    )
     with pytest.raises(FaceTableError, match="mixed lengths"):
         training_identity_embeddings(faces)
     with pytest.raises(FaceTableError, match="mixed lengths"):
@@ -183,13 +258,22 @@ def test_every_stage_reads_embeddings_through_the_layer(tmp_path):
     _untyped(tmp_path / "g.parquet", {"label": [0, 1], "embedding": nan})
     with pytest.raises(FaceTableError, match=r"NaN or infinite values \(first at row 1\)"):
         training_identity_embeddings(str(tmp_path / "g.parquet"))
-    ids = _untyped(tmp_path / "i.parquet", {"identity_id": [0, 1], "embedding": ragged, "seed": [0, 0],
-                                            "nn_similarity": pa.array([0.0, 0.0], pa.float32())})
+    ids = _untyped(
+        tmp_path / "i.parquet",
+        {
+            "identity_id": [0, 1],
+            "embedding": ragged,
+            "seed": [0, 0],
+            "nn_similarity": pa.array([0.0, 0.0], pa.float32()),
+        },
+    )
     with pytest.raises(IdentityTableError, match="mixed lengths"):
         read_identity_table(ids)
-    good = _untyped(tmp_path / "ok.parquet", {"label": [0, 0, 1], "embedding": pa.array(
-        [[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], pa.list_(pa.float32()))})
-    np.testing.assert_allclose(training_identity_embeddings(good), [[2 ** -0.5, 2 ** -0.5], [0.0, -1.0]], atol=1e-6)
+    good = _untyped(
+        tmp_path / "ok.parquet",
+        {"label": [0, 0, 1], "embedding": pa.array([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], pa.list_(pa.float32()))},
+    )
+    np.testing.assert_allclose(training_identity_embeddings(good), [[2**-0.5, 2**-0.5], [0.0, -1.0]], atol=1e-6)
 
 
 # --- the one resize ---------------------------------------------------------------------------
@@ -225,5 +309,4 @@ def test_decode_images_resizes_like_resize_images_and_names_bad_rows():
         decode_images([blobs[0], b"not an image"], 7)
     with pytest.raises(ImageError, match=r"image b\.png is 8x8, but a\.png is 16x16"):
         decode_images([blobs[0], _png(images[0][:8, :8])], sources=["a.png", "b.png"])
-    np.testing.assert_array_equal(faceset.at_resolution(images, 4),
-                                  resize_images(resize_images(images, 4), 16))
+    np.testing.assert_array_equal(faceset.at_resolution(images, 4), resize_images(resize_images(images, 4), 16))

@@ -38,9 +38,21 @@ def table(lfw_dir, tmp_path_factory) -> str:
 def test_vq_job_on_s3_then_latent_diffusion(ray_local, s3_bucket, table, tmp_path, capsys):
     ae_url = f"{s3_bucket}/ae/vq"
     job = load_job("train_autoencoder")
-    rc = job.main([f"--table={table}", f"--output={ae_url}", "--kind=vq", "--image_size=16",
-                   "--block_out_channels=[16, 32]", "--norm_num_groups=8", "--num_vq_embeddings=64",
-                   "--steps=60", "--batch_size=16", "--lr=2e-3", "--log_every=20"])
+    rc = job.main(
+        [
+            f"--table={table}",
+            f"--output={ae_url}",
+            "--kind=vq",
+            "--image_size=16",
+            "--block_out_channels=[16, 32]",
+            "--norm_num_groups=8",
+            "--num_vq_embeddings=64",
+            "--steps=60",
+            "--batch_size=16",
+            "--lr=2e-3",
+            "--log_every=20",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "[autoencoder] done: 60 steps" in out
@@ -50,11 +62,19 @@ def test_vq_job_on_s3_then_latent_diffusion(ray_local, s3_bucket, table, tmp_pat
     assert config["_class_name"] == "VQModel" and config["scaling_factor"] != pytest.approx(0.18215)
     assert isinstance(load_autoencoder(ae_url), VQModel)
 
-    cfg = TrainConfig.model_validate(dict(
-        model=ModelConfig.tiny(space="latent", autoencoder=ae_url).model_dump(), data={"table": table},
-        output=str(tmp_path / "latent-run"), max_steps=6, batch_size=8, checkpoint_every=6, log_every=3,
-        grid={"num_identities": 2, "num_seeds": 2, "num_inference_steps": 3}, optim={"lr": 1e-3},
-    ))
+    cfg = TrainConfig.model_validate(
+        dict(
+            model=ModelConfig.tiny(space="latent", autoencoder=ae_url).model_dump(),
+            data={"table": table},
+            output=str(tmp_path / "latent-run"),
+            max_steps=6,
+            batch_size=8,
+            checkpoint_every=6,
+            log_every=3,
+            grid={"num_identities": 2, "num_seeds": 2, "num_inference_steps": 3},
+            optim={"lr": 1e-3},
+        )
+    )
     state = run_training(cfg)
     assert state.model.latent_shape() == (3, 8, 8)
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in state.metrics)
@@ -74,9 +94,19 @@ def test_vq_job_on_s3_then_latent_diffusion(ray_local, s3_bucket, table, tmp_pat
 
 
 def test_kl_autoencoder_trains_locally(table, tmp_path):
-    cfg = AutoencoderTrainConfig(table=table, output=str(tmp_path / "kl"), kind="kl", image_size=16,
-                                 block_out_channels=(16, 32), norm_num_groups=8, latent_channels=4,
-                                 steps=30, batch_size=8, lr=2e-3, log_every=10)
+    cfg = AutoencoderTrainConfig(
+        table=table,
+        output=str(tmp_path / "kl"),
+        kind="kl",
+        image_size=16,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        latent_channels=4,
+        steps=30,
+        batch_size=8,
+        lr=2e-3,
+        log_every=10,
+    )
     result = train_autoencoder(cfg, log=lambda line: None)
     assert result.final_loss < result.first_loss
     model = load_autoencoder(str(tmp_path / "kl"))

@@ -20,9 +20,17 @@ from uiface_ray.train.validate import TrainInputError
 
 def tiny_train_config(table: str, output: str, **overrides) -> TrainConfig:
     values = dict(
-        model=ModelConfig.tiny().model_dump(), data={"table": table}, output=output,
-        optim={"lr": 1e-3, "warmup_steps": 5}, grid={"num_identities": 4, "num_seeds": 2, "num_inference_steps": 4},
-        max_steps=40, batch_size=16, checkpoint_every=20, log_every=5, num_workers=2, seed=7,
+        model=ModelConfig.tiny().model_dump(),
+        data={"table": table},
+        output=output,
+        optim={"lr": 1e-3, "warmup_steps": 5},
+        grid={"num_identities": 4, "num_seeds": 2, "num_inference_steps": 4},
+        max_steps=40,
+        batch_size=16,
+        checkpoint_every=20,
+        log_every=5,
+        num_workers=2,
+        seed=7,
     )
     values.update(overrides)
     return TrainConfig.model_validate(values)
@@ -82,11 +90,26 @@ def test_ray_train_loss_falls_crash_and_resume(ray_local, s3_bucket, table):
 
 def test_resume_is_exact(table, tmp_path):
     """40 straight steps == 20 steps, crash, resume to 40: same weights (single process, no Ray)."""
-    straight = tiny_train_config(table, str(tmp_path / "a"), num_workers=1, max_steps=12, checkpoint_every=6, log_every=3,
-                                 grid={"num_identities": 0})
+    straight = tiny_train_config(
+        table,
+        str(tmp_path / "a"),
+        num_workers=1,
+        max_steps=12,
+        checkpoint_every=6,
+        log_every=3,
+        grid={"num_identities": 0},
+    )
     state_a = run_training(straight)
-    pieces = tiny_train_config(table, str(tmp_path / "b"), num_workers=1, max_steps=12, checkpoint_every=6, log_every=3,
-                               grid={"num_identities": 0}, fail_at_step=6)
+    pieces = tiny_train_config(
+        table,
+        str(tmp_path / "b"),
+        num_workers=1,
+        max_steps=12,
+        checkpoint_every=6,
+        log_every=3,
+        grid={"num_identities": 0},
+        fail_at_step=6,
+    )
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_training(pieces)
     state_b = run_training(pieces.model_copy(update={"fail_at_step": None}))
@@ -98,8 +121,16 @@ def test_resume_is_exact(table, tmp_path):
 
 
 def test_stop_after_minutes_checkpoints_and_resumes(table, tmp_path):
-    cfg = tiny_train_config(table, str(tmp_path / "p"), num_workers=1, max_steps=6, checkpoint_every=100,
-                            log_every=2, grid={"num_identities": 0}, stop_after_minutes=1e-6)
+    cfg = tiny_train_config(
+        table,
+        str(tmp_path / "p"),
+        num_workers=1,
+        max_steps=6,
+        checkpoint_every=100,
+        log_every=2,
+        grid={"num_identities": 0},
+        stop_after_minutes=1e-6,
+    )
     assert run_training(cfg).step == 2
     assert json.loads((tmp_path / "p" / "latest.json").read_text())["step"] == 2
     assert run_training(cfg.model_copy(update={"stop_after_minutes": None})).step == 6
@@ -107,8 +138,9 @@ def test_stop_after_minutes_checkpoints_and_resumes(table, tmp_path):
 
 
 def test_reloaded_checkpoint_predicts_the_same(table, tmp_path):
-    cfg = tiny_train_config(table, str(tmp_path / "r"), num_workers=1, max_steps=4, checkpoint_every=4,
-                            grid={"num_identities": 0})
+    cfg = tiny_train_config(
+        table, str(tmp_path / "r"), num_workers=1, max_steps=4, checkpoint_every=4, grid={"num_identities": 0}
+    )
     state = run_training(cfg)
     from uiface_ray.train.loop import ema_model
 
@@ -124,11 +156,14 @@ def test_reloaded_checkpoint_predicts_the_same(table, tmp_path):
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("case, match", [
-    ("missing", "no 'embedding' column"),
-    ("nan", "NaN"),
-    ("dim", "dimension 64, but model.embedding_dim is 128"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing", "no 'embedding' column"),
+        ("nan", "NaN"),
+        ("dim", "dimension 64, but model.embedding_dim is 128"),
+    ],
+)
 def test_bad_tables_fail_before_training(case, match, lfw_dir, tmp_path):
     path = str(tmp_path / f"{case}.parquet")
     if case == "dim":
@@ -146,8 +181,7 @@ def test_unreachable_output_and_foreign_run_keep_checkpoints(table, tmp_path, s3
         train_diffusion(tiny_train_config(table, "s3://no-such-bucket-h2/run"))
     # an existing run of another model is not overwritten
     out = tmp_path / "run"
-    cfg = tiny_train_config(table, str(out), num_workers=1, max_steps=2, checkpoint_every=2,
-                            grid={"num_identities": 0})
+    cfg = tiny_train_config(table, str(out), num_workers=1, max_steps=2, checkpoint_every=2, grid={"num_identities": 0})
     run_training(cfg)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     other = tiny_train_config(table, str(out), model=ModelConfig.tiny(cross_attention_dim=64).model_dump())
@@ -175,16 +209,26 @@ def test_train_job_with_s3_only_in_the_config_leaks_no_secret(s3_server, s3_buck
     output = f"{s3_bucket}/runs/cfg-only"
     cfg = tiny_train_config(table, output, max_steps=4, checkpoint_every=4, log_every=2, num_workers=1)
     config = cfg.model_dump(mode="json", exclude={"storage", "ray"})
-    config["storage"] = {"endpoint_url": s3_server, "region": "us-east-1", "access_key_id": "cfg-key",
-                         "secret_access_key": secret}
+    config["storage"] = {
+        "endpoint_url": s3_server,
+        "region": "us-east-1",
+        "access_key_id": "cfg-key",
+        "secret_access_key": secret,
+    }
     config["ray"] = {"num_cpus": 2}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     tmp = tempfile.mkdtemp(prefix="uq", dir="/tmp")  # Ray's temp folder, short for its socket paths
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(TMPDIR=tmp, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
     try:
-        run = subprocess.run([sys.executable, "jobs/train_diffusion.py", "--config", str(tmp_path / "train.yaml")],
-                             cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        run = subprocess.run(
+            [sys.executable, "jobs/train_diffusion.py", "--config", str(tmp_path / "train.yaml")],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
         assert json.loads(read_bytes(output + "/latest.json"))["step"] == 4
         assert secret not in run.stdout + run.stderr

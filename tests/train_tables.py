@@ -23,8 +23,9 @@ def lfw_people(lfw_dir: Path, num_people: int, min_images: int) -> list[tuple[st
     return out
 
 
-def face_table(lfw_dir: Path, num_people: int = 6, per_person: int = 4, dim: int = 128, seed: int = 0,
-               embedding: str = "ok") -> pa.Table:
+def face_table(
+    lfw_dir: Path, num_people: int = 6, per_person: int = 4, dim: int = 128, seed: int = 0, embedding: str = "ok"
+) -> pa.Table:
     """Face table with one random unit direction per identity plus small per-image noise.
 
     ``embedding``: 'ok', 'missing' (no column), 'nan' (one NaN row).

@@ -64,11 +64,13 @@ class StorageConfig(Config):
         None, description="S3 access key (else AWS_ACCESS_KEY_ID or the instance profile)."
     )
     secret_access_key: str | None = Field(
-        None, description="S3 secret key (else AWS_SECRET_ACCESS_KEY or the instance profile).",
+        None,
+        description="S3 secret key (else AWS_SECRET_ACCESS_KEY or the instance profile).",
         json_schema_extra=SECRET,
     )
     session_token: str | None = Field(
-        None, description="S3 session token of temporary credentials (else AWS_SESSION_TOKEN).",
+        None,
+        description="S3 session token of temporary credentials (else AWS_SESSION_TOKEN).",
         json_schema_extra=SECRET,
     )
 
@@ -95,18 +97,23 @@ class ActorPoolConfig(Config):
     """The fixed pool of sampler actors (synthesis and make_identities)."""
 
     num_actors: int | None = Field(
-        None, ge=1, description="Actors in the pool; empty: one per GPU of the cluster, else one per CPU slot.")
+        None, ge=1, description="Actors in the pool; empty: one per GPU of the cluster, else one per CPU slot."
+    )
     use_gpu: bool | None = Field(
-        None, description="true: one actor per GPU (num_gpus=1); false: CPU actors; empty: GPUs when the cluster "
-        "has any.")
+        None,
+        description="true: one actor per GPU (num_gpus=1); false: CPU actors; empty: GPUs when the cluster has any.",
+    )
     cpus_per_actor: int = Field(1, ge=1, description="num_cpus of each CPU actor (and torch threads in it).")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32", description="Sampling dtype of the actors (float16/bfloat16 on GPUs; CPUs run them too, slowly). "
-        "Part of what decides the bytes: a resume must keep it.")
+        "float32",
+        description="Sampling dtype of the actors (float16/bfloat16 on GPUs; CPUs run them too, slowly). "
+        "Part of what decides the bytes: a resume must keep it.",
+    )
     tasks_per_actor: int = Field(2, ge=1, description="Shards queued per actor (2 keeps it busy while one is written).")
     max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed actor in its own slot.")
     max_shard_attempts: int = Field(
-        4, ge=1, description="Times one shard is dispatched before the job fails (an actor death counts).")
+        4, ge=1, description="Times one shard is dispatched before the job fails (an actor death counts)."
+    )
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -162,7 +169,7 @@ def _did_you_mean(cls: type[BaseModel], loc: Sequence[Any], sources: dict[str, s
         model = _submodel(fields[part].annotation) if part in fields else None
     fields = list(getattr(model, "model_fields", {}))
     key = ".".join(str(p) for p in loc)
-    typed = [k[len(key) - len(str(loc[-1])):] for k in sources if k == key or k.startswith(key + ".")]
+    typed = [k[len(key) - len(str(loc[-1])) :] for k in sources if k == key or k.startswith(key + ".")]
     for word in typed + [str(loc[-1])]:
         close = difflib.get_close_matches(word.replace(".", "_"), fields, n=1, cutoff=0.75)
         if close:
@@ -284,8 +291,9 @@ def config_help(cls: type[BaseModel], prog: str, description: str | None) -> str
     return f"{usage}\n{head}\n\nfields ({cls.__name__}; YAML keys, or --key=value overrides):\n{body}\n"
 
 
-def parse_args(cls: type[C], argv: Sequence[str] | None = None, description: str | None = None,
-               prog: str | None = None) -> C:
+def parse_args(
+    cls: type[C], argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None
+) -> C:
     """Parse a job's command line into ``cls``; ``--help`` prints every field and exits."""
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or Path(sys.argv[0]).name
@@ -341,8 +349,9 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
     raise _Terminated()
 
 
-def run_job(cls: type[C], body: typing.Callable[[C], Any], argv: Sequence[str] | None = None,
-            description: str | None = None) -> int:
+def run_job(
+    cls: type[C], body: typing.Callable[[C], Any], argv: Sequence[str] | None = None, description: str | None = None
+) -> int:
     """Parse the config and run ``body``.  Bad input (a :class:`uiface_ray.errors.InputError`: config,
     file, checkpoint, table, storage) prints one ``error: ...`` line and returns 2 (with the
     traceback too under ``--debug``); Ctrl-C or SIGTERM returns 130 or 143 after cleaning up;

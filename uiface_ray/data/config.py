@@ -29,8 +29,10 @@ class PrepareFacesConfig(Config):
     max_identities: int | None = Field(None, ge=1, description="Keep at most this many identities (in name order).")
     max_images_per_identity: int | None = Field(None, ge=1, description="Keep at most this many images per identity.")
     resolution: int | None = Field(
-        112, ge=8, description="Output side length in pixels (square; non-square inputs are centre-cropped); "
-        "null keeps the input size."
+        112,
+        ge=8,
+        description="Output side length in pixels (square; non-square inputs are centre-cropped); "
+        "null keeps the input size.",
     )
     image_format: Literal["jpeg", "png"] = Field("jpeg", description="Encoding of the stored images.")
     jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality when images are re-encoded.")

@@ -76,8 +76,12 @@ class FaceTableBuilder:
         if not self.images:
             raise ValueError(f"no faces to write to {url}: every identity was filtered out")
         sizes = set(zip(self.widths, self.heights))
-        meta = {FACE_TABLE_META: json.dumps({**provenance, "images": len(self), "identities": self.num_identities},
-                                            sort_keys=True)}
+        meta = {
+            FACE_TABLE_META: json.dumps(
+                {**provenance, "images": len(self), "identities": self.num_identities}, sort_keys=True
+            )
+        }
         data = write_typed(FACE_TABLE, url, self.columns(), storage, metadata=meta)
-        return FaceTableSummary(url, len(self), self.num_identities, next(iter(sizes)) if len(sizes) == 1 else None,
-                                len(data))
+        return FaceTableSummary(
+            url, len(self), self.num_identities, next(iter(sizes)) if len(sizes) == 1 else None, len(data)
+        )

@@ -39,8 +39,10 @@ class FolderScan:
 
     def summary(self) -> str:
         images = sum(len(i.files) for i in self.identities)
-        return (f"{len(self.identities)} identities, {images} images; skipped {self.skipped_files} "
-                f"non-image files and {self.too_few_images} identities with too few images")
+        return (
+            f"{len(self.identities)} identities, {images} images; skipped {self.skipped_files} "
+            f"non-image files and {self.too_few_images} identities with too few images"
+        )
 
 
 def read_people_list(url: str, storage: StorageConfig | None = None) -> list[tuple[str, int]]:
@@ -77,9 +79,15 @@ def _group_images(root: str, storage: StorageConfig | None) -> tuple[dict[str, l
     return groups, skipped
 
 
-def scan_image_folder(root: str, people: list[str] | None = None, min_images: int = 1,
-                      max_identities: int | None = None, max_images_per_identity: int | None = None,
-                      storage: StorageConfig | None = None, people_source: str = "people_file") -> FolderScan:
+def scan_image_folder(
+    root: str,
+    people: list[str] | None = None,
+    min_images: int = 1,
+    max_identities: int | None = None,
+    max_images_per_identity: int | None = None,
+    storage: StorageConfig | None = None,
+    people_source: str = "people_file",
+) -> FolderScan:
     """The identities under ``root`` (sorted by name, or restricted to ``people``) with at least
     ``min_images`` images.  A missing root, a tree with no images, or a people list naming none of
     the folders is a :class:`FaceDataError` naming what is wrong."""
@@ -88,8 +96,10 @@ def scan_image_folder(root: str, people: list[str] | None = None, min_images: in
         raise FaceDataError(f"image folder not found: {root}")
     groups, skipped = _group_images(root, storage)
     if not groups:
-        raise FaceDataError(f"{root} holds no images in identity folders (one folder per identity; "
-                            f"image types: {', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES[:12])}, ...)")
+        raise FaceDataError(
+            f"{root} holds no images in identity folders (one folder per identity; "
+            f"image types: {', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES[:12])}, ...)"
+        )
     names = sorted(groups)
     if people is not None:
         by_leaf = defaultdict(list)
@@ -105,12 +115,16 @@ def scan_image_folder(root: str, people: list[str] | None = None, min_images: in
                 missing.append(person)
         names = sorted(found)
         if not names:
-            raise FaceDataError(f"{people_source} lists none of the {len(groups)} identity folders under {root} "
-                                f"(first listed: {wanted[0] if wanted else 'nobody'}; first folder: "
-                                f"{sorted(groups)[0]}): set people_file to null to use every folder")
+            raise FaceDataError(
+                f"{people_source} lists none of the {len(groups)} identity folders under {root} "
+                f"(first listed: {wanted[0] if wanted else 'nobody'}; first folder: "
+                f"{sorted(groups)[0]}): set people_file to null to use every folder"
+            )
         if missing:
-            raise FaceDataError(f"identity folder {join(root, missing[0])} is missing or holds no images, but "
-                                f"{people_source} lists it ({len(missing)} of {len(wanted)} listed people have none)")
+            raise FaceDataError(
+                f"identity folder {join(root, missing[0])} is missing or holds no images, but "
+                f"{people_source} lists it ({len(missing)} of {len(wanted)} listed people have none)"
+            )
     scan = FolderScan(skipped_files=skipped)
     for name in names:
         files = sorted(groups[name])

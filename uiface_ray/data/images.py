@@ -31,8 +31,17 @@ from PIL import Image, UnidentifiedImageError
 
 from uiface_ray.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "RESIZE_FILTER", "EncodedFace", "ImageError", "decode_batch", "decode_images",
-           "decode_rgb", "prepare_image", "resize_images"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "RESIZE_FILTER",
+    "EncodedFace",
+    "ImageError",
+    "decode_batch",
+    "decode_images",
+    "decode_rgb",
+    "prepare_image",
+    "resize_images",
+]
 
 RESIZE_FILTER = Image.Resampling.BICUBIC  # the one filter for resizing face images (module docstring)
 
@@ -98,8 +107,9 @@ def resize_images(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray
     return out
 
 
-def decode_images(encoded: Sequence[bytes], size: int | None = None,
-                  sources: Sequence[str] | None = None) -> np.ndarray:
+def decode_images(
+    encoded: Sequence[bytes], size: int | None = None, sources: Sequence[str] | None = None
+) -> np.ndarray:
     """Encoded images -> uint8 ``(N, size, size, 3)`` RGB, resized with :data:`RESIZE_FILTER` (a
     non-square image is stretched, not cropped); with ``size=None`` all must share one size.
     Errors name the image by ``sources`` (default ``row <i>``)."""
@@ -112,8 +122,10 @@ def decode_images(encoded: Sequence[bytes], size: int | None = None,
         if out is None:
             out = np.empty((len(encoded), img.height, img.width, 3), dtype=np.uint8)  # (N, H, W, 3)
         elif img.size != (out.shape[2], out.shape[1]):
-            raise ImageError(f"image {source} is {img.width}x{img.height}, but {names[0]} is "
-                             f"{out.shape[2]}x{out.shape[1]}: a face table holds one size")
+            raise ImageError(
+                f"image {source} is {img.width}x{img.height}, but {names[0]} is "
+                f"{out.shape[2]}x{out.shape[1]}: a face table holds one size"
+            )
         out[i] = np.asarray(img)
     return out if out is not None else np.zeros((0, size or 0, size or 0, 3), dtype=np.uint8)
 
@@ -132,8 +144,13 @@ def _centre_square(img: Image.Image) -> Image.Image:
     return img.crop((left, top, left + side, top + side))
 
 
-def prepare_image(data: bytes, source: str, resolution: int | None,
-                  image_format: Literal["jpeg", "png"] = "jpeg", jpeg_quality: int = 95) -> EncodedFace:
+def prepare_image(
+    data: bytes,
+    source: str,
+    resolution: int | None,
+    image_format: Literal["jpeg", "png"] = "jpeg",
+    jpeg_quality: int = 95,
+) -> EncodedFace:
     """An aligned chip at ``resolution`` x ``resolution``, encoded as ``image_format``; with
     ``resolution=None`` the image keeps its size and shape.
 

@@ -38,8 +38,15 @@ def _add_folder_faces(cfg: PrepareFacesConfig, builder: FaceTableBuilder, log: C
     people = None
     if cfg.people_file:
         people = [name for name, _ in read_people_list(cfg.people_file, cfg.storage)]
-    scan = scan_image_folder(cfg.input, people, cfg.min_images, cfg.max_identities,
-                             cfg.max_images_per_identity, cfg.storage, people_source=f"people_file {cfg.people_file}")
+    scan = scan_image_folder(
+        cfg.input,
+        people,
+        cfg.min_images,
+        cfg.max_identities,
+        cfg.max_images_per_identity,
+        cfg.storage,
+        people_source=f"people_file {cfg.people_file}",
+    )
     total = sum(len(ident.files) for ident in scan.identities)
     log(f"{cfg.input}: {scan.summary()}")
     start, last = time.perf_counter(), time.perf_counter()
@@ -65,8 +72,9 @@ def _add_rec_faces(cfg: PrepareFacesConfig, builder: FaceTableBuilder, log: Call
     for label in kept:
         for index, image in per_label[label][: cfg.max_images_per_identity]:
             source = f"rec:{index}"
-            face = prepare_image(image, f"{cfg.input} record {index}", cfg.resolution, cfg.image_format,
-                                 cfg.jpeg_quality)
+            face = prepare_image(
+                image, f"{cfg.input} record {index}", cfg.resolution, cfg.image_format, cfg.jpeg_quality
+            )
             builder.add(f"{int(label)}", source, face)
 
 
@@ -84,11 +92,17 @@ def prepare_faces(cfg: PrepareFacesConfig, log: Callable[[str], None] = _log) ->
     if not len(builder):
         raise FaceDataError(f"{cfg.input}: no identity has at least {cfg.min_images} images; nothing to write")
     provenance = {
-        "input": cfg.input, "format": kind, "people_file": cfg.people_file, "min_images": cfg.min_images,
-        "resolution": cfg.resolution, "image_format": cfg.image_format,
+        "input": cfg.input,
+        "format": kind,
+        "people_file": cfg.people_file,
+        "min_images": cfg.min_images,
+        "resolution": cfg.resolution,
+        "image_format": cfg.image_format,
     }
     summary = builder.write(cfg.output, provenance, cfg.storage)
     seconds = time.perf_counter() - start
-    log(f"wrote {summary.images} images of {summary.identities} identities to {summary.output} "
-        f"({summary.num_bytes / 1e6:.1f} MB) in {seconds:.1f} s")
+    log(
+        f"wrote {summary.images} images of {summary.identities} identities to {summary.output} "
+        f"({summary.num_bytes / 1e6:.1f} MB) in {seconds:.1f} s"
+    )
     return PrepareResult(summary, kind, seconds)

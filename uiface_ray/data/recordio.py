@@ -95,13 +95,13 @@ def unpack_record(data: bytes, where: str = "record") -> tuple[IRHeader, bytes]:
     if len(data) < _IR_HEADER.size:
         raise RecordIOError(f"{where}: {len(data)} bytes is shorter than the 24-byte IRHeader")
     flag, label, rid, id2 = _IR_HEADER.unpack_from(data)
-    body = data[_IR_HEADER.size:]
+    body = data[_IR_HEADER.size :]
     labels: tuple[float, ...] = ()
     if flag > 0:
         if len(body) < 4 * flag:
             raise RecordIOError(f"{where}: header says {flag} labels but only {len(body)} bytes follow")
         labels = tuple(float(v) for v in np.frombuffer(body[: 4 * flag], dtype="<f4"))
-        body = body[4 * flag:]
+        body = body[4 * flag :]
     return IRHeader(flag, label, rid, id2, labels), body
 
 
@@ -228,8 +228,10 @@ class RecordIOReader:
             raise RecordIOError(f"{self.idx_path} lists no records (empty or truncated)")
         _, end = _read_record_at(self._fh, max(self._offsets.values()), self.rec_path)
         if end != size:
-            raise RecordIOError(f"{self.idx_path} indexes {self.rec_path} only up to byte {end} of {size}: the .idx "
-                                "is truncated or stale (delete it to index the .rec by scanning it)")
+            raise RecordIOError(
+                f"{self.idx_path} indexes {self.rec_path} only up to byte {end} of {size}: the .idx "
+                "is truncated or stale (delete it to index the .rec by scanning it)"
+            )
 
     def _scan(self) -> dict[int, int]:
         self._fh.seek(0, os.SEEK_END)
@@ -360,8 +362,9 @@ def _write_stream(fh, records: Iterable[tuple[float, bytes]], rec_path: str) -> 
     return offsets, n
 
 
-def write_recordio(rec_path: str, idx_path: str | None, records: Iterable[tuple[float, bytes]],
-                   storage: StorageConfig | None = None) -> RecordIOSummary:
+def write_recordio(
+    rec_path: str, idx_path: str | None, records: Iterable[tuple[float, bytes]], storage: StorageConfig | None = None
+) -> RecordIOSummary:
     """Write ``records`` (``(label, image bytes)``, each identity's images consecutive, labels
     0..K-1) as an insightface ``.rec`` + ``.idx`` pair, with the header record 0 and one
     identity-range record per label.

@@ -33,7 +33,7 @@ class CheckpointError(InputError, ValueError):
 
 
 def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
 
 
 def read_state_dict(url: str, storage: StorageConfig | None = None) -> dict[str, torch.Tensor]:
@@ -50,8 +50,10 @@ def read_state_dict(url: str, storage: StorageConfig | None = None) -> dict[str,
                 state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's weights_only refusal runs to several lines of advice; one line is enough here
-        raise CheckpointError(f"refusing checkpoint {url}: it holds pickled objects beyond tensors and plain "
-                              f"containers, which could run code on load ({_first_line(exc)})") from None
+        raise CheckpointError(
+            f"refusing checkpoint {url}: it holds pickled objects beyond tensors and plain "
+            f"containers, which could run code on load ({_first_line(exc)})"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - re-raised naming the file
         raise CheckpointError(f"cannot read checkpoint {url}: {type(exc).__name__}: {_first_line(exc)}") from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
@@ -71,8 +73,9 @@ def _short_list(keys: list[str], most: int = 8) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > most else "")
 
 
-def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
-                      what: str | None = None) -> None:
+def load_state_strict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str, what: str | None = None
+) -> None:
     """Load ``state`` into ``model``; any missing, unexpected or mis-shaped key is one error naming ``source``."""
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state and not k.endswith(OPTIONAL_SUFFIXES))

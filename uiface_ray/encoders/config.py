@@ -16,12 +16,14 @@ class EncoderConfig(Config):
     """Which identity encoder to load and where it runs."""
 
     kind: Literal["dlib", "iresnet"] = Field(
-        "dlib", description="'dlib': dlib's pretrained ResNet descriptor (128-d, offline, needs the dlib "
-        "extra); 'iresnet': an insightface/ElasticFace IResNet checkpoint (512-d)."
+        "dlib",
+        description="'dlib': dlib's pretrained ResNet descriptor (128-d, offline, needs the dlib "
+        "extra); 'iresnet': an insightface/ElasticFace IResNet checkpoint (512-d).",
     )
     path: str | None = Field(
-        None, description="Weights file (local path or s3://...): .pth/.pt/.safetensors for 'iresnet'; "
-        "for 'dlib' a dlib_face_recognition_resnet_model_v1.dat (default: the one in face_recognition_models)."
+        None,
+        description="Weights file (local path or s3://...): .pth/.pt/.safetensors for 'iresnet'; "
+        "for 'dlib' a dlib_face_recognition_resnet_model_v1.dat (default: the one in face_recognition_models).",
     )
     depth: Literal[18, 34, 50, 100] = Field(50, description="IResNet depth for 'iresnet' (IR-18/34/50/100).")
     embedding_dim: int = Field(512, ge=1, description="IResNet embedding size (the checkpoint's fc output).")

@@ -60,8 +60,9 @@ def stage_widths(width: float) -> tuple[int, int, int, int]:
 
 def check_input_size(input_size: int) -> int:
     if input_size < STRIDE or input_size % STRIDE:
-        raise ValueError(f"iresnet input_size must be a positive multiple of {STRIDE} (32, 64, 112, ...), "
-                         f"got {input_size}")
+        raise ValueError(
+            f"iresnet input_size must be a positive multiple of {STRIDE} (32, 64, 112, ...), got {input_size}"
+        )
     return int(input_size)
 
 
@@ -97,8 +98,14 @@ class IResNet(nn.Module):
     """The insightface IResNet: four stride-2 stages take the input side to side/16 (112 -> 7), then
     an FC embedding sized for that map."""
 
-    def __init__(self, layers: tuple[int, int, int, int], embedding_dim: int = 512, dropout: float = 0.0,
-                 input_size: int = INPUT_SIZE, width: float = 1.0):
+    def __init__(
+        self,
+        layers: tuple[int, int, int, int],
+        embedding_dim: int = 512,
+        dropout: float = 0.0,
+        input_size: int = INPUT_SIZE,
+        width: float = 1.0,
+    ):
         super().__init__()
         self.depth_layers = tuple(layers)
         self.embedding_dim = embedding_dim
@@ -156,8 +163,9 @@ class IResNet(nn.Module):
         return self.features(x)
 
 
-def build_iresnet(depth: int, embedding_dim: int = 512, dropout: float = 0.0, input_size: int = INPUT_SIZE,
-                  width: float = 1.0) -> IResNet:
+def build_iresnet(
+    depth: int, embedding_dim: int = 512, dropout: float = 0.0, input_size: int = INPUT_SIZE, width: float = 1.0
+) -> IResNet:
     """An IResNet of ``depth`` in {18, 34, 50, 100}, randomly initialised as in insightface.
 
     Expects RGB ``input_size`` x ``input_size`` input normalised with :func:`normalize_faces`
@@ -167,8 +175,9 @@ def build_iresnet(depth: int, embedding_dim: int = 512, dropout: float = 0.0, in
         raise ValueError(f"iresnet depth must be one of {sorted(IRESNET_LAYERS)}, got {depth!r}")
     if embedding_dim < 1:
         raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
-    return IResNet(IRESNET_LAYERS[depth], embedding_dim=embedding_dim, dropout=dropout, input_size=input_size,
-                   width=width)
+    return IResNet(
+        IRESNET_LAYERS[depth], embedding_dim=embedding_dim, dropout=dropout, input_size=input_size, width=width
+    )
 
 
 def iresnet_geometry(state: dict, source: str = "<state dict>") -> tuple[int, float]:
@@ -183,8 +192,10 @@ def iresnet_geometry(state: dict, source: str = "<state dict>") -> tuple[int, fl
         return INPUT_SIZE, width
     side = int(round((fc.shape[1] / top.shape[0]) ** 0.5))
     if side < 1 or side * side * top.shape[0] != fc.shape[1] or stage_widths(width)[-1] != top.shape[0]:
-        raise CheckpointError(f"{source}: fc.weight {tuple(fc.shape)} and conv1.weight "
-                              f"{tuple(stem.shape) if stem is not None else None} fit no IResNet input size and width")
+        raise CheckpointError(
+            f"{source}: fc.weight {tuple(fc.shape)} and conv1.weight "
+            f"{tuple(stem.shape) if stem is not None else None} fit no IResNet input size and width"
+        )
     return side * STRIDE, width
 
 
@@ -222,8 +233,9 @@ class IResNetEncoder(IdentityEncoder):
     Chips of another size are resized (bilinear, antialiased) to the input size first.
     """
 
-    def __init__(self, model: IResNet, fingerprint: str, device: str = "cpu", batch_size: int = 64,
-                 depth: int | None = None):
+    def __init__(
+        self, model: IResNet, fingerprint: str, device: str = "cpu", batch_size: int = 64, depth: int | None = None
+    ):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -243,7 +255,7 @@ class IResNetEncoder(IdentityEncoder):
         images = check_images(images, self.name)
         out = []
         for start in range(0, len(images), self.batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size]))
+            chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + self.batch_size]))
             x = normalize_faces(chunk.to(self.device))  # (b, 3, H, W)
             n = self.model.input_size
             if x.shape[-2:] != (n, n):

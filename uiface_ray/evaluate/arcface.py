@@ -27,8 +27,9 @@ HEADS = ("arcface", "cosface")
 class MarginHead(nn.Module):
     """Class centres plus a margin on the target logit; ``forward(embeddings, labels)`` returns the loss."""
 
-    def __init__(self, embedding_dim: int, num_classes: int, s: float, m: float,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self, embedding_dim: int, num_classes: int, s: float, m: float, generator: torch.Generator | None = None
+    ):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"a margin softmax head needs at least 2 classes, got num_classes={num_classes}")
@@ -54,16 +55,23 @@ class MarginHead(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if labels.min() < 0 or labels.max() >= self.weight.shape[0]:
-            raise ValueError(f"labels must lie in [0, {self.weight.shape[0]}), got "
-                             f"[{int(labels.min())}, {int(labels.max())}]")
+            raise ValueError(
+                f"labels must lie in [0, {self.weight.shape[0]}), got [{int(labels.min())}, {int(labels.max())}]"
+            )
         return F.cross_entropy(self.logits(embeddings, labels), labels)
 
 
 class ArcFaceHead(MarginHead):
     """ArcFace: target logit ``cos(theta + m)``."""
 
-    def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.5,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_classes: int,
+        s: float = 64.0,
+        m: float = 0.5,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__(embedding_dim, num_classes, s, m, generator)
 
     def target_logit(self, target: torch.Tensor) -> torch.Tensor:
@@ -76,16 +84,23 @@ class ArcFaceHead(MarginHead):
 class CosFaceHead(MarginHead):
     """CosFace: target logit ``cos_theta - m``."""
 
-    def __init__(self, embedding_dim: int, num_classes: int, s: float = 32.0, m: float = 0.35,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_classes: int,
+        s: float = 32.0,
+        m: float = 0.35,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__(embedding_dim, num_classes, s, m, generator)
 
     def target_logit(self, target: torch.Tensor) -> torch.Tensor:
         return target - self.m
 
 
-def build_head(kind: str, embedding_dim: int, num_classes: int, s: float, m: float,
-               generator: torch.Generator | None = None) -> MarginHead:
+def build_head(
+    kind: str, embedding_dim: int, num_classes: int, s: float, m: float, generator: torch.Generator | None = None
+) -> MarginHead:
     """The head named ``kind`` ('arcface' or 'cosface')."""
     if kind == "arcface":
         return ArcFaceHead(embedding_dim, num_classes, s, m, generator)

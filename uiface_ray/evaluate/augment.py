@@ -45,7 +45,7 @@ def random_crop_in_place(img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
             top = int(torch.randint(0, h - ch + 1, (), generator=g))
             left = int(torch.randint(0, w - cw + 1, (), generator=g))
             out = torch.zeros_like(img)
-            out[:, top:top + ch, left:left + cw] = img[:, top:top + ch, left:left + cw]
+            out[:, top : top + ch, left : left + cw] = img[:, top : top + ch, left : left + cw]
             return out
     return img
 
@@ -89,7 +89,7 @@ def random_shift(img: torch.Tensor, g: torch.Generator, shift: float) -> torch.T
     dy = int(torch.randint(-kh, kh + 1, (), generator=g))
     dx = int(torch.randint(-kw, kw + 1, (), generator=g))
     padded = F.pad(img[None], (kw, kw, kh, kh), mode="replicate")[0]  # (3, H + 2kh, W + 2kw)
-    return padded[:, kh + dy:kh + dy + h, kw + dx:kw + dx + w]
+    return padded[:, kh + dy : kh + dy + h, kw + dx : kw + dx + w]
 
 
 def augment_batch(images: torch.Tensor, g: torch.Generator, spec: AugmentSpec = AugmentSpec()) -> torch.Tensor:

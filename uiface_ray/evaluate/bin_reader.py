@@ -60,8 +60,10 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in _ALLOWED and (module, name) != ("numpy", "dtype"):
-            raise UnsafePickleError(f"refusing global {module}.{name}: a verification .bin may hold "
-                                    f"only bytes, lists, bools and numpy arrays")
+            raise UnsafePickleError(
+                f"refusing global {module}.{name}: a verification .bin may hold "
+                f"only bytes, lists, bools and numpy arrays"
+            )
         return _resolve(module, name)
 
     def persistent_load(self, pid):
@@ -74,8 +76,9 @@ def restricted_loads(data: bytes, source: str = "<bin>"):
     except UnsafePickleError:
         raise
     except Exception as exc:  # noqa: BLE001 - any malformed pickle is bad input, named
-        raise BinFormatError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc}); "
-                             "truncated or not a verification .bin") from None
+        raise BinFormatError(
+            f"{source}: not a readable pickle ({type(exc).__name__}: {exc}); truncated or not a verification .bin"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,10 @@ class BinPairs:
 def _decode(item, index: int, source: str, image_size: int | None) -> np.ndarray:
     if isinstance(item, np.ndarray):
         if item.dtype != np.uint8 or item.ndim != 1:
-            raise BinFormatError(f"{source}: image {index} is an array of {item.dtype} {item.shape}, "
-                             "expected the encoded bytes as a 1-D uint8 array")
+            raise BinFormatError(
+                f"{source}: image {index} is an array of {item.dtype} {item.shape}, "
+                "expected the encoded bytes as a 1-D uint8 array"
+            )
         item = item.tobytes()
     if not isinstance(item, (bytes, bytearray)):
         raise BinFormatError(f"{source}: image {index} is {type(item).__name__}, expected encoded bytes")
@@ -108,8 +113,9 @@ def parse_bin(data: bytes, source: str = "<bin>", image_size: int | None = 112) 
         raise BinFormatError(f"{source}: expected a pickle of (bins, issame_list), got {type(obj).__name__}")
     bins, issame = obj
     if not isinstance(bins, list) or not isinstance(issame, list):
-        raise BinFormatError(f"{source}: bins and issame_list must be lists, got "
-                             f"{type(bins).__name__}, {type(issame).__name__}")
+        raise BinFormatError(
+            f"{source}: bins and issame_list must be lists, got {type(bins).__name__}, {type(issame).__name__}"
+        )
     if len(bins) != 2 * len(issame):
         raise BinFormatError(f"{source}: {len(bins)} images for {len(issame)} pairs (expected twice as many)")
     if not issame:

@@ -37,8 +37,13 @@ class FaceSet:
 
     def subset(self, rows: np.ndarray) -> "FaceSet":
         rows = np.asarray(rows, dtype=np.int64)
-        return FaceSet([self.images[i] for i in rows], self.labels[rows],
-                       [self.identities[i] for i in rows], self.source, self.kind)
+        return FaceSet(
+            [self.images[i] for i in rows],
+            self.labels[rows],
+            [self.identities[i] for i in rows],
+            self.source,
+            self.kind,
+        )
 
 
 def at_resolution(images: np.ndarray, size: int) -> np.ndarray:
@@ -86,8 +91,14 @@ def _read_face_table(url: str, st: StorageConfig | None) -> FaceSet:
     return FaceSet(images, _dense(labels), names, url, "face_table")
 
 
-def read_image_folder(root: str, people_file: str, min_images: int = 1, max_identities: int | None = None,
-                      max_per_identity: int | None = None, st: StorageConfig | None = None) -> FaceSet:
+def read_image_folder(
+    root: str,
+    people_file: str,
+    min_images: int = 1,
+    max_identities: int | None = None,
+    max_per_identity: int | None = None,
+    st: StorageConfig | None = None,
+) -> FaceSet:
     """An LFW-style folder restricted to the people listed (``name<TAB>count`` lines after a count)."""
     lines = storage.read_bytes(people_file, st).decode().splitlines()
     people = []

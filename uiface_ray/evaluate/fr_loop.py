@@ -111,13 +111,22 @@ def input_size_for(cfg: FRTrainParams, image_side: int) -> int:
     return max(16, min(112, image_side // 16 * 16))
 
 
-def plan_training(num_rows: int, num_classes: int, image_side: int, cfg: FRTrainParams, world: int,
-                  source: str = "the dataset", max_steps: int | None = None) -> FRPlan:
+def plan_training(
+    num_rows: int,
+    num_classes: int,
+    image_side: int,
+    cfg: FRTrainParams,
+    world: int,
+    source: str = "the dataset",
+    max_steps: int | None = None,
+) -> FRPlan:
     """Steps per epoch and in all, the same on every worker; a dataset too small is a one-line error."""
     per_worker = num_rows // world
     if per_worker < cfg.batch_size:
-        raise ValueError(f"{source}: {num_rows} images give {per_worker} per worker, fewer than "
-                         f"batch_size={cfg.batch_size}; lower batch_size or num_workers")
+        raise ValueError(
+            f"{source}: {num_rows} images give {per_worker} per worker, fewer than "
+            f"batch_size={cfg.batch_size}; lower batch_size or num_workers"
+        )
     if num_classes < 2:
         raise ValueError(f"{source}: FR training needs at least 2 identities, found {num_classes}")
     spe = per_worker // cfg.batch_size
@@ -129,14 +138,31 @@ def plan_training(num_rows: int, num_classes: int, image_side: int, cfg: FRTrain
 def _build(cfg: FRTrainParams, plan: FRPlan, seed: int) -> fr_train.FRModel:
     with torch.random.fork_rng(devices=[]):  # build_iresnet draws from the default generator
         torch.manual_seed(seed)
-        model = fr_train.FRModel(cfg.depth, plan.num_classes, cfg.embedding_dim, cfg.head_s, cfg.head_m,
-                                 torch.Generator().manual_seed(seed), cfg.head, plan.input_size, cfg.width)
+        model = fr_train.FRModel(
+            cfg.depth,
+            plan.num_classes,
+            cfg.embedding_dim,
+            cfg.head_s,
+            cfg.head_m,
+            torch.Generator().manual_seed(seed),
+            cfg.head,
+            plan.input_size,
+            cfg.width,
+        )
     return model.to(memory_format=torch.channels_last)  # NHWC convolutions: ~15% more images/s on a CPU
 
 
-def run_fr_training(cfg: FRTrainParams, images: np.ndarray, labels: np.ndarray, plan: FRPlan, ctx: FRContext,
-                    seed: int = 0, verifier: PairsVerifier | None = None, checkpoint_every: int = 0,
-                    log_every_s: float = 30.0) -> FRRun:
+def run_fr_training(
+    cfg: FRTrainParams,
+    images: np.ndarray,
+    labels: np.ndarray,
+    plan: FRPlan,
+    ctx: FRContext,
+    seed: int = 0,
+    verifier: PairsVerifier | None = None,
+    checkpoint_every: int = 0,
+    log_every_s: float = 30.0,
+) -> FRRun:
     """Train on this worker's ``images`` (n, s, s, 3) uint8 at ``plan.input_size`` (see the module docstring)."""
     model = ctx.wrap(_build(cfg, plan, seed))
     inner = getattr(model, "module", model)
@@ -172,14 +198,23 @@ def run_fr_training(cfg: FRTrainParams, images: np.ndarray, labels: np.ndarray, 
             scored.load_state_dict(ema.state)
         res = verifier.score(scored if scored is not None else inner.backbone, ctx.device)
         curve.append(CurvePoint(step, round(elapsed(), 2), res.accuracy, res.accuracy_std))
-        ctx.log(f"[train_fr] step {step}: {verifier.name} {100 * res.accuracy:.2f}% "
-                f"+- {100 * res.accuracy_std:.2f} ({elapsed() / 60:.1f} min)")
+        ctx.log(
+            f"[train_fr] step {step}: {verifier.name} {100 * res.accuracy:.2f}% "
+            f"+- {100 * res.accuracy_std:.2f} ({elapsed() / 60:.1f} min)"
+        )
 
     def state() -> dict:
-        return {"model": inner.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "elapsed_s": elapsed(), "losses": list(losses), "curve": [asdict(c) for c in curve],
-                "ema": ema.state_dict() if ema is not None else None,
-                "ema_updates": ema.updates if ema is not None else 0, "backbone": backbone_now()}
+        return {
+            "model": inner.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "elapsed_s": elapsed(),
+            "losses": list(losses),
+            "curve": [asdict(c) for c in curve],
+            "ema": ema.state_dict() if ema is not None else None,
+            "ema_updates": ema.updates if ema is not None else 0,
+            "backbone": backbone_now(),
+        }
 
     def save() -> None:
         if ctx.save is not None:
@@ -192,13 +227,16 @@ def run_fr_training(cfg: FRTrainParams, images: np.ndarray, labels: np.ndarray, 
             break
         epoch, k = divmod(step, spe)
         if epoch != batches_epoch:
-            batches, batches_epoch = fr_train.epoch_batches(np.arange(len(labels)), cfg.batch_size, spe,
-                                                            seed + ctx.rank, epoch), epoch
+            batches, batches_epoch = (
+                fr_train.epoch_batches(np.arange(len(labels)), cfg.batch_size, spe, seed + ctx.rank, epoch),
+                epoch,
+            )
         lr = lr_at(step, p, cfg.lr, cfg.lr_schedule, lr_warm, cfg.lr_milestones, cfg.lr_gamma)  # 2.
         inner.head.m = margin_at(step, cfg.head_m, m_warm)
         gen = torch.Generator().manual_seed(step_seed(seed, step, ctx.rank))
-        res = fr_train.train_step(model, optimizer, images[batches[k]], labels[batches[k]], lr, gen, aug,
-                                  ctx.device)  # 3.
+        res = fr_train.train_step(
+            model, optimizer, images[batches[k]], labels[batches[k]], lr, gen, aug, ctx.device
+        )  # 3.
         if ema is not None:  # 4.
             ema.update(inner.backbone)
         losses.append(ctx.mean(res.loss))
@@ -209,9 +247,11 @@ def run_fr_training(cfg: FRTrainParams, images: np.ndarray, labels: np.ndarray, 
             last_log = time.monotonic()
             rate = (step - first_step) * cfg.batch_size * ctx.world / max(elapsed() - elapsed0, 1e-9)
             p = progress(step, plan.total_steps, elapsed(), budget_s)
-            ctx.log(f"[train_fr] step {step}/{plan.total_steps} epoch {step / spe:.1f} loss {losses[-1]:.3f} "
-                    f"lr {lr:.4g} m {inner.head.m:.3f} {rate:.0f} img/s, {elapsed() / 60:.1f} min, "
-                    f"about {elapsed() * (1 - p) / max(p, 1e-9) / 60:.1f} min left")
+            ctx.log(
+                f"[train_fr] step {step}/{plan.total_steps} epoch {step / spe:.1f} loss {losses[-1]:.3f} "
+                f"lr {lr:.4g} m {inner.head.m:.3f} {rate:.0f} img/s, {elapsed() / 60:.1f} min, "
+                f"about {elapsed() * (1 - p) / max(p, 1e-9) / 60:.1f} min left"
+            )
         if step % every == 0:  # 6.
             save()
             saved_at = step
@@ -242,22 +282,40 @@ def write_fr_outputs(cfg: FRTrainConfig, run: FRRun, plan: FRPlan, num_images: i
     from uiface_ray.evaluate.plots import line_plot, png_bytes
 
     backbone_url, log_url = storage.join(cfg.out, BACKBONE_FILE), storage.join(cfg.out, LOG_FILE)
-    log = {"config": public_config(cfg), "steps": run.steps, "planned_steps": plan.total_steps,
-           "elapsed_s": round(run.elapsed_s, 2), "images_per_s": round(run.images_per_s, 1),
-           "losses": run.losses, "verify_curve": [asdict(c) for c in run.curve],
-           "num_classes": plan.num_classes, "num_images": num_images,
-           "encoder": {"kind": "iresnet", "path": backbone_url, "depth": cfg.depth,
-                       "embedding_dim": cfg.embedding_dim, "input_size": plan.input_size, "width": cfg.width,
-                       "weights": "weight average" if cfg.ema_decay > 0 else "last step"}}
+    log = {
+        "config": public_config(cfg),
+        "steps": run.steps,
+        "planned_steps": plan.total_steps,
+        "elapsed_s": round(run.elapsed_s, 2),
+        "images_per_s": round(run.images_per_s, 1),
+        "losses": run.losses,
+        "verify_curve": [asdict(c) for c in run.curve],
+        "num_classes": plan.num_classes,
+        "num_images": num_images,
+        "encoder": {
+            "kind": "iresnet",
+            "path": backbone_url,
+            "depth": cfg.depth,
+            "embedding_dim": cfg.embedding_dim,
+            "input_size": plan.input_size,
+            "width": cfg.width,
+            "weights": "weight average" if cfg.ema_decay > 0 else "last step",
+        },
+    }
     storage.write_bytes_atomic(backbone_url, fr_train.state_bytes(run.backbone), cfg.storage)
     if run.curve:
         minutes = [c.elapsed_s / 60 for c in run.curve]
-        img = line_plot({cfg.verify_pairs.rsplit("/", 1)[-1]: (minutes, [100 * c.accuracy for c in run.curve])},
-                        "verification accuracy during training", "minutes", "accuracy (%)")
+        img = line_plot(
+            {cfg.verify_pairs.rsplit("/", 1)[-1]: (minutes, [100 * c.accuracy for c in run.curve])},
+            "verification accuracy during training",
+            "minutes",
+            "accuracy (%)",
+        )
         storage.write_bytes_atomic(storage.join(cfg.out, CURVE_FILE), png_bytes(img), cfg.storage)
     storage.write_bytes_atomic(log_url, json.dumps(log, indent=2).encode(), cfg.storage)
-    return FRTrainResult(backbone_url, log_url, run.losses, run.steps, plan.num_classes, num_images, run.curve,
-                         run.elapsed_s)
+    return FRTrainResult(
+        backbone_url, log_url, run.losses, run.steps, plan.num_classes, num_images, run.curve, run.elapsed_s
+    )
 
 
 def fit_fr_local(cfg: FRTrainConfig, faces=None) -> FRTrainResult:
@@ -270,8 +328,11 @@ def fit_fr_local(cfg: FRTrainConfig, faces=None) -> FRTrainResult:
     storage.fs.check_writable(cfg.out, cfg.storage)
     side = decode_images(faces.images[:1]).shape[1]
     plan = plan_training(len(faces.labels), faces.num_classes, side, cfg, 1, cfg.data)
-    verifier = (PairsVerifier.load(cfg.verify_pairs, cfg.verify_images, plan.input_size, cfg.verify_max_pairs,
-                                   cfg.storage) if cfg.verify_pairs else None)
+    verifier = (
+        PairsVerifier.load(cfg.verify_pairs, cfg.verify_images, plan.input_size, cfg.verify_max_pairs, cfg.storage)
+        if cfg.verify_pairs
+        else None
+    )
     images = decode_images(faces.images, plan.input_size)  # (N, n, n, 3)
     device = "cuda" if cfg.use_gpu else "cpu"
     ctx = FRContext(device=device, wrap=lambda m: m.to(device), log=lambda line: print(line, flush=True))

@@ -37,8 +37,15 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / warmup_steps)
 
 
-def lr_at(step: int, p: float, base_lr: float, schedule: str = "step", warmup_steps: int = 0,
-          milestones: tuple[float, ...] = (), gamma: float = 0.1) -> float:
+def lr_at(
+    step: int,
+    p: float,
+    base_lr: float,
+    schedule: str = "step",
+    warmup_steps: int = 0,
+    milestones: tuple[float, ...] = (),
+    gamma: float = 0.1,
+) -> float:
     """Learning rate at ``step`` and progress ``p`` (see the module docstring)."""
     p = min(max(p, 0.0), 1.0)
     if schedule == "cosine":

@@ -25,9 +25,18 @@ from uiface_ray.evaluate.fr_schedule import ema_decay_at
 class FRModel(nn.Module):
     """Backbone (insightface IResNet sized for its input) and a margin head; ``forward`` returns the loss."""
 
-    def __init__(self, depth: int, num_classes: int, embedding_dim: int = 512, s: float = 64.0,
-                 m: float = 0.5, generator: torch.Generator | None = None, head: str = "arcface",
-                 input_size: int = 112, width: float = 1.0):
+    def __init__(
+        self,
+        depth: int,
+        num_classes: int,
+        embedding_dim: int = 512,
+        s: float = 64.0,
+        m: float = 0.5,
+        generator: torch.Generator | None = None,
+        head: str = "arcface",
+        input_size: int = 112,
+        width: float = 1.0,
+    ):
         super().__init__()
         self.backbone = build_iresnet(depth, embedding_dim, input_size=input_size, width=width)
         self.head = build_head(head, embedding_dim, num_classes, s, m, generator)
@@ -64,8 +73,9 @@ class WeightAverage:
         self.updates = int(updates)
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
-                    momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9
+) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -85,9 +95,16 @@ class StepResult:
     lr: float
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: np.ndarray, labels: np.ndarray,
-               lr: float, generator: torch.Generator, augment: AugmentSpec | None,
-               device: torch.device | str = "cpu") -> StepResult:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: np.ndarray,
+    labels: np.ndarray,
+    lr: float,
+    generator: torch.Generator,
+    augment: AugmentSpec | None,
+    device: torch.device | str = "cpu",
+) -> StepResult:
     """Augment, normalise to [-1, 1] as insightface, one forward/backward/update."""
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -110,14 +127,15 @@ def epoch_batches(rows: np.ndarray, batch_size: int, steps: int, seed: int, epoc
     """``steps`` batches of ``rows`` for one epoch, shuffled by a generator seeded (seed, epoch)."""
     rng = np.random.default_rng([seed, epoch])
     perm = rows[rng.permutation(len(rows))]
-    return [perm[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+    return [perm[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 
 def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The backbone's state dict in insightface layout (a DDP ``module.`` wrapper is looked through)."""
     inner = getattr(model, "module", model)
-    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
-            for k, v in inner.backbone.state_dict().items()}
+    return {
+        k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in inner.backbone.state_dict().items()
+    }
 
 
 def state_bytes(state: dict) -> bytes:

@@ -30,22 +30,30 @@ class CurvePoint:
 class PairsVerifier:
     """Pairs of images (U, n, n, 3) uint8 with first/second-member rows and same/different labels."""
 
-    def __init__(self, images: np.ndarray, ia: np.ndarray, ib: np.ndarray, issame: np.ndarray, name: str,
-                 batch_size: int = 256):
+    def __init__(
+        self, images: np.ndarray, ia: np.ndarray, ib: np.ndarray, issame: np.ndarray, name: str, batch_size: int = 256
+    ):
         self.images, self.ia, self.ib, self.issame = images, ia, ib, np.asarray(issame, bool)
         self.name = name
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, pairs: str, images_root: str | None, input_size: int, max_pairs: int | None = None,
-             st: StorageConfig | None = None) -> "PairsVerifier":
+    def load(
+        cls,
+        pairs: str,
+        images_root: str | None,
+        input_size: int,
+        max_pairs: int | None = None,
+        st: StorageConfig | None = None,
+    ) -> "PairsVerifier":
         from uiface_ray.evaluate.config import VerifySetConfig
         from uiface_ray.evaluate.verify import pairs_images
 
         if not images_root:
             raise ValueError(f"verify_pairs {pairs}: verify_images (the folder of its images) is required")
-        spec = VerifySetConfig(name=pairs.rstrip("/").rsplit("/", 1)[-1], pairs=pairs, images_root=images_root,
-                               max_pairs=max_pairs)
+        spec = VerifySetConfig(
+            name=pairs.rstrip("/").rsplit("/", 1)[-1], pairs=pairs, images_root=images_root, max_pairs=max_pairs
+        )
         images, ia, ib, issame = pairs_images(spec, st)  # (U, 112, 112, 3)
         small = resize_images(images, input_size)  # (U, n, n, 3), the filter the training faces get
         return cls(small, ia, ib, issame, spec.name)
@@ -58,7 +66,7 @@ class PairsVerifier:
         out = []
         try:
             for s in range(0, len(self.images), self.batch_size):
-                x = torch.from_numpy(self.images[s:s + self.batch_size]).to(device)
+                x = torch.from_numpy(self.images[s : s + self.batch_size]).to(device)
                 x = (x.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5  # (b, 3, n, n) in [-1, 1]
                 f = backbone(x) + backbone(x.flip(-1))  # (b, E)
                 out.append(F.normalize(f.float(), dim=1).cpu().numpy())

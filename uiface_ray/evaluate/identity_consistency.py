@@ -50,9 +50,14 @@ def impostor_pairs(labels: np.ndarray, num_pairs: int, rng: np.random.Generator)
     return pairs
 
 
-def identity_consistency(embeddings: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
-                         max_pairs_per_identity: int = 45, num_impostor: int = 10000,
-                         encoder: str = "unnamed") -> IdentityConsistency:
+def identity_consistency(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    max_pairs_per_identity: int = 45,
+    num_impostor: int = 10000,
+    encoder: str = "unnamed",
+) -> IdentityConsistency:
     emb = np.asarray(embeddings, dtype=np.float64)
     labels = np.asarray(labels)
     if emb.ndim != 2 or len(emb) != len(labels):
@@ -65,5 +70,6 @@ def identity_consistency(embeddings: np.ndarray, labels: np.ndarray, rng: np.ran
     im = np.sum(emb[i[:, 0]] * emb[i[:, 1]], axis=1)
     pooled = np.sqrt((gs.var() + im.var()) / 2)
     d = float(abs(gs.mean() - im.mean()) / pooled) if pooled > 0 else float("inf")
-    return IdentityConsistency(gs.astype(np.float32), im.astype(np.float32), float(gs.mean()),
-                               float(im.mean()), d, encoder)
+    return IdentityConsistency(
+        gs.astype(np.float32), im.astype(np.float32), float(gs.mean()), float(im.mean()), d, encoder
+    )

@@ -22,11 +22,18 @@ from uiface_ray.sample.loop import run_sampler
 from uiface_ray.sample.seeds import image_seed
 
 
-def sample_with_interval(model, embeddings: torch.Tensor, seeds: list[int], interval: tuple[int, int],
-                         num_inference_steps: int, guidance_scale: float) -> np.ndarray:
+def sample_with_interval(
+    model,
+    embeddings: torch.Tensor,
+    seeds: list[int],
+    interval: tuple[int, int],
+    num_inference_steps: int,
+    guidance_scale: float,
+) -> np.ndarray:
     """uint8 (B, H, W, 3) images; identity-guided only for timesteps t_start <= t < t_end."""
-    cfg = SamplerConfig(mode="two_stage_fixed", t0=interval[1], guidance_scale=guidance_scale,
-                        num_inference_steps=num_inference_steps)
+    cfg = SamplerConfig(
+        mode="two_stage_fixed", t0=interval[1], guidance_scale=guidance_scale, num_inference_steps=num_inference_steps
+    )
     scheduler = DDIMScheduler.from_config(model.scheduler_config)
     unet, dtype = model.unet, model.unet.dtype
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -48,8 +55,16 @@ class IntervalPoint:
     std: float
 
 
-def interval_similarity(model, embeddings: np.ndarray, encoder, intervals, images_per_identity: int,
-                        seed: int, num_inference_steps: int, guidance_scale: float) -> list[IntervalPoint]:
+def interval_similarity(
+    model,
+    embeddings: np.ndarray,
+    encoder,
+    intervals,
+    images_per_identity: int,
+    seed: int,
+    num_inference_steps: int,
+    guidance_scale: float,
+) -> list[IntervalPoint]:
     """For each interval: images of every identity with the same seeds, mean intra-class cosine."""
     n = len(embeddings)
     ids = np.repeat(np.arange(n), images_per_identity)
@@ -66,4 +81,3 @@ def interval_similarity(model, embeddings: np.ndarray, encoder, intervals, image
             sims.append(float(g[np.triu_indices(len(f), 1)].mean()))
         out.append(IntervalPoint((int(lo), int(hi)), float(np.mean(sims)), float(np.std(sims))))
     return out
-

@@ -73,7 +73,7 @@ def load_lpips_vgg(vgg_url: str, lin_url: str, storage=None) -> tuple[LPIPSVGG, 
     """Build LPIPS-VGG from the two weight files; errors name the file and the bad keys."""
     model = LPIPSVGG()
     vgg = {k: v for k, v in read_state_dict(vgg_url, storage).items() if k.startswith("features.")}
-    load_state_strict(model.features, {k[len("features."):]: v for k, v in vgg.items()}, vgg_url)
+    load_state_strict(model.features, {k[len("features.") :]: v for k, v in vgg.items()}, vgg_url)
     lin = read_state_dict(lin_url, storage)
     lin = {k.replace("lin", "", 1): v for k, v in lin.items()}  # lin0.model.1.weight -> 0.model.1.weight
     load_state_strict(model.lins, lin, lin_url)
@@ -85,8 +85,8 @@ def lpips_distance(model: LPIPSVGG, a, b, batch_size: int = 16) -> torch.Tensor:
     """uint8 (B, H, W, 3) numpy pairs -> (B,) LPIPS distances."""
     out = []
     for i in range(0, len(a), batch_size):
-        xa = torch.from_numpy(a[i:i + batch_size]).permute(0, 3, 1, 2).float() / 127.5 - 1
-        xb = torch.from_numpy(b[i:i + batch_size]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        xa = torch.from_numpy(a[i : i + batch_size]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        xb = torch.from_numpy(b[i : i + batch_size]).permute(0, 3, 1, 2).float() / 127.5 - 1
         out.append(model(xa, xb))
     return torch.cat(out) if out else torch.zeros(0)
 

@@ -50,17 +50,20 @@ class MetricParams:
     msssim_size: int = 112
 
 
-def measure(faces: FaceSet, encoder, real_embeddings: np.ndarray | None, params: MetricParams,
-            seed: int, lpips_model=None) -> tuple[DatasetMetrics, IdentityConsistency]:
+def measure(
+    faces: FaceSet, encoder, real_embeddings: np.ndarray | None, params: MetricParams, seed: int, lpips_model=None
+) -> tuple[DatasetMetrics, IdentityConsistency]:
     """All metrics of one dataset; ``real_embeddings`` (same encoder) enable precision/recall."""
     images = decode_images(faces.images, 112)  # (N, 112, 112, 3)
     emb = encoder.embed(images)
     name = f"{encoder.name}:{encoder.fingerprint}"
-    ic = identity_consistency(emb, faces.labels, np.random.default_rng([seed, 1]), params.genuine_pairs,
-                              params.impostor_pairs, name)
+    ic = identity_consistency(
+        emb, faces.labels, np.random.default_rng([seed, 1]), params.genuine_pairs, params.impostor_pairs, name
+    )
     small = images if params.msssim_size == 112 else decode_images(faces.images, params.msssim_size)
-    div = intra_class_diversity(small, faces.labels, params.diversity_identities, params.diversity_pairs,
-                                np.random.default_rng([seed, 2]))
+    div = intra_class_diversity(
+        small, faces.labels, params.diversity_identities, params.diversity_pairs, np.random.default_rng([seed, 2])
+    )
     precision = recall = None
     if real_embeddings is not None:
         pr = improved_precision_recall(real_embeddings, emb, params.k, f"{name} (FR embedding)")
@@ -69,12 +72,25 @@ def measure(faces: FaceSet, encoder, real_embeddings: np.ndarray | None, params:
     if lpips_model is not None:
         from uiface_ray.evaluate.lpips import lpips_distance
 
-        ia, ib, _ = intra_pairs(faces.labels, params.diversity_identities, params.diversity_pairs,
-                                np.random.default_rng([seed, 2]))
+        ia, ib, _ = intra_pairs(
+            faces.labels, params.diversity_identities, params.diversity_pairs, np.random.default_rng([seed, 2])
+        )
         lp = float(lpips_distance(lpips_model, images[ia], images[ib]).mean())
-    m = DatasetMetrics(faces.source, len(faces.labels), faces.num_classes, name, ic.genuine_mean,
-                       ic.impostor_mean, ic.d_prime, div.diversity, div.num_identities, precision, recall,
-                       params.k, lp)
+    m = DatasetMetrics(
+        faces.source,
+        len(faces.labels),
+        faces.num_classes,
+        name,
+        ic.genuine_mean,
+        ic.impostor_mean,
+        ic.d_prime,
+        div.diversity,
+        div.num_identities,
+        precision,
+        recall,
+        params.k,
+        lp,
+    )
     return m, ic
 
 
@@ -82,11 +98,15 @@ def real_embeddings(cfg: MetricsConfig, encoder) -> np.ndarray | None:
     """Embeddings of a seeded sample of at most ``real_max_images`` real faces, or None."""
     if not cfg.real:
         return None
-    faces = (read_image_folder(cfg.real, cfg.real_people, st=cfg.storage) if cfg.real_people
-             else read_faceset(cfg.real, cfg.storage))
+    faces = (
+        read_image_folder(cfg.real, cfg.real_people, st=cfg.storage)
+        if cfg.real_people
+        else read_faceset(cfg.real, cfg.storage)
+    )
     if len(faces.labels) > cfg.real_max_images:
-        rows = np.sort(np.random.default_rng([cfg.seed, 3]).choice(len(faces.labels), cfg.real_max_images,
-                                                                    replace=False))
+        rows = np.sort(
+            np.random.default_rng([cfg.seed, 3]).choice(len(faces.labels), cfg.real_max_images, replace=False)
+        )
         faces = faces.subset(rows)
     return encoder.embed(decode_images(faces.images, 112))
 
@@ -104,13 +124,17 @@ def run_metrics(cfg: MetricsConfig) -> DatasetMetrics:
         from uiface_ray.evaluate.lpips import load_lpips_vgg
 
         lpips_model, _ = load_lpips_vgg(cfg.lpips_vgg, cfg.lpips_lin, cfg.storage)
-    params = MetricParams(cfg.diversity_identities, cfg.diversity_pairs, cfg.genuine_pairs,
-                          cfg.impostor_pairs, cfg.k, cfg.msssim_size)
-    m, ic = measure(read_faceset(cfg.data, cfg.storage), encoder, real_embeddings(cfg, encoder), params,
-                    cfg.seed, lpips_model)
-    plot = histogram_plot({"genuine": ic.genuine, "impostor": ic.impostor},
-                          f"genuine / impostor ({m.encoder})", "cosine similarity")
+    params = MetricParams(
+        cfg.diversity_identities, cfg.diversity_pairs, cfg.genuine_pairs, cfg.impostor_pairs, cfg.k, cfg.msssim_size
+    )
+    m, ic = measure(
+        read_faceset(cfg.data, cfg.storage), encoder, real_embeddings(cfg, encoder), params, cfg.seed, lpips_model
+    )
+    plot = histogram_plot(
+        {"genuine": ic.genuine, "impostor": ic.impostor}, f"genuine / impostor ({m.encoder})", "cosine similarity"
+    )
     storage.write_bytes_atomic(storage.join(cfg.out, "genuine_impostor.png"), png_bytes(plot), cfg.storage)
-    storage.write_bytes_atomic(storage.join(cfg.out, "metrics.json"),
-                               json.dumps(asdict(m), indent=2).encode(), cfg.storage)
+    storage.write_bytes_atomic(
+        storage.join(cfg.out, "metrics.json"), json.dumps(asdict(m), indent=2).encode(), cfg.storage
+    )
     return m

@@ -21,7 +21,7 @@ WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 def _window(size: int, sigma: float = 1.5) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
 
 
@@ -38,11 +38,11 @@ def _ssim_cs(x: torch.Tensor, y: torch.Tensor, data_range: float = 255.0) -> tup
     win = _window(size).to(x)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mu_x, mu_y = _filter(x, win), _filter(y, win)
-    sxx = _filter(x * x, win) - mu_x ** 2
-    syy = _filter(y * y, win) - mu_y ** 2
+    sxx = _filter(x * x, win) - mu_x**2
+    syy = _filter(y * y, win) - mu_y**2
     sxy = _filter(x * y, win) - mu_x * mu_y
     cs = (2 * sxy + c2) / (sxx + syy + c2)
-    lum = (2 * mu_x * mu_y + c1) / (mu_x ** 2 + mu_y ** 2 + c1)
+    lum = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
     return (lum * cs).mean((-1, -2)), cs.mean((-1, -2))
 
 
@@ -79,8 +79,9 @@ class DiversityResult:
     num_pairs: int
 
 
-def intra_pairs(labels: np.ndarray, num_identities: int | None, max_pairs_per_identity: int,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def intra_pairs(
+    labels: np.ndarray, num_identities: int | None, max_pairs_per_identity: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(first, second, identity) of image pairs within identities, over a seeded identity sample."""
     labels = np.asarray(labels)
     ids = [c for c in np.unique(labels) if (labels == c).sum() >= 2]
@@ -99,13 +100,19 @@ def intra_pairs(labels: np.ndarray, num_identities: int | None, max_pairs_per_id
     return np.concatenate(ia), np.concatenate(ib), np.concatenate(owner)
 
 
-def intra_class_diversity(images: np.ndarray, labels: np.ndarray, num_identities: int | None,
-                          max_pairs_per_identity: int, rng: np.random.Generator,
-                          batch_size: int = 64) -> DiversityResult:
+def intra_class_diversity(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_identities: int | None,
+    max_pairs_per_identity: int,
+    rng: np.random.Generator,
+    batch_size: int = 64,
+) -> DiversityResult:
     """1 - MS-SSIM among images of one identity, over a seeded sample of identities."""
     ia, ib, owner = intra_pairs(labels, num_identities, max_pairs_per_identity, rng)
-    sims = np.concatenate([ms_ssim(images[ia[s:s + batch_size]], images[ib[s:s + batch_size]])
-                           for s in range(0, len(ia), batch_size)])
+    sims = np.concatenate(
+        [ms_ssim(images[ia[s : s + batch_size]], images[ib[s : s + batch_size]]) for s in range(0, len(ia), batch_size)]
+    )
     ids = np.unique(owner)
     per = {int(c): float(1.0 - sims[owner == c].mean()) for c in ids}
     vals = np.array(list(per.values()))

@@ -36,8 +36,10 @@ def parse_pairs(text: str, source: str = "<pairs>") -> list[Pair]:
     """All pairs of a pairs file; errors name the file and line."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
-        raise PairsError(f"{source}: empty pairs file (expected a count line, then name<TAB>i<TAB>j or "
-                         "name1<TAB>i<TAB>name2<TAB>j lines)")
+        raise PairsError(
+            f"{source}: empty pairs file (expected a count line, then name<TAB>i<TAB>j or "
+            "name1<TAB>i<TAB>name2<TAB>j lines)"
+        )
     head = lines[0].split()
     if not head or len(head) > 2 or not all(h.isdigit() for h in head):
         raise PairsError(f"{source} line 1: expected a count ('500') or 'folds count' ('10 300'), got {lines[0]!r}")

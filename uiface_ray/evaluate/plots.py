@@ -9,8 +9,18 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+PALETTE = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+)
 W, H, LEFT, RIGHT, TOP, BOTTOM = 640, 400, 70, 20, 40, 60
 
 
@@ -27,8 +37,15 @@ def _ticks(lo: float, hi: float, n: int = 5) -> np.ndarray:
 class _Axes:
     """Data -> pixel mapping with a frame, ticks, labels, title and legend."""
 
-    def __init__(self, xlim: tuple[float, float], ylim: tuple[float, float], title: str, xlabel: str,
-                 ylabel: str, xticks: bool = True):
+    def __init__(
+        self,
+        xlim: tuple[float, float],
+        ylim: tuple[float, float],
+        title: str,
+        xlabel: str,
+        ylabel: str,
+        xticks: bool = True,
+    ):
         self.img = Image.new("RGB", (W, H), "white")
         self.draw = ImageDraw.Draw(self.img)
         self.font = ImageFont.load_default()
@@ -68,8 +85,9 @@ def _lims(values: Sequence[np.ndarray], pad: float = 0.05) -> tuple[float, float
     return lo - pad * span, hi + pad * span
 
 
-def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str,
-              ylabel: str) -> Image.Image:
+def line_plot(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, ylabel: str
+) -> Image.Image:
     xs = [np.asarray(x, float) for x, _ in series.values()]
     ys = [np.asarray(y, float) for _, y in series.values()]
     ax = _Axes(_lims(xs, 0), _lims(ys), title, xlabel, ylabel)
@@ -83,14 +101,22 @@ def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], tit
     return ax.img
 
 
-def histogram_plot(series: Mapping[str, np.ndarray], title: str, xlabel: str, bins: int = 50,
-                   value_range: tuple[float, float] = (-1.0, 1.0)) -> Image.Image:
+def histogram_plot(
+    series: Mapping[str, np.ndarray],
+    title: str,
+    xlabel: str,
+    bins: int = 50,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+) -> Image.Image:
     """Density histograms drawn as step outlines, one colour per series."""
     edges = np.linspace(value_range[0], value_range[1], bins + 1)
-    dens = {k: np.histogram(np.asarray(v, float), bins=edges, density=True)[0] if len(v) else np.zeros(bins)
-            for k, v in series.items()}
-    ax = _Axes(value_range, (0.0, max(1e-9, max(float(d.max()) for d in dens.values())) * 1.05),
-               title, xlabel, "density")
+    dens = {
+        k: np.histogram(np.asarray(v, float), bins=edges, density=True)[0] if len(v) else np.zeros(bins)
+        for k, v in series.items()
+    }
+    ax = _Axes(
+        value_range, (0.0, max(1e-9, max(float(d.max()) for d in dens.values())) * 1.05), title, xlabel, "density"
+    )
     for i, d in enumerate(dens.values()):
         pts = []
         for j, h in enumerate(d):
@@ -102,11 +128,16 @@ def histogram_plot(series: Mapping[str, np.ndarray], title: str, xlabel: str, bi
 
 def bar_plot(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str) -> Image.Image:
     vals = np.asarray(values, float)
-    ax = _Axes((0.0, float(len(vals))), (min(0.0, float(np.nanmin(vals))), float(np.nanmax(vals)) * 1.1 or 1.0),
-               title, "", ylabel, xticks=False)
+    ax = _Axes(
+        (0.0, float(len(vals))),
+        (min(0.0, float(np.nanmin(vals))), float(np.nanmax(vals)) * 1.1 or 1.0),
+        title,
+        "",
+        ylabel,
+        xticks=False,
+    )
     for i, (lab, v) in enumerate(zip(labels, vals)):
-        ax.draw.rectangle([ax.px(i + 0.15), ax.py(v), ax.px(i + 0.85), ax.py(max(0.0, ax.y0))],
-                          fill=PALETTE[0])
+        ax.draw.rectangle([ax.px(i + 0.15), ax.py(v), ax.px(i + 0.85), ax.py(max(0.0, ax.y0))], fill=PALETTE[0])
         ax.draw.text((ax.px(i + 0.1), H - BOTTOM + 20), lab[:14], fill="black", font=ax.font)
     return ax.img
 
@@ -120,5 +151,5 @@ def image_grid(images: np.ndarray, pad: int = 2) -> Image.Image:
     for i in range(r):
         for j in range(c):
             y, x = pad + i * (h + pad), pad + j * (w + pad)
-            canvas[y:y + h, x:x + w] = images[i, j]
+            canvas[y : y + h, x : x + w] = images[i, j]
     return Image.fromarray(canvas)

@@ -32,7 +32,7 @@ def knn_radii(features: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor
         raise ValueError(f"k = {k} needs more than {k} samples in each set, got {len(features)}")
     out = []
     for i in range(0, len(features), chunk):
-        d = torch.cdist(features[i:i + chunk], features)  # (chunk, N)
+        d = torch.cdist(features[i : i + chunk], features)  # (chunk, N)
         out.append(d.kthvalue(k + 1, dim=1).values)  # +1: the zero distance to itself
     return torch.cat(out)
 
@@ -41,13 +41,14 @@ def _inside(query: torch.Tensor, ref: torch.Tensor, radii: torch.Tensor, chunk: 
     """For each query row: is it within radius of at least one reference row?"""
     out = []
     for i in range(0, len(query), chunk):
-        d = torch.cdist(query[i:i + chunk], ref)  # (chunk, M)
+        d = torch.cdist(query[i : i + chunk], ref)  # (chunk, M)
         out.append((d <= radii[None, :]).any(dim=1))
     return torch.cat(out)
 
 
-def improved_precision_recall(real: np.ndarray, generated: np.ndarray, k: int = 10,
-                              feature_space: str = "unnamed") -> PrecisionRecall:
+def improved_precision_recall(
+    real: np.ndarray, generated: np.ndarray, k: int = 10, feature_space: str = "unnamed"
+) -> PrecisionRecall:
     """Improved precision/recall of ``generated`` against ``real``; both (N, D) features."""
     if real.ndim != 2 or generated.ndim != 2 or real.shape[1] != generated.shape[1]:
         raise ValueError(f"features must be (N, D) with equal D, got {real.shape} and {generated.shape}")

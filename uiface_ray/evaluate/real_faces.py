@@ -22,8 +22,14 @@ from typing import Callable
 import numpy as np
 
 from uiface_ray import storage
-from uiface_ray.evaluate.faceset import (FaceSet, at_resolution, decode_images, faceset_at_resolution, read_faceset,
-                                         read_image_folder)
+from uiface_ray.evaluate.faceset import (
+    FaceSet,
+    at_resolution,
+    decode_images,
+    faceset_at_resolution,
+    read_faceset,
+    read_image_folder,
+)
 from uiface_ray.evaluate.config import AblationConfig, VerifySetConfig
 from uiface_ray.evaluate.tenfold import flip_embeddings, pair_scores, ten_fold_accuracy
 
@@ -54,10 +60,20 @@ def lfw_real_faces(cfg: AblationConfig, resolution: int | None) -> RealFaces:
     people = storage.join(cfg.lfw_dir, "peopleDevTrain.txt")
     root = storage.join(cfg.lfw_dir, "images")
     ref = _sample(read_image_folder(root, people, st=cfg.storage), cfg.real_max_images, cfg.seed)
-    train = read_image_folder(root, people, min_images=cfg.real_min_images, max_identities=cfg.num_identities,
-                              max_per_identity=cfg.images_per_identity, st=cfg.storage)
-    spec = VerifySetConfig(name="pairsDevTest", pairs=storage.join(cfg.lfw_dir, "pairsDevTest.txt"),
-                           images_root=root, max_pairs=cfg.verify_max_pairs)
+    train = read_image_folder(
+        root,
+        people,
+        min_images=cfg.real_min_images,
+        max_identities=cfg.num_identities,
+        max_per_identity=cfg.images_per_identity,
+        st=cfg.storage,
+    )
+    spec = VerifySetConfig(
+        name="pairsDevTest",
+        pairs=storage.join(cfg.lfw_dir, "pairsDevTest.txt"),
+        images_root=root,
+        max_pairs=cfg.verify_max_pairs,
+    )
 
     def verify(encoder) -> tuple[float, float]:
         v = verify_set(encoder, spec, 10, cfg.storage, resolution)
@@ -91,9 +107,11 @@ def table_real_faces(cfg: AblationConfig, resolution: int | None) -> RealFaces:
     candidates = np.flatnonzero(counts >= 2)
     n_held = int(round(cfg.real_verify_fraction * len(candidates)))
     if n_held < 2:
-        raise ValueError(f"real_faces {cfg.real_faces}: {len(candidates)} identities have 2 or more images; "
-                         f"real_verify_fraction={cfg.real_verify_fraction} holds out {n_held}, at least 2 are needed "
-                         f"for verification pairs")
+        raise ValueError(
+            f"real_faces {cfg.real_faces}: {len(candidates)} identities have 2 or more images; "
+            f"real_verify_fraction={cfg.real_verify_fraction} holds out {n_held}, at least 2 are needed "
+            f"for verification pairs"
+        )
     held = np.random.default_rng([cfg.seed, 13]).choice(candidates, n_held, replace=False)
     is_held = np.isin(faces.labels, held)
     rest = faces.subset(np.flatnonzero(~is_held))
@@ -104,11 +122,14 @@ def table_real_faces(cfg: AblationConfig, resolution: int | None) -> RealFaces:
             chosen.append(label)
             rows += list(mine[: cfg.images_per_identity])
     if len(chosen) < 2:
-        raise ValueError(f"real_faces {cfg.real_faces}: after holding out {n_held} identities for verification, "
-                         f"{len(chosen)} have at least real_min_images={cfg.real_min_images} images (2 needed)")
+        raise ValueError(
+            f"real_faces {cfg.real_faces}: after holding out {n_held} identities for verification, "
+            f"{len(chosen)} have at least real_min_images={cfg.real_min_images} images (2 needed)"
+        )
     train = rest.subset(np.array(rows))
-    train = FaceSet(train.images, np.unique(train.labels, return_inverse=True)[1], train.identities, train.source,
-                    train.kind)
+    train = FaceSet(
+        train.images, np.unique(train.labels, return_inverse=True)[1], train.identities, train.source, train.kind
+    )
     pair_set = faces.subset(np.flatnonzero(is_held))
     ia, ib, issame = held_out_pairs(pair_set.labels, cfg.verify_max_pairs or DEFAULT_PAIRS, cfg.seed)
     used = np.unique(np.concatenate([ia, ib]))
@@ -124,8 +145,9 @@ def table_real_faces(cfg: AblationConfig, resolution: int | None) -> RealFaces:
         return res.accuracy, res.accuracy_std
 
     name = f"held-out pairs of {cfg.real_faces.rstrip('/').rsplit('/', 1)[-1]} ({n_held} identities)"
-    return RealFaces(_reduce(_sample(rest, cfg.real_max_images, cfg.seed), resolution), _reduce(train, resolution),
-                     verify, name)
+    return RealFaces(
+        _reduce(_sample(rest, cfg.real_max_images, cfg.seed), resolution), _reduce(train, resolution), verify, name
+    )
 
 
 def real_faces(cfg: AblationConfig, resolution: int | None) -> RealFaces:

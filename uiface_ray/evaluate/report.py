@@ -46,11 +46,16 @@ class Report:
         self.sections.append(f'<figure><img src="{html.escape(name)}" alt="{html.escape(name)}">{cap}</figure>')
 
     def html(self) -> str:
-        style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-                 "td,th{border:1px solid #999;padding:3px 8px;text-align:right}img{max-width:100%}")
-        return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{style}</style></head><body><h1>{html.escape(self.title)}</h1>"
-                + "\n".join(self.sections) + "</body></html>\n")
+        style = (
+            "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #999;padding:3px 8px;text-align:right}img{max-width:100%}"
+        )
+        return (
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(self.title)}</h1>"
+            + "\n".join(self.sections)
+            + "</body></html>\n"
+        )
 
     def write(self, url: str, st: StorageConfig | None = None) -> str:
         """Images first, the page last (the page is the commit marker); returns the page URL."""

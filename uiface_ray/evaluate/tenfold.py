@@ -37,8 +37,10 @@ def fold_ids(issame: np.ndarray, n_folds: int = 10) -> np.ndarray:
     for cls in (True, False):
         idx = np.flatnonzero(issame == cls)
         if len(idx) < n_folds:
-            raise ValueError(f"{n_folds}-fold accuracy needs at least {n_folds} "
-                             f"{'same' if cls else 'different'}-person pairs, got {len(idx)}")
+            raise ValueError(
+                f"{n_folds}-fold accuracy needs at least {n_folds} "
+                f"{'same' if cls else 'different'}-person pairs, got {len(idx)}"
+            )
         for k, part in enumerate(np.array_split(idx, n_folds)):
             folds[part] = k
     return folds
@@ -82,7 +84,7 @@ def flip_embeddings(encoder: _Encoder, images: np.ndarray, batch_size: int = 64)
     """(B, H, W, 3) uint8 -> (B, D) L2-normalised ``f(x) + f(flip(x))``."""
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size]
+        x = images[i : i + batch_size]
         e = encoder.embed(x) + encoder.embed(np.ascontiguousarray(x[:, :, ::-1]))
         out.append(e / np.linalg.norm(e, axis=1, keepdims=True).clip(1e-12))
     return np.concatenate(out).astype(np.float32)

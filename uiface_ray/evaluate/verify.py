@@ -71,8 +71,9 @@ def bin_images(spec: VerifySetConfig, st: StorageConfig | None) -> PairArrays:
     return data.images, 2 * rows, 2 * rows + 1, data.issame[rows]
 
 
-def verify_set(encoder, spec: VerifySetConfig, folds: int = 10, st: StorageConfig | None = None,
-               resolution: int | None = None) -> VerifyResult:
+def verify_set(
+    encoder, spec: VerifySetConfig, folds: int = 10, st: StorageConfig | None = None, resolution: int | None = None
+) -> VerifyResult:
     """10-fold accuracy of ``encoder`` (an IdentityEncoder) on one benchmark; with ``resolution``
     every image is first reduced to that size (see :func:`faceset.at_resolution`)."""
     if (spec.pairs is None) == (spec.bin is None):
@@ -86,8 +87,15 @@ def verify_set(encoder, spec: VerifySetConfig, folds: int = 10, st: StorageConfi
     emb[used] = flip_embeddings(encoder, images[used])  # only images that some kept pair uses
     scores = pair_scores(emb[ia], emb[ib])
     res = ten_fold_accuracy(scores, issame, folds)
-    return VerifyResult(spec.name, res.accuracy, res.accuracy_std, res.num_pairs,
-                        f"{encoder.name}:{encoder.fingerprint}", scores.tolist(), issame.tolist())
+    return VerifyResult(
+        spec.name,
+        res.accuracy,
+        res.accuracy_std,
+        res.num_pairs,
+        f"{encoder.name}:{encoder.fingerprint}",
+        scores.tolist(),
+        issame.tolist(),
+    )
 
 
 def run_verify(cfg: VerifyConfig) -> list[VerifyResult]:
@@ -99,6 +107,7 @@ def run_verify(cfg: VerifyConfig) -> list[VerifyResult]:
     results = [verify_set(encoder, s, cfg.folds, cfg.storage) for s in cfg.sets]
     if cfg.out:
         body = {"encoder": cfg.encoder.model_dump(mode="json"), "results": [r.summary() for r in results]}
-        storage.write_bytes_atomic(storage.join(cfg.out, "verify.json"), json.dumps(body, indent=2).encode(),
-                                   cfg.storage)
+        storage.write_bytes_atomic(
+            storage.join(cfg.out, "verify.json"), json.dumps(body, indent=2).encode(), cfg.storage
+        )
     return results

@@ -15,8 +15,17 @@ from uiface_ray.synth.dataset import SyntheticDataset
 from uiface_ray.synth.manifest import Manifest
 from uiface_ray.synth.shard import ShardRows
 
-__all__ = ["DEFAULT_INTENDED_USE", "ShardSummary", "build_card", "card_from_summaries", "card_markdown",
-           "generator_record", "summarize_shard", "write_card"]
+__all__ = [
+    "DEFAULT_INTENDED_USE",
+    "ShardSummary",
+    "build_card",
+    "card_from_summaries",
+    "card_markdown",
+    "generator_record",
+    "summarize_shard",
+    "write_card",
+]
+
 
 def generator_record(model_url: str | None, storage_cfg=None) -> dict[str, Any]:
     """The generator's own record of what it was trained on (``uiface.json`` of the model bundle)."""
@@ -27,9 +36,12 @@ def generator_record(model_url: str | None, storage_cfg=None) -> dict[str, Any]:
     except (storage.StorageError, ValueError):
         return {"model": model_url, "note": "model bundle not readable at export time"}
     info = marker.get("info", {}) if isinstance(marker, dict) else {}
-    return {"model": model_url, "weights_hash": marker.get("weights_hash"),
-            "training_data": info.get("training_data") or {"note": "not recorded by this model bundle"},
-            "source": info.get("source")}
+    return {
+        "model": model_url,
+        "weights_hash": marker.get("weights_hash"),
+        "training_data": info.get("training_data") or {"note": "not recorded by this model bundle"},
+        "source": info.get("source"),
+    }
 
 
 @dataclass
@@ -45,24 +57,39 @@ class ShardSummary:
     seeds: np.ndarray  # (rows,) int64
 
     def to_json(self) -> dict[str, Any]:
-        return {"identity_ids": self.identity_ids, "counts": self.counts, "mode": self.mode,
-                "model_hash": self.model_hash, "t0_histogram": {str(k): v for k, v in self.t0_histogram.items()},
-                "seeds": base64.b64encode(self.seeds.astype("<i8").tobytes()).decode("ascii")}
+        return {
+            "identity_ids": self.identity_ids,
+            "counts": self.counts,
+            "mode": self.mode,
+            "model_hash": self.model_hash,
+            "t0_histogram": {str(k): v for k, v in self.t0_histogram.items()},
+            "seeds": base64.b64encode(self.seeds.astype("<i8").tobytes()).decode("ascii"),
+        }
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "ShardSummary":
-        return cls(list(body["identity_ids"]), list(body["counts"]),
-                   {int(k): int(v) for k, v in body["t0_histogram"].items()}, body["mode"], body["model_hash"],
-                   np.frombuffer(base64.b64decode(body["seeds"]), dtype="<i8").astype(np.int64))
+        return cls(
+            list(body["identity_ids"]),
+            list(body["counts"]),
+            {int(k): int(v) for k, v in body["t0_histogram"].items()},
+            body["mode"],
+            body["model_hash"],
+            np.frombuffer(base64.b64decode(body["seeds"]), dtype="<i8").astype(np.int64),
+        )
 
 
 def summarize_shard(rows: ShardRows) -> ShardSummary:
     ids, first, counts = np.unique(rows.identity_id, return_index=True, return_counts=True)
     order = np.argsort(first, kind="stable")
     values, t0_counts = np.unique(rows.t0, return_counts=True)
-    return ShardSummary([int(i) for i in ids[order]], [int(c) for c in counts[order]],
-                        {int(v): int(c) for v, c in zip(values, t0_counts)}, rows.mode, rows.model_hash,
-                        np.asarray(rows.seed, dtype=np.int64))
+    return ShardSummary(
+        [int(i) for i in ids[order]],
+        [int(c) for c in counts[order]],
+        {int(v): int(c) for v, c in zip(values, t0_counts)},
+        rows.mode,
+        rows.model_hash,
+        np.asarray(rows.seed, dtype=np.int64),
+    )
 
 
 def _quantile(values: np.ndarray, cum: np.ndarray, q: float) -> float:
@@ -84,16 +111,24 @@ def _t0_distribution(histogram: dict[int, int]) -> dict[str, Any]:
     counts = np.array([histogram[int(v)] for v in values], dtype=np.int64)
     cum = np.cumsum(counts)
     return {
-        "min": int(values[0]), "max": int(values[-1]), "mean": float(np.dot(values, counts)) / int(cum[-1]),
+        "min": int(values[0]),
+        "max": int(values[-1]),
+        "mean": float(np.dot(values, counts)) / int(cum[-1]),
         "quantiles": {q: _quantile(values, cum, float(q)) for q in ("0.1", "0.5", "0.9")},
         "histogram": {str(int(v)): int(c) for v, c in zip(values, counts)},
     }
 
 
-def card_from_summaries(dataset_url: str, manifest: Manifest, summaries: Iterable[ShardSummary],
-                        encoder: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
-                        license: str = "unspecified", intended_use: str = DEFAULT_INTENDED_USE,
-                        generator: dict[str, Any] | None = None) -> dict[str, Any]:
+def card_from_summaries(
+    dataset_url: str,
+    manifest: Manifest,
+    summaries: Iterable[ShardSummary],
+    encoder: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    license: str = "unspecified",
+    intended_use: str = DEFAULT_INTENDED_USE,
+    generator: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The card from the shards' summaries: counts, configs, hashes, seeds and the t0 distribution.
     Memory: one entry per identity and 8 bytes per image (the seeds, for the exact unique count)."""
     m = manifest
@@ -115,15 +150,23 @@ def card_from_summaries(dataset_url: str, manifest: Manifest, summaries: Iterabl
         "license": license,
         "intended_use": intended_use,
         "generator": generator if generator is not None else {},
-        "counts": {"identities": len(per_identity), "images": int(len(all_seeds)), "shards": m.num_shards,
-                   "images_per_identity": {"min": int(counts.min()), "max": int(counts.max())}},
+        "counts": {
+            "identities": len(per_identity),
+            "images": int(len(all_seeds)),
+            "shards": m.num_shards,
+            "images_per_identity": {"min": int(counts.min()), "max": int(counts.max())},
+        },
         "model_hash": m.model_hash,
         "model_hashes_in_shards": sorted(hashes),
         "modes": sorted(modes),
         "identity_encoder": encoder or {},
         "identities_sha256": m.generation.get("identities_sha256"),
-        "seeds": {"job_seed": m.generation.get("seed"), "rule": "image_seed(job_seed, identity_id, image_index)",
-                  "unique": int(len(np.unique(all_seeds))), "images": int(len(all_seeds))},
+        "seeds": {
+            "job_seed": m.generation.get("seed"),
+            "rule": "image_seed(job_seed, identity_id, image_index)",
+            "unique": int(len(np.unique(all_seeds))),
+            "images": int(len(all_seeds)),
+        },
         "t0": _t0_distribution(t0_hist),
         "generation": m.generation,
         "job_config": m.job_config,
@@ -131,14 +174,27 @@ def card_from_summaries(dataset_url: str, manifest: Manifest, summaries: Iterabl
     }
 
 
-def build_card(dataset: SyntheticDataset, encoder: dict[str, Any] | None = None,
-               metrics: dict[str, Any] | None = None, verify: bool = True, license: str = "unspecified",
-               intended_use: str = DEFAULT_INTENDED_USE, generator: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_card(
+    dataset: SyntheticDataset,
+    encoder: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    verify: bool = True,
+    license: str = "unspecified",
+    intended_use: str = DEFAULT_INTENDED_USE,
+    generator: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The card, read from the shards themselves in this process (the export spreads the reads
     over workers and calls :func:`card_from_summaries`)."""
-    return card_from_summaries(dataset.url, dataset.manifest,
-                               (summarize_shard(rows) for rows in dataset.iter_shards(verify)),
-                               encoder, metrics, license, intended_use, generator)
+    return card_from_summaries(
+        dataset.url,
+        dataset.manifest,
+        (summarize_shard(rows) for rows in dataset.iter_shards(verify)),
+        encoder,
+        metrics,
+        license,
+        intended_use,
+        generator,
+    )
 
 
 def _generator_lines(gen: dict[str, Any]) -> str:
@@ -146,9 +202,11 @@ def _generator_lines(gen: dict[str, Any]) -> str:
         return "Not recorded."
     data = gen.get("training_data") or {}
     if "identities" in data:
-        text = (f"The generator `{gen.get('model')}` (weights `{gen.get('weights_hash')}`) was trained on "
-                f"{data['images']} real images of {data['identities']} identities from `{data.get('source')}`"
-                f" (face table `{data.get('table')}`, rows sha256 `{str(data.get('rows_sha256'))[:16]}`).")
+        text = (
+            f"The generator `{gen.get('model')}` (weights `{gen.get('weights_hash')}`) was trained on "
+            f"{data['images']} real images of {data['identities']} identities from `{data.get('source')}`"
+            f" (face table `{data.get('table')}`, rows sha256 `{str(data.get('rows_sha256'))[:16]}`)."
+        )
         return text
     return f"Generator `{gen.get('model')}`: {data.get('note', 'training data not recorded')}."
 
@@ -156,7 +214,8 @@ def _generator_lines(gen: dict[str, Any]) -> str:
 def card_markdown(card: dict[str, Any]) -> str:
     c, t0 = card["counts"], card["t0"]
     lines = [
-        "# Synthetic face dataset (UIFace)", "",
+        "# Synthetic face dataset (UIFace)",
+        "",
         f"- Source: `{card['dataset']}`",
         f"- Identities: {c['identities']}; images: {c['images']} ({c['images_per_identity']['min']}-"
         f"{c['images_per_identity']['max']} per identity); shards: {c['shards']}",
@@ -166,12 +225,23 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- Seeds: job seed {card['seeds']['job_seed']}, {card['seeds']['rule']}; "
         f"{card['seeds']['unique']} unique of {card['seeds']['images']}",
         f"- t0 (identity stage start): min {t0['min']}, median {t0['quantiles']['0.5']:.0f}, "
-        f"max {t0['max']}, mean {t0['mean']:.1f}", "",
-        f"- Licence: {card.get('license', 'unspecified')}", "",
-        "## Intended use", "", card.get("intended_use", DEFAULT_INTENDED_USE), "",
-        "## Generator training data", "",
-        _generator_lines(card.get("generator") or {}), "",
-        "## Sampler", "", "```json", json.dumps(card["generation"].get("sampler", {}), indent=2, sort_keys=True), "```",
+        f"max {t0['max']}, mean {t0['mean']:.1f}",
+        "",
+        f"- Licence: {card.get('license', 'unspecified')}",
+        "",
+        "## Intended use",
+        "",
+        card.get("intended_use", DEFAULT_INTENDED_USE),
+        "",
+        "## Generator training data",
+        "",
+        _generator_lines(card.get("generator") or {}),
+        "",
+        "## Sampler",
+        "",
+        "```json",
+        json.dumps(card["generation"].get("sampler", {}), indent=2, sort_keys=True),
+        "```",
     ]
     if card["metrics"]:
         lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]

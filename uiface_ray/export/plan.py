@@ -44,9 +44,13 @@ class ExportInputError(DatasetError):
 def staging_url(cfg: ExportConfig, dataset: SyntheticDataset) -> str:
     """``<output>/.staging-<key>``: the same for the same dataset content and export settings."""
     m = dataset.manifest
-    body = {"shards": [(r.name, r.rows, r.sha256) for r in sorted(m.shards, key=lambda r: r.index)],
-            "generation": m.generation, "formats": sorted(cfg.formats), "jpeg_quality": cfg.jpeg_quality,
-            "layout": 1}
+    body = {
+        "shards": [(r.name, r.rows, r.sha256) for r in sorted(m.shards, key=lambda r: r.index)],
+        "generation": m.generation,
+        "formats": sorted(cfg.formats),
+        "jpeg_quality": cfg.jpeg_quality,
+        "layout": 1,
+    }
     key = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return storage.join(cfg.output, STAGING_PREFIX + key)
 
@@ -57,11 +61,26 @@ def plan_tasks(cfg: ExportConfig, dataset: SyntheticDataset, staging: str) -> li
     tasks, labels, records = [], 0, 1
     for record in sorted(m.shards, key=lambda r: r.index):
         if record.rows % m.images_per_identity:
-            raise ExportInputError(f"{dataset.shard_url(record.name)}: {record.rows} rows is not a whole number of "
-                                   f"identities at {m.images_per_identity} images each (manifest.json)")
+            raise ExportInputError(
+                f"{dataset.shard_url(record.name)}: {record.rows} rows is not a whole number of "
+                f"identities at {m.images_per_identity} images each (manifest.json)"
+            )
         identities = record.rows // m.images_per_identity
-        tasks.append(ShardTask(dataset.url, record, identities, labels, records, staging, tuple(cfg.formats),
-                               cfg.jpeg_quality, cfg.verify_hashes, cfg.write_attempts, cfg.write_backoff_s))
+        tasks.append(
+            ShardTask(
+                dataset.url,
+                record,
+                identities,
+                labels,
+                records,
+                staging,
+                tuple(cfg.formats),
+                cfg.jpeg_quality,
+                cfg.verify_hashes,
+                cfg.write_attempts,
+                cfg.write_backoff_s,
+            )
+        )
         labels += identities
         records += record.rows
     return tasks
@@ -76,7 +95,12 @@ class ResumeState:
 
 def _complete(task: ShardTask, done: ShardDone, parts: dict[str, storage.FileInfo]) -> bool:
     same = (done.name, done.rows, done.first_label, done.first_record, sorted(done.formats)) == (
-        task.name, task.record.rows, task.first_label, task.first_record, sorted(task.formats))
+        task.name,
+        task.record.rows,
+        task.first_label,
+        task.first_record,
+        sorted(task.formats),
+    )
     if not same:
         return False
     if "recordio" not in task.formats:

@@ -53,14 +53,17 @@ def _labels(parts: list[ShardDone]) -> dict[int, int]:
             raise AssertionError(f"internal: {part.name} starts at label {part.first_label}, expected {len(labels)}")
         for identity in part.identity_ids:
             if identity in labels:
-                raise DatasetError(f"{part.name}: identity {identity} also appears in an earlier shard; each "
-                                   "identity's images must be in one shard")
+                raise DatasetError(
+                    f"{part.name}: identity {identity} also appears in an earlier shard; each "
+                    "identity's images must be in one shard"
+                )
             labels[identity] = len(labels)
     return labels
 
 
-def _write_rec(rec_url: str, parts: list[ShardDone], staging: str, num_images: int, num_classes: int,
-               storage_cfg, chunk_bytes: int) -> list[int]:
+def _write_rec(
+    rec_url: str, parts: list[ShardDone], staging: str, num_images: int, num_classes: int, storage_cfg, chunk_bytes: int
+) -> list[int]:
     """Write ``train.rec``; returns each part's byte offset in it, then the identity records' offsets."""
     head = header_record(num_images + 1, num_images + 1 + num_classes)
     bases, pos = [], len(head)
@@ -74,8 +77,9 @@ def _write_rec(rec_url: str, parts: list[ShardDone], staging: str, num_images: i
                     out.write(chunk)
                     copied += len(chunk)
             if copied != part.part_size:
-                raise storage.StorageError(f"{part_urls(staging, part.name)[0]}: read {copied} bytes, its record "
-                                           f"says {part.part_size}")
+                raise storage.StorageError(
+                    f"{part_urls(staging, part.name)[0]}: read {copied} bytes, its record says {part.part_size}"
+                )
             pos += copied
         record = num_images + 1
         for part in parts:
@@ -90,8 +94,9 @@ def _write_rec(rec_url: str, parts: list[ShardDone], staging: str, num_images: i
     return bases
 
 
-def _write_idx(idx_url: str, parts: list[ShardDone], staging: str, bases: list[int], num_images: int,
-               storage_cfg) -> None:
+def _write_idx(
+    idx_url: str, parts: list[ShardDone], staging: str, bases: list[int], num_images: int, storage_cfg
+) -> None:
     with _open_for_write(idx_url, storage_cfg) as out:
         out.write(b"0\t0\n")
         for part, base in zip(parts, bases):
@@ -101,12 +106,14 @@ def _write_idx(idx_url: str, parts: list[ShardDone], staging: str, bases: list[i
                 index, offset = line.split("\t")
                 lines.append(f"{index}\t{int(offset) + base}\n")
             out.write("".join(lines).encode("ascii"))
-        out.write("".join(f"{num_images + 1 + k}\t{off}\n"
-                          for k, off in enumerate(bases[len(parts):])).encode("ascii"))
+        out.write(
+            "".join(f"{num_images + 1 + k}\t{off}\n" for k, off in enumerate(bases[len(parts) :])).encode("ascii")
+        )
 
 
-def stitch_recordio(parts: list[ShardDone], staging: str, out_url: str, storage_cfg=None,
-                    chunk_bytes: int = 8 << 20) -> RecordIOExport:
+def stitch_recordio(
+    parts: list[ShardDone], staging: str, out_url: str, storage_cfg=None, chunk_bytes: int = 8 << 20
+) -> RecordIOExport:
     """Stitch the parts (in shard order) into ``train.rec``/``train.idx``/``property`` under ``out_url``."""
     labels = _labels(parts)
     num_images = sum(p.rows for p in parts)

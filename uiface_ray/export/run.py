@@ -51,8 +51,15 @@ from uiface_ray.storage.fs import check_writable
 from uiface_ray.synth.dataset import SyntheticDataset, open_dataset
 from uiface_ray.synth.retry import StoreUnavailableError
 
-__all__ = ["ExportInputError", "ExportResult", "ShardMapper", "in_process", "resolve_export_config", "run_export",
-           "validate_export"]
+__all__ = [
+    "ExportInputError",
+    "ExportResult",
+    "ShardMapper",
+    "in_process",
+    "resolve_export_config",
+    "run_export",
+    "validate_export",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,19 +120,28 @@ def _check_shards(dataset: SyntheticDataset) -> None:
     for record in dataset.manifest.shards:
         info = listing.get(record.name)
         if info is None:
-            raise ExportInputError(f"{dataset.shard_url(record.name)} is missing; rerun jobs/synthesize.py with "
-                                   "the same config to regenerate it")
+            raise ExportInputError(
+                f"{dataset.shard_url(record.name)} is missing; rerun jobs/synthesize.py with "
+                "the same config to regenerate it"
+            )
         if record.size is not None and info.size != record.size:
-            raise ExportInputError(f"{dataset.shard_url(record.name)}: {info.size} bytes, the manifest recorded "
-                                   f"{record.size} (truncated or replaced); rerun jobs/synthesize.py with the same "
-                                   "config to regenerate it")
+            raise ExportInputError(
+                f"{dataset.shard_url(record.name)}: {info.size} bytes, the manifest recorded "
+                f"{record.size} (truncated or replaced); rerun jobs/synthesize.py with the same "
+                "config to regenerate it"
+            )
 
 
 def resolve_export_config(cfg: ExportConfig) -> ExportConfig:
     """The config as workers must see it: local paths absolute, storage settings resolved here."""
-    return cfg.model_copy(update={"dataset": storage.absolute_url(cfg.dataset), "output": storage.absolute_url(cfg.output),
-                                  "metrics": storage.absolute_url(cfg.metrics),
-                                  "storage": storage.resolve_storage(cfg.storage)})
+    return cfg.model_copy(
+        update={
+            "dataset": storage.absolute_url(cfg.dataset),
+            "output": storage.absolute_url(cfg.output),
+            "metrics": storage.absolute_url(cfg.metrics),
+            "storage": storage.resolve_storage(cfg.storage),
+        }
+    )
 
 
 def validate_export(cfg: ExportConfig) -> tuple[SyntheticDataset, dict]:
@@ -151,13 +167,15 @@ class _Progress:
         self.done_images += done.rows
         if time.perf_counter() - self.last >= self.every_s or self.done_shards == self.shards:
             self.last = time.perf_counter()
-            text = progress_text(self.done_images - self.skipped_images, self.total - self.skipped_images,
-                                 self.last - self.start)
+            text = progress_text(
+                self.done_images - self.skipped_images, self.total - self.skipped_images, self.last - self.start
+            )
             print(f"[export] shards {self.done_shards}/{self.shards}, {text}", file=sys.stderr, flush=True)
 
 
-def _finish(cfg: ExportConfig, dataset: SyntheticDataset, metrics: dict, staging: str,
-            dones: list[ShardDone]) -> list[str]:
+def _finish(
+    cfg: ExportConfig, dataset: SyntheticDataset, metrics: dict, staging: str, dones: list[ShardDone]
+) -> list[str]:
     """Stitch and write the card into ``staging``; returns every name the export writes there."""
     names: list[str] = []
     if "folders" in cfg.formats:
@@ -166,10 +184,16 @@ def _finish(cfg: ExportConfig, dataset: SyntheticDataset, metrics: dict, staging
         stitch_recordio(dones, staging, staging, cfg.storage, cfg.stitch_chunk_mb << 20)
         names += ["train.rec", "train.idx", "property"]
     if "card" in cfg.formats:
-        card = card_from_summaries(dataset.url, dataset.manifest, (ShardSummary.from_json(d.summary) for d in dones),
-                                   _identity_encoder(dataset.manifest.job_config, cfg.storage), metrics,
-                                   license=cfg.card.license, intended_use=cfg.card.intended_use,
-                                   generator=generator_record(dataset.manifest.job_config.get("model"), cfg.storage))
+        card = card_from_summaries(
+            dataset.url,
+            dataset.manifest,
+            (ShardSummary.from_json(d.summary) for d in dones),
+            _identity_encoder(dataset.manifest.job_config, cfg.storage),
+            metrics,
+            license=cfg.card.license,
+            intended_use=cfg.card.intended_use,
+            generator=generator_record(dataset.manifest.job_config.get("model"), cfg.storage),
+        )
         write_card(card, staging, cfg.storage)
         names += ["dataset_card.json", "README.md"]
     return names
@@ -182,13 +206,23 @@ def _remove_staging(staging: str, storage_cfg) -> None:
         log.warning("could not remove %s: %s", staging, exc)
 
 
-def _export(cfg: ExportConfig, dataset: SyntheticDataset, metrics: dict, staging: str, tasks: list[ShardTask],
-            map_shards: ShardMapper, result: ExportResult) -> None:
+def _export(
+    cfg: ExportConfig,
+    dataset: SyntheticDataset,
+    metrics: dict,
+    staging: str,
+    tasks: list[ShardTask],
+    map_shards: ShardMapper,
+    result: ExportResult,
+) -> None:
     state = resume_export(tasks, staging, cfg.storage)
     if state.done or state.redo:
-        print(f"[export] resuming {staging}: {len(state.done)} of {len(tasks)} shards already exported, skipped; "
-              f"{len(state.todo)} to run" + (f" ({len(state.redo)} with a missing part: rerun)" if state.redo else ""),
-              file=sys.stderr, flush=True)
+        print(
+            f"[export] resuming {staging}: {len(state.done)} of {len(tasks)} shards already exported, skipped; "
+            f"{len(state.todo)} to run" + (f" ({len(state.redo)} with a missing part: rerun)" if state.redo else ""),
+            file=sys.stderr,
+            flush=True,
+        )
     done = dict(state.done)
     progress = _Progress(tasks, state, cfg.progress_every_s)
 

@@ -123,12 +123,15 @@ def export_shard(task: ShardTask, storage_cfg=None) -> ShardDone:
     """Export one shard into ``task.staging`` (see the module docstring); returns its record."""
     url = storage.join(task.dataset, "shards", task.name)
     rows = _read(task, storage_cfg)
-    done = ShardDone(task.name, task.record.index, len(rows), task.first_label, task.first_record,
-                     list(task.formats))
+    done = ShardDone(task.name, task.record.index, len(rows), task.first_label, task.first_record, list(task.formats))
 
     def put(target: str, data: bytes) -> None:
-        write_with_retries(lambda: storage.write_bytes_atomic(target, data, storage_cfg), target,
-                           attempts=task.write_attempts, backoff_s=task.write_backoff_s)
+        write_with_retries(
+            lambda: storage.write_bytes_atomic(target, data, storage_cfg),
+            target,
+            attempts=task.write_attempts,
+            backoff_s=task.write_backoff_s,
+        )
 
     if "folders" in task.formats or "recordio" in task.formats:
         jpegs = [as_jpeg(image, task.jpeg_quality) for image in rows.image]

@@ -67,7 +67,7 @@ def max_similarity(queries: np.ndarray, bank: np.ndarray, chunk_size: int = 4096
     """
     best = np.full(len(queries), -np.inf, dtype=np.float32)
     for start in range(0, len(bank), chunk_size):
-        sims = queries @ bank[start:start + chunk_size].T  # (Q, chunk)
+        sims = queries @ bank[start : start + chunk_size].T  # (Q, chunk)
         np.maximum(best, sims.max(axis=1), out=best)
     return best
 
@@ -77,21 +77,27 @@ def nearest_neighbour_similarity(embeddings: np.ndarray, block_size: int = 2048)
     n = len(embeddings)
     out = np.full(n, -np.inf, dtype=np.float32)
     for start in range(0, n, block_size):
-        block = embeddings[start:start + block_size]
+        block = embeddings[start : start + block_size]
         for other in range(0, n, block_size):
-            sims = block @ embeddings[other:other + block_size].T  # (block, block)
+            sims = block @ embeddings[other : other + block_size].T  # (block, block)
             if other == start:
                 np.fill_diagonal(sims, -np.inf)
-            np.maximum(out[start:start + len(block)], sims.max(axis=1), out=out[start:start + len(block)])
+            np.maximum(out[start : start + len(block)], sims.max(axis=1), out=out[start : start + len(block)])
     return out
 
 
 class GreedyIdentityFilter:
     """Incremental greedy filter: feed candidate blocks with :meth:`offer` until :attr:`done`."""
 
-    def __init__(self, num_identities: int, dim: int, similarity_threshold: float,
-                 training_embeddings: np.ndarray | None = None, leakage_threshold: float | None = None,
-                 chunk_size: int = 4096):
+    def __init__(
+        self,
+        num_identities: int,
+        dim: int,
+        similarity_threshold: float,
+        training_embeddings: np.ndarray | None = None,
+        leakage_threshold: float | None = None,
+        chunk_size: int = 4096,
+    ):
         if num_identities < 1:
             raise ValueError(f"num_identities must be >= 1, got {num_identities}")
         self.num_identities = num_identities
@@ -133,7 +139,7 @@ class GreedyIdentityFilter:
         if len(seeds) != len(emb):
             raise ValueError(f"{len(seeds)} seeds for {len(emb)} candidate embeddings")
         # 1. against the kept set and the training set, block-wise
-        to_kept = max_similarity(emb, self._kept[:self._count], self.chunk_size)
+        to_kept = max_similarity(emb, self._kept[: self._count], self.chunk_size)
         leak_ok = np.ones(len(emb), dtype=bool)
         if self._training is not None:
             leak_ok = max_similarity(emb, self._training, self.chunk_size) < self.leakage_threshold
@@ -160,10 +166,10 @@ class GreedyIdentityFilter:
         return self._count - before
 
     def result(self) -> FilterResult:
-        kept = self._kept[:self._count].copy()
+        kept = self._kept[: self._count].copy()
         return FilterResult(
             embeddings=kept,
-            seeds=self._seeds[:self._count].copy(),
+            seeds=self._seeds[: self._count].copy(),
             nn_similarity=nearest_neighbour_similarity(kept, self.chunk_size),
             summary=FilterSummary(
                 candidates_drawn=self.drawn,

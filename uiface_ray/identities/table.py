@@ -45,8 +45,7 @@ class IdentityTable:
         return int(self.embeddings.shape[1])
 
 
-def write_identity_table(url: str, result: FilterResult, encoder: dict[str, Any],
-                         storage_cfg=None) -> IdentityTable:
+def write_identity_table(url: str, result: FilterResult, encoder: dict[str, Any], storage_cfg=None) -> IdentityTable:
     """Write a filter result as an identity table (ids 0..N-1 in acceptance order)."""
     n = len(result.embeddings)
     if n == 0:
@@ -58,11 +57,19 @@ def write_identity_table(url: str, result: FilterResult, encoder: dict[str, Any]
         "seed": result.seeds.astype(np.int64),
         "nn_similarity": result.nn_similarity.astype(np.float32),
     }
-    meta = {"uiface.encoder": json.dumps(encoder, sort_keys=True),
-            "uiface.identities": json.dumps(asdict(result.summary), sort_keys=True)}
+    meta = {
+        "uiface.encoder": json.dumps(encoder, sort_keys=True),
+        "uiface.identities": json.dumps(asdict(result.summary), sort_keys=True),
+    }
     data = write_typed(IDENTITY_TABLE, url, columns, storage_cfg, metadata=meta)
-    return IdentityTable(ids, result.embeddings.astype(np.float32), result.seeds.astype(np.int64),
-                         result.nn_similarity.astype(np.float32), dict(encoder), hashlib.sha256(data).hexdigest())
+    return IdentityTable(
+        ids,
+        result.embeddings.astype(np.float32),
+        result.seeds.astype(np.int64),
+        result.nn_similarity.astype(np.float32),
+        dict(encoder),
+        hashlib.sha256(data).hexdigest(),
+    )
 
 
 def _normalised(emb: np.ndarray, url: str) -> np.ndarray:
@@ -89,8 +96,10 @@ def _read_npy(url: str, data: bytes, expected_dim: int | None) -> IdentityTable:
         raise IdentityTableError(f"identity file {url} is not a readable .npy file ({type(exc).__name__})") from None
     if not isinstance(emb, np.ndarray) or emb.ndim != 2 or emb.shape[0] == 0 or emb.dtype.kind not in "fiu":
         shape = getattr(emb, "shape", None)
-        raise IdentityTableError(f"identity file {url}: expected a non-empty (N, E) numeric array, got shape {shape} "
-                                 f"dtype {getattr(emb, 'dtype', type(emb).__name__)}")
+        raise IdentityTableError(
+            f"identity file {url}: expected a non-empty (N, E) numeric array, got shape {shape} "
+            f"dtype {getattr(emb, 'dtype', type(emb).__name__)}"
+        )
     emb = check_embeddings(emb, f"identity file {url}", IdentityTableError, expected_dim)  # (N, E) float32
     n, dim = emb.shape
     return IdentityTable(

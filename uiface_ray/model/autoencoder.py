@@ -31,12 +31,15 @@ Autoencoder = VQModel | AutoencoderKL
 AUTOENCODER_CLASSES: dict[str, type] = {"VQModel": VQModel, "AutoencoderKL": AutoencoderKL}
 
 
-def load_autoencoder_dir(path: Path, device: str | torch.device = "cpu",
-                         dtype: torch.dtype = torch.float32) -> Autoencoder:
+def load_autoencoder_dir(
+    path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Autoencoder:
     """Load from a local ``save_pretrained`` folder; the class comes from its config.json."""
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"autoencoder folder {path} has no config.json (expected a diffusers save_pretrained folder)")
+        raise FileNotFoundError(
+            f"autoencoder folder {path} has no config.json (expected a diffusers save_pretrained folder)"
+        )
     class_name = json.loads(config_file.read_text()).get("_class_name")
     cls = AUTOENCODER_CLASSES.get(class_name)
     if cls is None:
@@ -47,8 +50,12 @@ def load_autoencoder_dir(path: Path, device: str | torch.device = "cpu",
     return model.to(device).eval().requires_grad_(False)
 
 
-def load_autoencoder(url: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                     storage: StorageConfig | None = None) -> Autoencoder:
+def load_autoencoder(
+    url: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    storage: StorageConfig | None = None,
+) -> Autoencoder:
     """Load a ``VQModel``/``AutoencoderKL`` from a local path or ``s3://`` URL (frozen, eval mode)."""
     try:
         with local_copy(url, storage) as local:  # a remote copy is removed once the weights are in memory
@@ -66,8 +73,9 @@ def latent_channels(autoencoder: Autoencoder) -> int:
     return int(autoencoder.config.latent_channels)
 
 
-def encode_latents(autoencoder: Autoencoder, images: torch.Tensor, scaling_factor: float,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def encode_latents(
+    autoencoder: Autoencoder, images: torch.Tensor, scaling_factor: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Images in [-1, 1], (B, 3, H, W) -> scaled latents (B, C, H/f, W/f)."""
     if isinstance(autoencoder, VQModel):
         latents = autoencoder.encode(images).latents

@@ -161,7 +161,9 @@ def save_model(model: UIFaceModel, url: str, storage: StorageConfig | None = Non
 def read_marker(folder: Path, url: str) -> dict:
     marker_file = folder / MARKER
     if not marker_file.is_file():
-        raise ModelLoadError(f"no UIFace model at {url}: {MARKER} is missing (nothing saved there, or an incomplete save)")
+        raise ModelLoadError(
+            f"no UIFace model at {url}: {MARKER} is missing (nothing saved there, or an incomplete save)"
+        )
     marker = _read_json(marker_file, f"{url}/{MARKER}")
     if not isinstance(marker, dict) or marker.get("format") != MODEL_FORMAT:
         found = marker.get("format") if isinstance(marker, dict) else type(marker).__name__
@@ -188,8 +190,10 @@ def _require(folder: Path, rel: str, url: str) -> Path:
 
 def _damaged(url: str, rel: str, exc: Exception) -> ModelLoadError:
     detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-    return ModelLoadError(f"{url}/{rel}: cannot be read ({type(exc).__name__}{': ' + detail if detail else ''}); "
-                          "the model folder is damaged or truncated: save or copy it again")
+    return ModelLoadError(
+        f"{url}/{rel}: cannot be read ({type(exc).__name__}{': ' + detail if detail else ''}); "
+        "the model folder is damaged or truncated: save or copy it again"
+    )
 
 
 def _load_unet(folder: Path, url: str, class_name: str) -> torch.nn.Module:
@@ -213,8 +217,10 @@ def _check_safetensors(path: Path, name: str) -> None:
             for key in handle.keys():
                 handle.get_slice(key)
     except Exception as exc:  # safetensors raises its own SafetensorError
-        raise ModelLoadError(f"{name}: not a readable safetensors file ({type(exc).__name__}); "
-                             "the model folder is damaged or truncated: save or copy it again") from None
+        raise ModelLoadError(
+            f"{name}: not a readable safetensors file ({type(exc).__name__}); "
+            "the model folder is damaged or truncated: save or copy it again"
+        ) from None
 
 
 def _load_context_encoder(folder: Path, url: str, marker: dict) -> torch.nn.Module:
@@ -231,8 +237,12 @@ def _load_context_encoder(folder: Path, url: str, marker: dict) -> torch.nn.Modu
     return context_encoder
 
 
-def load_model(url: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-               storage: StorageConfig | None = None) -> UIFaceModel:
+def load_model(
+    url: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    storage: StorageConfig | None = None,
+) -> UIFaceModel:
     """Load a model saved by :func:`save_model` from a local path or ``s3://`` URL (eval mode).
 
     A remote model is downloaded to a temporary folder that is removed once the weights are in
@@ -268,8 +278,13 @@ def _load_folder(folder: Path, url: str) -> UIFaceModel:
     scheduler_file = _require(folder, "scheduler/scheduler_config.json", url)
     saved = _read_json(scheduler_file, f"{url}/scheduler/scheduler_config.json")
     scheduler_config = {k: saved[k] for k in marker["scheduler_config"] if k in saved}
-    return UIFaceModel(unet=unet, context_encoder=context_encoder, scheduler_config=scheduler_config,
-                       autoencoder=autoencoder, info=marker["info"])
+    return UIFaceModel(
+        unet=unet,
+        context_encoder=context_encoder,
+        scheduler_config=scheduler_config,
+        autoencoder=autoencoder,
+        info=marker["info"],
+    )
 
 
 # --------------------------------------------------------------------------------------------

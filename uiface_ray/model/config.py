@@ -77,8 +77,15 @@ class ModelConfig(Config):
     def tiny(cls, **overrides) -> "ModelConfig":
         """A few-hundred-thousand-parameter model at 16x16 pixels for tests."""
         values = dict(
-            image_size=16, block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=8,
-            norm_num_groups=8, cross_attention_dim=32, num_tokens=32, embedding_dim=128, context_hidden_dim=64,
+            image_size=16,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            attention_head_dim=8,
+            norm_num_groups=8,
+            cross_attention_dim=32,
+            num_tokens=32,
+            embedding_dim=128,
+            context_hidden_dim=64,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         )
@@ -102,25 +109,29 @@ class ModelConfig(Config):
     def block_types(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         n = len(self.block_out_channels)
         down = self.down_block_types or ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
-        up = self.up_block_types or tuple(
-            t.replace("Down", "Up") for t in reversed(down)
-        )
+        up = self.up_block_types or tuple(t.replace("Down", "Up") for t in reversed(down))
         return tuple(down), tuple(up)
 
 
 class OfficialImportConfig(Config):
     """jobs/import_official.py: the release's files -> one uiface-ray model folder."""
 
-    checkpoint: str = Field(..., description="The release's diffusion checkpoint (model_<step>.ckpt or "
-                            "ema_averaged_model_<step>.ckpt), local path or s3:// URL.")
+    checkpoint: str = Field(
+        ...,
+        description="The release's diffusion checkpoint (model_<step>.ckpt or "
+        "ema_averaged_model_<step>.ckpt), local path or s3:// URL.",
+    )
     weights: Literal["auto", "ema", "non_ema"] = Field(
-        "auto", description="Which weights the checkpoint holds; auto: from its name (ema_averaged_model* -> ema, "
-        "model* -> non_ema). The release samples from non_ema by default.")
+        "auto",
+        description="Which weights the checkpoint holds; auto: from its name (ema_averaged_model* -> ema, "
+        "model* -> non_ema). The release samples from non_ema by default.",
+    )
     vq_encoder: str = Field(..., description="first_stage_encoder_state_dict.pt of the release (path or s3://).")
     vq_decoder: str = Field(..., description="first_stage_decoder_state_dict.pt of the release (path or s3://).")
     output: str = Field(..., description="Model folder to write (path or s3://); loadable by load_model.")
     architecture: Literal["release", "tiny"] = Field(
-        "release", description="release: the published 216M-parameter UNet; tiny: the test configuration.")
+        "release", description="release: the published 216M-parameter UNet; tiny: the test configuration."
+    )
     encoder_kind: str = Field("iresnet", description="Identity encoder the model expects (recorded in the bundle).")
     encoder_fingerprint: str = Field("", description="Fingerprint of that encoder's checkpoint, if known.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")

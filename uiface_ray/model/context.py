@@ -22,8 +22,9 @@ __all__ = ["IdentityContextEncoder", "ProjectedContextEncoder", "context_encoder
 class IdentityContextEncoder(nn.Module):
     """``forward(embeddings (B, E)) -> (B, num_tokens, cross_attention_dim)``."""
 
-    def __init__(self, embedding_dim: int, num_tokens: int = 32, cross_attention_dim: int = 64,
-                 hidden_dim: int = 256) -> None:
+    def __init__(
+        self, embedding_dim: int, num_tokens: int = 32, cross_attention_dim: int = 64, hidden_dim: int = 256
+    ) -> None:
         super().__init__()
         if embedding_dim < 1 or num_tokens < 1 or cross_attention_dim < 1 or hidden_dim < 1:
             raise ValueError(
@@ -87,8 +88,10 @@ class ProjectedContextEncoder(nn.Module):
     def __init__(self, embedding_dim: int = 512, cross_attention_dim: int = 256) -> None:
         super().__init__()
         if embedding_dim < 1 or cross_attention_dim < 1:
-            raise ValueError(f"ProjectedContextEncoder sizes must be positive, got embedding_dim={embedding_dim}, "
-                             f"cross_attention_dim={cross_attention_dim}")
+            raise ValueError(
+                f"ProjectedContextEncoder sizes must be positive, got embedding_dim={embedding_dim}, "
+                f"cross_attention_dim={cross_attention_dim}"
+            )
         self.embedding_dim = embedding_dim
         self.cross_attention_dim = cross_attention_dim
         self.num_tokens = 1

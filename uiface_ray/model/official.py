@@ -32,15 +32,32 @@ from uiface_ray.storage.fs import StorageError, is_remote, read_bytes
 __all__ = ["OfficialImportConfig", "RELEASE_SAMPLING", "build_official_model", "import_official"]
 
 #: The release's sampling settings (``configs/sample_ddim_config.yaml``, ``diffusion/ddpm.py``).
-RELEASE_SAMPLING = {"ddim_steps": 50, "eta": 0.0, "cfg_scale": 1.0, "MSE_th": 0.006, "step_th": 500,
-                    "injection_blend": 0.5, "map_resolution": 32, "image_size": 128, "saved_size": 112,
-                    "resize": "bilinear", "use_non_ema": True}
-SCHEDULER = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
-             "prediction_type": "epsilon", "clip_sample": False}
+RELEASE_SAMPLING = {
+    "ddim_steps": 50,
+    "eta": 0.0,
+    "cfg_scale": 1.0,
+    "MSE_th": 0.006,
+    "step_th": 500,
+    "injection_blend": 0.5,
+    "map_resolution": 32,
+    "image_size": 128,
+    "saved_size": 112,
+    "resize": "bilinear",
+    "use_non_ema": True,
+}
+SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",
+    "beta_start": 1e-4,
+    "beta_end": 0.02,
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+}
 
 
-def build_official_model(architecture: str = "release", seed: int = 0, encoder_info: dict | None = None,
-                         autoencoder: bool = True) -> UIFaceModel:
+def build_official_model(
+    architecture: str = "release", seed: int = 0, encoder_info: dict | None = None, autoencoder: bool = True
+) -> UIFaceModel:
     """The release's generator with random weights: 'release' (full size, 128x128 via VQ-f4) or 'tiny'."""
     tiny = architecture == "tiny"
     with torch.random.fork_rng(devices=[]):
@@ -57,17 +74,23 @@ def build_official_model(architecture: str = "release", seed: int = 0, encoder_i
         unet = OfficialUNet(**kwargs)
         context_encoder = ProjectedContextEncoder(512, kwargs["cross_attention_dim"])
     encoder = encoder_info or {"kind": "iresnet", "dim": 512, "fingerprint": ""}
-    info = {"encoder": encoder, "image_size": image_size, "space": "latent" if autoencoder else "pixel",
-            "latent_scaling_factor": 1.0, "architecture": f"official-{architecture}"}
-    return UIFaceModel(unet=unet, context_encoder=context_encoder, scheduler_config=dict(SCHEDULER),
-                       autoencoder=vq, info=info)
+    info = {
+        "encoder": encoder,
+        "image_size": image_size,
+        "space": "latent" if autoencoder else "pixel",
+        "latent_scaling_factor": 1.0,
+        "architecture": f"official-{architecture}",
+    }
+    return UIFaceModel(
+        unet=unet, context_encoder=context_encoder, scheduler_config=dict(SCHEDULER), autoencoder=vq, info=info
+    )
 
 
 def _read(url: str, storage: StorageConfig | None) -> tuple[bytes | str, str]:
     """(local path or the bytes of a remote file, sha256): a local checkpoint is hashed in chunks
     and loaded from its path, so an 800 MB file is not held twice in memory."""
     if not is_remote(url):
-        path = Path(url[len("file://"):] if url.startswith("file://") else url)
+        path = Path(url[len("file://") :] if url.startswith("file://") else url)
         if not path.is_file():
             raise CheckpointError(f"{url}: no such file")
         digest = hashlib.sha256()
@@ -87,8 +110,10 @@ def _weights_kind(cfg: OfficialImportConfig) -> str:
     by_name = "ema" if name.startswith("ema_") else "non_ema" if name.startswith("model") else None
     if cfg.weights == "auto":
         if by_name is None:
-            raise CheckpointError(f"{cfg.checkpoint}: cannot tell EMA from non-EMA weights by the name; "
-                                  "set weights=ema or weights=non_ema")
+            raise CheckpointError(
+                f"{cfg.checkpoint}: cannot tell EMA from non-EMA weights by the name; "
+                "set weights=ema or weights=non_ema"
+            )
         return by_name
     if by_name is not None and by_name != cfg.weights:
         raise CheckpointError(f"{cfg.checkpoint}: the file name says {by_name} weights but weights={cfg.weights}")
@@ -99,8 +124,9 @@ def import_official(cfg: OfficialImportConfig, storage: StorageConfig | None = N
     """Read, map and check the release's three files, then save the bundle to ``cfg.output``."""
     storage = storage if storage is not None else cfg.storage
     weights = _weights_kind(cfg)
-    model = build_official_model(cfg.architecture, encoder_info={"kind": cfg.encoder_kind, "dim": 512,
-                                                                 "fingerprint": cfg.encoder_fingerprint})
+    model = build_official_model(
+        cfg.architecture, encoder_info={"kind": cfg.encoder_kind, "dim": 512, "fingerprint": cfg.encoder_fingerprint}
+    )
     sources = {}
     data, digest = _read(cfg.checkpoint, storage)
     sources["checkpoint"] = {"file": PurePosixPath(cfg.checkpoint).name, "sha256": digest}

@@ -39,10 +39,21 @@ __all__ = [
     "strip_prefixes",
 ]
 
-SCHEDULE_KEYS = ("betas", "alphas", "sigmas", "sqrt_alphas_inv", "alpha_bars", "sqrt_alpha_bars",
-                 "sqrt_one_minus_alpha_bars", "one_minus_alphas_over_sqrt_one_minus_alpha_bars")
-CONTEXT_KEYS = {"context_emb.weight": "proj_in.weight", "context_emb.bias": "proj_in.bias",
-                "empty_context_embedding": "empty_context"}
+SCHEDULE_KEYS = (
+    "betas",
+    "alphas",
+    "sigmas",
+    "sqrt_alphas_inv",
+    "alpha_bars",
+    "sqrt_alpha_bars",
+    "sqrt_one_minus_alpha_bars",
+    "one_minus_alphas_over_sqrt_one_minus_alpha_bars",
+)
+CONTEXT_KEYS = {
+    "context_emb.weight": "proj_in.weight",
+    "context_emb.bias": "proj_in.bias",
+    "empty_context_embedding": "empty_context",
+}
 _ATTN_PROJ = re.compile(r"\.(self|cross)_attention\.(to_q|to_k|to_v|proj_out)\.weight$")  # Conv1d 1x1 weights
 _ATTN_OUT = re.compile(r"\.(self|cross)_attention\.proj_out\.")
 
@@ -81,7 +92,7 @@ def strip_prefixes(key: str) -> str:
         changed = False
         for prefix in ("module.", "eps_model."):
             if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
+                key, changed = key[len(prefix) :], True
     return key
 
 
@@ -89,25 +100,33 @@ def strip_prefixes(key: str) -> str:
 # Diffusion checkpoint
 
 
-def release_schedule(num_train_timesteps: int = 1000, beta_start: float = 1e-4,
-                     beta_end: float = 0.02) -> dict[str, torch.Tensor]:
+def release_schedule(
+    num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> dict[str, torch.Tensor]:
     """The release's schedule buffers for linear betas, computed as the release does (float32)."""
     betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
     alphas = 1 - betas
     alpha_bars = release_alpha_bars(betas)  # exp(cumsum(log alpha)), float32
     sqrt_one_minus = (1 - alpha_bars).sqrt()
-    return {"betas": betas, "alphas": alphas, "sigmas": betas.sqrt(), "sqrt_alphas_inv": 1 / alphas.sqrt(),
-            "alpha_bars": alpha_bars, "sqrt_alpha_bars": alpha_bars.sqrt(),
-            "sqrt_one_minus_alpha_bars": sqrt_one_minus,
-            "one_minus_alphas_over_sqrt_one_minus_alpha_bars": (1 - alphas) / sqrt_one_minus}
+    return {
+        "betas": betas,
+        "alphas": alphas,
+        "sigmas": betas.sqrt(),
+        "sqrt_alphas_inv": 1 / alphas.sqrt(),
+        "alpha_bars": alpha_bars,
+        "sqrt_alpha_bars": alpha_bars.sqrt(),
+        "sqrt_one_minus_alpha_bars": sqrt_one_minus,
+        "one_minus_alphas_over_sqrt_one_minus_alpha_bars": (1 - alphas) / sqrt_one_minus,
+    }
 
 
 def _our_key(release_key: str) -> str:
     return _ATTN_OUT.sub(lambda m: f".{m.group(1)}_attention.to_out.0.", release_key)
 
 
-def release_state_dict(unet, context_encoder, prefix: str = "eps_model.", schedule: bool = True,
-                       num_train_timesteps: int = 1000) -> dict:
+def release_state_dict(
+    unet, context_encoder, prefix: str = "eps_model.", schedule: bool = True, num_train_timesteps: int = 1000
+) -> dict:
     """Our modules' weights under the release's key names (the inverse of the import; tests, parity checks)."""
     out = {}
     for key, value in unet.state_dict().items():
@@ -124,8 +143,9 @@ def release_state_dict(unet, context_encoder, prefix: str = "eps_model.", schedu
 
 
 def _check_schedule(state: dict, name: str, scheduler_config: dict) -> None:
-    expected = release_schedule(scheduler_config["num_train_timesteps"], scheduler_config["beta_start"],
-                                scheduler_config["beta_end"])
+    expected = release_schedule(
+        scheduler_config["num_train_timesteps"], scheduler_config["beta_start"], scheduler_config["beta_end"]
+    )
     for key in SCHEDULE_KEYS:
         if key not in state:
             continue  # the wrapper's buffers are optional: a bare UNet state dict has none
@@ -147,8 +167,7 @@ def load_release_checkpoint(state: dict, name: str, unet, context_encoder, sched
             raise CheckpointError(f"{name}: key {key!r} appears twice once prefixes are removed")
         stripped[short], original[short] = value, key
     _check_schedule(stripped, name, scheduler_config)
-    targets = {**{k: ("unet", k) for k in unet.state_dict()},
-               **{k: ("context", v) for k, v in CONTEXT_KEYS.items()}}
+    targets = {**{k: ("unet", k) for k in unet.state_dict()}, **{k: ("context", v) for k, v in CONTEXT_KEYS.items()}}
     ours = {"unet": unet.state_dict(), "context": context_encoder.state_dict()}
     filled = {"unet": {}, "context": {}}
     unknown = []
@@ -164,12 +183,15 @@ def load_release_checkpoint(state: dict, name: str, unet, context_encoder, sched
             value = value[..., 0]  # Conv1d (out, in, 1) -> Linear (out, in)
         want = ours[part][target].shape
         if tuple(value.shape) != tuple(want):
-            raise CheckpointError(f"{name}: key {original[key]!r} has shape {tuple(value.shape)}, "
-                                  f"expected {tuple(want)}")
+            raise CheckpointError(
+                f"{name}: key {original[key]!r} has shape {tuple(value.shape)}, expected {tuple(want)}"
+            )
         filled[part][target] = value.to(torch.float32)
     if unknown:
-        raise CheckpointError(f"{name}: {len(unknown)} unexpected key(s), e.g. {unknown[:3]} (not in the release's "
-                              "UNet layout; a different model config?)")
+        raise CheckpointError(
+            f"{name}: {len(unknown)} unexpected key(s), e.g. {unknown[:3]} (not in the release's "
+            "UNet layout; a different model config?)"
+        )
     for part, module_state in ours.items():
         missing = sorted(set(module_state) - set(filled[part]))
         if missing:
@@ -185,14 +207,25 @@ def load_release_checkpoint(state: dict, name: str, unet, context_encoder, sched
 # VQ-f4 autoencoder
 
 
-def official_vq_model(image_size: int = 128, block_out_channels: tuple[int, ...] = (128, 256, 512),
-                      num_vq_embeddings: int = 8192) -> VQModel:
+def official_vq_model(
+    image_size: int = 128, block_out_channels: tuple[int, ...] = (128, 256, 512), num_vq_embeddings: int = 8192
+) -> VQModel:
     """A diffusers ``VQModel`` in the release's LDM VQ-f4 configuration (no scaling: factor 1.0)."""
     levels = len(block_out_channels)
-    return VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
-                   up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=tuple(block_out_channels),
-                   layers_per_block=2, latent_channels=3, num_vq_embeddings=num_vq_embeddings, vq_embed_dim=3,
-                   norm_num_groups=32, sample_size=image_size, scaling_factor=1.0)
+    return VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=2,
+        latent_channels=3,
+        num_vq_embeddings=num_vq_embeddings,
+        vq_embed_dim=3,
+        norm_num_groups=32,
+        sample_size=image_size,
+        scaling_factor=1.0,
+    )
 
 
 def _resnet_map(ldm: str, ours: str, out: dict) -> None:
@@ -243,8 +276,9 @@ def _attn_conv(key: str) -> bool:
     return ".mid.attn_1." in key and key.endswith(".weight") and not key.split(".")[-2] == "norm"
 
 
-def load_release_vq(vq: VQModel, encoder_state: dict, encoder_name: str, decoder_state: dict,
-                    decoder_name: str) -> None:
+def load_release_vq(
+    vq: VQModel, encoder_state: dict, encoder_name: str, decoder_state: dict, decoder_name: str
+) -> None:
     """Fill a diffusers VQModel from the release's separate encoder and decoder state dicts (strict)."""
     ours = vq.state_dict()
     filled: dict[str, torch.Tensor] = {}
@@ -257,8 +291,9 @@ def load_release_vq(vq: VQModel, encoder_state: dict, encoder_name: str, decoder
             if _attn_conv(key) and value.ndim == 4:
                 value = value[:, :, 0, 0]  # Conv2d 1x1 -> Linear
             if tuple(value.shape) != tuple(ours[target].shape):
-                raise CheckpointError(f"{name}: key {key!r} has shape {tuple(value.shape)}, "
-                                      f"expected {tuple(ours[target].shape)}")
+                raise CheckpointError(
+                    f"{name}: key {key!r} has shape {tuple(value.shape)}, expected {tuple(ours[target].shape)}"
+                )
             filled[target] = value.to(torch.float32)
         side = {v for v in mapping.values() if v in ours}
         missing = sorted(side - set(filled))

@@ -53,12 +53,28 @@ class OfficialUNetOutput(BaseOutput):
 def official_unet_kwargs(tiny: bool = False) -> dict:
     """Constructor arguments: the release's config (``unet_cond_ca_cpd25_uncond20.yaml``) or a tiny one."""
     if tiny:  # same layout, 32/64 channels, 16 context tokens, 16x16 pixels
-        return dict(in_channels=3, out_channels=3, sample_size=16, base_channels=32, channel_multipliers=(1, 2),
-                    attention_levels=(False, True), head_channels=16, blocks_per_resolution=1,
-                    cross_attention_dim=32)
-    return dict(in_channels=3, out_channels=3, sample_size=32, base_channels=96, channel_multipliers=(1, 2, 2, 2),
-                attention_levels=(False, True, True, True), head_channels=32, blocks_per_resolution=2,
-                cross_attention_dim=256)
+        return dict(
+            in_channels=3,
+            out_channels=3,
+            sample_size=16,
+            base_channels=32,
+            channel_multipliers=(1, 2),
+            attention_levels=(False, True),
+            head_channels=16,
+            blocks_per_resolution=1,
+            cross_attention_dim=32,
+        )
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        sample_size=32,
+        base_channels=96,
+        channel_multipliers=(1, 2, 2, 2),
+        attention_levels=(False, True, True, True),
+        head_channels=32,
+        blocks_per_resolution=2,
+        cross_attention_dim=256,
+    )
 
 
 class TimeEmbedding(nn.Module):
@@ -128,11 +144,18 @@ class CrossAttentionBlock(nn.Module):
         self.context_dim = context_dim
         self.x_proj_in = nn.Conv2d(channels, channels, 1)
         self.x_proj_out = nn.Conv2d(channels, channels, 1)
-        self.self_attention = Attention(query_dim=channels, heads=heads, dim_head=head_channels, bias=True,
-                                        out_bias=True)
+        self.self_attention = Attention(
+            query_dim=channels, heads=heads, dim_head=head_channels, bias=True, out_bias=True
+        )
         self.c_proj_in = nn.Linear(context_dim, context_dim * self.num_tokens)
-        self.cross_attention = Attention(query_dim=channels, cross_attention_dim=context_dim, heads=heads,
-                                         dim_head=head_channels, bias=True, out_bias=True)
+        self.cross_attention = Attention(
+            query_dim=channels,
+            cross_attention_dim=context_dim,
+            heads=heads,
+            dim_head=head_channels,
+            bias=True,
+            out_bias=True,
+        )
         self.x_norm = nn.GroupNorm(GROUPS, channels)
         self.c_norm = nn.GroupNorm(GROUPS, context_dim)
         self.ff = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels))
@@ -159,8 +182,15 @@ class CrossAttentionBlock(nn.Module):
 class ResAttnBlock(nn.Module):
     """The release's Down/UpBlock: a residual block, then (optionally) an attention block."""
 
-    def __init__(self, in_channels: int, out_channels: int, time_channels: int, context_dim: int,
-                 head_channels: int, has_attention: bool) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        time_channels: int,
+        context_dim: int,
+        head_channels: int,
+        has_attention: bool,
+    ) -> None:
         super().__init__()
         self.res = ResidualBlock(in_channels, out_channels, time_channels)
         self.attn = CrossAttentionBlock(out_channels, context_dim, head_channels) if has_attention else None
@@ -198,13 +228,28 @@ class OfficialUNet(ModelMixin, ConfigMixin):
     config_name = "config.json"
 
     @register_to_config
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, sample_size: int = 32, base_channels: int = 96,
-                 channel_multipliers: tuple[int, ...] = (1, 2, 2, 2),
-                 attention_levels: tuple[bool, ...] = (False, True, True, True), head_channels: int = 32,
-                 blocks_per_resolution: int = 2, cross_attention_dim: int = 256) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        sample_size: int = 32,
+        base_channels: int = 96,
+        channel_multipliers: tuple[int, ...] = (1, 2, 2, 2),
+        attention_levels: tuple[bool, ...] = (False, True, True, True),
+        head_channels: int = 32,
+        blocks_per_resolution: int = 2,
+        cross_attention_dim: int = 256,
+    ) -> None:
         super().__init__()
-        _check_sizes(in_channels, out_channels, base_channels, channel_multipliers, attention_levels,
-                     head_channels, cross_attention_dim)
+        _check_sizes(
+            in_channels,
+            out_channels,
+            base_channels,
+            channel_multipliers,
+            attention_levels,
+            head_channels,
+            cross_attention_dim,
+        )
         time_channels = 4 * base_channels
         block = dict(time_channels=time_channels, context_dim=cross_attention_dim, head_channels=head_channels)
         self.image_proj = nn.Conv2d(in_channels, base_channels, 3, padding=1)
@@ -246,15 +291,18 @@ class OfficialUNet(ModelMixin, ConfigMixin):
             if isinstance(module, Attention):
                 module.set_processor(processor[f"{name}.processor"] if isinstance(processor, dict) else processor)
 
-    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
-                return_dict: bool = True) -> "OfficialUNetOutput | tuple[torch.Tensor]":
+    def forward(
+        self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, return_dict: bool = True
+    ) -> "OfficialUNetOutput | tuple[torch.Tensor]":
         batch = sample.shape[0]
         t = torch.as_tensor(timestep, device=sample.device)
         t = t.expand(batch) if t.ndim == 0 else t  # (B,)
         context = encoder_hidden_states
         if context.ndim == 3:
             if context.shape[1] != 1:
-                raise ValueError(f"OfficialUNet takes one context vector per sample (B, 1, D), got {tuple(context.shape)}")
+                raise ValueError(
+                    f"OfficialUNet takes one context vector per sample (B, 1, D), got {tuple(context.shape)}"
+                )
             context = context[:, 0]  # (B, D)
         temb = self.time_emb(t)  # (B, 4 * base)
         x = self.image_proj(sample)
@@ -272,18 +320,23 @@ class OfficialUNet(ModelMixin, ConfigMixin):
         return OfficialUNetOutput(sample=eps) if return_dict else (eps,)
 
 
-def _check_sizes(in_channels, out_channels, base_channels, multipliers, attention_levels, head_channels,
-                 context_dim) -> None:
+def _check_sizes(
+    in_channels, out_channels, base_channels, multipliers, attention_levels, head_channels, context_dim
+) -> None:
     if in_channels != out_channels:
         raise ValueError(f"OfficialUNet predicts eps: out_channels {out_channels} must equal in_channels {in_channels}")
     if len(attention_levels) != len(multipliers):
-        raise ValueError(f"attention_levels needs {len(multipliers)} entries (one per level), got {len(attention_levels)}")
+        raise ValueError(
+            f"attention_levels needs {len(multipliers)} entries (one per level), got {len(attention_levels)}"
+        )
     widths = [base_channels]
     for mult in multipliers:
         widths.append(widths[-1] * mult)
     for width in widths:
         if width % GROUPS or width % head_channels:
-            raise ValueError(f"OfficialUNet channels {widths}: each must be divisible by {GROUPS} (GroupNorm groups) "
-                             f"and head_channels={head_channels}")
+            raise ValueError(
+                f"OfficialUNet channels {widths}: each must be divisible by {GROUPS} (GroupNorm groups) "
+                f"and head_channels={head_channels}"
+            )
     if context_dim % GROUPS or base_channels % 2:
         raise ValueError(f"cross_attention_dim {context_dim} must be divisible by {GROUPS}; base_channels even")

@@ -58,8 +58,9 @@ def build_unet(cfg: ModelConfig, in_channels: int, sample_size: int, out_channel
     )
 
 
-def build_model(cfg: ModelConfig, encoder_info: dict | None = None, seed: int = 0,
-                autoencoder: Autoencoder | None = None) -> UIFaceModel:
+def build_model(
+    cfg: ModelConfig, encoder_info: dict | None = None, seed: int = 0, autoencoder: Autoencoder | None = None
+) -> UIFaceModel:
     """A freshly initialised generator; weights depend only on ``seed``.
 
     ``encoder_info`` records the identity encoder the model expects (kind, dim, fingerprint); its
@@ -95,5 +96,10 @@ def build_model(cfg: ModelConfig, encoder_info: dict | None = None, seed: int = 
         "latent_scaling_factor": scaling,
         "model_config": cfg.model_dump(mode="json"),
     }
-    return UIFaceModel(unet=unet, context_encoder=context_encoder, scheduler_config=cfg.scheduler_config(),
-                       autoencoder=autoencoder, info=info)
+    return UIFaceModel(
+        unet=unet,
+        context_encoder=context_encoder,
+        scheduler_config=cfg.scheduler_config(),
+        autoencoder=autoencoder,
+        info=info,
+    )

@@ -77,15 +77,18 @@ def _pool_size(cfg: EmbedConfig, num_blocks: int) -> tuple[int, dict]:
     return max(1, min(n, num_blocks)), options
 
 
-def embed_images(images: Sequence[bytes], sources: Sequence[str], cfg: EmbedConfig,
-                 log: Callable[[str], None] = _log) -> tuple[np.ndarray, dict, int]:
+def embed_images(
+    images: Sequence[bytes], sources: Sequence[str], cfg: EmbedConfig, log: Callable[[str], None] = _log
+) -> tuple[np.ndarray, dict, int]:
     """Embed encoded images with a pool of actors on the current Ray; returns
     ``(embeddings (N, dim) float32 in input order, encoder info, number of actors)``."""
     import ray
     from ray.util import ActorPool
 
-    blocks = [(list(images[i:i + cfg.block_size]), list(sources[i:i + cfg.block_size]))
-              for i in range(0, len(images), cfg.block_size)]
+    blocks = [
+        (list(images[i : i + cfg.block_size]), list(sources[i : i + cfg.block_size]))
+        for i in range(0, len(images), cfg.block_size)
+    ]
     n, options = _pool_size(cfg, len(blocks))
     actor_cls = ray.remote(**options)(EncoderActor)
     storage = cfg.storage.model_dump()
@@ -126,10 +129,14 @@ def run_embed(cfg: EmbedConfig, log: Callable[[str], None] = _log) -> EmbedResul
 
     start = time.perf_counter()
     # resolved here, at the driver: the actors run in another folder and environment
-    cfg = cfg.model_copy(update={
-        "input": absolute_url(cfg.input), "output": absolute_url(cfg.output),
-        "encoder": cfg.encoder.model_copy(update={"path": absolute_url(cfg.encoder.path)}),
-        "storage": resolve_storage(cfg.storage)})
+    cfg = cfg.model_copy(
+        update={
+            "input": absolute_url(cfg.input),
+            "output": absolute_url(cfg.output),
+            "encoder": cfg.encoder.model_copy(update={"path": absolute_url(cfg.encoder.path)}),
+            "storage": resolve_storage(cfg.storage),
+        }
+    )
     output = cfg.output or cfg.input
     expected = check_encoder(cfg)
     table = read_face_table(cfg.input, cfg.storage, required=["image", "source"])  # checked: not empty, no nulls
@@ -140,8 +147,13 @@ def run_embed(cfg: EmbedConfig, log: Callable[[str], None] = _log) -> EmbedResul
     if info["hash"] != expected["hash"]:
         raise RuntimeError(f"encoder actors loaded weights {info['hash']}, the driver {expected['hash']}")
     # embedding list<float32>, checked (one length, finite) before anything is written
-    write_typed(FACE_TABLE, output, table.with_column("embedding", embeddings), cfg.storage,
-                metadata={ENCODER_META: json.dumps(info, sort_keys=True)})
+    write_typed(
+        FACE_TABLE,
+        output,
+        table.with_column("embedding", embeddings),
+        cfg.storage,
+        metadata={ENCODER_META: json.dumps(info, sort_keys=True)},
+    )
     seconds = time.perf_counter() - start
     log(f"wrote {len(embeddings)} embeddings ({info['dim']}-d) to {output} in {seconds:.1f} s")
     return EmbedResult(output, len(embeddings), int(info["dim"]), info, n, seconds, len(embeddings) / seconds)

@@ -44,9 +44,14 @@ class ExportWorker:
 
 def _pool_config(cfg: ExportConfig) -> ActorPoolConfig:
     w = cfg.workers
-    return ActorPoolConfig(num_actors=w.num_workers, use_gpu=False, cpus_per_actor=w.cpus_per_worker,
-                           tasks_per_actor=w.tasks_per_worker, max_restarts=w.max_restarts,
-                           max_shard_attempts=w.max_attempts)
+    return ActorPoolConfig(
+        num_actors=w.num_workers,
+        use_gpu=False,
+        cpus_per_actor=w.cpus_per_worker,
+        tasks_per_actor=w.tasks_per_worker,
+        max_restarts=w.max_restarts,
+        max_shard_attempts=w.max_attempts,
+    )
 
 
 def _mapper(cfg: ExportConfig):
@@ -60,9 +65,15 @@ def _mapper(cfg: ExportConfig):
             actors = start_pool(ExportWorker, pool, False, len(tasks), "uiface-export", lambda name: (storage_arg,))
             try:
                 live = wait_ready(actors)
-                dispatch(live, tasks, lambda actor, task, attempt: actor.run_shard.remote(task, attempt),
-                         lambda task, done: on_done(done), tasks_per_actor=pool.tasks_per_actor,
-                         max_attempts=pool.max_shard_attempts, key=lambda task: task.name)
+                dispatch(
+                    live,
+                    tasks,
+                    lambda actor, task, attempt: actor.run_shard.remote(task, attempt),
+                    lambda task, done: on_done(done),
+                    tasks_per_actor=pool.tasks_per_actor,
+                    max_attempts=pool.max_shard_attempts,
+                    key=lambda task: task.name,
+                )
             finally:
                 kill_pool(actors)
 

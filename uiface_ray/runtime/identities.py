@@ -44,9 +44,13 @@ class CandidateWorker:
         if device == "cpu":
             torch.set_num_threads(self.cfg.actors.cpus_per_actor)
         sampler_cfg = SamplerConfig(mode="two_stage_fixed", t0=0, num_inference_steps=self.cfg.num_inference_steps)
-        self.sampler = UIFaceSampler.from_pretrained(self.cfg.model, device=device,
-                                                     dtype=getattr(torch, self.cfg.actors.dtype), config=sampler_cfg,
-                                                     storage=self.cfg.storage)
+        self.sampler = UIFaceSampler.from_pretrained(
+            self.cfg.model,
+            device=device,
+            dtype=getattr(torch, self.cfg.actors.dtype),
+            config=sampler_cfg,
+            storage=self.cfg.storage,
+        )
         self.encoder = load_encoder(self.cfg.encoder, self.cfg.storage)
 
     def embed_candidates(self, block: int) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -81,11 +85,16 @@ def training_identity_embeddings(url: str, storage_cfg=None) -> np.ndarray:
 def resolve_config(cfg: MakeIdentitiesConfig) -> MakeIdentitiesConfig:
     """The config as actors must see it: local paths absolute, storage settings resolved here."""
     encoder = cfg.encoder.model_copy(update={"path": storage.absolute_url(cfg.encoder.path)})
-    return cfg.model_copy(update={
-        "model": storage.absolute_url(cfg.model), "output": storage.absolute_url(cfg.output),
-        "summary": storage.absolute_url(cfg.summary), "encoder": encoder,
-        "training_embeddings": storage.absolute_url(cfg.training_embeddings),
-        "storage": storage.resolve_storage(cfg.storage)})
+    return cfg.model_copy(
+        update={
+            "model": storage.absolute_url(cfg.model),
+            "output": storage.absolute_url(cfg.output),
+            "summary": storage.absolute_url(cfg.summary),
+            "encoder": encoder,
+            "training_embeddings": storage.absolute_url(cfg.training_embeddings),
+            "storage": storage.resolve_storage(cfg.storage),
+        }
+    )
 
 
 def _validate(cfg: MakeIdentitiesConfig) -> tuple[int, np.ndarray | None]:
@@ -98,8 +107,9 @@ def _validate(cfg: MakeIdentitiesConfig) -> tuple[int, np.ndarray | None]:
     if cfg.training_embeddings:
         train = training_identity_embeddings(cfg.training_embeddings, cfg.storage)
         if train.shape[1] != dim:
-            raise IdentitiesInputError(f"training_embeddings {cfg.training_embeddings} have dim {train.shape[1]}, "
-                                       f"the model expects {dim}")
+            raise IdentitiesInputError(
+                f"training_embeddings {cfg.training_embeddings} have dim {train.shape[1]}, the model expects {dim}"
+            )
     for url in (cfg.output, cfg.summary_url()):
         try:
             check_writable(url.rsplit("/", 1)[0] if "/" in url else ".", cfg.storage)
@@ -127,16 +137,21 @@ class KeptProgress:
         self._last, self._printed_final = now, force
         elapsed = max(now - self._start, 1e-9)
         eta = hms((self.wanted - kept) * elapsed / kept) if kept else "?"
-        print(f"[make_identities] kept {kept}/{self.wanted} of {drawn} drawn (max {self.max_candidates})  "
-              f"{drawn / elapsed:.1f} cand/s  ETA {eta}", file=sys.stderr, flush=True)
+        print(
+            f"[make_identities] kept {kept}/{self.wanted} of {drawn} drawn (max {self.max_candidates})  "
+            f"{drawn / elapsed:.1f} cand/s  ETA {eta}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
     """Draw, embed and filter candidates until ``num_identities`` are kept; write table + summary."""
     cfg = resolve_config(cfg)
     dim, train = _validate(cfg)
-    filt = GreedyIdentityFilter(cfg.num_identities, dim, cfg.similarity_threshold, train,
-                                cfg.leakage_threshold if train is not None else None)
+    filt = GreedyIdentityFilter(
+        cfg.num_identities, dim, cfg.similarity_threshold, train, cfg.leakage_threshold if train is not None else None
+    )
     blocks = range(-(-cfg.max_candidates // cfg.candidates_per_task))
     arrived: dict[int, tuple] = {}
     next_block = [0]
@@ -160,20 +175,32 @@ def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
     with ray_session(cfg.ray):  # the job's session, or the pipeline's when one is open
         use_gpu = wants_gpu(cfg.actors)
         try:
-            actors = start_pool(CandidateWorker, cfg.actors, use_gpu, len(blocks), "uiface-candidates",
-                                lambda name: (cfg_dict, name, "cuda" if use_gpu else "cpu"))
+            actors = start_pool(
+                CandidateWorker,
+                cfg.actors,
+                use_gpu,
+                len(blocks),
+                "uiface-candidates",
+                lambda name: (cfg_dict, name, "cuda" if use_gpu else "cpu"),
+            )
             progress.restart()
-            dispatch(actors, blocks, lambda actor, block, attempt: actor.embed_candidates.remote(block),
-                     on_result, tasks_per_actor=cfg.actors.tasks_per_actor,
-                     max_attempts=cfg.actors.max_shard_attempts)
+            dispatch(
+                actors,
+                blocks,
+                lambda actor, block, attempt: actor.embed_candidates.remote(block),
+                on_result,
+                tasks_per_actor=cfg.actors.tasks_per_actor,
+                max_attempts=cfg.actors.max_shard_attempts,
+            )
         finally:
             kill_pool(actors)
     result = filt.result()
     if not filt.done:
-        raise IdentitiesInputError(f"only {filt.kept} of {cfg.num_identities} identities after {filt.drawn} "
-                                   "candidates (max_candidates); raise similarity_threshold or max_candidates")
+        raise IdentitiesInputError(
+            f"only {filt.kept} of {cfg.num_identities} identities after {filt.drawn} "
+            "candidates (max_candidates); raise similarity_threshold or max_candidates"
+        )
     write_identity_table(cfg.output, result, encoder, cfg.storage)
-    summary = {**asdict(result.summary), "output": cfg.output, "model": cfg.model, "seed": cfg.seed,
-               "encoder": encoder}
+    summary = {**asdict(result.summary), "output": cfg.output, "model": cfg.model, "seed": cfg.seed, "encoder": encoder}
     storage.write_bytes_atomic(cfg.summary_url(), (json.dumps(summary, indent=2) + "\n").encode(), cfg.storage)
     return result.summary

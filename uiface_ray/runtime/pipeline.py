@@ -126,8 +126,9 @@ def mark_complete(url: str, cfg: Config, storage: StorageConfig) -> None:
     write_bytes_atomic(url + ".stamp", stamp(cfg).encode(), storage)
 
 
-def run_stages(cfg: "PipelineConfig", stages: list[Stage], log: Callable[[str], None] = print,
-               upstream: Upstream | None = None) -> PipelineResult:
+def run_stages(
+    cfg: "PipelineConfig", stages: list[Stage], log: Callable[[str], None] = print, upstream: Upstream | None = None
+) -> PipelineResult:
     """Plan and run each stage in order; skip those already complete for the same config."""
     result = PipelineResult(workdir=cfg.workdir, upstream=upstream or Upstream(generator=cfg.generator))
     for i, stage in enumerate(stages, start=1):
@@ -153,8 +154,14 @@ def run_stages(cfg: "PipelineConfig", stages: list[Stage], log: Callable[[str], 
 
 def write_report(cfg: "PipelineConfig", result: PipelineResult) -> str:
     """``<workdir>/report.md``: each stage's time and result, and the metrics."""
-    lines = ["# uiface-ray pipeline report", "", f"workdir: `{cfg.workdir}`", "",
-             "| stage | seconds | result |", "| --- | ---: | --- |"]
+    lines = [
+        "# uiface-ray pipeline report",
+        "",
+        f"workdir: `{cfg.workdir}`",
+        "",
+        "| stage | seconds | result |",
+        "| --- | ---: | --- |",
+    ]
     for rec in result.stages:
         lines.append(f"| {rec.name} | {rec.seconds:.1f} | {rec.summary} |")
     total = sum(r.seconds for r in result.stages)
@@ -173,8 +180,10 @@ def resolve_pipeline(cfg: PipelineConfig) -> PipelineConfig:
     people = cfg.people_file
     if people == "auto":
         people = LFW_PEOPLE if cfg.faces_source.rstrip("/") == LFW_IMAGES else None
-    paths = {name: absolute_url(getattr(cfg, name)) for name in
-             ("workdir", "faces_source", "train_config", "generator", "generator_cache")}
+    paths = {
+        name: absolute_url(getattr(cfg, name))
+        for name in ("workdir", "faces_source", "train_config", "generator", "generator_cache")
+    }
     return cfg.model_copy(update={**paths, "people_file": absolute_url(people)})
 
 
@@ -185,8 +194,10 @@ def check_faces_source(cfg: PipelineConfig) -> None:
     if not (src.is_dir() or src.is_file()):
         raise FacesNotFoundError(NO_FACES_MESSAGE.format(source=cfg.faces_source))
     if cfg.people_file and "://" not in cfg.people_file and not Path(cfg.people_file).is_file():
-        raise FacesNotFoundError(f"people_file {cfg.people_file} not found: give an LFW-style people list, "
-                                 "or --people_file=null to use every identity folder under faces_source")
+        raise FacesNotFoundError(
+            f"people_file {cfg.people_file} not found: give an LFW-style people list, "
+            "or --people_file=null to use every identity folder under faces_source"
+        )
 
 
 def generator_cache_url(cfg: PipelineConfig, train_cfg: Config, faces_hash: str) -> str:
@@ -195,7 +206,21 @@ def generator_cache_url(cfg: PipelineConfig, train_cfg: Config, faces_hash: str)
 
 
 __all__ = [
-    "PipelineResult", "PipelineStageError", "Stage", "StageOutcome", "StagePlan", "StageRecord",
-    "Upstream", "check_faces_source", "generator_cache_url", "is_complete", "mark_complete", "merge",
-    "resolve_pipeline", "run_stages", "stage_config", "stamp", "write_report",
+    "PipelineResult",
+    "PipelineStageError",
+    "Stage",
+    "StageOutcome",
+    "StagePlan",
+    "StageRecord",
+    "Upstream",
+    "check_faces_source",
+    "generator_cache_url",
+    "is_complete",
+    "mark_complete",
+    "merge",
+    "resolve_pipeline",
+    "run_stages",
+    "stage_config",
+    "stamp",
+    "write_report",
 ]

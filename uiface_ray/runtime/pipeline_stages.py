@@ -31,8 +31,17 @@ from uiface_ray.runtime.pipeline import (
 from uiface_ray.runtime.session import ray_session
 from uiface_ray.storage import join
 
-__all__ = ["STAGES", "plan_embed", "plan_export", "plan_identities", "plan_metrics", "plan_prepare_faces",
-           "plan_synthesize", "plan_train_diffusion", "run_pipeline"]
+__all__ = [
+    "STAGES",
+    "plan_embed",
+    "plan_export",
+    "plan_identities",
+    "plan_metrics",
+    "plan_prepare_faces",
+    "plan_synthesize",
+    "plan_train_diffusion",
+    "run_pipeline",
+]
 
 
 def _common(cfg: PipelineConfig, ray: bool = True) -> dict:
@@ -46,9 +55,15 @@ def plan_prepare_faces(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.data.config import PrepareFacesConfig
 
     out = join(cfg.workdir, "faces.parquet")
-    base = {"input": cfg.faces_source, "people_file": cfg.people_file, "min_images": cfg.min_images,
-            "max_images_per_identity": cfg.max_images_per_identity,
-            "resolution": 112, "output": out, **_common(cfg, ray=False)}
+    base = {
+        "input": cfg.faces_source,
+        "people_file": cfg.people_file,
+        "min_images": cfg.min_images,
+        "max_images_per_identity": cfg.max_images_per_identity,
+        "resolution": 112,
+        "output": out,
+        **_common(cfg, ray=False),
+    }
     stage_cfg = stage_config(PrepareFacesConfig, "prepare_faces", base, cfg.stages.prepare_faces)
 
     def run(c) -> StageOutcome:
@@ -64,16 +79,16 @@ def plan_embed(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.encoders.config import EmbedConfig
 
     out = join(cfg.workdir, "faces_dlib.parquet")
-    base = {"input": up.faces, "output": out, "encoder": {"kind": "dlib"}, "num_actors": cfg.num_actors,
-            **_common(cfg)}
+    base = {"input": up.faces, "output": out, "encoder": {"kind": "dlib"}, "num_actors": cfg.num_actors, **_common(cfg)}
     stage_cfg = stage_config(EmbedConfig, "embed", base, cfg.stages.embed)
 
     def run(c) -> StageOutcome:
         from uiface_ray.runtime.embed import run_embed
 
         r = run_embed(c)
-        return StageOutcome(f"{r.images} x {r.dim}-d embeddings on {r.num_actors} actors "
-                            f"({r.images_per_second:.1f} images/s)")
+        return StageOutcome(
+            f"{r.images} x {r.dim}-d embeddings on {r.num_actors} actors ({r.images_per_second:.1f} images/s)"
+        )
 
     return StagePlan(stage_cfg, run, complete_marker=out, produces={"embedded": out, "embed_stamp": stamp(stage_cfg)})
 
@@ -89,8 +104,9 @@ def plan_train_diffusion(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     base = {"data": {"table": up.embedded}, "output": "-", **_common(cfg)}
     draft = stage_config(TrainConfig, "train_diffusion", merge(start or {}, base), cfg.stages.train_diffusion)
     if cfg.generator:  # the user's own generator: nothing to train
-        return StagePlan(draft.model_copy(update={"output": cfg.generator}), _reuse_generator,
-                         produces={"generator": cfg.generator})
+        return StagePlan(
+            draft.model_copy(update={"output": cfg.generator}), _reuse_generator, produces={"generator": cfg.generator}
+        )
     stage_cfg = draft.model_copy(update={"output": generator_cache_url(cfg, draft, up.embed_stamp)})
 
     def run(c) -> StageOutcome:
@@ -100,8 +116,11 @@ def plan_train_diffusion(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         if not r.model:
             raise RuntimeError(f"training finished without a saved model in {r.output} (step {r.step})")
         loss = (r.metrics or {}).get("loss")
-        return StageOutcome(f"step {r.start_step} -> {r.step} in {r.wall_s:.0f} s, loss "
-                            f"{loss if loss is None else round(loss, 4)} -> {r.model}", {"generator": r.model})
+        return StageOutcome(
+            f"step {r.start_step} -> {r.step} in {r.wall_s:.0f} s, loss "
+            f"{loss if loss is None else round(loss, 4)} -> {r.model}",
+            {"generator": r.model},
+        )
 
     return StagePlan(stage_cfg, run)  # always run: training resumes (or returns) from the run folder
 
@@ -110,21 +129,31 @@ def plan_identities(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.identities.config import MakeIdentitiesConfig
 
     out = join(cfg.workdir, "identities.parquet")
-    base = {"model": up.generator, "output": out, "num_identities": cfg.num_identities,
-            "training_embeddings": up.embedded, "seed": cfg.seed, "encoder": {"kind": "dlib"},
-            "num_inference_steps": cfg.num_inference_steps, "candidates_per_task": 16,
-            "similarity_threshold": cfg.identity_similarity_threshold,
-            "leakage_threshold": cfg.identity_leakage_threshold,
-            "max_candidates": 16 * cfg.num_identities,
-            "actors": {"num_actors": cfg.num_actors}, **_common(cfg)}
+    base = {
+        "model": up.generator,
+        "output": out,
+        "num_identities": cfg.num_identities,
+        "training_embeddings": up.embedded,
+        "seed": cfg.seed,
+        "encoder": {"kind": "dlib"},
+        "num_inference_steps": cfg.num_inference_steps,
+        "candidates_per_task": 16,
+        "similarity_threshold": cfg.identity_similarity_threshold,
+        "leakage_threshold": cfg.identity_leakage_threshold,
+        "max_candidates": 16 * cfg.num_identities,
+        "actors": {"num_actors": cfg.num_actors},
+        **_common(cfg),
+    }
     stage_cfg = stage_config(MakeIdentitiesConfig, "make_identities", base, cfg.stages.make_identities)
 
     def run(c) -> StageOutcome:
         from uiface_ray.runtime.identities import make_identities
 
         s = make_identities(c)
-        return StageOutcome(f"kept {s.kept} of {s.candidates_drawn} candidates ({s.rejected_similar} too similar, "
-                            f"{s.rejected_leakage} too close to training identities)")
+        return StageOutcome(
+            f"kept {s.kept} of {s.candidates_drawn} candidates ({s.rejected_similar} too similar, "
+            f"{s.rejected_leakage} too close to training identities)"
+        )
 
     return StagePlan(stage_cfg, run, complete_marker=out, produces={"identities": out})
 
@@ -133,11 +162,19 @@ def plan_synthesize(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.synth.config import SynthesisConfig
 
     out = join(cfg.workdir, "synthetic")
-    base = {"model": up.generator, "identities": up.identities, "output": out,
-            "images_per_identity": cfg.images_per_identity, "identities_per_shard": 2, "seed": cfg.seed,
-            "batch_size": 8, "image_format": "png",
-            "sampler": {"mode": "uiface", "num_inference_steps": cfg.num_inference_steps},
-            "actors": {"num_actors": cfg.num_actors}, **_common(cfg)}
+    base = {
+        "model": up.generator,
+        "identities": up.identities,
+        "output": out,
+        "images_per_identity": cfg.images_per_identity,
+        "identities_per_shard": 2,
+        "seed": cfg.seed,
+        "batch_size": 8,
+        "image_format": "png",
+        "sampler": {"mode": "uiface", "num_inference_steps": cfg.num_inference_steps},
+        "actors": {"num_actors": cfg.num_actors},
+        **_common(cfg),
+    }
     stage_cfg = stage_config(SynthesisConfig, "synthesize", base, cfg.stages.synthesize)
 
     def run(c) -> StageOutcome:
@@ -146,9 +183,11 @@ def plan_synthesize(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         r = run_synthesis(c)
         if not r.shards_run:
             return StageOutcome(f"{r.num_rows} images in {r.num_shards} shards, all already complete: nothing to run")
-        return StageOutcome(f"{r.num_rows} images in {r.num_shards} shards ({r.shards_run} run now, "
-                            f"{r.num_shards - r.shards_run} already complete); {r.images_per_second:.2f} images/s "
-                            f"on {r.actors} actors")
+        return StageOutcome(
+            f"{r.num_rows} images in {r.num_shards} shards ({r.shards_run} run now, "
+            f"{r.num_shards - r.shards_run} already complete); {r.images_per_second:.2f} images/s "
+            f"on {r.actors} actors"
+        )
 
     return StagePlan(stage_cfg, run, produces={"dataset": out})  # always run: synthesis resumes itself
 
@@ -157,8 +196,15 @@ def plan_metrics(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.evaluate.config import MetricsConfig
 
     out = join(cfg.workdir, "metrics")
-    base = {"data": up.dataset, "real": up.embedded, "out": out, "encoder": {"kind": "dlib"},
-            "real_max_images": 500, "k": 3, "storage": cfg.storage.model_dump()}
+    base = {
+        "data": up.dataset,
+        "real": up.embedded,
+        "out": out,
+        "encoder": {"kind": "dlib"},
+        "real_max_images": 500,
+        "k": 3,
+        "storage": cfg.storage.model_dump(),
+    }
     stage_cfg = stage_config(MetricsConfig, "metrics", base, cfg.stages.metrics)
 
     def run(c) -> StageOutcome:
@@ -166,8 +212,10 @@ def plan_metrics(cfg: PipelineConfig, up: Upstream) -> StagePlan:
 
         m = run_metrics(c)
         rec = "-" if m.fr_recall is None else f"{m.fr_precision:.3f}/{m.fr_recall:.3f}"
-        return StageOutcome(f"genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f} ({m.encoder}); "
-                            f"1-MS-SSIM {m.diversity_1_minus_msssim:.3f}; FR-embedding precision/recall {rec}")
+        return StageOutcome(
+            f"genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f} ({m.encoder}); "
+            f"1-MS-SSIM {m.diversity_1_minus_msssim:.3f}; FR-embedding precision/recall {rec}"
+        )
 
     metrics_url = join(out, "metrics.json")
     return StagePlan(stage_cfg, run, complete_marker=metrics_url, produces={"metrics": metrics_url})

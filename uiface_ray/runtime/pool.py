@@ -20,8 +20,22 @@ from ray.exceptions import RayActorError, RayTaskError
 from uiface_ray.errors import InputError
 from uiface_ray.config import ActorPoolConfig
 
-__all__ = ["DispatchStats", "PoolError", "PoolPlan", "dispatch", "input_error_of", "kill_pool", "one_line", "plan_pool",
-           "ProgressBoard", "board_of", "start_board", "start_pool", "wait_ready", "wants_gpu"]
+__all__ = [
+    "DispatchStats",
+    "PoolError",
+    "PoolPlan",
+    "dispatch",
+    "input_error_of",
+    "kill_pool",
+    "one_line",
+    "plan_pool",
+    "ProgressBoard",
+    "board_of",
+    "start_board",
+    "start_pool",
+    "wait_ready",
+    "wants_gpu",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +74,18 @@ class DispatchStats:
     stopped_early: bool = False
 
 
-def dispatch(actors: list, items: Iterable[Any], call: Callable[[Any, Any, int], Any],
-             on_result: Callable[[Any, Any], bool | None], *, tasks_per_actor: int, max_attempts: int,
-             key: Callable[[Any], Hashable] = lambda item: item, on_tick: Callable[[], None] | None = None,
-             tick_s: float = 5.0) -> DispatchStats:
+def dispatch(
+    actors: list,
+    items: Iterable[Any],
+    call: Callable[[Any, Any, int], Any],
+    on_result: Callable[[Any, Any], bool | None],
+    *,
+    tasks_per_actor: int,
+    max_attempts: int,
+    key: Callable[[Any], Hashable] = lambda item: item,
+    on_tick: Callable[[], None] | None = None,
+    tick_s: float = 5.0,
+) -> DispatchStats:
     """Run ``call(actor, item, attempt) -> ObjectRef`` for every item; ``on_result(item, value)``
     sees each result once, as it arrives; returning True stops the dispatch (what is in flight is
     cancelled, here as on any error: then kill the actors).  ``on_tick()`` runs at least
@@ -162,21 +184,27 @@ def plan_pool(pool: ActorPoolConfig, use_gpu: bool, max_actors: int, resources: 
     else:
         slots = int(resources.get("CPU", 1) // pool.cpus_per_actor)
     if not pool.num_actors and slots < 1:
-        raise PoolError(f"no {'GPU' if use_gpu else 'CPU'} slot in the cluster ({dict(resources)}); set "
-                        "actors.num_actors to wait for an autoscaler, or actors.use_gpu=false")
+        raise PoolError(
+            f"no {'GPU' if use_gpu else 'CPU'} slot in the cluster ({dict(resources)}); set "
+            "actors.num_actors to wait for an autoscaler, or actors.use_gpu=false"
+        )
     n = max(1, min(pool.num_actors or slots, max_actors))
     return PoolPlan(n, 1 if use_gpu else 0, 1 if use_gpu else pool.cpus_per_actor)
 
 
-def start_pool(worker_cls: type, pool: ActorPoolConfig, use_gpu: bool, max_actors: int, prefix: str,
-               args: Callable[[str], tuple]) -> list:
+def start_pool(
+    worker_cls: type, pool: ActorPoolConfig, use_gpu: bool, max_actors: int, prefix: str, args: Callable[[str], tuple]
+) -> list:
     """Start the actors of :func:`plan_pool`; ``args(name)`` gives each one's constructor arguments.
 
     Actors are named ``<prefix>-<random tag>-<i>`` so that a test or an operator can find one.
     """
     plan = plan_pool(pool, use_gpu, max_actors, ray.cluster_resources())
-    options: dict[str, Any] = {"num_cpus": plan.num_cpus, "max_restarts": pool.max_restarts,
-                               "max_task_retries": pool.max_restarts}
+    options: dict[str, Any] = {
+        "num_cpus": plan.num_cpus,
+        "max_restarts": pool.max_restarts,
+        "max_task_retries": pool.max_restarts,
+    }
     if plan.num_gpus:
         options["num_gpus"] = plan.num_gpus
     remote_cls = ray.remote(worker_cls)

@@ -65,9 +65,15 @@ def init_embedded_ray(num_cpus: int | None = None, num_gpus: int | None = None, 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     address = _embedded_address()
     try:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 log_to_driver=log_to_driver, configure_logging=False,
-                 runtime_env={"env_vars": {"RAY_ADDRESS": address}})
+        ray.init(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=log_to_driver,
+            configure_logging=False,
+            runtime_env={"env_vars": {"RAY_ADDRESS": address}},
+        )
     finally:
         os.environ.pop("RAY_GCS_SERVER_PORT", None)
 
@@ -97,8 +103,9 @@ def _wait_for_dashboard(timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if internal_kv._internal_kv_get(ray_constants.DASHBOARD_ADDRESS,
-                                            namespace=ray_constants.KV_NAMESPACE_DASHBOARD):
+            if internal_kv._internal_kv_get(
+                ray_constants.DASHBOARD_ADDRESS, namespace=ray_constants.KV_NAMESPACE_DASHBOARD
+            ):
                 return
         except Exception:  # noqa: BLE001 - not ready yet
             pass

@@ -90,9 +90,14 @@ class Prepared:
 
 def resolve_config(cfg: SynthesisConfig) -> SynthesisConfig:
     """The config as actors must see it: local paths absolute, storage settings resolved here."""
-    return cfg.model_copy(update={
-        "model": storage.absolute_url(cfg.model), "identities": storage.absolute_url(cfg.identities),
-        "output": storage.absolute_url(cfg.output), "storage": storage.resolve_storage(cfg.storage)})
+    return cfg.model_copy(
+        update={
+            "model": storage.absolute_url(cfg.model),
+            "identities": storage.absolute_url(cfg.identities),
+            "output": storage.absolute_url(cfg.output),
+            "storage": storage.resolve_storage(cfg.storage),
+        }
+    )
 
 
 def check_inputs(cfg: SynthesisConfig) -> Checked:
@@ -118,11 +123,18 @@ def check_inputs(cfg: SynthesisConfig) -> Checked:
 def plan_work(checked: Checked) -> Prepared:
     """What is left to do under the output (read: the manifest, the journal, one listing)."""
     cfg = checked.cfg
-    state = resume_state(cfg.output, checked.generation, checked.plan, checked.table.identity_ids, cfg.storage,
-                         cfg.verify_hashes)
-    manifest = Manifest(checked.generation, len(checked.table), cfg.images_per_identity, len(checked.plan),
-                        shards=sorted(state.done.values(), key=lambda r: r.index), job_config=cfg.recorded(),
-                        journal_upto=state.journal_upto)
+    state = resume_state(
+        cfg.output, checked.generation, checked.plan, checked.table.identity_ids, cfg.storage, cfg.verify_hashes
+    )
+    manifest = Manifest(
+        checked.generation,
+        len(checked.table),
+        cfg.images_per_identity,
+        len(checked.plan),
+        shards=sorted(state.done.values(), key=lambda r: r.index),
+        job_config=cfg.recorded(),
+        journal_upto=state.journal_upto,
+    )
     return Prepared(cfg, checked.table, checked.plan, state, manifest, checked.use_gpu)
 
 
@@ -138,8 +150,15 @@ def prepare_synthesis(cfg: SynthesisConfig) -> Prepared:
 class SamplerWorker:
     """Loads the model once; generates and writes one shard per :meth:`run_shard` call."""
 
-    def __init__(self, cfg: dict, name: str, device: str, expected_hash: str, board: str | None = None,
-                 faults: dict | None = None):
+    def __init__(
+        self,
+        cfg: dict,
+        name: str,
+        device: str,
+        expected_hash: str,
+        board: str | None = None,
+        faults: dict | None = None,
+    ):
         import torch
 
         from uiface_ray.sample import UIFaceSampler
@@ -153,13 +172,19 @@ class SamplerWorker:
         if device == "cpu":
             torch.set_num_threads(self.cfg.actors.cpus_per_actor)
         try:
-            self.sampler = UIFaceSampler.from_pretrained(self.cfg.model, device=device,
-                                                         dtype=getattr(torch, self.cfg.actors.dtype),
-                                                         config=self.cfg.sampler, storage=self.cfg.storage)
+            self.sampler = UIFaceSampler.from_pretrained(
+                self.cfg.model,
+                device=device,
+                dtype=getattr(torch, self.cfg.actors.dtype),
+                config=self.cfg.sampler,
+                storage=self.cfg.storage,
+            )
             self.model_hash = model_hash(self.sampler.model)
             if self.model_hash != expected_hash:
-                raise SynthesisInputError(f"model at {self.cfg.model} changed while the job ran: hash "
-                                          f"{self.model_hash}, the driver saw {expected_hash}; rerun the job")
+                raise SynthesisInputError(
+                    f"model at {self.cfg.model} changed while the job ran: hash "
+                    f"{self.model_hash}, the driver saw {expected_hash}; rerun the job"
+                )
         except InputError as exc:
             self.init_error = exc
 
@@ -169,18 +194,26 @@ class SamplerWorker:
             raise self.init_error
         return self.model_hash
 
-    def run_shard(self, spec: ShardSpec, identity_ids: np.ndarray, embeddings: np.ndarray,
-                  attempt: int) -> ShardRecord:
+    def run_shard(self, spec: ShardSpec, identity_ids: np.ndarray, embeddings: np.ndarray, attempt: int) -> ShardRecord:
         from uiface_ray.synth.generate import generate_shard
         from uiface_ray.synth.shard import encode_shard, sha256
 
         cfg, board = self.cfg, self.board
         if board is not None:
             board.start.remote(spec.index)
-        out = generate_shard(self.sampler, spec, identity_ids, embeddings, job_seed=cfg.seed,
-                             batch_size=cfg.batch_size, image_format=cfg.image_format,
-                             jpeg_quality=cfg.jpeg_quality, mode=cfg.sampler.mode, model_hash=self.model_hash,
-                             on_batch=None if board is None else lambda n: board.add.remote(spec.index, n))
+        out = generate_shard(
+            self.sampler,
+            spec,
+            identity_ids,
+            embeddings,
+            job_seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            image_format=cfg.image_format,
+            jpeg_quality=cfg.jpeg_quality,
+            mode=cfg.sampler.mode,
+            model_hash=self.model_hash,
+            on_batch=None if board is None else lambda n: board.add.remote(spec.index, n),
+        )
         data = encode_shard(out.rows)
         self._maybe_hold(spec, attempt)
         url = storage.join(cfg.output, "shards", spec.name)
@@ -212,20 +245,23 @@ class SamplerWorker:
 def _metrics():
     from ray.util.metrics import Counter, Gauge
 
-    return (Counter("uiface_synth_images", description="Images written by the synthesis job."),
-            Gauge("uiface_synth_shards_done", description="Shards listed in the manifest."),
-            Gauge("uiface_synth_images_per_second", description="Images per second of this run."))
+    return (
+        Counter("uiface_synth_images", description="Images written by the synthesis job."),
+        Gauge("uiface_synth_shards_done", description="Shards listed in the manifest."),
+        Gauge("uiface_synth_images_per_second", description="Images per second of this run."),
+    )
 
 
-def _dispatch(prep: Prepared, actors: list, board, writer: ManifestWriter, lease: OutputLease,
-              progress: Progress) -> tuple[int, int]:
+def _dispatch(
+    prep: Prepared, actors: list, board, writer: ManifestWriter, lease: OutputLease, progress: Progress
+) -> tuple[int, int]:
     """Run every shard of ``prep.state.todo``; returns (shards run, re-dispatches)."""
     cfg, table = prep.cfg, prep.table
     images_metric, shards_metric, rate_metric = _metrics()
 
     def call(actor, spec: ShardSpec, attempt: int):
-        ids = table.identity_ids[spec.row_start:spec.row_stop]
-        emb = table.embeddings[spec.row_start:spec.row_stop]
+        ids = table.identity_ids[spec.row_start : spec.row_stop]
+        emb = table.embeddings[spec.row_start : spec.row_stop]
         return actor.run_shard.remote(spec, ids, emb, attempt)
 
     finished: set[int] = set()
@@ -257,9 +293,17 @@ def _dispatch(prep: Prepared, actors: list, board, writer: ManifestWriter, lease
         progress.maybe_print()
         writer.flush_if_due()
 
-    stats = dispatch(actors, prep.state.todo, call, on_result, tasks_per_actor=cfg.actors.tasks_per_actor,
-                     max_attempts=cfg.actors.max_shard_attempts, key=lambda spec: spec.name, on_tick=on_tick,
-                     tick_s=max(min(cfg.progress_every_s, 5.0), 0.5))
+    stats = dispatch(
+        actors,
+        prep.state.todo,
+        call,
+        on_result,
+        tasks_per_actor=cfg.actors.tasks_per_actor,
+        max_attempts=cfg.actors.max_shard_attempts,
+        key=lambda spec: spec.name,
+        on_tick=on_tick,
+        tick_s=max(min(cfg.progress_every_s, 5.0), 0.5),
+    )
     return stats.completed, stats.redispatched
 
 
@@ -267,8 +311,12 @@ def _writer(prep: Prepared) -> ManifestWriter:
     cfg = prep.cfg
 
     def write(url: str, data: bytes) -> None:
-        write_with_retries(lambda: storage.write_bytes_atomic(url, data, cfg.storage), url,
-                           attempts=cfg.write_attempts, backoff_s=cfg.write_backoff_s)
+        write_with_retries(
+            lambda: storage.write_bytes_atomic(url, data, cfg.storage),
+            url,
+            attempts=cfg.write_attempts,
+            backoff_s=cfg.write_backoff_s,
+        )
 
     return ManifestWriter(cfg.output, prep.manifest, cfg.storage, write=write)
 
@@ -278,9 +326,12 @@ def _say_skipped(prep: Prepared) -> None:
     if state.fresh:
         return
     done_images = sum(r.rows for r in state.done.values())
-    print(f"[synthesize] resuming {prep.cfg.output}: {len(state.done)} of {len(prep.plan)} shards already done "
-          f"({done_images} images, {len(state.adopted)} adopted), skipped; {len(state.todo)} to run"
-          + (f" ({len(state.redo)} listed but missing or damaged: rerun)" if state.redo else ""), flush=True)
+    print(
+        f"[synthesize] resuming {prep.cfg.output}: {len(state.done)} of {len(prep.plan)} shards already done "
+        f"({done_images} images, {len(state.adopted)} adopted), skipped; {len(state.todo)} to run"
+        + (f" ({len(state.redo)} listed but missing or damaged: rerun)" if state.redo else ""),
+        flush=True,
+    )
 
 
 def run_synthesis(cfg: SynthesisConfig, faults: FaultInjectionConfig | None = None) -> SynthesisResult:
@@ -301,9 +352,13 @@ def _run(cfg: SynthesisConfig, faults: FaultInjectionConfig | None, start: float
         _say_skipped(prep)
         writer = _writer(prep)
         writer.begin()  # records the config before any shard
-        progress = Progress(len(prep.plan), len(prep.table) * cfg.images_per_identity,
-                            shards_done=len(state.done), images_done=prep.manifest.num_rows,
-                            every_s=cfg.progress_every_s)
+        progress = Progress(
+            len(prep.plan),
+            len(prep.table) * cfg.images_per_identity,
+            shards_done=len(state.done),
+            images_done=prep.manifest.num_rows,
+            every_s=cfg.progress_every_s,
+        )
         actors: list = []
         helpers: list = []
         ran = retries = 0
@@ -322,16 +377,31 @@ def _run(cfg: SynthesisConfig, faults: FaultInjectionConfig | None, start: float
         writer.finish()  # the complete manifest: the commit marker, written last
     progress.maybe_print(force=True)
     made = sum(s.num_images for s in state.todo)
-    return SynthesisResult(cfg.output, len(prep.plan), prep.manifest.num_rows, ran, len(state.adopted), retries,
-                           len(actors), time.perf_counter() - start,
-                           made / loop_seconds if loop_seconds > 0 and made else 0.0,
-                           shards_skipped=len(state.done), commit_bytes=writer.bytes_written,
-                           commit_writes=writer.writes)
+    return SynthesisResult(
+        cfg.output,
+        len(prep.plan),
+        prep.manifest.num_rows,
+        ran,
+        len(state.adopted),
+        retries,
+        len(actors),
+        time.perf_counter() - start,
+        made / loop_seconds if loop_seconds > 0 and made else 0.0,
+        shards_skipped=len(state.done),
+        commit_bytes=writer.bytes_written,
+        commit_writes=writer.writes,
+    )
 
 
 def _start_pool(prep: Prepared, n_todo: int, board: str, faults: FaultInjectionConfig | None) -> list:
     cfg_dict = prep.cfg.model_dump(mode="json")
     faults_dict = faults.model_dump() if faults else None
     device = "cuda" if prep.use_gpu else "cpu"
-    return start_pool(SamplerWorker, prep.cfg.actors, prep.use_gpu, n_todo, "uiface-sampler",
-                      lambda name: (cfg_dict, name, device, prep.manifest.model_hash, board, faults_dict))
+    return start_pool(
+        SamplerWorker,
+        prep.cfg.actors,
+        prep.use_gpu,
+        n_todo,
+        "uiface-sampler",
+        lambda name: (cfg_dict, name, device, prep.manifest.model_hash, board, faults_dict),
+    )

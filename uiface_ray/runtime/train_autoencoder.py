@@ -23,5 +23,6 @@ def run_train_autoencoder(cfg: AutoencoderTrainConfig) -> AutoencoderResult:
     cfg = cfg.model_copy(update={"table": absolute_url(cfg.table), "output": absolute_url(cfg.output)})
     with ray_session(cfg.ray):
         task = ray.remote(_task).options(num_cpus=1, num_gpus=1 if cfg.use_gpu else 0)
-        return ray.get(task.remote(cfg.model_dump(mode="json", exclude={"storage"}),
-                                   resolve_storage(cfg.storage).model_dump()))
+        return ray.get(
+            task.remote(cfg.model_dump(mode="json", exclude={"storage"}), resolve_storage(cfg.storage).model_dump())
+        )

@@ -54,16 +54,16 @@ def _mean_over_ranks(value: float) -> float:
 def resolve_train_config(cfg: TrainConfig) -> TrainConfig:
     """The config with local paths absolute and storage settings filled from this process."""
     data = cfg.data.model_copy(update={"table": absolute_url(cfg.data.table)})
-    return cfg.model_copy(update={"data": data, "output": absolute_url(cfg.output),
-                                  "storage": resolve_storage(cfg.storage)})
+    return cfg.model_copy(
+        update={"data": data, "output": absolute_url(cfg.output), "storage": resolve_storage(cfg.storage)}
+    )
 
 
 def worker_config(cfg: TrainConfig) -> dict:
     """What a worker receives: the config without storage, and the storage settings by reference."""
     import ray
 
-    return {"config": cfg.model_dump(mode="json", exclude={"storage"}),
-            "storage": ray.put(cfg.storage.model_dump())}
+    return {"config": cfg.model_dump(mode="json", exclude={"storage"}), "storage": ray.put(cfg.storage.model_dump())}
 
 
 def config_from_worker(config: dict) -> TrainConfig:
@@ -105,8 +105,7 @@ def make_trainer(cfg: TrainConfig, name: str, scratch: str):
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=worker_config(cfg),
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
             storage_path=scratch,
@@ -131,7 +130,11 @@ def train_diffusion(cfg: TrainConfig) -> TrainResult:
             make_trainer(cfg, f"uiface-train-{int(start)}", scratch).fit()
     latest = read_latest(cfg.output, cfg.storage) or {}
     return TrainResult(
-        output=cfg.output, start_step=plan.start_step, step=int(latest.get("step", 0)),
-        checkpoint=latest.get("checkpoint"), model=latest.get("model"), metrics=latest.get("metrics"),
+        output=cfg.output,
+        start_step=plan.start_step,
+        step=int(latest.get("step", 0)),
+        checkpoint=latest.get("checkpoint"),
+        model=latest.get("model"),
+        metrics=latest.get("metrics"),
         wall_s=time.time() - start,
     )

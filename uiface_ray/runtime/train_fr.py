@@ -37,10 +37,16 @@ def resolve_paths(cfg: FRTrainConfig) -> FRTrainConfig:
     """The config as a worker must see it: local paths absolute, storage settings filled from AWS_*."""
     from uiface_ray.storage import absolute_url, resolve_storage
 
-    return cfg.model_copy(update={
-        "data": absolute_url(cfg.data), "out": absolute_url(cfg.out), "ray_storage": absolute_url(cfg.ray_storage),
-        "verify_pairs": absolute_url(cfg.verify_pairs), "verify_images": absolute_url(cfg.verify_images),
-        "storage": resolve_storage(cfg.storage)})
+    return cfg.model_copy(
+        update={
+            "data": absolute_url(cfg.data),
+            "out": absolute_url(cfg.out),
+            "ray_storage": absolute_url(cfg.ray_storage),
+            "verify_pairs": absolute_url(cfg.verify_pairs),
+            "verify_images": absolute_url(cfg.verify_images),
+            "storage": resolve_storage(cfg.storage),
+        }
+    )
 
 
 def temp_prefix(kind: str, run_name: str) -> str:
@@ -128,14 +134,24 @@ def train_loop_per_worker(config: dict) -> None:
     images = decode_images([faces.images[i] for i in mine], plan.input_size)  # (n, s, s, 3)
     verifier = None
     if rank == 0 and cfg.verify_pairs:
-        verifier = PairsVerifier.load(cfg.verify_pairs, cfg.verify_images, plan.input_size, cfg.verify_max_pairs,
-                                      cfg.storage)
+        verifier = PairsVerifier.load(
+            cfg.verify_pairs, cfg.verify_images, plan.input_size, cfg.verify_max_pairs, cfg.storage
+        )
     mean, from_rank0 = _collectives(world)
     # Through logging, not print: Ray Train tees a worker's print to stdout and to its console
     # logger, so every printed line would reach the driver twice.
     log = logging.getLogger("uiface_ray.train_fr").info
-    ctx = FRContext(rank, world, ray.train.torch.get_device(), ray.train.torch.prepare_model, mean, from_rank0,
-                    functools.partial(_save, temp_prefix("ckpt", cfg.run_name)), log, _restored())
+    ctx = FRContext(
+        rank,
+        world,
+        ray.train.torch.get_device(),
+        ray.train.torch.prepare_model,
+        mean,
+        from_rank0,
+        functools.partial(_save, temp_prefix("ckpt", cfg.run_name)),
+        log,
+        _restored(),
+    )
     run_fr_training(cfg, images, faces.labels[mine], plan, ctx, cfg.seed, verifier, cfg.checkpoint_every)
 
 
@@ -150,12 +166,12 @@ def _fit_ray_train(cfg: FRTrainConfig, ray_storage: str) -> FRRun:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=cfg.model_dump(mode="json"),
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         # Ray Train's own INFO lines (a "Reporting training result" per checkpoint and rank, worker
         # placement) drown the progress lines; its warnings and errors still show.
-        run_config=RunConfig(name=cfg.run_name, storage_path=ray_storage,
-                             logging_config=LoggingConfig(log_level="WARNING")),
+        run_config=RunConfig(
+            name=cfg.run_name, storage_path=ray_storage, logging_config=LoggingConfig(log_level="WARNING")
+        ),
     )
     result = trainer.fit()
     if result.checkpoint is None:
@@ -164,8 +180,14 @@ def _fit_ray_train(cfg: FRTrainConfig, ray_storage: str) -> FRRun:
         state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
     step, elapsed = int(state["step"]), float(state["elapsed_s"])
     rate = step * cfg.batch_size * cfg.num_workers / max(elapsed, 1e-9)
-    return FRRun(state["backbone"], step, [float(x) for x in state["losses"]],
-                 [CurvePoint(**c) for c in state["curve"]], elapsed, rate)
+    return FRRun(
+        state["backbone"],
+        step,
+        [float(x) for x in state["losses"]],
+        [CurvePoint(**c) for c in state["curve"]],
+        elapsed,
+        rate,
+    )
 
 
 def fit_fr(cfg: FRTrainConfig) -> FRTrainResult:
@@ -180,8 +202,9 @@ def fit_fr(cfg: FRTrainConfig) -> FRTrainResult:
         return fit_fr_local(cfg)
     check_inputs(cfg)
     faces = read_faceset(cfg.data, cfg.storage)  # fail early, naming the URL
-    plan = plan_training(len(faces.labels), faces.num_classes, decode_images(faces.images[:1]).shape[1], cfg,
-                         cfg.num_workers, cfg.data)
+    plan = plan_training(
+        len(faces.labels), faces.num_classes, decode_images(faces.images[:1]).shape[1], cfg, cfg.num_workers, cfg.data
+    )
     storage.fs.check_writable(cfg.out, cfg.storage)
     scratch = None if cfg.ray_storage else tempfile.mkdtemp(prefix=temp_prefix("ray", cfg.run_name))
     try:

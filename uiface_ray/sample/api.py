@@ -68,8 +68,14 @@ class UIFaceSampler:
         self.scheduler = DDIMScheduler.from_config(model.scheduler_config)
 
     @classmethod
-    def from_pretrained(cls, url: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                        config: SamplerConfig | None = None, storage=None) -> "UIFaceSampler":
+    def from_pretrained(
+        cls,
+        url: str,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        config: SamplerConfig | None = None,
+        storage=None,
+    ) -> "UIFaceSampler":
         """Load a model folder written by ``uiface_ray.model.bundle.save_model`` (local or s3://)."""
         return cls(load_model(url, device=device, dtype=dtype, storage=storage), config)
 
@@ -104,14 +110,17 @@ class UIFaceSampler:
             encoder = model.context_encoder
             context_tokens = encoder(embeddings.to(encoder.proj_in.weight.dtype)).to(dtype)
             empty_tokens = encoder.empty_tokens(len(seeds)).to(dtype)
-        out = run_sampler(model.unet, self.scheduler, context_tokens, empty_tokens, generators, self.config,
-                          model.latent_shape())
+        out = run_sampler(
+            model.unet, self.scheduler, context_tokens, empty_tokens, generators, self.config, model.latent_shape()
+        )
         return self._finish(out, seeds)
 
     def _finish(self, out: SamplerOutput, seeds: list[int]) -> GeneratedBatch:
         model = self.model
         with torch.inference_mode():
-            decoder_dtype = model.unet.dtype if model.autoencoder is None else next(model.autoencoder.parameters()).dtype
+            decoder_dtype = (
+                model.unet.dtype if model.autoencoder is None else next(model.autoencoder.parameters()).dtype
+            )
             images = model.decode_latents(out.latents.to(decoder_dtype))
         return GeneratedBatch(
             images=to_uint8(images, self.config.output_size),

@@ -29,67 +29,98 @@ class SamplerConfig(Config):
         500, ge=0, description="two_stage_fixed: stage 1 (c_e only) for t >= t0, stage 2 (guided) for t < t0."
     )
     threshold: float = Field(
-        0.005, gt=0.0, description="Adaptive t0 (eq. 5): switch once d_t = mean|h_t - h_(t+1)| falls under this "
+        0.005,
+        gt=0.0,
+        description="Adaptive t0 (eq. 5): switch once d_t = mean|h_t - h_(t+1)| falls under this "
         "(paper 0.005, official release 0.006).",
     )
     max_t0: int = Field(
-        400, ge=0, description="Adaptive modes: every sample is in stage 2 for t < max_t0 whatever d_t says "
+        400,
+        ge=0,
+        description="Adaptive modes: every sample is in stage 2 for t < max_t0 whatever d_t says "
         "(official release: 400, some configs 500; 0 disables the forced switch).",
     )
     switch: Literal["same_step", "next_step"] = Field(
-        "same_step", description="Adaptive modes: same_step guides the step at which d_t first falls under "
+        "same_step",
+        description="Adaptive modes: same_step guides the step at which d_t first falls under "
         "threshold, in a second, conditional-only UNet call of that step; next_step (as the official release, whose "
         "eps of that step is computed before its flag is set) starts stage 2 one step later, so every step stays "
         "one call (eq. 4 read with t0 in the first case).",
     )
     map_resolution: int | None = Field(
-        None, ge=1, le=4096, description="Side of the common grid the per-layer cross-attention maps are resized to "
+        None,
+        ge=1,
+        le=4096,
+        description="Side of the common grid the per-layer cross-attention maps are resized to "
         "(None: the latent's own size; the release uses 32 on 32x32 latents).",
     )
     layer_max_normalise: bool = Field(
-        True, description="Divide each layer's cross-attention map by its maximum before averaging over "
+        True,
+        description="Divide each layer's cross-attention map by its maximum before averaging over "
         "layers (as the official release does); the average is min-max normalised per sample either way.",
     )
     inject_self: bool = Field(
-        True, description="Injection modes: the conditional pass uses the c_e pass's self-attention "
+        True,
+        description="Injection modes: the conditional pass uses the c_e pass's self-attention "
         "probabilities of the same sample and step (sec. 3.4).",
     )
     inject_cross: bool = Field(
-        True, description="Injection modes: the conditional pass's cross-attention logits are standardised per "
+        True,
+        description="Injection modes: the conditional pass's cross-attention logits are standardised per "
         "query over the context tokens and rescaled to the blended statistics (eq. 6-7).",
     )
     injection_blend: float = Field(
-        1.0, ge=0.0, le=1.0, description="Target statistics = blend*(c_e's) + (1-blend)*(own); 1.0 is eq. 7, "
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Target statistics = blend*(c_e's) + (1-blend)*(own); 1.0 is eq. 7, "
         "the official release uses 0.5; 0.0 leaves cross-attention unchanged.",
     )
     ddim_alpha_prev: Literal["standard", "release"] = Field(
-        "standard", description="DDIM's alpha_bar of the previous timestep: standard alpha_bar[t_prev]; release: "
+        "standard",
+        description="DDIM's alpha_bar of the previous timestep: standard alpha_bar[t_prev]; release: "
         "alpha_bar[t_prev - 1] (1 at t_prev = 0) with the release's float32 alpha_bar = exp(cumsum(log alpha)), "
         "as the official sampler does (one index off).",
     )
     early_switch: Literal["guided", "conditional"] = Field(
-        "guided", description="Adaptive modes, samples whose d_t settled while t >= max_t0: guided (eq. 4 with "
+        "guided",
+        description="Adaptive modes, samples whose d_t settled while t >= max_t0: guided (eq. 4 with "
         "injection as soon as they switch) or conditional (as the official release: the plain conditional eps, "
         "no guidance and no cross-attention re-standardisation, self-attention still from the c_e pass, until t "
         "falls under max_t0).",
     )
     boundary_map: Literal["empty_pass", "conditional_pass"] = Field(
-        "empty_pass", description="Adaptive modes, which pass's cross-attention gives h_t of a sample that already "
+        "empty_pass",
+        description="Adaptive modes, which pass's cross-attention gives h_t of a sample that already "
         "switched while t >= max_t0 (only its d_t curve changes): empty_pass (d_t stops at the switch) or "
         "conditional_pass (as the official release, d_t goes on from its conditional pass).",
     )
     output_size: int | None = Field(
-        None, ge=8, le=4096, description="Side of the returned images: resized bilinearly (no antialias) from the "
+        None,
+        ge=8,
+        le=4096,
+        description="Side of the returned images: resized bilinearly (no antialias) from the "
         "model's size before rounding to uint8; None keeps the model's size (the release saves 112 from 128).",
     )
 
     @classmethod
     def official(cls, **overrides) -> "SamplerConfig":
         """The official release's sampler (``sample_ddim_2stage`` with ``configs/sample_ddim_config.yaml``)."""
-        values = dict(mode="uiface", num_inference_steps=50, guidance_scale=1.0, threshold=0.006, max_t0=500,
-                      switch="next_step", map_resolution=32, layer_max_normalise=True, injection_blend=0.5,
-                      ddim_alpha_prev="release", early_switch="conditional", boundary_map="conditional_pass",
-                      output_size=112)
+        values = dict(
+            mode="uiface",
+            num_inference_steps=50,
+            guidance_scale=1.0,
+            threshold=0.006,
+            max_t0=500,
+            switch="next_step",
+            map_resolution=32,
+            layer_max_normalise=True,
+            injection_blend=0.5,
+            ddim_alpha_prev="release",
+            early_switch="conditional",
+            boundary_map="conditional_pass",
+            output_size=112,
+        )
         values.update(overrides)
         return cls(**values)
 

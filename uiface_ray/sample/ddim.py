@@ -35,15 +35,16 @@ def _release_step(scheduler: DDIMScheduler, eps: torch.Tensor, t: torch.Tensor, 
     alpha_prod_t, alpha_prod_t_prev = alpha_prod_t.to(z_t.device), alpha_prod_t_prev.to(z_t.device)
     beta_prod_t = 1 - alpha_prod_t
     # 2. x0 from eps, then eps back from x0 (the release's order)
-    x0 = (z_t - beta_prod_t ** 0.5 * eps) / alpha_prod_t ** 0.5
-    eps = (z_t - alpha_prod_t ** 0.5 * x0) / beta_prod_t ** 0.5
+    x0 = (z_t - beta_prod_t**0.5 * eps) / alpha_prod_t**0.5
+    eps = (z_t - alpha_prod_t**0.5 * x0) / beta_prod_t**0.5
     # 3. z_prev, eta 0
     direction = (1 - alpha_prod_t_prev) ** 0.5 * eps
-    return alpha_prod_t_prev ** 0.5 * x0 + direction
+    return alpha_prod_t_prev**0.5 * x0 + direction
 
 
-def ddim_step(scheduler: DDIMScheduler, eps: torch.Tensor, t: torch.Tensor, z_t: torch.Tensor,
-              alpha_prev: str = "standard") -> torch.Tensor:
+def ddim_step(
+    scheduler: DDIMScheduler, eps: torch.Tensor, t: torch.Tensor, z_t: torch.Tensor, alpha_prev: str = "standard"
+) -> torch.Tensor:
     """z_(t_prev) from z_t (B, C, H, W) and eps (B, C, H, W), eta 0."""
     if alpha_prev == "release":
         return _release_step(scheduler, eps, t, z_t)

@@ -101,8 +101,9 @@ def initial_noise(generators: list[torch.Generator], latent_shape: tuple[int, in
     return torch.stack(rows).to(device)
 
 
-def _plan_rows(stage_two: torch.Tensor, record: torch.Tensor, follow: torch.Tensor, cfg: SamplerConfig, latent_hw,
-               can_settle: bool) -> tuple:
+def _plan_rows(
+    stage_two: torch.Tensor, record: torch.Tensor, follow: torch.Tensor, cfg: SamplerConfig, latent_hw, can_settle: bool
+) -> tuple:
     """Which samples go in this call as c_e rows and as conditional rows, and the processors' plan.
 
     ``record``: stage-1 samples whose c_e maps eq. 5 needs; ``follow``: switched samples whose d_t
@@ -199,11 +200,14 @@ def run_sampler(
                 step_cfg = step_config(cfg, t)  # cfg, or the release's plain conditional early stage 2
                 record = ~stage_two if cfg.adaptive else torch.zeros_like(stage_two)
                 follow = stage_two if follows_boundary(cfg, t) else torch.zeros_like(stage_two)
-                empty_idx, cond_idx, row_of, plan = _plan_rows(stage_two, record, follow, step_cfg, latent_hw,
-                                                               step > 0)
+                empty_idx, cond_idx, row_of, plan = _plan_rows(stage_two, record, follow, step_cfg, latent_hw, step > 0)
                 # 2. one UNet call: c_e rows, then conditional rows
-                noise_pred = denoise(plan, torch.cat([latents[empty_idx], latents[cond_idx]]),
-                                     torch.cat([empty_tokens[empty_idx], context_tokens[cond_idx]]), t)
+                noise_pred = denoise(
+                    plan,
+                    torch.cat([latents[empty_idx], latents[cond_idx]]),
+                    torch.cat([empty_tokens[empty_idx], context_tokens[cond_idx]]),
+                    t,
+                )
                 calls += 1
                 evaluations[empty_idx] += 1
                 evaluations[cond_idx] += 1

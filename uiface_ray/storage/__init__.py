@@ -26,11 +26,20 @@ from uiface_ray.storage.fs import (
 from uiface_ray._lazy import lazy_exports
 
 # pyarrow only when a table is read or written
-__getattr__ = lazy_exports(__name__, {
-    "read_table": "parquet", "write_table": "parquet",
-    "FaceTableError": "tables", "IdentityTableError": "tables", "ShardError": "tables", "TableError": "tables",
-    "read_face_table": "tables", "read_typed": "tables", "write_typed": "tables",
-})
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "read_table": "parquet",
+        "write_table": "parquet",
+        "FaceTableError": "tables",
+        "IdentityTableError": "tables",
+        "ShardError": "tables",
+        "TableError": "tables",
+        "read_face_table": "tables",
+        "read_typed": "tables",
+        "write_typed": "tables",
+    },
+)
 
 __all__ = [
     "FaceTableError",

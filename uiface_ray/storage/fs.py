@@ -68,11 +68,7 @@ def resolve_storage(storage: StorageConfig | None) -> StorageConfig:
 def s3_options(storage: StorageConfig | None) -> dict:
     """s3fs keyword arguments from a config, falling back to the standard environment."""
     storage = storage or StorageConfig()
-    endpoint = (
-        storage.endpoint_url
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
+    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = storage.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     opts: dict = {"client_kwargs": {}}
     if endpoint:
@@ -101,7 +97,9 @@ def url_to_fs(url: str, storage: StorageConfig | None = None) -> tuple[AbstractF
         return fs, url.split("://", 1)[1].rstrip("/")
     if scheme == "memory":
         return fsspec.filesystem("memory"), "/" + url.split("://", 1)[1].strip("/")
-    raise StorageError(f"unsupported storage URL scheme '{scheme}://' in {url!r}: use a path, file://, s3:// or memory://")
+    raise StorageError(
+        f"unsupported storage URL scheme '{scheme}://' in {url!r}: use a path, file://, s3:// or memory://"
+    )
 
 
 def absolute_url(url: str | None) -> str | None:
@@ -289,7 +287,7 @@ def move(src: str, dst: str, storage: StorageConfig | None = None) -> None:
         else:
             fs.invalidate_cache()
             files = fs.find(src_path)
-            targets = [dst_path + f[len(src_path.rstrip("/")):] if f != src_path else dst_path for f in files]
+            targets = [dst_path + f[len(src_path.rstrip("/")) :] if f != src_path else dst_path for f in files]
             if files:
                 fs.copy(files, targets)  # server-side copies, issued together
                 fs.rm(files)
@@ -314,7 +312,7 @@ def find_files(url: str, storage: StorageConfig | None = None) -> list[str]:
     out = []
     for name in found:
         name = name.lstrip("/")
-        rel = name[len(base):] if name.startswith(base) else ""
+        rel = name[len(base) :] if name.startswith(base) else ""
         if rel and not rel.rsplit("/", 1)[-1].startswith(".tmp-"):
             out.append(rel)
     return sorted(out)

@@ -28,8 +28,13 @@ def table_to_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
     return sink.getvalue()
 
 
-def write_table(url: str, table: pa.Table | Mapping[str, Sequence[Any]], storage: StorageConfig | None = None,
-                metadata: Mapping[str, str] | None = None, compression: str = "zstd") -> bytes:
+def write_table(
+    url: str,
+    table: pa.Table | Mapping[str, Sequence[Any]],
+    storage: StorageConfig | None = None,
+    metadata: Mapping[str, str] | None = None,
+    compression: str = "zstd",
+) -> bytes:
     """Write one Parquet file atomically; returns the bytes written (for hashing)."""
     data = table_to_bytes(to_table(table, metadata), compression)
     write_bytes_atomic(url, data, storage)
@@ -47,4 +52,3 @@ def read_table(url: str, storage: StorageConfig | None = None, columns: Sequence
 
 def table_metadata(table: pa.Table) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-

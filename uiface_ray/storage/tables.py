@@ -39,9 +39,21 @@ from uiface_ray.errors import InputError
 from uiface_ray.storage.fs import StorageError, read_bytes, write_bytes_atomic
 
 __all__ = [
-    "FACE_TABLE", "IDENTITY_TABLE", "SHARD", "FaceTableError", "IdentityTableError", "ShardError", "Table",
-    "TableError", "TableKind", "check_embeddings", "embedding_matrix", "read_face_table", "read_typed",
-    "table_bytes", "write_typed",
+    "FACE_TABLE",
+    "IDENTITY_TABLE",
+    "SHARD",
+    "FaceTableError",
+    "IdentityTableError",
+    "ShardError",
+    "Table",
+    "TableError",
+    "TableKind",
+    "check_embeddings",
+    "embedding_matrix",
+    "read_face_table",
+    "read_typed",
+    "table_bytes",
+    "write_typed",
 ]
 
 EMBEDDING = pa.list_(pa.float32())
@@ -76,20 +88,47 @@ class TableKind:
 
 
 FACE_TABLE = TableKind(
-    "face table", FaceTableError,
-    pa.schema([("image", pa.binary()), ("label", pa.int64()), ("identity", pa.string()), ("source", pa.string()),
-               ("width", pa.int32()), ("height", pa.int32()), ("embedding", EMBEDDING)]),
-    required=(), hints={"embedding": "add identity embeddings with jobs/embed.py first"})
+    "face table",
+    FaceTableError,
+    pa.schema(
+        [
+            ("image", pa.binary()),
+            ("label", pa.int64()),
+            ("identity", pa.string()),
+            ("source", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("embedding", EMBEDDING),
+        ]
+    ),
+    required=(),
+    hints={"embedding": "add identity embeddings with jobs/embed.py first"},
+)
 IDENTITY_TABLE = TableKind(
-    "identity table", IdentityTableError,
-    pa.schema([("identity_id", pa.int64()), ("embedding", EMBEDDING), ("seed", pa.int64()),
-               ("nn_similarity", pa.float32())]),
-    required=("identity_id", "embedding", "seed", "nn_similarity"))
+    "identity table",
+    IdentityTableError,
+    pa.schema(
+        [("identity_id", pa.int64()), ("embedding", EMBEDDING), ("seed", pa.int64()), ("nn_similarity", pa.float32())]
+    ),
+    required=("identity_id", "embedding", "seed", "nn_similarity"),
+)
 SHARD = TableKind(
-    "shard", ShardError,
-    pa.schema([("identity_id", pa.int64()), ("image_index", pa.int32()), ("seed", pa.int64()), ("image", pa.binary()),
-               ("t0", pa.int32()), ("mode", pa.string()), ("model_hash", pa.string())]),
-    required=("identity_id", "image_index", "seed", "image", "t0", "mode", "model_hash"), allow_empty=True)
+    "shard",
+    ShardError,
+    pa.schema(
+        [
+            ("identity_id", pa.int64()),
+            ("image_index", pa.int32()),
+            ("seed", pa.int64()),
+            ("image", pa.binary()),
+            ("t0", pa.int32()),
+            ("mode", pa.string()),
+            ("model_hash", pa.string()),
+        ]
+    ),
+    required=("identity_id", "image_index", "seed", "image", "t0", "mode", "model_hash"),
+    allow_empty=True,
+)
 
 
 def _family(t: pa.DataType) -> str:
@@ -103,8 +142,9 @@ def _family(t: pa.DataType) -> str:
         return "string"
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return "binary"
-    if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) \
-            and pa.types.is_floating(t.value_type):
+    if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and pa.types.is_floating(
+        t.value_type
+    ):
         return "list of floats"
     return str(t)
 
@@ -117,8 +157,13 @@ def _one_line(exc: BaseException) -> str:
 # --- the embedding column ---------------------------------------------------------------------
 
 
-def check_embeddings(emb: np.ndarray, where: str, error: type[InputError], expected_dim: int | None = None,
-                     expected_by: str = "the model") -> np.ndarray:
+def check_embeddings(
+    emb: np.ndarray,
+    where: str,
+    error: type[InputError],
+    expected_dim: int | None = None,
+    expected_by: str = "the model",
+) -> np.ndarray:
     """``emb`` as float32 ``(N, E)``: non-empty, of ``expected_dim`` (when given), finite."""
     if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
         raise error(f"{where}: expected a non-empty (N, E) array of embeddings, got shape {emb.shape}")
@@ -132,8 +177,13 @@ def check_embeddings(emb: np.ndarray, where: str, error: type[InputError], expec
     return emb
 
 
-def embedding_matrix(column: pa.Array | pa.ChunkedArray, where: str, error: type[InputError],
-                     expected_dim: int | None = None, expected_by: str = "the model") -> np.ndarray:
+def embedding_matrix(
+    column: pa.Array | pa.ChunkedArray,
+    where: str,
+    error: type[InputError],
+    expected_dim: int | None = None,
+    expected_by: str = "the model",
+) -> np.ndarray:
     """An embedding column as float32 ``(N, E)``: every row present, all of one length (not ragged),
     of ``expected_dim`` when given, finite.  ``where`` starts each message ("face table x.parquet")."""
     col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -150,11 +200,18 @@ def embedding_matrix(column: pa.Array | pa.ChunkedArray, where: str, error: type
         lengths = np.asarray(col.value_lengths().to_numpy(zero_copy_only=False), dtype=np.int64)
     if (lengths != lengths[0]).any():
         first = int(np.flatnonzero(lengths != lengths[0])[0])
-        raise error(f"{where}: embeddings have mixed lengths {sorted(set(lengths.tolist()))[:5]} "
-                    f"(row 0 has {lengths[0]}, row {first} has {lengths[first]})")
+        raise error(
+            f"{where}: embeddings have mixed lengths {sorted(set(lengths.tolist()))[:5]} "
+            f"(row 0 has {lengths[0]}, row {first} has {lengths[first]})"
+        )
     values = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)  # nulls inside -> NaN
-    return check_embeddings(values.reshape(len(col), int(lengths[0])), where, error, expected_dim,  # (N, E)
-                            expected_by)
+    return check_embeddings(
+        values.reshape(len(col), int(lengths[0])),
+        where,
+        error,
+        expected_dim,  # (N, E)
+        expected_by,
+    )
 
 
 def _embedding_array(values: Any) -> pa.Array:
@@ -211,8 +268,7 @@ class Table:
     def embeddings(self, expected_dim: int | None = None, expected_by: str = "the model") -> np.ndarray:
         if "embedding" not in self.data.column_names:
             raise self.kind.error(_missing(self.kind, self.url, ["embedding"], self.column_names))
-        return embedding_matrix(self.data.column("embedding"), self.where, self.kind.error, expected_dim,
-                                expected_by)
+        return embedding_matrix(self.data.column("embedding"), self.where, self.kind.error, expected_dim, expected_by)
 
     def json_metadata(self, key: str) -> dict | None:
         """The schema metadata ``key`` parsed as a JSON object; None when absent."""
@@ -241,8 +297,9 @@ class Table:
 def _missing(kind: TableKind, url: str, missing: list[str], present: list[str]) -> str:
     names = ", ".join(repr(c) for c in missing)
     hint = "; ".join(kind.hints[c] for c in missing if c in kind.hints)
-    return (f"{kind.name} {url} has no {names} column{'s' if len(missing) > 1 else ''} (it has {present})"
-            + (f"; {hint}" if hint else ""))
+    return f"{kind.name} {url} has no {names} column{'s' if len(missing) > 1 else ''} (it has {present})" + (
+        f"; {hint}" if hint else ""
+    )
 
 
 def _check(table: pa.Table, kind: TableKind, where: str) -> None:
@@ -262,8 +319,14 @@ def _check(table: pa.Table, kind: TableKind, where: str) -> None:
             raise kind.error(f"{where}: column '{name}' has {col.null_count} null row(s) (first at row {first})")
 
 
-def read_typed(kind: TableKind, url: str, storage: StorageConfig | None = None, required: Sequence[str] = (),
-               columns: Sequence[str] | None = None, data: bytes | None = None) -> Table:
+def read_typed(
+    kind: TableKind,
+    url: str,
+    storage: StorageConfig | None = None,
+    required: Sequence[str] = (),
+    columns: Sequence[str] | None = None,
+    data: bytes | None = None,
+) -> Table:
     """Read and check one Parquet file of ``kind``; ``required`` columns (besides the kind's own) must be
     there; ``columns`` limits what is read (default: every column).  ``data``: the file's bytes, when
     already read (nothing is read again)."""
@@ -292,8 +355,12 @@ def read_typed(kind: TableKind, url: str, storage: StorageConfig | None = None, 
     return Table(url, kind, table)
 
 
-def read_face_table(url: str, storage: StorageConfig | None = None, required: Sequence[str] = ("image", "label"),
-                    columns: Sequence[str] | None = None) -> Table:
+def read_face_table(
+    url: str,
+    storage: StorageConfig | None = None,
+    required: Sequence[str] = ("image", "label"),
+    columns: Sequence[str] | None = None,
+) -> Table:
     """One face table file, with the ``required`` columns (``columns``: read only these and the required)."""
     return read_typed(FACE_TABLE, url, storage, required, columns)
 
@@ -311,8 +378,9 @@ def _array(kind: TableKind, name: str, values: Any) -> pa.Array | pa.ChunkedArra
     return pa.array(values, type=want)
 
 
-def _arrow_table(kind: TableKind, columns: Mapping[str, Any] | Table, metadata: Mapping[str, str] | None,
-                 where: str) -> pa.Table:
+def _arrow_table(
+    kind: TableKind, columns: Mapping[str, Any] | Table, metadata: Mapping[str, str] | None, where: str
+) -> pa.Table:
     """Columns (lists, numpy arrays, Arrow arrays) in the kind's types, checked, with ``metadata`` merged
     into the table's own (a :class:`Table`'s metadata is kept)."""
     old_meta = {}
@@ -325,8 +393,9 @@ def _arrow_table(kind: TableKind, columns: Mapping[str, Any] | Table, metadata: 
     fields = [pa.field(name, arr.type) for name, arr in zip(columns, arrays)]
     lengths = {len(a) for a in arrays}
     if len(lengths) > 1:
-        raise kind.error(f"{where}: columns have different lengths "
-                         f"{ {f.name: len(a) for f, a in zip(fields, arrays)} }")
+        raise kind.error(
+            f"{where}: columns have different lengths { {f.name: len(a) for f, a in zip(fields, arrays)} }"
+        )
     table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
     _check(table, kind, where)
     if "embedding" in table.column_names:
@@ -335,8 +404,13 @@ def _arrow_table(kind: TableKind, columns: Mapping[str, Any] | Table, metadata: 
     return table.replace_schema_metadata({k.encode(): v.encode() for k, v in merged.items()}) if merged else table
 
 
-def table_bytes(kind: TableKind, columns: Mapping[str, Any] | Table, metadata: Mapping[str, str] | None = None,
-                compression: str = "zstd", url: str = "(in memory)") -> bytes:
+def table_bytes(
+    kind: TableKind,
+    columns: Mapping[str, Any] | Table,
+    metadata: Mapping[str, str] | None = None,
+    compression: str = "zstd",
+    url: str = "(in memory)",
+) -> bytes:
     """The Parquet bytes of a checked table of ``kind`` (``url`` only names it in errors)."""
     table = _arrow_table(kind, columns, metadata, f"{kind.name} {url}")
     sink = io.BytesIO()
@@ -344,11 +418,16 @@ def table_bytes(kind: TableKind, columns: Mapping[str, Any] | Table, metadata: M
     return sink.getvalue()
 
 
-def write_typed(kind: TableKind, url: str, columns: Mapping[str, Any] | Table, storage: StorageConfig | None = None,
-                metadata: Mapping[str, str] | None = None, compression: str = "zstd") -> bytes:
+def write_typed(
+    kind: TableKind,
+    url: str,
+    columns: Mapping[str, Any] | Table,
+    storage: StorageConfig | None = None,
+    metadata: Mapping[str, str] | None = None,
+    compression: str = "zstd",
+) -> bytes:
     """Check and write one table of ``kind`` atomically (nothing at ``url`` when a check fails);
     returns the bytes written (for hashing)."""
     data = table_bytes(kind, columns, metadata, compression, url)
     write_bytes_atomic(url, data, storage)
     return data
-

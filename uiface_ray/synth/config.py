@@ -27,16 +27,25 @@ class SynthesisConfig(Config):
     sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="How images are sampled.")
     actors: ActorPoolConfig = Field(default_factory=ActorPoolConfig, description="The sampler actor pool.")
     verify_hashes: bool = Field(
-        False, description="On resume, read every listed shard back and re-hash it (a full read of the dataset); "
-        "default: trust a shard whose size and store version (ETag, mtime) match what was recorded at write time.")
+        False,
+        description="On resume, read every listed shard back and re-hash it (a full read of the dataset); "
+        "default: trust a shard whose size and store version (ETag, mtime) match what was recorded at write time.",
+    )
     write_attempts: int = Field(
-        5, ge=1, description="Tries of each shard/manifest write before the job stops with 'storage unreachable' "
-        "(a failed write is retried as a write, never by regenerating the shard).")
+        5,
+        ge=1,
+        description="Tries of each shard/manifest write before the job stops with 'storage unreachable' "
+        "(a failed write is retried as a write, never by regenerating the shard).",
+    )
     write_backoff_s: float = Field(
-        2.0, ge=0, description="Wait before the first write retry; doubled at each further retry.")
+        2.0, ge=0, description="Wait before the first write retry; doubled at each further retry."
+    )
     lease_ttl_s: float = Field(
-        120.0, gt=0, description="Lifetime of the lease on the output (refreshed every third of it while the job "
-        "runs): a second job on the same output is refused until the first ends or its lease expires.")
+        120.0,
+        gt=0,
+        description="Lifetime of the lease on the output (refreshed every third of it while the job "
+        "runs): a second job on the same output is refused until the first ends or its lease expires.",
+    )
     progress_every_s: float = Field(5.0, ge=0, description="Seconds between local progress lines.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Where the driver connects.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")

@@ -45,6 +45,8 @@ def open_dataset(url: str, storage_cfg=None) -> SyntheticDataset:
     if manifest is None:
         raise DatasetError(f"no manifest.json under {url}: not a synthetic dataset (or not started)")
     if not manifest.complete:
-        raise DatasetError(f"{url} is incomplete: {len(manifest.shards)}/{manifest.num_shards} shards; "
-                           "rerun jobs/synthesize.py with the same config to finish it")
+        raise DatasetError(
+            f"{url} is incomplete: {len(manifest.shards)}/{manifest.num_shards} shards; "
+            "rerun jobs/synthesize.py with the same config to finish it"
+        )
     return SyntheticDataset(url, manifest, storage_cfg)

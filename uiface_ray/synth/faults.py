@@ -23,10 +23,12 @@ class FaultInjectionConfig(Config):
     """Test hook: make an actor hold one shard so that a test can kill it mid-shard."""
 
     hold_shard: int | None = Field(
-        None, ge=0, description="On its first attempt, shard with this index sleeps before being written.")
+        None, ge=0, description="On its first attempt, shard with this index sleeps before being written."
+    )
     hold_seconds: float = Field(60.0, ge=0, description="How long the held shard sleeps.")
     marker_dir: str | None = Field(
-        None, description="Local folder where the holding actor writes 'holding-<shard>' holding its actor name.")
+        None, description="Local folder where the holding actor writes 'holding-<shard>' holding its actor name."
+    )
 
 
 def faults_from_env() -> FaultInjectionConfig | None:

@@ -27,7 +27,9 @@ class GeneratedShard:
     unet_evaluations: int
 
 
-def shard_seeds(job_seed: int, identity_ids: np.ndarray, images_per_identity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def shard_seeds(
+    job_seed: int, identity_ids: np.ndarray, images_per_identity: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(identity_id, image_index, seed)`` of every row, identity-major."""
     ids = np.repeat(np.asarray(identity_ids, dtype=np.int64), images_per_identity)
     idx = np.tile(np.arange(images_per_identity, dtype=np.int32), len(identity_ids))
@@ -35,9 +37,20 @@ def shard_seeds(job_seed: int, identity_ids: np.ndarray, images_per_identity: in
     return ids, idx, seeds
 
 
-def generate_shard(sampler, spec: ShardSpec, identity_ids: np.ndarray, embeddings: np.ndarray, *,
-                   job_seed: int, batch_size: int, image_format: str, jpeg_quality: int,
-                   mode: str, model_hash: str, on_batch: Callable[[int], None] | None = None) -> GeneratedShard:
+def generate_shard(
+    sampler,
+    spec: ShardSpec,
+    identity_ids: np.ndarray,
+    embeddings: np.ndarray,
+    *,
+    job_seed: int,
+    batch_size: int,
+    image_format: str,
+    jpeg_quality: int,
+    mode: str,
+    model_hash: str,
+    on_batch: Callable[[int], None] | None = None,
+) -> GeneratedShard:
     """Sample and encode every image of ``spec``; ``identity_ids``/``embeddings`` are the shard's rows.
     ``on_batch(n)`` hears of every ``n`` images done (progress inside a long shard)."""
     start = time.perf_counter()
@@ -47,15 +60,24 @@ def generate_shard(sampler, spec: ShardSpec, identity_ids: np.ndarray, embedding
     t0s: list[np.ndarray] = []
     evaluations = 0
     for b in range(0, len(ids), batch_size):
-        contexts = torch.from_numpy(rows_emb[b:b + batch_size])  # (B, E)
-        out = sampler.sample(contexts, [int(s) for s in seeds[b:b + batch_size]])
-        images.extend(encode_image(np.ascontiguousarray(img), image_format, jpeg_quality)
-                      for img in out.images)  # (B, H, W, 3) uint8
+        contexts = torch.from_numpy(rows_emb[b : b + batch_size])  # (B, E)
+        out = sampler.sample(contexts, [int(s) for s in seeds[b : b + batch_size]])
+        images.extend(
+            encode_image(np.ascontiguousarray(img), image_format, jpeg_quality) for img in out.images
+        )  # (B, H, W, 3) uint8
         t0s.append(np.asarray(out.t0).astype(np.int32))
         evaluations += int(np.sum(out.unet_evaluations))
         if on_batch is not None:
             on_batch(len(out.images))
     height, width = np.asarray(out.images).shape[1:3]
-    rows = ShardRows(ids, idx, seeds, images, np.concatenate(t0s), mode, model_hash,
-                     shard_metadata(image_format, int(height), int(width), mode, model_hash))
+    rows = ShardRows(
+        ids,
+        idx,
+        seeds,
+        images,
+        np.concatenate(t0s),
+        mode,
+        model_hash,
+        shard_metadata(image_format, int(height), int(width), mode, model_hash),
+    )
     return GeneratedShard(rows, time.perf_counter() - start, evaluations)

@@ -79,9 +79,17 @@ def read_committed(out_url: str, storage_cfg=None) -> Manifest | None:
 class ManifestWriter:
     """The driver's side of the journal: :meth:`begin`, :meth:`add` per shard, :meth:`finish`."""
 
-    def __init__(self, out_url: str, manifest: Manifest, storage_cfg=None, *, journal_every_s: float = 5.0,
-                 min_checkpoint: int = 256, write: Callable[[str, bytes], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        out_url: str,
+        manifest: Manifest,
+        storage_cfg=None,
+        *,
+        journal_every_s: float = 5.0,
+        min_checkpoint: int = 256,
+        write: Callable[[str, bytes], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.out_url = out_url
         self.manifest = manifest
         self.storage_cfg = storage_cfg
@@ -140,8 +148,9 @@ class ManifestWriter:
     def finish(self) -> None:
         """The complete manifest (the commit marker), then the journal removed."""
         if not self.manifest.complete:
-            raise RuntimeError(f"internal: manifest lists {len(self.manifest.shards)}/{self.manifest.num_shards} "
-                               "shards")
+            raise RuntimeError(
+                f"internal: manifest lists {len(self.manifest.shards)}/{self.manifest.num_shards} shards"
+            )
         self.flush()
         self.checkpoint()
         storage.remove(journal_url(self.out_url), self.storage_cfg, recursive=True)

@@ -64,8 +64,14 @@ def _pid_running(pid: int) -> bool:
 class OutputLease:
     """Acquire with :meth:`acquire` (or ``with``); :meth:`check` raises if another job took over."""
 
-    def __init__(self, out_url: str, storage_cfg=None, ttl_s: float = 120.0, settle_s: float = 1.0,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        out_url: str,
+        storage_cfg=None,
+        ttl_s: float = 120.0,
+        settle_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ):
         self.url = storage.join(out_url, LEASE_NAME)
         self.out_url = out_url
         self.storage_cfg = storage_cfg
@@ -103,7 +109,8 @@ class OutputLease:
         left = max(record.expires - self.clock(), 0)
         return OutputBusyError(
             f"output {self.out_url} is in use by another job ({record.describe()}); wait for it to finish or "
-            f"choose another output (its lease expires in {left:.0f} s if that job died)")
+            f"choose another output (its lease expires in {left:.0f} s if that job died)"
+        )
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -136,8 +143,10 @@ class OutputLease:
     def check(self) -> None:
         """Raise :class:`OutputBusyError` if another job took the output over."""
         if self._lost:
-            raise OutputBusyError(f"output {self.out_url} was taken over by another job ({self._lost}); "
-                                  "this job stopped: run one job per output")
+            raise OutputBusyError(
+                f"output {self.out_url} was taken over by another job ({self._lost}); "
+                "this job stopped: run one job per output"
+            )
 
     def release(self) -> None:
         self._stop.set()

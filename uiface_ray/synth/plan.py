@@ -47,8 +47,12 @@ def plan_shards(num_identities: int, identities_per_shard: int, images_per_ident
     if num_identities < 1:
         raise ValueError(f"cannot plan shards for {num_identities} identities")
     if identities_per_shard < 1 or images_per_identity < 1:
-        raise ValueError("identities_per_shard and images_per_identity must be >= 1, got "
-                         f"{identities_per_shard} and {images_per_identity}")
+        raise ValueError(
+            "identities_per_shard and images_per_identity must be >= 1, got "
+            f"{identities_per_shard} and {images_per_identity}"
+        )
     starts = np.arange(0, num_identities, identities_per_shard)
-    return [ShardSpec(i, int(s), int(min(s + identities_per_shard, num_identities)), images_per_identity)
-            for i, s in enumerate(starts)]
+    return [
+        ShardSpec(i, int(s), int(min(s + identities_per_shard, num_identities)), images_per_identity)
+        for i, s in enumerate(starts)
+    ]

@@ -45,8 +45,10 @@ class Progress:
         done = self.images_done + self.in_progress
         left = self.total_images - done
         eta = hms(left / rate) if rate > 0 else ("0:00:00" if left <= 0 else "?")
-        return (f"[synthesize] shards {self.shards_done}/{self.total_shards}  images "
-                f"{done}/{self.total_images}  {rate:.2f} img/s  ETA {eta}")
+        return (
+            f"[synthesize] shards {self.shards_done}/{self.total_shards}  images "
+            f"{done}/{self.total_images}  {rate:.2f} img/s  ETA {eta}"
+        )
 
     def maybe_print(self, force: bool = False) -> None:
         now = time.perf_counter()

@@ -48,13 +48,16 @@ class ResumeState:
 
 def expected_rows(spec: ShardSpec, identity_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(identity_id, image_index)`` of a shard's rows, identity-major."""
-    ids = identity_ids[spec.row_start:spec.row_stop]
-    return (np.repeat(ids, spec.images_per_identity).astype(np.int64),
-            np.tile(np.arange(spec.images_per_identity), len(ids)).astype(np.int32))
+    ids = identity_ids[spec.row_start : spec.row_stop]
+    return (
+        np.repeat(ids, spec.images_per_identity).astype(np.int64),
+        np.tile(np.arange(spec.images_per_identity), len(ids)).astype(np.int32),
+    )
 
 
-def _adoptable(url: str, info: storage.FileInfo, spec: ShardSpec, identity_ids: np.ndarray, model_hash: str,
-               storage_cfg) -> ShardRecord | None:
+def _adoptable(
+    url: str, info: storage.FileInfo, spec: ShardSpec, identity_ids: np.ndarray, model_hash: str, storage_cfg
+) -> ShardRecord | None:
     try:
         data = storage.read_bytes(url, storage_cfg)
         rows = read_shard(url, storage_cfg, data=data)
@@ -62,15 +65,20 @@ def _adoptable(url: str, info: storage.FileInfo, spec: ShardSpec, identity_ids: 
         log.warning("rerunning %s: unreadable (%s)", url, exc)
         return None
     want_ids, want_idx = expected_rows(spec, identity_ids)
-    if (len(rows) != spec.num_images or not np.array_equal(rows.identity_id, want_ids)
-            or not np.array_equal(rows.image_index, want_idx) or rows.model_hash != model_hash):
+    if (
+        len(rows) != spec.num_images
+        or not np.array_equal(rows.identity_id, want_ids)
+        or not np.array_equal(rows.image_index, want_idx)
+        or rows.model_hash != model_hash
+    ):
         log.warning("rerunning %s: its rows are not the planned ones", url)
         return None
     return ShardRecord(spec.name, spec.index, len(rows), sha256(data), len(data), info.version)
 
 
-def _differs(record: ShardRecord, info: storage.FileInfo, url: str, spec: ShardSpec, storage_cfg,
-             verify_hashes: bool) -> str | None:
+def _differs(
+    record: ShardRecord, info: storage.FileInfo, url: str, spec: ShardSpec, storage_cfg, verify_hashes: bool
+) -> str | None:
     """Why a listed shard cannot be trusted, or None when it can."""
     if record.rows != spec.num_images:
         return f"the manifest lists {record.rows} rows, the plan {spec.num_images}"
@@ -84,8 +92,14 @@ def _differs(record: ShardRecord, info: storage.FileInfo, url: str, spec: ShardS
     return None
 
 
-def resume_state(out_url: str, generation: dict, plan: list[ShardSpec], identity_ids: np.ndarray,
-                 storage_cfg=None, verify_hashes: bool = False) -> ResumeState:
+def resume_state(
+    out_url: str,
+    generation: dict,
+    plan: list[ShardSpec],
+    identity_ids: np.ndarray,
+    storage_cfg=None,
+    verify_hashes: bool = False,
+) -> ResumeState:
     """Compare ``out_url`` with the planned job; raise :class:`ResumeError` when it is foreign."""
     shards_url = storage.join(out_url, "shards")
     listing = storage.list_file_info(shards_url, ".parquet", storage_cfg)
@@ -94,13 +108,17 @@ def resume_state(out_url: str, generation: dict, plan: list[ShardSpec], identity
     by_name = {s.name: s for s in plan}
     if manifest is None:
         if present:
-            raise ResumeError(f"{out_url} holds {len(present)} shard file(s) but no manifest.json: "
-                              "not a dataset this job wrote; choose an empty output")
+            raise ResumeError(
+                f"{out_url} holds {len(present)} shard file(s) but no manifest.json: "
+                "not a dataset this job wrote; choose an empty output"
+            )
         return ResumeState(todo=list(plan))
     diffs = config_differences(manifest.generation, generation)
     if diffs:
-        raise ResumeError(f"{out_url} holds a dataset made with a different config; refusing to mix them. "
-                          "Differences (existing -> this run):\n  " + "\n  ".join(diffs))
+        raise ResumeError(
+            f"{out_url} holds a dataset made with a different config; refusing to mix them. "
+            "Differences (existing -> this run):\n  " + "\n  ".join(diffs)
+        )
     stray = sorted(set(present) - set(by_name))
     if stray:
         raise ResumeError(f"{out_url}/shards holds file(s) outside this job's plan: {stray[:5]}")
@@ -115,7 +133,9 @@ def resume_state(out_url: str, generation: dict, plan: list[ShardSpec], identity
                 continue
             log.warning("rerunning %s: %s", spec.name, why)
         elif spec.name in present:
-            adopted = _adoptable(present[spec.name], listing[spec.name], spec, identity_ids, manifest.model_hash, storage_cfg)
+            adopted = _adoptable(
+                present[spec.name], listing[spec.name], spec, identity_ids, manifest.model_hash, storage_cfg
+            )
             if adopted is not None:
                 state.done[spec.index] = adopted
                 state.adopted.append(spec.name)

@@ -24,8 +24,9 @@ class StoreUnavailableError(storage.StorageError):
     """The store stayed unreachable through every retry; the message says what to do."""
 
 
-def write_with_retries(write: Callable[[], T], url: str, *, attempts: int, backoff_s: float,
-                       sleep: Callable[[float], None] = time.sleep) -> T:
+def write_with_retries(
+    write: Callable[[], T], url: str, *, attempts: int, backoff_s: float, sleep: Callable[[float], None] = time.sleep
+) -> T:
     """``write()`` with retries on storage errors; raises :class:`StoreUnavailableError` at the end."""
     waited = 0.0
     for attempt in range(1, attempts + 1):
@@ -37,7 +38,8 @@ def write_with_retries(write: Callable[[], T], url: str, *, attempts: int, backo
                 raise StoreUnavailableError(
                     f"storage unreachable: {last} (tried {attempts} times over {waited:.0f} s). Work already "
                     "written is safe: check the endpoint, credentials and network, then rerun the same "
-                    "command to resume") from None
+                    "command to resume"
+                ) from None
             delay = backoff_s * 2 ** (attempt - 1)
             log.warning("write to %s failed (%s); retry %d/%d in %.0f s", url, last, attempt, attempts - 1, delay)
             sleep(delay)

@@ -20,8 +20,16 @@ from PIL import Image
 from uiface_ray.data.images import decode_rgb
 from uiface_ray.storage.tables import SHARD, read_typed, table_bytes
 
-__all__ = ["SHARD_COLUMNS", "ShardRows", "decode_image", "encode_image", "encode_shard", "read_shard", "sha256",
-           "shard_metadata"]
+__all__ = [
+    "SHARD_COLUMNS",
+    "ShardRows",
+    "decode_image",
+    "encode_image",
+    "encode_shard",
+    "read_shard",
+    "sha256",
+    "shard_metadata",
+]
 
 SHARD_COLUMNS = ("identity_id", "image_index", "seed", "image", "t0", "mode", "model_hash")
 ImageFormat = Literal["png", "jpeg"]
@@ -70,8 +78,12 @@ class ShardRows:
 
 def shard_metadata(image_format: str, height: int, width: int, mode: str, model_hash: str) -> dict[str, str]:
     """The schema metadata of a shard: what a reader needs to know before decoding a row."""
-    return {"uiface.image_format": image_format, "uiface.image_size": f"{height}x{width}",
-            "uiface.mode": mode, "uiface.model_hash": model_hash}
+    return {
+        "uiface.image_format": image_format,
+        "uiface.image_size": f"{height}x{width}",
+        "uiface.mode": mode,
+        "uiface.model_hash": model_hash,
+    }
 
 
 def encode_shard(rows: ShardRows) -> bytes:

@@ -42,9 +42,13 @@ class AutoencoderResult:
 def build_autoencoder(cfg: AutoencoderTrainConfig) -> Autoencoder:
     levels = len(cfg.block_out_channels)
     common = dict(
-        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
-        norm_num_groups=cfg.norm_num_groups, latent_channels=cfg.latent_channels, sample_size=cfg.image_size,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=cfg.layers_per_block,
+        norm_num_groups=cfg.norm_num_groups,
+        latent_channels=cfg.latent_channels,
+        sample_size=cfg.image_size,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -106,8 +110,9 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, log: Callable[[str], None] = 
     for step in range(1, cfg.steps + 1):
         idx = torch.from_numpy(rng.integers(0, data.shape[0], cfg.batch_size))
         x = data[idx].to(device)
-        x = torch.where(torch.from_numpy(rng.random(cfg.batch_size) < 0.5).to(device)[:, None, None, None],
-                        x.flip(-1), x)
+        x = torch.where(
+            torch.from_numpy(rng.random(cfg.batch_size) < 0.5).to(device)[:, None, None, None], x.flip(-1), x
+        )
         loss = _loss(model, x, cfg, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -115,12 +120,19 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, log: Callable[[str], None] = 
         scheduler.step()
         losses.append(float(loss.detach()))
         if step % cfg.log_every == 0 or step == cfg.steps:
-            log(f"[autoencoder] step {step}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.4f}")
+            log(f"[autoencoder] step {step}/{cfg.steps} loss {np.mean(losses[-cfg.log_every :]):.4f}")
     psnr, latent_std = _evaluate(model, data[:256].to(device))
     scaling = 1.0 / max(latent_std, 1e-6)
     model.register_to_config(scaling_factor=scaling)
     _save(model.cpu(), cfg.output, cfg.storage)
     log(f"[autoencoder] PSNR {psnr:.2f} dB, latent scale {scaling:.4f} -> {cfg.output}")
     window = max(1, min(cfg.log_every, len(losses) // 4))
-    return AutoencoderResult(cfg.output, cfg.steps, float(np.mean(losses[:window])),
-                             float(np.mean(losses[-window:])), psnr, scaling, time.time() - start)
+    return AutoencoderResult(
+        cfg.output,
+        cfg.steps,
+        float(np.mean(losses[:window])),
+        float(np.mean(losses[-window:])),
+        psnr,
+        scaling,
+        time.time() - start,
+    )

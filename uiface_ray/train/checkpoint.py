@@ -49,9 +49,17 @@ def load_train_state(checkpoint: str, storage: StorageConfig | None = None) -> d
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
-def save_checkpoint(output: str, step: int, ema_model: UIFaceModel, train_state: dict, record: dict,
-                    metrics: list[dict], grid_png: bytes | None = None, keep: int = 3,
-                    storage: StorageConfig | None = None) -> str:
+def save_checkpoint(
+    output: str,
+    step: int,
+    ema_model: UIFaceModel,
+    train_state: dict,
+    record: dict,
+    metrics: list[dict],
+    grid_png: bytes | None = None,
+    keep: int = 3,
+    storage: StorageConfig | None = None,
+) -> str:
     """Write checkpoint ``step`` then point ``latest.json`` at it; returns the checkpoint URL."""
     url = checkpoint_url(output, step)
     save_model(ema_model, join(url, "model"), storage)
@@ -70,7 +78,8 @@ def save_checkpoint(output: str, step: int, ema_model: UIFaceModel, train_state:
 
 
 def _prune(output: str, keep: int, storage: StorageConfig | None) -> None:
-    folders = [u for u in list_files(join(output, "checkpoints"), storage=storage)
-               if u.rsplit("/", 1)[-1].startswith("step-")]
+    folders = [
+        u for u in list_files(join(output, "checkpoints"), storage=storage) if u.rsplit("/", 1)[-1].startswith("step-")
+    ]
     for old in sorted(folders)[:-keep]:
         remove(old, storage, recursive=True)

@@ -78,8 +78,10 @@ class TrainConfig(Config):
     mixed_precision: Literal["no", "bf16"] = Field("bf16", description="Autocast on GPU (ignored on CPU).")
     max_failures: int = Field(0, ge=-1, description="Ray Train restarts after a worker failure (-1: unlimited).")
     stop_after_minutes: float | None = Field(
-        None, gt=0, description="Checkpoint and stop at the first log step after this much wall time "
-        "(build a long run up in pieces; rerun to resume)."
+        None,
+        gt=0,
+        description="Checkpoint and stop at the first log step after this much wall time "
+        "(build a long run up in pieces; rerun to resume).",
     )
     fail_at_step: int | None = Field(None, ge=1, description="Testing: raise after this step (a simulated crash).")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")

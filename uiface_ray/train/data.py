@@ -25,7 +25,13 @@ from uiface_ray.storage.fs import StorageError, list_files
 from uiface_ray.storage.tables import FaceTableError, read_face_table
 
 __all__ = [
-    "BatchOrder", "FaceData", "FaceTableError", "decode_images", "load_face_data", "load_face_images", "table_files",
+    "BatchOrder",
+    "FaceData",
+    "FaceTableError",
+    "decode_images",
+    "load_face_data",
+    "load_face_images",
+    "table_files",
 ]
 
 META_COLUMNS = ["label", "identity", "source", "embedding"]
@@ -59,9 +65,14 @@ class FaceData:
         digest.update(np.ascontiguousarray(self.embeddings).tobytes())
         for blob in self.encoded or []:
             digest.update(hashlib.sha256(blob).digest())
-        return {"table": self.url, "source": self.provenance.get("input"),
-                "people_file": self.provenance.get("people_file"), "identities": len(self.identities),
-                "images": self.num_rows, "rows_sha256": digest.hexdigest()}
+        return {
+            "table": self.url,
+            "source": self.provenance.get("input"),
+            "people_file": self.provenance.get("people_file"),
+            "identities": len(self.identities),
+            "images": self.num_rows,
+            "rows_sha256": digest.hexdigest(),
+        }
 
 
 def table_files(url: str, storage: StorageConfig | None = None) -> list[str]:
@@ -82,8 +93,11 @@ def _encoder_info(enc: dict | None, url: str, dim: int) -> dict:
         return {"kind": "unspecified", "dim": dim, "fingerprint": ""}
     if int(enc.get("dim", dim)) != dim:
         raise FaceTableError(f"face table {url}: uiface.encoder says dim {enc.get('dim')}, embeddings have {dim}")
-    return {"kind": str(enc.get("kind", "unspecified")), "dim": dim,
-            "fingerprint": str(enc.get("fingerprint", enc.get("hash", "")))}
+    return {
+        "kind": str(enc.get("kind", "unspecified")),
+        "dim": dim,
+        "fingerprint": str(enc.get("fingerprint", enc.get("hash", ""))),
+    }
 
 
 def _provenance(meta: dict) -> dict:
@@ -108,12 +122,14 @@ class _Part:
 
 def _read_one(url: str, embedding_dim: int, storage: StorageConfig | None, with_images: bool) -> _Part:
     image = ["image"] if with_images else []
-    table = read_face_table(url, storage, required=["label", "identity", "embedding", *image],
-                            columns=META_COLUMNS + image)
+    table = read_face_table(
+        url, storage, required=["label", "identity", "embedding", *image], columns=META_COLUMNS + image
+    )
     emb = table.embeddings()
     if emb.shape[1] != embedding_dim:
         raise FaceTableError(
-            f"face table {url}: embeddings have dimension {emb.shape[1]}, but model.embedding_dim is {embedding_dim}")
+            f"face table {url}: embeddings have dimension {emb.shape[1]}, but model.embedding_dim is {embedding_dim}"
+        )
     ids = table.column("identity")
     sources = table.column("source") if table.has("source") else [""] * len(ids)
     images = table.column("image") if with_images else None
@@ -127,8 +143,14 @@ def _select(identities: list[str], min_images: int, max_identities: int | None) 
     return sorted(keep[:max_identities] if max_identities else keep)
 
 
-def load_face_data(url: str, embedding_dim: int, min_images: int = 1, max_identities: int | None = None,
-                   with_images: bool = True, storage: StorageConfig | None = None) -> FaceData:
+def load_face_data(
+    url: str,
+    embedding_dim: int,
+    min_images: int = 1,
+    max_identities: int | None = None,
+    with_images: bool = True,
+    storage: StorageConfig | None = None,
+) -> FaceData:
     """Read and validate the table (``storage.tables``: embeddings present, not ragged, finite, of
     ``embedding_dim``)."""
     parts = [_read_one(f, embedding_dim, storage, with_images) for f in table_files(url, storage)]
@@ -145,10 +167,14 @@ def load_face_data(url: str, embedding_dim: int, min_images: int = 1, max_identi
         flat = [b for p in parts for b in p.images]
         encoded = [flat[k] for k in rows]
     return FaceData(
-        url=url, embeddings=np.ascontiguousarray(emb[rows]),
-        labels=np.array([label_of[ids[k]] for k in rows], dtype=np.int64), identities=names,
-        sources=[sources[k] for k in rows], encoder_info=_encoder_info(parts[0].encoder, url, emb.shape[1]),
-        encoded=encoded, provenance=_provenance(parts[0].metadata),
+        url=url,
+        embeddings=np.ascontiguousarray(emb[rows]),
+        labels=np.array([label_of[ids[k]] for k in rows], dtype=np.int64),
+        identities=names,
+        sources=[sources[k] for k in rows],
+        encoder_info=_encoder_info(parts[0].encoder, url, emb.shape[1]),
+        encoded=encoded,
+        provenance=_provenance(parts[0].metadata),
     )
 
 
@@ -183,4 +209,4 @@ class BatchOrder:
     def worker_batch(self, step: int, batch_size: int, rank: int, world_size: int) -> np.ndarray:
         """This rank's contiguous share of global batch ``step``."""
         per = batch_size // world_size
-        return self.global_batch(step, batch_size)[rank * per:(rank + 1) * per]
+        return self.global_batch(step, batch_size)[rank * per : (rank + 1) * per]

@@ -36,8 +36,12 @@ class EMA:
             p.copy_(shadow.to(p.dtype))
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "warmup": self.warmup, "num_updates": self.num_updates,
-                "shadow": [s.cpu() for s in self.shadow]}
+        return {
+            "decay": self.decay,
+            "warmup": self.warmup,
+            "num_updates": self.num_updates,
+            "shadow": [s.cpu() for s in self.shadow],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["shadow"]) != len(self.shadow):

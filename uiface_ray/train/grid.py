@@ -23,8 +23,9 @@ from uiface_ray.sample.loop import run_sampler
 __all__ = ["conditional_images", "conditional_latents", "grid_png", "sample_grid"]
 
 
-def conditional_latents(model: UIFaceModel, tokens: torch.Tensor, seeds: list[int],
-                        num_inference_steps: int) -> torch.Tensor:
+def conditional_latents(
+    model: UIFaceModel, tokens: torch.Tensor, seeds: list[int], num_inference_steps: int
+) -> torch.Tensor:
     """Plain conditional DDIM (eta 0) through the sampler core: every step one pass with
     ``encoder_hidden_states=tokens`` (B, N, D), no guidance; row i starts from the noise of ``seeds[i]``."""
     cfg = SamplerConfig(mode="baseline", guidance_scale=0.0, num_inference_steps=num_inference_steps)
@@ -35,8 +36,9 @@ def conditional_latents(model: UIFaceModel, tokens: torch.Tensor, seeds: list[in
 
 
 @torch.no_grad()
-def conditional_images(model: UIFaceModel, tokens: torch.Tensor, seeds: list[int], num_inference_steps: int,
-                       batch_size: int = 64) -> np.ndarray:
+def conditional_images(
+    model: UIFaceModel, tokens: torch.Tensor, seeds: list[int], num_inference_steps: int, batch_size: int = 64
+) -> np.ndarray:
     """(B, S, S, 3) uint8 from :func:`conditional_latents`, ``batch_size`` rows at a time."""
     images = []
     for start in range(0, len(seeds), batch_size):
@@ -48,9 +50,16 @@ def conditional_images(model: UIFaceModel, tokens: torch.Tensor, seeds: list[int
 
 
 @torch.no_grad()
-def sample_grid(model: UIFaceModel, embeddings: torch.Tensor, num_seeds: int, num_inference_steps: int,
-                seed: int, device: torch.device | str = "cpu", references: np.ndarray | None = None,
-                batch_size: int = 64) -> np.ndarray:
+def sample_grid(
+    model: UIFaceModel,
+    embeddings: torch.Tensor,
+    num_seeds: int,
+    num_inference_steps: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    references: np.ndarray | None = None,
+    batch_size: int = 64,
+) -> np.ndarray:
     """A (rows * S, cols * S, 3) uint8 grid; rows = identities + c_e, cols = [reference] + seeds."""
     rows = embeddings.shape[0] + 1
     encoder = model.context_encoder

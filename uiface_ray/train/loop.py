@@ -109,8 +109,13 @@ def ema_model(state: TrainState) -> UIFaceModel:
     module = copy.deepcopy(state.module)
     state.ema.copy_to(module)
     m = state.model
-    return UIFaceModel(unet=module.unet, context_encoder=module.context_encoder,
-                       scheduler_config=m.scheduler_config, autoencoder=m.autoencoder, info=m.info)
+    return UIFaceModel(
+        unet=module.unet,
+        context_encoder=module.context_encoder,
+        scheduler_config=m.scheduler_config,
+        autoencoder=m.autoencoder,
+        info=m.info,
+    )
 
 
 def grid_rows(data: FaceData, count: int) -> np.ndarray:
@@ -120,12 +125,20 @@ def grid_rows(data: FaceData, count: int) -> np.ndarray:
     return np.array([int(np.flatnonzero(data.labels == lab)[0]) for lab in labels], dtype=np.int64)
 
 
-def train_step(state: TrainState, wrapped: nn.Module, scheduler: DDPMScheduler, images: torch.Tensor,
-               embeddings: torch.Tensor, cfg: TrainConfig, ctx: WorkerContext) -> float:
+def train_step(
+    state: TrainState,
+    wrapped: nn.Module,
+    scheduler: DDPMScheduler,
+    images: torch.Tensor,
+    embeddings: torch.Tensor,
+    cfg: TrainConfig,
+    ctx: WorkerContext,
+) -> float:
     generator = torch.Generator().manual_seed(step_seed(cfg.seed, state.step, ctx.rank))
     shape = (images.shape[0], *state.model.latent_shape())
-    draws = draw_step_noise(shape, scheduler.config.num_train_timesteps, cfg.diffusion.p_uncond,
-                            generator, cfg.data.hflip).to(ctx.device)
+    draws = draw_step_noise(
+        shape, scheduler.config.num_train_timesteps, cfg.diffusion.p_uncond, generator, cfg.data.hflip
+    ).to(ctx.device)
     autocast = ctx.device.type == "cuda" and cfg.mixed_precision == "bf16"
     with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=autocast):
         with torch.no_grad():
@@ -169,12 +182,15 @@ class _Meter:
 
 
 def progress_line(m: dict, max_steps: int) -> str:
-    return (f"[train] step {m['step']}/{max_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
-            f"{m['images_per_s']:.1f} img/s elapsed {hms(m['session_elapsed_s'])} eta {hms(m['eta_s'])}")
+    return (
+        f"[train] step {m['step']}/{max_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
+        f"{m['images_per_s']:.1f} img/s elapsed {hms(m['session_elapsed_s'])} eta {hms(m['eta_s'])}"
+    )
 
 
-def write_checkpoint(state: TrainState, cfg: TrainConfig, data: FaceData, images: np.ndarray,
-                     ctx: WorkerContext) -> str:
+def write_checkpoint(
+    state: TrainState, cfg: TrainConfig, data: FaceData, images: np.ndarray, ctx: WorkerContext
+) -> str:
     model = ema_model(state)
     png = None
     g = cfg.grid
@@ -183,18 +199,37 @@ def write_checkpoint(state: TrainState, cfg: TrainConfig, data: FaceData, images
         emb = torch.from_numpy(data.embeddings[rows])
         grid = sample_grid(model, emb, g.num_seeds, g.num_inference_steps, g.seed, ctx.device, images[rows])
         png = grid_png(grid, scale=max(1, 64 // cfg.model.image_size))
-    record = {"model_config": cfg.model.model_dump(mode="json"), "encoder": data.encoder_info,
-              "max_steps": cfg.max_steps, "metrics": state.metrics[-1] if state.metrics else None}
-    url = save_checkpoint(cfg.output, state.step, model, train_state_dict(state, cfg), record, state.metrics,
-                          png, cfg.keep_checkpoints, cfg.storage)
+    record = {
+        "model_config": cfg.model.model_dump(mode="json"),
+        "encoder": data.encoder_info,
+        "max_steps": cfg.max_steps,
+        "metrics": state.metrics[-1] if state.metrics else None,
+    }
+    url = save_checkpoint(
+        cfg.output,
+        state.step,
+        model,
+        train_state_dict(state, cfg),
+        record,
+        state.metrics,
+        png,
+        cfg.keep_checkpoints,
+        cfg.storage,
+    )
     ctx.log(f"[train] checkpoint step {state.step} -> {url}")
     return url
 
 
 def load_training_data(cfg: TrainConfig) -> tuple[FaceData, np.ndarray]:
     d = cfg.data
-    data = load_face_data(d.table, cfg.model.embedding_dim, d.min_images_per_identity, d.max_identities,
-                          with_images=True, storage=cfg.storage)
+    data = load_face_data(
+        d.table,
+        cfg.model.embedding_dim,
+        d.min_images_per_identity,
+        d.max_identities,
+        with_images=True,
+        storage=cfg.storage,
+    )
     images = decode_images(data.encoded, cfg.model.image_size)  # (N, S, S, 3) uint8
     data.encoded = None
     return data, images
@@ -218,7 +253,7 @@ def run_training(cfg: TrainConfig, ctx: WorkerContext | None = None) -> TrainSta
     meter = _Meter(now, state.step, now)
     while state.step < cfg.max_steps:
         idx = torch.from_numpy(order.worker_batch(state.step, cfg.batch_size, ctx.rank, ctx.world_size))
-        batch = (pixels[idx].to(ctx.device).float() / 127.5 - 1.0)  # (b, 3, S, S) in [-1, 1]
+        batch = pixels[idx].to(ctx.device).float() / 127.5 - 1.0  # (b, 3, S, S) in [-1, 1]
         meter.loss_sum += train_step(state, wrapped, scheduler, batch, embeddings[idx].to(ctx.device), cfg, ctx)
         meter.count += 1
         last = state.step == cfg.max_steps

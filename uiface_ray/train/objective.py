@@ -32,8 +32,9 @@ class DiffusionModule(nn.Module):
         self.unet = unet
         self.context_encoder = context_encoder
 
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, embeddings: torch.Tensor,
-                drop: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, noisy: torch.Tensor, timesteps: torch.Tensor, embeddings: torch.Tensor, drop: torch.Tensor
+    ) -> torch.Tensor:
         empty = self.context_encoder.empty_context.to(embeddings.dtype).expand_as(embeddings)  # (B, E)
         context = torch.where(drop[:, None], empty, embeddings)  # c or c_e per row, (B, E)
         tokens = self.context_encoder(context)  # (B, N, D)
@@ -53,8 +54,9 @@ class StepNoise:
         return StepNoise(*(t.to(device) for t in (self.timesteps, self.noise, self.drop, self.flip)))
 
 
-def draw_step_noise(shape: tuple[int, ...], num_train_timesteps: int, p_uncond: float,
-                    generator: torch.Generator, hflip: bool = True) -> StepNoise:
+def draw_step_noise(
+    shape: tuple[int, ...], num_train_timesteps: int, p_uncond: float, generator: torch.Generator, hflip: bool = True
+) -> StepNoise:
     batch = shape[0]
     timesteps = torch.randint(0, num_train_timesteps, (batch,), generator=generator)
     noise = torch.randn(shape, generator=generator)
@@ -80,8 +82,14 @@ def snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float)
     return clipped / snr
 
 
-def diffusion_loss(module: nn.Module, scheduler: DDPMScheduler, x0: torch.Tensor, embeddings: torch.Tensor,
-                   draws: StepNoise, cfg: DiffusionConfig) -> torch.Tensor:
+def diffusion_loss(
+    module: nn.Module,
+    scheduler: DDPMScheduler,
+    x0: torch.Tensor,
+    embeddings: torch.Tensor,
+    draws: StepNoise,
+    cfg: DiffusionConfig,
+) -> torch.Tensor:
     """Eq. 3: E || epsilon - epsilon_theta(z_t, t, c) ||^2 (or its v / Min-SNR variants)."""
     # 1. noise the clean sample (forward process, eq. 2)
     noisy = scheduler.add_noise(x0, draws.noise, draws.timesteps)

@@ -33,8 +33,11 @@ def _check_resume(cfg: TrainConfig, latest: dict, encoder_info: dict) -> None:
     where = f"{cfg.output}/latest.json"
     saved_model = latest.get("model_config")
     if saved_model != cfg.model.model_dump(mode="json"):
-        diff = sorted(k for k in set(saved_model or {}) | set(cfg.model.model_dump(mode="json"))
-                      if (saved_model or {}).get(k) != cfg.model.model_dump(mode="json").get(k))
+        diff = sorted(
+            k
+            for k in set(saved_model or {}) | set(cfg.model.model_dump(mode="json"))
+            if (saved_model or {}).get(k) != cfg.model.model_dump(mode="json").get(k)
+        )
         raise TrainInputError(
             f"output {cfg.output} holds a run of a different model (model fields differ: {diff}, see {where}); "
             "use another output folder or the same model config"
@@ -54,8 +57,14 @@ def validate_run(cfg: TrainConfig) -> RunPlan:
     """Validate everything a run needs; return what it will train on and where it starts."""
     d = cfg.data
     try:
-        data = load_face_data(d.table, cfg.model.embedding_dim, d.min_images_per_identity, d.max_identities,
-                              with_images=False, storage=cfg.storage)
+        data = load_face_data(
+            d.table,
+            cfg.model.embedding_dim,
+            d.min_images_per_identity,
+            d.max_identities,
+            with_images=False,
+            storage=cfg.storage,
+        )
     except FaceTableError as exc:
         raise TrainInputError(str(exc)) from exc
     try:
