@@ -21,16 +21,31 @@ def _synthetic_dataset(url: str, identities: int = 4, per_identity: int = 4) -> 
     n = identities * per_identity
     ids = np.repeat(np.arange(identities), per_identity)
     patterns = rng.integers(0, 256, (identities, 8, 8, 3))
-    imgs = [np.clip(np.kron(patterns[i], np.ones((8, 8, 1))) + rng.normal(0, 25, (64, 64, 3)), 0, 255)
-            .astype(np.uint8) for i in ids]
-    rows = ShardRows(identity_id=ids.astype(np.int64), image_index=np.tile(np.arange(per_identity), identities),
-                     seed=np.arange(n), image=[encode_image(im, "png") for im in imgs],
-                     t0=np.full(n, 500), mode="uiface", model_hash="test")
+    imgs = [
+        np.clip(np.kron(patterns[i], np.ones((8, 8, 1))) + rng.normal(0, 25, (64, 64, 3)), 0, 255).astype(np.uint8)
+        for i in ids
+    ]
+    rows = ShardRows(
+        identity_id=ids.astype(np.int64),
+        image_index=np.tile(np.arange(per_identity), identities),
+        seed=np.arange(n),
+        image=[encode_image(im, "png") for im in imgs],
+        t0=np.full(n, 500),
+        mode="uiface",
+        model_hash="test",
+    )
     data = encode_shard(rows)
     storage.write_bytes_atomic(storage.join(url, "shards", shard_name(0)), data)
-    write_manifest(url, Manifest(generation={"model_hash": "test"}, num_identities=identities,
-                                 images_per_identity=per_identity, num_shards=1,
-                                 shards=[ShardRecord(shard_name(0), 0, n, sha256(data))]))
+    write_manifest(
+        url,
+        Manifest(
+            generation={"model_hash": "test"},
+            num_identities=identities,
+            images_per_identity=per_identity,
+            num_shards=1,
+            shards=[ShardRecord(shard_name(0), 0, n, sha256(data))],
+        ),
+    )
 
 
 def test_metrics_job_on_synthetic_dataset(tmp_path, lfw_dir):
@@ -39,9 +54,26 @@ def test_metrics_job_on_synthetic_dataset(tmp_path, lfw_dir):
     data = str(tmp_path / "synth")
     _synthetic_dataset(data)
     out = tmp_path / "m"
-    rc = job.main(["--data", data, "--out", str(out), "--encoder.kind", "dlib", "--real",
-                   str(lfw_dir / "images"), "--real_people", str(lfw_dir / "peopleDevTest.txt"),
-                   "--real_max_images", "20", "--k", "3", "--impostor_pairs", "50"])
+    rc = job.main(
+        [
+            "--data",
+            data,
+            "--out",
+            str(out),
+            "--encoder.kind",
+            "dlib",
+            "--real",
+            str(lfw_dir / "images"),
+            "--real_people",
+            str(lfw_dir / "peopleDevTest.txt"),
+            "--real_max_images",
+            "20",
+            "--k",
+            "3",
+            "--impostor_pairs",
+            "50",
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["num_images"] == 16 and m["num_identities"] == 4
@@ -84,25 +116,58 @@ def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir, caplog):
 
     model = make_tiny_model(str(tmp_path / "gen"))
     cfg = AblationConfig(
-        model=model, out=str(tmp_path / "abl"), num_identities=3, images_per_identity=2, batch_size=8,
-        sampler={"num_inference_steps": 5, "max_t0": 400}, lfw_dir=str(lfw_dir), real_max_images=12,
-        verify_max_pairs=20, metrics_k=2, diversity_identities=3, intervals=((500, 1000), (0, 500)),
-        interval_identities=2, interval_images=2, grid_identities=2, grid_images=2,
-        fr={"depth": 18, "width": 0.25, "embedding_dim": 32, "head": "cosface", "head_s": 16, "head_m": 0.2,
-            "margin_warmup_epochs": 1, "lr_schedule": "cosine", "lr_warmup_epochs": 1, "ema_decay": 0.9,
-            "augment_shift": 0.1, "epochs": 1, "max_steps": 1, "batch_size": 2, "num_workers": 2},
+        model=model,
+        out=str(tmp_path / "abl"),
+        num_identities=3,
+        images_per_identity=2,
+        batch_size=8,
+        sampler={"num_inference_steps": 5, "max_t0": 400},
+        lfw_dir=str(lfw_dir),
+        real_max_images=12,
+        verify_max_pairs=20,
+        metrics_k=2,
+        diversity_identities=3,
+        intervals=((500, 1000), (0, 500)),
+        interval_identities=2,
+        interval_images=2,
+        grid_identities=2,
+        grid_images=2,
+        fr={
+            "depth": 18,
+            "width": 0.25,
+            "embedding_dim": 32,
+            "head": "cosface",
+            "head_s": 16,
+            "head_m": 0.2,
+            "margin_warmup_epochs": 1,
+            "lr_schedule": "cosine",
+            "lr_warmup_epochs": 1,
+            "ema_decay": 0.9,
+            "augment_shift": 0.1,
+            "epochs": 1,
+            "max_steps": 1,
+            "batch_size": 2,
+            "num_workers": 2,
+        },
+        fr_seeds=2,
     )
     with caplog.at_level(logging.INFO, logger="uiface_ray.evaluate.ablation"):
         res = run_ablation(cfg, fit_fr)
     page = write_report(cfg, res)
     progress = [r.getMessage() for r in caplog.records if r.name == "uiface_ray.evaluate.ablation"]
-    assert len(progress) == 18 and progress[0].startswith("ablation [1/18] baseline: 6 images sampled")
-    assert progress[-1].startswith("ablation [18/18] Figure 2: 2 timestep intervals")
+    # per mode: sampled, metrics, 2 FR models; real: metrics, 2 FR models; Figure 2
+    assert len(progress) == 24 and progress[0].startswith("ablation [1/24] baseline: 6 images sampled")
+    assert progress[3].startswith("ablation [4/24] baseline: FR model (seed 1) trained (1 steps)")
+    assert progress[-1].startswith("ablation [24/24] Figure 2: 2 timestep intervals")
     names = [r.name for r in res.rows]
     assert names == list(cfg.modes) + ["real (DevTrain)"]
     for r in res.rows:
         assert 0.0 <= r.verify_accuracy <= 1.0 and r.fr_steps == 1
+        assert len(r.seed_accuracies) == 2 and r.verify_accuracy == pytest.approx(np.mean(r.seed_accuracies))
+        assert r.seed_std == pytest.approx(np.std(r.seed_accuracies, ddof=1))
         assert r.metrics.num_images == 6
+    for seed in (0, 1):  # one FR model per seed, each in its own folder
+        assert storage.exists(storage.join(cfg.out, "fr", "uiface", f"seed-{seed}", "backbone.pth"))
     # Same seeds in every mode: baseline and attention_injection differ only by injection.
     assert set(res.grids) == set(cfg.modes) and res.grids["baseline"].shape[:2] == (2, 2)
     assert len(res.intervals) == 2
@@ -114,6 +179,27 @@ def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir, caplog):
     assert f"reduced to {side}x{side}" in html
     for name in ("grid_uiface.png", "figure2.png", "genuine_impostor_baseline.png"):
         assert name in html and storage.exists(storage.join(cfg.out, "report", name))
+
+
+def test_seed_paragraph_compares_rows_with_the_seed_spread():
+    from uiface_ray.evaluate.ablation import Row
+    from uiface_ray.evaluate.ablation_report import seed_paragraph
+
+    def row(name, accs):
+        return Row(name, None, float(np.mean(accs)), 0.02, 10, (), accs, float(np.std(accs, ddof=1)))
+
+    rows = [
+        row("baseline", [0.60, 0.62, 0.64]),
+        row("uiface", [0.70, 0.71, 0.72]),
+        row("attention_injection", [0.58, 0.63, 0.68]),
+    ]
+    text = seed_paragraph(rows, 3)
+    assert "baseline: 60.0, 62.0, 64.0." in text
+    # +9.0 points against 2 x sqrt((0.01^2 + 0.02^2) / 3) = 2.6 points: a real difference
+    assert "baseline + 2-stage-adaptive + attn vs baseline: +9.0 points, which exceeds twice" in text
+    assert "(2.6 points)" in text
+    # +1.0 point against a spread of 5 points: noise
+    assert "baseline + attn vs baseline: +1.0 points, which does not exceed twice" in text
 
 
 def test_ablation_config_is_checked_before_any_work():

@@ -41,8 +41,15 @@ class _Progress:
         now = time.monotonic()
         self.done += 1
         eta = (now - self.start) / self.done * (self.total - self.done)
-        log.info("ablation [%d/%d] %s in %.0f s (elapsed %.0f s, about %.0f s left)", self.done, self.total, what,
-                 now - self.last, now - self.start, eta)
+        log.info(
+            "ablation [%d/%d] %s in %.0f s (elapsed %.0f s, about %.0f s left)",
+            self.done,
+            self.total,
+            what,
+            now - self.last,
+            now - self.start,
+            eta,
+        )
         self.last = now
 
 
@@ -61,10 +68,12 @@ class ModeData:
 class Row:
     name: str  # sampler mode, or "real (DevTrain)"
     metrics: DatasetMetrics
-    verify_accuracy: float | None = None
-    verify_std: float | None = None
-    fr_steps: int | None = None
-    fr_loss: tuple = ()  # (first, last)
+    verify_accuracy: float | None = None  # mean over the FR seeds
+    verify_std: float | None = None  # 10-fold std, mean over the FR seeds
+    fr_steps: int | None = None  # first seed's
+    fr_loss: tuple = ()  # (first, last), first seed's
+    seed_accuracies: list = field(default_factory=list)  # one per FR seed
+    seed_std: float | None = None  # std over the FR seeds (ddof 1; None with one seed)
     mean_t0: float | None = None
     unet_evals_per_image: float | None = None
     genuine: np.ndarray = field(default=None, repr=False)
@@ -107,14 +116,26 @@ def generate_mode(model, mode: str, cfg: AblationConfig, contexts: np.ndarray) -
     seeds = [image_seed(cfg.seed, int(i), j) for i in range(len(contexts)) for j in range(k)]
     parts = []
     for s in range(0, len(seeds), cfg.batch_size):
-        parts.append(sampler.sample(contexts[labels[s:s + cfg.batch_size]], seeds[s:s + cfg.batch_size]))
-    return ModeData(np.concatenate([p.images for p in parts]), labels, seeds,
-                    np.concatenate([p.t0 for p in parts]), np.concatenate([p.d_t for p in parts]),
-                    parts[0].timesteps, np.concatenate([p.unet_evaluations for p in parts]))
+        parts.append(sampler.sample(contexts[labels[s : s + cfg.batch_size]], seeds[s : s + cfg.batch_size]))
+    return ModeData(
+        np.concatenate([p.images for p in parts]),
+        labels,
+        seeds,
+        np.concatenate([p.t0 for p in parts]),
+        np.concatenate([p.d_t for p in parts]),
+        parts[0].timesteps,
+        np.concatenate([p.unet_evaluations for p in parts]),
+    )
 
 
-def write_face_table(url: str, faces: FaceSet | None, images: np.ndarray | None = None,
-                     labels: np.ndarray | None = None, sources: list | None = None, st=None) -> str:
+def write_face_table(
+    url: str,
+    faces: FaceSet | None,
+    images: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    sources: list | None = None,
+    st=None,
+) -> str:
     """A face table (image, label, identity, source, width, height) from a FaceSet or uint8 images."""
     from uiface_ray.storage.tables import FACE_TABLE, write_typed
     from uiface_ray.synth.shard import encode_image
@@ -126,24 +147,86 @@ def write_face_table(url: str, faces: FaceSet | None, images: np.ndarray | None 
     else:
         blobs = [encode_image(im, "png") for im in images]
         names, sizes = [str(int(v)) for v in labels], images.shape[1:3]
-    write_typed(FACE_TABLE, url, {"image": blobs, "label": np.asarray(labels, np.int64), "identity": names,
-                              "source": sources, "width": np.full(len(blobs), sizes[1], np.int32),
-                              "height": np.full(len(blobs), sizes[0], np.int32)}, st)
+    write_typed(
+        FACE_TABLE,
+        url,
+        {
+            "image": blobs,
+            "label": np.asarray(labels, np.int64),
+            "identity": names,
+            "source": sources,
+            "width": np.full(len(blobs), sizes[1], np.int32),
+            "height": np.full(len(blobs), sizes[0], np.int32),
+        },
+        st,
+    )
     return url
 
 
-def train_and_verify(cfg: AblationConfig, name: str, data_url: str, train_fr: Callable,
-                     verify: Callable) -> tuple:
-    """Train an FR model on ``data_url``; its 10-fold verification accuracy (``verify(encoder)``), std,
-    steps, losses."""
+@dataclass(frozen=True)
+class FRScores:
+    """A row's FR models, one per seed: 10-fold verification accuracies and stds, steps and losses."""
+
+    accuracies: list
+    stds: list
+    steps: int  # first seed's
+    loss: tuple  # (first, last), first seed's
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def std(self) -> float:
+        return float(np.mean(self.stds))
+
+    @property
+    def seed_std(self) -> float | None:
+        return float(np.std(self.accuracies, ddof=1)) if len(self.accuracies) > 1 else None
+
+
+def fr_seeds(cfg: AblationConfig) -> list[int]:
+    """The FR seeds of every row: ``seed``, ``seed + 1``, ... (``fr_seeds`` of them)."""
+    return [cfg.seed + k for k in range(cfg.fr_seeds)]
+
+
+def train_rows_fr(
+    cfg: AblationConfig, name: str, data_url: str, train_fr: Callable, verify: Callable, progress: "_Progress"
+) -> FRScores:
+    """One FR model per seed of :func:`fr_seeds` on ``data_url``, each verified; a progress line each."""
+    accs, stds, first = [], [], None
+    for fr_seed in fr_seeds(cfg):
+        sub = name if cfg.fr_seeds == 1 else f"{name}/seed-{fr_seed}"
+        acc, std, steps, loss = train_and_verify(cfg, sub, data_url, train_fr, verify, fr_seed)
+        accs.append(acc)
+        stds.append(std)
+        first = first or (steps, loss)
+        progress.step(f"{name}: FR model (seed {fr_seed}) trained ({steps} steps) and verified ({100 * acc:.2f}%)")
+    return FRScores(accs, stds, first[0], first[1])
+
+
+def train_and_verify(
+    cfg: AblationConfig, name: str, data_url: str, train_fr: Callable, verify: Callable, fr_seed: int | None = None
+) -> tuple:
+    """Train an FR model on ``data_url`` (into ``fr/<name>``, seeded ``fr_seed``, default the job seed); its
+    10-fold verification accuracy (``verify(encoder)``), std, steps, losses."""
     from uiface_ray.encoders import EncoderConfig, load_encoder
 
     out = storage.join(cfg.out, "fr", name)
-    fr_cfg = FRTrainConfig(data=data_url, out=out, seed=cfg.seed, run_name=f"ablation-{name}",
-                           storage=cfg.storage, ray=cfg.ray, **cfg.fr.model_dump())
+    fr_cfg = FRTrainConfig(
+        data=data_url,
+        out=out,
+        seed=cfg.seed if fr_seed is None else fr_seed,
+        run_name=f"ablation-{name.replace('/', '-')}",
+        storage=cfg.storage,
+        ray=cfg.ray,
+        **cfg.fr.model_dump(),
+    )
     res = train_fr(fr_cfg)
-    enc = load_encoder(EncoderConfig(kind="iresnet", path=res.backbone_url, depth=cfg.fr.depth,
-                                     embedding_dim=cfg.fr.embedding_dim), cfg.storage)
+    enc = load_encoder(
+        EncoderConfig(kind="iresnet", path=res.backbone_url, depth=cfg.fr.depth, embedding_dim=cfg.fr.embedding_dim),
+        cfg.storage,
+    )
     acc, std = verify(enc)
     return acc, std, res.steps, (res.losses[0], res.losses[-1])
 
@@ -194,18 +277,37 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
     ref_emb = encoder.embed(decode_images(real.reference.images, 112))
     params = MetricParams(cfg.diversity_identities, 45, 45, 10000, cfg.metrics_k, 112)
     rows, grids, d_t = [], {}, {}
-    progress = _Progress(3 * len(cfg.modes) + 2 * cfg.real_row + 1)
+    progress = _Progress((2 + cfg.fr_seeds) * len(cfg.modes) + (1 + cfg.fr_seeds) * cfg.real_row + 1)
     for mode in cfg.modes:
         data = generate_mode(model, mode, cfg, contexts)
-        url = write_face_table(storage.join(cfg.out, "data", f"{mode}.parquet"), None, data.images, data.labels,
-                               [f"seed:{s}" for s in data.seeds], cfg.storage)
+        url = write_face_table(
+            storage.join(cfg.out, "data", f"{mode}.parquet"),
+            None,
+            data.images,
+            data.labels,
+            [f"seed:{s}" for s in data.seeds],
+            cfg.storage,
+        )
         progress.step(f"{mode}: {len(data.labels)} images sampled")
         m, ic = measure(read_faceset(url, cfg.storage), encoder, ref_emb, params, cfg.seed)
         progress.step(f"{mode}: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
-        acc, std, steps, loss = train_and_verify(cfg, mode, url, train_fr, real.verify)
-        progress.step(f"{mode}: FR model trained ({steps} steps) and verified ({100 * acc:.2f}%)")
-        rows.append(Row(mode, m, acc, std, steps, loss, float(data.t0.mean()),
-                        float(data.unet_evaluations.mean()), ic.genuine, ic.impostor))
+        fr = train_rows_fr(cfg, mode, url, train_fr, real.verify, progress)
+        rows.append(
+            Row(
+                mode,
+                m,
+                fr.accuracy,
+                fr.std,
+                fr.steps,
+                fr.loss,
+                fr.accuracies,
+                fr.seed_std,
+                float(data.t0.mean()),
+                float(data.unet_evaluations.mean()),
+                ic.genuine,
+                ic.impostor,
+            )
+        )
         g, c = min(cfg.grid_identities, cfg.num_identities), min(cfg.grid_images, cfg.images_per_identity)
         grids[mode] = data.images.reshape(cfg.num_identities, cfg.images_per_identity, *data.images.shape[1:])[:g, :c]
         d_t[mode] = _mean_d_t(data)
@@ -213,20 +315,42 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
         url = write_face_table(storage.join(cfg.out, "data", "real.parquet"), real.train, st=cfg.storage)
         m, ic = measure(real.train, encoder, None, params, cfg.seed)
         progress.step(f"real: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
-        acc, std, steps, loss = train_and_verify(cfg, "real", url, train_fr, real.verify)
-        progress.step(f"real: FR model trained ({steps} steps) and verified ({100 * acc:.2f}%)")
-        rows.append(Row(REAL_ROW if not cfg.real_faces else "real (own faces)", m, acc, std, steps, loss, None, None, ic.genuine, ic.impostor))
+        fr = train_rows_fr(cfg, "real", url, train_fr, real.verify, progress)
+        rows.append(
+            Row(
+                REAL_ROW if not cfg.real_faces else "real (own faces)",
+                m,
+                fr.accuracy,
+                fr.std,
+                fr.steps,
+                fr.loss,
+                fr.accuracies,
+                fr.seed_std,
+                None,
+                None,
+                ic.genuine,
+                ic.impostor,
+            )
+        )
     sampler_steps = int(cfg.sampler.get("num_inference_steps", 50))
-    points = interval_similarity(model, contexts[: cfg.interval_identities], encoder, cfg.intervals,
-                                 cfg.interval_images, cfg.seed, sampler_steps,
-                                 float(cfg.sampler.get("guidance_scale", 1.0)))
+    points = interval_similarity(
+        model,
+        contexts[: cfg.interval_identities],
+        encoder,
+        cfg.intervals,
+        cfg.interval_images,
+        cfg.seed,
+        sampler_steps,
+        float(cfg.sampler.get("guidance_scale", 1.0)),
+    )
     progress.step(f"Figure 2: {len(points)} timestep intervals")
     results_url = storage.join(cfg.out, "results.json")
     body = results_json(cfg, rows, points, resolution)
     body["verify_set"] = real.verify_name
     storage.write_bytes_atomic(results_url, json.dumps(body, indent=2).encode(), cfg.storage)
-    return AblationResult(rows, grids, d_t, points, results_url, real_resolution=resolution,
-                          verify_name=real.verify_name)
+    return AblationResult(
+        rows, grids, d_t, points, results_url, real_resolution=resolution, verify_name=real.verify_name
+    )
 
 
 def results_json(cfg: AblationConfig, rows: list, points: list[IntervalPoint], resolution: int | None = None) -> dict:
@@ -237,5 +361,9 @@ def results_json(cfg: AblationConfig, rows: list, points: list[IntervalPoint], r
 
     from uiface_ray.evaluate.fr_loop import public_config
 
-    return {"config": public_config(cfg), "real_resolution": resolution, "rows": [row(r) for r in rows],
-            "figure2": [asdict(p) for p in points]}
+    return {
+        "config": public_config(cfg),
+        "real_resolution": resolution,
+        "rows": [row(r) for r in rows],
+        "figure2": [asdict(p) for p in points],
+    }

@@ -17,8 +17,22 @@ TABLE2_NAMES = {
     "attention_injection": "baseline + attn",
     "uiface": "baseline + 2-stage-adaptive + attn",
 }
-COLUMNS = ("Method", "Diversity (1-MS-SSIM)", "FR-emb. precision", "FR-emb. recall", "Genuine", "Impostor",
-           "d'", "verification acc. (%)", "+-", "mean t0", "UNet evals/image", "FR steps", "FR loss first->last")
+COLUMNS = (
+    "Method",
+    "Diversity (1-MS-SSIM)",
+    "FR-emb. precision",
+    "FR-emb. recall",
+    "Genuine",
+    "Impostor",
+    "d'",
+    "verification acc. (%)",
+    "+- 10-fold",
+    "+- seeds",
+    "mean t0",
+    "UNet evals/image",
+    "FR steps",
+    "FR loss first->last",
+)
 
 
 def _row(r) -> list:
@@ -26,9 +40,23 @@ def _row(r) -> list:
     loss = f"{r.fr_loss[0]:.2f}->{r.fr_loss[1]:.2f}" if r.fr_loss else None
     acc = None if r.verify_accuracy is None else 100 * r.verify_accuracy
     std = None if r.verify_std is None else 100 * r.verify_std
-    return [TABLE2_NAMES.get(r.name, r.name), m.diversity_1_minus_msssim, m.fr_precision, m.fr_recall,
-            m.genuine_mean, m.impostor_mean, m.d_prime, acc, std, r.mean_t0, r.unet_evals_per_image,
-            r.fr_steps, loss]
+    seed_std = None if r.seed_std is None else 100 * r.seed_std
+    return [
+        TABLE2_NAMES.get(r.name, r.name),
+        m.diversity_1_minus_msssim,
+        m.fr_precision,
+        m.fr_recall,
+        m.genuine_mean,
+        m.impostor_mean,
+        m.d_prime,
+        acc,
+        std,
+        seed_std,
+        r.mean_t0,
+        r.unet_evals_per_image,
+        r.fr_steps,
+        loss,
+    ]
 
 
 def _upscale(grid: np.ndarray, min_side: int = 64) -> np.ndarray:
@@ -42,50 +70,102 @@ def _upscale(grid: np.ndarray, min_side: int = 64) -> np.ndarray:
 def fr_recipe(fr) -> str:
     """One line naming the FR training recipe of every row."""
     size = f"{fr.input_size} px" if fr.input_size else "the data's size"
-    budget = f"{fr.epochs} epochs" + (f", at most {fr.max_steps} steps" if fr.max_steps else "") + \
-        (f", at most {fr.max_minutes} min" if fr.max_minutes else "")
-    return (f"FR: IR-{fr.depth} (width x{fr.width}, input {size}) + {'CosFace' if fr.head == 'cosface' else 'ArcFace'} "
-            f"s={fr.head_s} m={fr.head_m}, lr {fr.lr} {fr.lr_schedule}, EMA {fr.ema_decay or 'off'}, budget {budget}")
+    budget = (
+        f"{fr.epochs} epochs"
+        + (f", at most {fr.max_steps} steps" if fr.max_steps else "")
+        + (f", at most {fr.max_minutes} min" if fr.max_minutes else "")
+    )
+    return (
+        f"FR: IR-{fr.depth} (width x{fr.width}, input {size}) + {'CosFace' if fr.head == 'cosface' else 'ArcFace'} "
+        f"s={fr.head_s} m={fr.head_m}, lr {fr.lr} {fr.lr_schedule}, EMA {fr.ema_decay or 'off'}, budget {budget}"
+    )
+
+
+def seed_paragraph(rows: list, n_seeds: int) -> str:
+    """Each row's accuracy per FR seed, and whether each row differs from the baseline by more than the
+    seed-to-seed spread (the difference of the means against twice its standard error)."""
+    parts = [
+        f"Verification accuracy is the mean over {n_seeds} FR models per row (seeds {', '.join(map(str, range(n_seeds)))}"
+        " added to the job seed); '+- seeds' is their standard deviation, '+- 10-fold' the mean 10-fold spread."
+    ]
+    for r in rows:
+        parts.append(f"{TABLE2_NAMES.get(r.name, r.name)}: {', '.join(f'{100 * a:.1f}' for a in r.seed_accuracies)}.")
+    base = next((r for r in rows if r.name == "baseline" and r.seed_std is not None), None)
+    if base is not None:
+        for r in rows:
+            if r is base or r.seed_std is None:
+                continue
+            diff = r.verify_accuracy - base.verify_accuracy
+            se = float(np.sqrt((r.seed_std**2 + base.seed_std**2) / n_seeds))
+            verdict = "exceeds" if abs(diff) > 2 * se else "does not exceed"
+            parts.append(
+                f"{TABLE2_NAMES.get(r.name, r.name)} vs baseline: {100 * diff:+.1f} points, which {verdict} twice "
+                f"the standard error of the difference ({100 * 2 * se:.1f} points)."
+            )
+    return " ".join(parts)
 
 
 def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
     rep = Report("UIFace ablation (Table 2 at our scale)")
     enc = res.rows[0].metrics.encoder if res.rows else "-"
-    rep.paragraph(f"Generator {cfg.model}; {cfg.num_identities} identities x {cfg.images_per_identity} images per "
-                  f"mode, same identities and seeds in every mode (job seed {cfg.seed}). {fr_recipe(cfg.fr)}, "
-                  f"verified by 10-fold accuracy on {res.verify_name}. Metrics use the FR encoder {enc}.")
+    rep.paragraph(
+        f"Generator {cfg.model}; {cfg.num_identities} identities x {cfg.images_per_identity} images per "
+        f"mode, same identities and seeds in every mode (job seed {cfg.seed}). {fr_recipe(cfg.fr)}, "
+        f"verified by 10-fold accuracy on {res.verify_name}. Metrics use the FR encoder {enc}."
+    )
     if res.real_resolution:
         s = res.real_resolution
-        rep.paragraph(f"Real faces (the real row, the precision/recall reference and the verification images) were "
-                      f"reduced to {s}x{s}, the generator's resolution, before use, so every row is trained and "
-                      f"scored on images of the same detail.")
-    rep.paragraph("The paper's LPIPS and ImRecall columns need ImageNet VGG and Inception weights that are not "
-                  "available here; this table reports 1 - MS-SSIM for diversity and improved precision/recall "
-                  "in the FR embedding space instead, named as such. The paper's five benchmarks are replaced "
-                  f"by {res.verify_name} (people no row was trained on).")
+        rep.paragraph(
+            f"Real faces (the real row, the precision/recall reference and the verification images) were "
+            f"reduced to {s}x{s}, the generator's resolution, before use, so every row is trained and "
+            f"scored on images of the same detail."
+        )
+    rep.paragraph(
+        "The paper's LPIPS and ImRecall columns need ImageNet VGG and Inception weights that are not "
+        "available here; this table reports 1 - MS-SSIM for diversity and improved precision/recall "
+        "in the FR embedding space instead, named as such. The paper's five benchmarks are replaced "
+        f"by {res.verify_name} (people no row was trained on)."
+    )
     rep.heading("Table 2 (our numbers)")
     rep.table(COLUMNS, [_row(r) for r in res.rows])
+    if cfg.fr_seeds > 1:
+        rep.paragraph(seed_paragraph(res.rows, cfg.fr_seeds))
     rep.heading("Samples per mode (rows: identities, columns: seeds; the same in every mode)")
     for mode, grid in res.grids.items():
         rep.image(f"grid_{mode}.png", image_grid(_upscale(grid)), TABLE2_NAMES.get(mode, mode))
     curves = {m: v for m, v in res.d_t.items() if v[0]}
     if curves:
         rep.heading("d_t: mean change of the c_e cross-attention map (Figure 7 left)")
-        rep.image("d_t.png", line_plot(curves, "d_t over timesteps", "timestep t", "mean d_t"),
-                  f"threshold {cfg.sampler.get('threshold', 0.005)}; NaN steps (not computed) omitted")
+        rep.image(
+            "d_t.png",
+            line_plot(curves, "d_t over timesteps", "timestep t", "mean d_t"),
+            f"threshold {cfg.sampler.get('threshold', 0.005)}; NaN steps (not computed) omitted",
+        )
     if res.intervals:
         rep.heading("Identity used only in a timestep interval (Figure 2)")
         labels = [f"[{p.interval[0]},{p.interval[1]})" for p in res.intervals]
-        rep.image("figure2.png", bar_plot(labels, [p.intra_class_similarity for p in res.intervals],
-                                          "intra-class similarity vs identity interval", "mean cosine"))
-        rep.table(("interval", "intra-class similarity", "std"),
-                  [[lab, p.intra_class_similarity, p.std] for lab, p in zip(labels, res.intervals)])
+        rep.image(
+            "figure2.png",
+            bar_plot(
+                labels,
+                [p.intra_class_similarity for p in res.intervals],
+                "intra-class similarity vs identity interval",
+                "mean cosine",
+            ),
+        )
+        rep.table(
+            ("interval", "intra-class similarity", "std"),
+            [[lab, p.intra_class_similarity, p.std] for lab, p in zip(labels, res.intervals)],
+        )
     rep.heading("Genuine and impostor similarity (Figure 5)")
     for r in res.rows:
         name = "".join(c if c.isalnum() else "_" for c in r.name)
-        rep.image(f"genuine_impostor_{name}.png",
-                  histogram_plot({"genuine": r.genuine, "impostor": r.impostor}, TABLE2_NAMES.get(r.name, r.name),
-                                 "cosine similarity"))
+        rep.image(
+            f"genuine_impostor_{name}.png",
+            histogram_plot(
+                {"genuine": r.genuine, "impostor": r.impostor}, TABLE2_NAMES.get(r.name, r.name), "cosine similarity"
+            ),
+        )
     return rep
 
 
@@ -93,4 +173,4 @@ def write_report(cfg: AblationConfig, res: AblationResult) -> str:
     return build_report(cfg, res).write(storage.join(cfg.out, "report"), cfg.storage)
 
 
-__all__ = ["build_report", "write_report"]
+__all__ = ["build_report", "seed_paragraph", "write_report"]

@@ -18,53 +18,99 @@ class FRTrainParams(Config):
     minutes on a CPU at 32 px."""
 
     depth: Literal[18, 34, 50, 100] = Field(50, description="IResNet depth (IR-50 is the paper's).")
-    width: float = Field(1.0, gt=0, le=4, description="Width multiplier of the stages (1: 64, 128, 256, 512 "
-                         "channels as insightface; 0.5 halves them).")
+    width: float = Field(
+        1.0,
+        gt=0,
+        le=4,
+        description="Width multiplier of the stages (1: 64, 128, 256, 512 channels as insightface; 0.5 halves them).",
+    )
     input_size: int | None = Field(
-        None, ge=16, le=224, multiple_of=16, description="Side the images are resized to and the fc layer is "
+        None,
+        ge=16,
+        le=224,
+        multiple_of=16,
+        description="Side the images are resized to and the fc layer is "
         "sized for (32, 64, 112, ...: a multiple of 16); empty: the dataset's image side rounded down to a "
-        "multiple of 16, at most 112.")
+        "multiple of 16, at most 112.",
+    )
     embedding_dim: int = Field(512, ge=8, description="Embedding size of the backbone's fc layer.")
     head: Literal["arcface", "cosface"] = Field(
-        "arcface", description="Margin softmax: 'arcface' (cos(theta + m), the paper's) or 'cosface' (cos(theta) - m).")
+        "arcface", description="Margin softmax: 'arcface' (cos(theta + m), the paper's) or 'cosface' (cos(theta) - m)."
+    )
     head_s: float = Field(64.0, gt=0, description="Scale s of the head (paper: ArcFace s=64; CosFace often 32-64).")
     head_m: float = Field(0.5, ge=0, description="Margin m of the head (ArcFace: radians, paper 0.5; CosFace: 0.35).")
-    margin_warmup_epochs: float = Field(0.0, ge=0, description="Ramp the margin linearly from 0 to head_m over "
-                                        "this many epochs (0: full margin from the first step).")
+    margin_warmup_epochs: float = Field(
+        0.0,
+        ge=0,
+        description="Ramp the margin linearly from 0 to head_m over "
+        "this many epochs (0: full margin from the first step).",
+    )
     epochs: int = Field(40, ge=1, description="Epochs over the dataset (paper: 40).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (overrides epochs when smaller).")
-    max_minutes: float | None = Field(None, gt=0, description="Time budget: stop after this many minutes of "
-                                      "training; the lr schedule then runs over the budget (whichever of "
-                                      "steps and minutes is nearer to spent sets the progress).")
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Time budget: stop after this many minutes of "
+        "training; the lr schedule then runs over the budget (whichever of "
+        "steps and minutes is nearer to spent sets the progress).",
+    )
     batch_size: int = Field(128, ge=2, description="Images per step on each worker.")
     lr: float = Field(0.1, gt=0, description="Peak learning rate (paper A.1: 0.1, then 0.01, 0.001, 0.0001).")
     lr_schedule: Literal["step", "cosine", "constant"] = Field(
-        "step", description="'step' (drops by lr_gamma at lr_milestones, the paper's), 'cosine' (to 0 at the "
-        "end of the budget) or 'constant'.")
+        "step",
+        description="'step' (drops by lr_gamma at lr_milestones, the paper's), 'cosine' (to 0 at the "
+        "end of the budget) or 'constant'.",
+    )
     lr_warmup_epochs: float = Field(0.0, ge=0, description="Linear learning-rate warm-up, in epochs.")
     lr_milestones: tuple[float, ...] = Field(
-        (0.25, 0.5, 0.75), description="Where the 'step' schedule drops the learning rate by lr_gamma, as "
-        "fractions of the budget (the paper gives the four rates, not the epochs of the drops).")
+        (0.25, 0.5, 0.75),
+        description="Where the 'step' schedule drops the learning rate by lr_gamma, as "
+        "fractions of the budget (the paper gives the four rates, not the epochs of the drops).",
+    )
     lr_gamma: float = Field(0.1, gt=0, le=1, description="Factor of each learning-rate drop.")
     optimizer: Literal["sgd", "adam"] = Field(
-        "sgd", description="'sgd' (momentum 0.9, as insightface/TFace) or 'adam' (A.1 names Adam, but with "
-        "a 0.1 rate Adam diverges; use lr=1e-3 with it).")
+        "sgd",
+        description="'sgd' (momentum 0.9, as insightface/TFace) or 'adam' (A.1 names Adam, but with "
+        "a 0.1 rate Adam diverges; use lr=1e-3 with it).",
+    )
     weight_decay: float = Field(5e-4, ge=0, description="Weight decay.")
-    ema_decay: float = Field(0.0, ge=0, lt=1, description="Keep an exponential moving average of the backbone "
-                             "with this decay (e.g. 0.999) and save it instead of the last weights; 0: off.")
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Keep an exponential moving average of the backbone "
+        "with this decay (e.g. 0.999) and save it instead of the last weights; 0: off.",
+    )
     flip: bool = Field(True, description="Random horizontal flip (p = 0.5).")
-    augment_p: float = Field(0.2, ge=0, le=1, description="Probability of each AdaFace-style augmentation "
-                             "(crop, low resolution, photometric); 0 disables them.")
-    augment_shift: float = Field(0.0, ge=0, le=0.25, description="Random translation by up to this fraction of "
-                                 "the side (edge pixels repeated), on every image; 0: off.")
-    verify_pairs: str | None = Field(None, description="Pairs file (LFW format, e.g. pairsDevTest.txt) scored "
-                                     "during training: the accuracy curve goes to train_log.json and verify_curve.png.")
+    augment_p: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Probability of each AdaFace-style augmentation "
+        "(crop, low resolution, photometric); 0 disables them.",
+    )
+    augment_shift: float = Field(
+        0.0,
+        ge=0,
+        le=0.25,
+        description="Random translation by up to this fraction of "
+        "the side (edge pixels repeated), on every image; 0: off.",
+    )
+    verify_pairs: str | None = Field(
+        None,
+        description="Pairs file (LFW format, e.g. pairsDevTest.txt) scored "
+        "during training: the accuracy curve goes to train_log.json and verify_curve.png.",
+    )
     verify_images: str | None = Field(None, description="Image folder of verify_pairs (<name>/<name>_<NNNN>.jpg).")
     verify_every: int = Field(0, ge=0, description="Score verify_pairs every this many steps (0: at the end only).")
-    verify_max_pairs: int | None = Field(None, ge=20, description="Score only this many pairs (half same, half different).")
+    verify_max_pairs: int | None = Field(
+        None, ge=20, description="Score only this many pairs (half same, half different)."
+    )
     runner: Literal["ray_train", "local"] = Field(
-        "ray_train", description="'ray_train': num_workers data-parallel Ray Train workers; 'local': one process, "
-        "no Ray (num_workers is ignored).")
+        "ray_train",
+        description="'ray_train': num_workers data-parallel Ray Train workers; 'local': one process, "
+        "no Ray (num_workers is ignored).",
+    )
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel, DDP).")
     use_gpu: bool = Field(False, description="One GPU per worker (the 'local' runner: train on 'cuda').")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker.")
@@ -75,16 +121,29 @@ class FRTrainConfig(FRTrainParams):
     """Train an IResNet face-recognition model (ArcFace or CosFace head) on a Parquet dataset, with Ray Train
     or in one process."""
 
-    data: str = Field(..., description="Dataset URL: a synthetic dataset folder (with manifest.json) or a "
-                      "face table (.parquet file or folder of them, columns image, label, identity).")
-    out: str = Field(..., description="Output URL: backbone.pth (insightface layout), train_log.json and, with "
-                     "verify_pairs, verify_curve.png.")
+    data: str = Field(
+        ...,
+        description="Dataset URL: a synthetic dataset folder (with manifest.json) or a "
+        "face table (.parquet file or folder of them, columns image, label, identity).",
+    )
+    out: str = Field(
+        ...,
+        description="Output URL: backbone.pth (insightface layout), train_log.json and, with "
+        "verify_pairs, verify_curve.png.",
+    )
     seed: int = Field(0, description="Seed of initialisation, shuffling and augmentation.")
-    checkpoint_every: int = Field(0, ge=0, description="Report a Ray Train checkpoint every N steps (0: once per epoch).")
-    ray_storage: str | None = Field(None, description="Ray Train storage_path for run checkpoints (shared path or "
-                                    "s3:// on multi-node clusters); default: a local temporary folder.")
-    run_name: str = Field("uiface-fr", description="Ray Train run name (a rerun with the same name and "
-                          "ray_storage resumes from its last checkpoint).")
+    checkpoint_every: int = Field(
+        0, ge=0, description="Report a Ray Train checkpoint every N steps (0: once per epoch)."
+    )
+    ray_storage: str | None = Field(
+        None,
+        description="Ray Train storage_path for run checkpoints (shared path or "
+        "s3:// on multi-node clusters); default: a local temporary folder.",
+    )
+    run_name: str = Field(
+        "uiface-fr",
+        description="Ray Train run name (a rerun with the same name and ray_storage resumes from its last checkpoint).",
+    )
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage access.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Where the Ray driver connects.")
 
@@ -113,8 +172,9 @@ class MetricsConfig(Config):
     """Dataset metrics: identity consistency, intra-class diversity, improved precision/recall."""
 
     data: str = Field(..., description="Dataset to measure: synthetic dataset folder or face table.")
-    real: str | None = Field(None, description="Real face set for precision/recall: face table URL, or an "
-                             "image folder with real_people.")
+    real: str | None = Field(
+        None, description="Real face set for precision/recall: face table URL, or an image folder with real_people."
+    )
     real_people: str | None = Field(None, description="People list (peopleDevTrain.txt) when real is an image folder.")
     real_max_images: int = Field(2000, ge=11, description="At most this many real images (seeded sample).")
     encoder: EncoderConfig = Field(..., description="FR encoder that defines the feature space.")
@@ -125,7 +185,9 @@ class MetricsConfig(Config):
     impostor_pairs: int = Field(10000, ge=1, description="Impostor pairs drawn at random.")
     k: int = Field(10, ge=1, description="Nearest-neighbour k of improved precision/recall (paper: 10).")
     msssim_size: int = Field(112, ge=48, description="Images are resized to this size for MS-SSIM.")
-    lpips_vgg: str | None = Field(None, description="torchvision VGG16 state dict (.pth) for LPIPS; no LPIPS without it.")
+    lpips_vgg: str | None = Field(
+        None, description="torchvision VGG16 state dict (.pth) for LPIPS; no LPIPS without it."
+    )
     lpips_lin: str | None = Field(None, description="LPIPS linear-layer weights (vgg.pth of Zhang et al.).")
     seed: int = Field(0, description="Seed of every sample drawn.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage access.")
@@ -136,44 +198,81 @@ class AblationConfig(Config):
 
     model: str = Field(..., description="Generator folder/URL (uiface_ray.model.bundle.save_model).")
     out: str = Field(..., description="Output URL: per-mode face tables, FR models, results.json, report/.")
-    modes: tuple[Literal["baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"], ...] = \
-        Field(("baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"),
-              description="Sampler modes (Table 2 rows).")
-    sampler: dict = Field(default_factory=dict, description="SamplerConfig fields shared by every mode "
-                          "(num_inference_steps, guidance_scale, t0, threshold, max_t0, ...); mode is set per row.")
-    identities: str | None = Field(None, description="Identity table (Parquet with embedding) giving the "
-                                   "contexts; default: seeded random unit vectors of the model's embedding size.")
+    modes: tuple[Literal["baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"], ...] = (
+        Field(
+            ("baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"),
+            description="Sampler modes (Table 2 rows).",
+        )
+    )
+    sampler: dict = Field(
+        default_factory=dict,
+        description="SamplerConfig fields shared by every mode "
+        "(num_inference_steps, guidance_scale, t0, threshold, max_t0, ...); mode is set per row.",
+    )
+    identities: str | None = Field(
+        None,
+        description="Identity table (Parquet with embedding) giving the "
+        "contexts; default: seeded random unit vectors of the model's embedding size.",
+    )
     num_identities: int = Field(50, ge=2, description="Identities per mode.")
     images_per_identity: int = Field(10, ge=2, description="Images per identity.")
     batch_size: int = Field(64, ge=1, description="Images per sampler call.")
     seed: int = Field(0, description="Job seed: image seeds are image_seed(seed, identity, index).")
     device: str = Field("cpu", description="Torch device of the sampler.")
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="FR encoder for the metrics "
-                                   "and Figure 2 (default: dlib).")
-    lfw_dir: str = Field("../shared/data/lfw112", description="Real faces (lfw112 layout): DevTrain for the "
-                         "real row and precision/recall, pairsDevTest for verification.")
+    encoder: EncoderConfig = Field(
+        default_factory=EncoderConfig, description="FR encoder for the metrics and Figure 2 (default: dlib)."
+    )
+    lfw_dir: str = Field(
+        "../shared/data/lfw112",
+        description="Real faces (lfw112 layout): DevTrain for the "
+        "real row and precision/recall, pairsDevTest for verification.",
+    )
     real_faces: str | None = Field(
-        None, description="Your own real faces instead of LFW: a face table (.parquet file or folder; columns "
+        None,
+        description="Your own real faces instead of LFW: a face table (.parquet file or folder; columns "
         "image, label[, identity]) giving the real row, the precision/recall reference and verification pairs "
-        "drawn from held-out identities (real_verify_fraction); empty: lfw_dir.")
-    real_verify_fraction: float = Field(0.3, gt=0, lt=1, description="real_faces: fraction of the identities "
-                                        "with 2+ images held out for the verification pairs (never trained on).")
+        "drawn from held-out identities (real_verify_fraction); empty: lfw_dir.",
+    )
+    real_verify_fraction: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="real_faces: fraction of the identities "
+        "with 2+ images held out for the verification pairs (never trained on).",
+    )
     real_row: bool = Field(True, description="Also train on real faces (the reference row).")
+    fr_seeds: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="FR models trained per row, with seeds seed, seed+1, ...; the table gives their mean "
+        "accuracy and the seed-to-seed spread (3 to tell a difference between rows from noise).",
+    )
     real_min_images: int = Field(5, ge=2, description="Real row: people with at least this many images.")
     real_max_images: int = Field(2000, ge=11, description="Real images for precision/recall (seeded sample).")
-    verify_max_pairs: int | None = Field(None, ge=20, description="Use only this many pairsDevTest pairs "
-                                         "(real_faces: draw this many held-out pairs; default 1000).")
+    verify_max_pairs: int | None = Field(
+        None,
+        ge=20,
+        description="Use only this many pairsDevTest pairs (real_faces: draw this many held-out pairs; default 1000).",
+    )
     real_resolution: int | None = Field(
-        None, ge=8, le=112, description="Real faces (the real row, the precision/recall reference and the "
+        None,
+        ge=8,
+        le=112,
+        description="Real faces (the real row, the precision/recall reference and the "
         "pairsDevTest images) are first reduced to this size, so every row is trained and scored at the "
-        "generator's resolution; empty: the generator's image size; 112 keeps them as they are.")
-    fr: FRTrainParams = Field(default_factory=FRTrainParams, description="FR training for every row "
-                              "(e.g. depth 18 and fewer epochs on a CPU machine).")
+        "generator's resolution; empty: the generator's image size; 112 keeps them as they are.",
+    )
+    fr: FRTrainParams = Field(
+        default_factory=FRTrainParams,
+        description="FR training for every row (e.g. depth 18 and fewer epochs on a CPU machine).",
+    )
     metrics_k: int = Field(10, ge=1, description="k of improved precision/recall.")
     diversity_identities: int = Field(100, ge=1, description="Identities sampled for 1 - MS-SSIM.")
     intervals: tuple[tuple[int, int], ...] = Field(
         ((800, 1000), (600, 800), (400, 600), (200, 400), (0, 200), (0, 1000)),
-        description="Figure 2: timestep intervals [start, end) where the identity guides sampling.")
+        description="Figure 2: timestep intervals [start, end) where the identity guides sampling.",
+    )
     interval_identities: int = Field(10, ge=1, description="Figure 2: identities per interval.")
     interval_images: int = Field(4, ge=2, description="Figure 2: images per identity.")
     grid_identities: int = Field(6, ge=1, description="Image grids: identities (rows) per mode.")
