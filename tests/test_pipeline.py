@@ -241,6 +241,7 @@ def test_stage_plans_need_no_ray_and_validate_the_stage_config(tmp_path, monkeyp
     plans = {stage.name: stage.plan(cfg, up) for stage in STAGES}
     assert plans["embed"].config.input == "f" and plans["synthesize"].config.identities == "i"
     assert plans["export"].config.metrics == "m" and plans["metrics"].config.data == "d"
+    assert plans["export"].config.ray == cfg.ray == plans["synthesize"].config.ray  # the export runs on Ray too
     assert plans["make_identities"].config.model == "g"
     with pytest.raises(ConfigError, match="pipeline stage synthesize: stages.synthesize.seed"):
         bad = cfg.model_copy(update={"stages": cfg.stages.model_copy(update={"synthesize": {"seed": "x"}})})

@@ -16,6 +16,12 @@ own, and why each setting here removes it (measured on Ray 2.60 on a 2-core mach
 - Ray's processes find "their" cluster through ``RAY_ADDRESS``, else by scanning the machine, which
   fails ("Found multiple active Ray instances") when another Ray runs beside ours: the embedded Ray
   gets a GCS port chosen here and hands ``RAY_ADDRESS`` to its workers (an address, no secret).
+
+Nothing left in the temporary folder: the dashboard starts its modules through a multiprocessing
+forkserver, whose socket lives in a ``pymp-*`` folder under the temporary folder that Python removes
+only at a normal exit, and ``ray.shutdown`` kills the dashboard.  After shutting down an embedded
+Ray, :func:`remove_stale_forkserver_dirs` removes the ``pymp-*`` folders made since it started
+whose sockets no process holds any more (Linux: ``/proc/net/unix``); a live one is never touched.
 """
 
 from __future__ import annotations
@@ -23,11 +29,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
 from typing import Iterator
 
 from uiface_ray.config import RayConfig
 
-__all__ = ["init_embedded_ray", "prepare_ray_train", "ray_session"]
+__all__ = ["init_embedded_ray", "prepare_ray_train", "ray_session", "remove_stale_forkserver_dirs"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +53,7 @@ def ray_session(cfg: RayConfig | None = None) -> Iterator[None]:
         yield
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
+    started = time.time()
     if address:
         os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
         ray.init(address=address, log_to_driver=True)
@@ -52,6 +63,46 @@ def ray_session(cfg: RayConfig | None = None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+        if not address:
+            remove_stale_forkserver_dirs(started)
+
+
+def _bound_unix_sockets() -> set[str] | None:
+    """Paths of the Unix sockets some process holds (Linux), or None where that cannot be read."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    return {fields[7] for fields in (line.split() for line in lines) if len(fields) > 7}
+
+
+def remove_stale_forkserver_dirs(since: float, wait_s: float = 5.0) -> list[str]:
+    """Remove the ``pymp-*`` folders of the temporary folder made at or after ``since`` that hold only
+    sockets no live process holds (the embedded dashboard's forkserver, killed by ``ray.shutdown``);
+    waits up to ``wait_s`` for the dying processes to let go.  Returns the folders removed."""
+    candidates = []
+    for folder in Path(tempfile.gettempdir()).glob("pymp-*"):
+        try:
+            entries = list(folder.iterdir())
+            if folder.stat().st_mtime >= since - 1 and entries and all(e.is_socket() for e in entries):
+                candidates.append((folder, [str(e) for e in entries]))
+        except OSError:
+            continue
+    removed = []
+    deadline = time.monotonic() + wait_s
+    while candidates:
+        bound = _bound_unix_sockets()
+        if bound is None:
+            break
+        for folder, sockets in list(candidates):
+            if not bound.intersection(sockets):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(str(folder))
+                candidates.remove((folder, sockets))
+        if not candidates or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return removed
 
 
 def init_embedded_ray(num_cpus: int | None = None, num_gpus: int | None = None, log_to_driver: bool = True) -> None:
