@@ -242,15 +242,38 @@ def bench_export(dataset: str, out: str, formats: tuple[str, ...] = ("folders", 
     return {"export_s": r["s"], "export_stitch_s": r["stitch_s"], "export_peak_mb": r["mb"]}
 
 
+def _write_shard(prep, spec, ids: np.ndarray, image: bytes):
+    """Write the planned shard ``spec`` (its real rows, every image ``image``) as an actor would: one
+    PUT, then a HEAD for its size and version; returns its record for the manifest."""
+    from uiface_ray import storage
+    from uiface_ray.synth.manifest import ShardRecord
+    from uiface_ray.synth.resume import expected_rows
+    from uiface_ray.synth.shard import ShardRows, encode_shard, sha256, shard_metadata
+
+    idn, idx = expected_rows(spec, ids)
+    rows = ShardRows(
+        idn,
+        idx,
+        idn,
+        [image] * len(idn),
+        np.zeros(len(idn)),
+        "uiface",
+        prep.manifest.model_hash,
+        shard_metadata("png", 8, 8, "uiface", "x"),
+    )
+    data = encode_shard(rows)
+    url = storage.join(prep.cfg.output, "shards", spec.name)
+    storage.write_bytes_atomic(url, data)
+    info = storage.file_info(url)
+    return ShardRecord(spec.name, spec.index, len(idn), sha256(data), info.size, info.version)
+
+
 def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...] | None, req: S3Requests) -> dict:
     """N/16 shards written here and committed through the journal; then resume planning."""
-    from uiface_ray import storage
     from uiface_ray.identities.table import read_identity_table
     from uiface_ray.runtime.synthesis import check_inputs, plan_work, resolve_config
     from uiface_ray.synth.journal import ManifestWriter
-    from uiface_ray.synth.manifest import ShardRecord
-    from uiface_ray.synth.resume import expected_rows
-    from uiface_ray.synth.shard import ShardRows, encode_image, encode_shard, sha256, shard_metadata
+    from uiface_ray.synth.shard import encode_image
 
     model, table = make_inputs(work, n)
     out = store + f"/driver-{n}"
@@ -264,24 +287,9 @@ def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...]
     commit_s = 0.0
     r0 = req.total()
     for spec in prep.state.todo:
-        idn, idx = expected_rows(spec, ids)
-        data = encode_shard(
-            ShardRows(
-                idn,
-                idx,
-                idn,
-                [image] * len(idn),
-                np.zeros(len(idn)),
-                "uiface",
-                prep.manifest.model_hash,
-                shard_metadata("png", 8, 8, "uiface", "x"),
-            )
-        )
-        url = storage.join(prep.cfg.output, "shards", spec.name)
-        storage.write_bytes_atomic(url, data)
-        info = storage.file_info(url)
+        record = _write_shard(prep, spec, ids, image)
         start = time.perf_counter()
-        writer.add(ShardRecord(spec.name, spec.index, len(idn), sha256(data), info.size, info.version))
+        writer.add(record)
         commit_s += time.perf_counter() - start
     start = time.perf_counter()
     writer.finish()
@@ -297,24 +305,7 @@ def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...]
     if export_formats:
         prep = plan_work(checked)  # put the deleted shards back: an export needs the whole dataset
         for spec in prep.state.todo:
-            idn, idx = expected_rows(spec, ids)
-            data = encode_shard(
-                ShardRows(
-                    idn,
-                    idx,
-                    idn,
-                    [image] * len(idn),
-                    np.zeros(len(idn)),
-                    "uiface",
-                    prep.manifest.model_hash,
-                    shard_metadata("png", 8, 8, "uiface", "x"),
-                )
-            )
-            storage.write_bytes_atomic(storage.join(prep.cfg.output, "shards", spec.name), data)
-            info = storage.file_info(storage.join(prep.cfg.output, "shards", spec.name))
-            prep.manifest.shards.append(
-                ShardRecord(spec.name, spec.index, len(idn), sha256(data), info.size, info.version)
-            )
+            prep.manifest.shards.append(_write_shard(prep, spec, ids, image))
         fix = ManifestWriter(prep.cfg.output, prep.manifest, prep.cfg.storage)
         fix.finish()
         r3 = req.total()
