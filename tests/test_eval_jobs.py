@@ -202,6 +202,42 @@ def test_seed_paragraph_compares_rows_with_the_seed_spread():
     assert "baseline + attn vs baseline: +1.0 points, which does not exceed twice" in text
 
 
+def test_paper_directions_say_which_orderings_hold_and_against_the_seed_spread():
+    from types import SimpleNamespace
+
+    from uiface_ray.evaluate.ablation import Row
+    from uiface_ray.evaluate.ablation_report import directions_paragraph, paper_directions
+
+    def row(name, accs, diversity, recall, genuine):
+        m = SimpleNamespace(diversity_1_minus_msssim=diversity, fr_recall=recall, genuine_mean=genuine)
+        return Row(name, m, float(np.mean(accs)), 0.02, 10, (), accs, float(np.std(accs, ddof=1)))
+
+    rows = [
+        row("baseline", [0.60, 0.62, 0.64], 0.30, 0.50, 0.60),
+        row("two_stage_fixed", [0.61, 0.63, 0.65], 0.32, 0.45, 0.58),  # +1 point: within the spread
+        row("uiface", [0.70, 0.71, 0.72], 0.35, 0.60, 0.55),  # more diverse, less identity than baseline
+        row("real (DevTrain)", [0.80, 0.81, 0.82], 0.40, None, 0.70),
+    ]
+    found = {(d.measure.split(" ")[0], d.better, d.worse): d for d in paper_directions(rows, 3)}
+    # only pairs whose rows exist: fixed > baseline on three measures, and uiface > baseline on genuine
+    assert set(found) == {
+        ("verification", "two_stage_fixed", "baseline"),
+        ("diversity", "two_stage_fixed", "baseline"),
+        ("recall", "two_stage_fixed", "baseline"),
+        ("genuine", "uiface", "baseline"),
+    }
+    acc = found[("verification", "two_stage_fixed", "baseline")]
+    assert acc.holds and acc.beyond_seed_spread is False and abs(acc.difference - 1.0) < 1e-9
+    assert not found[("recall", "two_stage_fixed", "baseline")].holds
+    assert not found[("genuine", "uiface", "baseline")].holds
+    assert found[("diversity", "two_stage_fixed", "baseline")].beyond_seed_spread is None
+    text = directions_paragraph(list(found.values()))
+    assert text.startswith("The paper's directions at our scale: 2 of 4 hold.")
+    assert "baseline + 2-stage-fixed above baseline holds (+1.0 points, within the seed spread)" in text
+    assert "genuine similarity (Figure 5): baseline + 2-stage-adaptive + attn above baseline does not hold" in text
+    assert directions_paragraph([]) == ""
+
+
 def test_ablation_config_is_checked_before_any_work():
     from uiface_ray.evaluate.ablation import check_config
     from uiface_ray.evaluate.config import AblationConfig

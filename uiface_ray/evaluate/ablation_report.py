@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from uiface_ray import storage
@@ -105,6 +107,79 @@ def seed_paragraph(rows: list, n_seeds: int) -> str:
     return " ".join(parts)
 
 
+# The paper's Table 2 orderings (better, worse): accuracy, LPIPS and ImRecall all rise along each pair.
+PAPER_ORDER = (
+    ("two_stage_fixed", "baseline"),
+    ("two_stage_adaptive", "two_stage_fixed"),
+    ("attention_injection", "baseline"),
+    ("uiface", "two_stage_adaptive"),
+    ("uiface", "attention_injection"),
+)
+# Our stand-ins for the paper's columns: (Row attribute or metric, what the paper reports).
+DIRECTION_MEASURES = (
+    ("verify_accuracy", "verification accuracy"),
+    ("diversity_1_minus_msssim", "diversity (1-MS-SSIM, for LPIPS)"),
+    ("fr_recall", "recall (FR embeddings, for ImRecall)"),
+)
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One of the paper's claims checked on our rows: ``better`` scores above ``worse`` on ``measure``."""
+
+    measure: str
+    better: str
+    worse: str
+    difference: float  # better - worse (accuracy in points)
+    holds: bool
+    beyond_seed_spread: bool | None = None  # accuracy only, with more than one FR seed
+
+
+def _measure(row, attr: str) -> float | None:
+    value = getattr(row, attr) if hasattr(row, attr) else getattr(row.metrics, attr, None)
+    return None if value is None else float(value)
+
+
+def paper_directions(rows: list, n_seeds: int) -> list[Direction]:
+    """The paper's Table 2 orderings (and Figure 5's: UIFace raises the genuine similarity over the
+    baseline), each checked on our rows; accuracy differences also against twice their standard error."""
+    by_name = {r.name: r for r in rows}
+    checks = [(attr, label, b, w) for attr, label in DIRECTION_MEASURES for b, w in PAPER_ORDER]
+    checks.append(("genuine_mean", "genuine similarity (Figure 5)", "uiface", "baseline"))
+    out = []
+    for attr, label, b, w in checks:
+        if b not in by_name or w not in by_name:
+            continue
+        hi, lo = _measure(by_name[b], attr), _measure(by_name[w], attr)
+        if hi is None or lo is None:
+            continue
+        scale = 100.0 if attr == "verify_accuracy" else 1.0
+        beyond = None
+        sb, sw = by_name[b].seed_std, by_name[w].seed_std
+        if attr == "verify_accuracy" and n_seeds > 1 and sb is not None and sw is not None:
+            beyond = abs(hi - lo) > 2 * float(np.sqrt((sb**2 + sw**2) / n_seeds))
+        out.append(Direction(label, b, w, scale * (hi - lo), hi > lo, beyond))
+    return out
+
+
+def directions_paragraph(directions: list[Direction]) -> str:
+    """Which of the paper's directions hold at our scale, one sentence each."""
+    if not directions:
+        return ""
+    held = sum(d.holds for d in directions)
+    parts = [f"The paper's directions at our scale: {held} of {len(directions)} hold."]
+    for d in directions:
+        unit = " points" if d.measure == "verification accuracy" else ""
+        spread = ""
+        if d.beyond_seed_spread is not None:
+            spread = ", beyond the seed spread" if d.beyond_seed_spread else ", within the seed spread"
+        parts.append(
+            f"{d.measure}: {TABLE2_NAMES.get(d.better, d.better)} above {TABLE2_NAMES.get(d.worse, d.worse)} "
+            f"{'holds' if d.holds else 'does not hold'} ({d.difference:+.{1 if unit else 4}f}{unit}{spread})."
+        )
+    return " ".join(parts)
+
+
 def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
     rep = Report("UIFace ablation (Table 2 at our scale)")
     enc = res.rows[0].metrics.encoder if res.rows else "-"
@@ -130,6 +205,9 @@ def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
     rep.table(COLUMNS, [_row(r) for r in res.rows])
     if cfg.fr_seeds > 1:
         rep.paragraph(seed_paragraph(res.rows, cfg.fr_seeds))
+    directions = directions_paragraph(paper_directions(res.rows, cfg.fr_seeds))
+    if directions:
+        rep.paragraph(directions)
     rep.heading("Samples per mode (rows: identities, columns: seeds; the same in every mode)")
     for mode, grid in res.grids.items():
         rep.image(f"grid_{mode}.png", image_grid(_upscale(grid)), TABLE2_NAMES.get(mode, mode))
