@@ -83,6 +83,11 @@ def fr_recipe(fr) -> str:
     )
 
 
+def _difference_se(a, b, n_seeds: int) -> float:
+    """Standard error of the difference of two rows' mean accuracies over ``n_seeds`` FR seeds each."""
+    return float(np.sqrt((a.seed_std**2 + b.seed_std**2) / n_seeds))
+
+
 def seed_paragraph(rows: list, n_seeds: int) -> str:
     """Each row's accuracy per FR seed, and whether each row differs from the baseline by more than the
     seed-to-seed spread (the difference of the means against twice its standard error)."""
@@ -98,7 +103,7 @@ def seed_paragraph(rows: list, n_seeds: int) -> str:
             if r is base or r.seed_std is None:
                 continue
             diff = r.verify_accuracy - base.verify_accuracy
-            se = float(np.sqrt((r.seed_std**2 + base.seed_std**2) / n_seeds))
+            se = _difference_se(r, base, n_seeds)
             verdict = "exceeds" if abs(diff) > 2 * se else "does not exceed"
             parts.append(
                 f"{TABLE2_NAMES.get(r.name, r.name)} vs baseline: {100 * diff:+.1f} points, which {verdict} twice "
@@ -155,9 +160,9 @@ def paper_directions(rows: list, n_seeds: int) -> list[Direction]:
             continue
         scale = 100.0 if attr == "verify_accuracy" else 1.0
         beyond = None
-        sb, sw = by_name[b].seed_std, by_name[w].seed_std
-        if attr == "verify_accuracy" and n_seeds > 1 and sb is not None and sw is not None:
-            beyond = abs(hi - lo) > 2 * float(np.sqrt((sb**2 + sw**2) / n_seeds))
+        rb, rw = by_name[b], by_name[w]
+        if attr == "verify_accuracy" and n_seeds > 1 and rb.seed_std is not None and rw.seed_std is not None:
+            beyond = abs(hi - lo) > 2 * _difference_se(rb, rw, n_seeds)
         out.append(Direction(label, b, w, scale * (hi - lo), hi > lo, beyond))
     return out
 
