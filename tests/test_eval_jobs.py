@@ -202,6 +202,24 @@ def test_seed_paragraph_compares_rows_with_the_seed_spread():
     assert "baseline + attn vs baseline: +1.0 points, which does not exceed twice" in text
 
 
+def test_table2_cells_show_points_and_steps_with_few_decimals():
+    from types import SimpleNamespace
+
+    from uiface_ray.evaluate.ablation import Row
+    from uiface_ray.evaluate.ablation_report import _row
+
+    m = SimpleNamespace(
+        diversity_1_minus_msssim=0.6081, fr_precision=0.978, fr_recall=0.966,
+        genuine_mean=0.311, impostor_mean=0.0362, d_prime=1.63,
+    )  # fmt: skip
+    r = Row("baseline", m, 0.667222, 0.046804, 103, (4.66, 12.85), [0.648, 0.685, 0.668], 0.018359, 497.76, 37.632)
+    cells = _row(r)
+    assert cells[7:12] == ["66.7", "4.7", "1.8", "498", "37.6"]
+    assert cells[0] == "baseline" and cells[1] == 0.6081 and cells[-1] == "4.66->12.85"
+    real = _row(Row("real (DevTrain)", m, 0.6917, 0.0433, 121, (), [0.6917], None, None, None))
+    assert real[7:12] == ["69.2", "4.3", None, None, None] and real[-1] is None
+
+
 def test_paper_directions_say_which_orderings_hold_and_against_the_seed_spread():
     from types import SimpleNamespace
 

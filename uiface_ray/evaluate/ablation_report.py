@@ -37,12 +37,14 @@ COLUMNS = (
 )
 
 
+def _fixed(value: float | None, digits: int, scale: float = 1.0) -> str | None:
+    """A cell with ``digits`` decimals (the page's default is 4, too many for points and step counts)."""
+    return None if value is None else f"{scale * value:.{digits}f}"
+
+
 def _row(r) -> list:
     m = r.metrics
     loss = f"{r.fr_loss[0]:.2f}->{r.fr_loss[1]:.2f}" if r.fr_loss else None
-    acc = None if r.verify_accuracy is None else 100 * r.verify_accuracy
-    std = None if r.verify_std is None else 100 * r.verify_std
-    seed_std = None if r.seed_std is None else 100 * r.seed_std
     return [
         TABLE2_NAMES.get(r.name, r.name),
         m.diversity_1_minus_msssim,
@@ -51,11 +53,11 @@ def _row(r) -> list:
         m.genuine_mean,
         m.impostor_mean,
         m.d_prime,
-        acc,
-        std,
-        seed_std,
-        r.mean_t0,
-        r.unet_evals_per_image,
+        _fixed(r.verify_accuracy, 1, 100),
+        _fixed(r.verify_std, 1, 100),
+        _fixed(r.seed_std, 1, 100),
+        _fixed(r.mean_t0, 0),
+        _fixed(r.unet_evals_per_image, 1),
         r.fr_steps,
         loss,
     ]
