@@ -1,6 +1,6 @@
 """Loss curve of a diffusion training run from a checkpoint's metrics.jsonl (every line of the run).
 
-    python benchmarks/plot_training.py --checkpoint /work/runs/h2/demo32/checkpoints/step-00005000 \
+    python benchmarks/plot_training.py --checkpoint out/h2/demo32/checkpoints/step-00005000 \
         --png loss.png [--log-y]
 
 Prints the loss averaged over windows of steps (a table for notes) and writes the curve as PNG:

@@ -6,8 +6,8 @@ eq. 3 loss on a fixed held-out set (fixed images, timesteps, noise; identity con
 so curves are comparable across learning rates and loss weightings.  Prints a table, writes
 ``curves.json`` and ``curves.png`` under ``--out``.
 
-    python benchmarks/train_convergence.py --table /work/runs/h2/faces_devtrain5_dlib.parquet \
-        --out /work/runs/h2/convergence --steps 150 --image-size 32
+    python benchmarks/train_convergence.py --table out/h2/faces_devtrain5_dlib.parquet \
+        --out out/h2/convergence --steps 150 --image-size 32
 
 A table without ``embedding`` gets one random unit direction per identity (``--random-embeddings``).
 """

@@ -7,8 +7,8 @@ encoder (centred, L2-normalised; images upsampled to 112 px), and compare with t
 of the same identity and of the other identities, degraded to the model's resolution and back
 the same way.  Reference rows: real-vs-real at the same resolution.
 
-    python benchmarks/train_demo_eval.py --model /work/runs/h2/demo/checkpoints/step-00002000/model \
-        --table /work/runs/h2/faces_devtrain5_dlib.parquet
+    python benchmarks/train_demo_eval.py --model out/h2/demo/checkpoints/step-00002000/model \
+        --table out/h2/faces_devtrain5_dlib.parquet
 """
 
 from __future__ import annotations
