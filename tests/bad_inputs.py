@@ -587,7 +587,35 @@ CASES: dict[str, Case] = {
         r"manifest",
         lambda t, a: [f"--dataset={_write(t / 'ds' / 'notes.txt', b'x').parent}", f"--output={t / 'out'}"],
     ),
+    # --- helper "docs" (#26 item 5): import_official answers before converting, and says what to do ---
+    "import-tiny-as-release": Case(
+        "import_official",
+        "release-format files of the tiny architecture imported without --architecture=tiny",
+        r"looks like the tiny test architecture.*pass --architecture=tiny",
+        lambda t, a: _release_files(t, tiny_flag=False) + [f"--output={t / 'out'}"],
+    ),
+    "import-misspelt-checkpoint": Case(
+        "import_official",
+        "a misspelt checkpoint file name",
+        r"checkpoint .*modle_100\.ckpt: no such file",
+        lambda t, a: [x.replace("model_100", "modle_100") for x in _release_files(t)] + [f"--output={t / 'out'}"],
+    ),
+    "import-missing-bucket": Case(
+        "import_official",
+        "an import into a bucket that does not exist (answered before converting)",
+        r"output s3://no-such-bucket-x7/model is not writable.*create the bucket",
+        lambda t, a: _release_files(t) + ["--output=s3://no-such-bucket-x7/model"],
+        needs=("s3",),
+    ),
 }
+
+
+def _release_files(tmp: Path, tiny_flag: bool = True) -> list[str]:
+    """The tiny architecture's weights written as the release writes them; the import's arguments."""
+    from test_official_import import write_release_files  # tests/ is on sys.path under pytest
+
+    _, argv = write_release_files(tmp / "release")
+    return argv if tiny_flag else [x for x in argv if x != "--architecture=tiny"]
 
 
 def markdown_table() -> str:

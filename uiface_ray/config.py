@@ -281,11 +281,18 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _job_path(script: str) -> str:
+    """``jobs/synthesize.py`` for a job script (how to run it from the repository root), else its name."""
+    path = Path(script)
+    return f"jobs/{path.name}" if path.parent.name == "jobs" else path.name
+
+
 def config_help(cls: type[BaseModel], prog: str, description: str | None) -> str:
     head = (description or cls.__doc__ or "").strip()
     usage = (
-        f"usage: {prog} [--config FILE.yaml] [--section.key=value ...]\n"
-        f"       ray job submit --working-dir . -- python {prog} --config FILE.yaml ...\n"
+        f"usage: .venv/bin/python {prog} [--config FILE.yaml] [--section.key=value ...]   (from the repository root)\n"
+        f"       ray job submit --address http://HEAD:8265 --working-dir . -- python {prog} --config FILE.yaml ...\n"
+        "       (the entrypoint's python is the head's: on a local head, give this virtualenv's by its absolute path)\n"
     )
     body = "\n".join(_field_lines(cls))
     return f"{usage}\n{head}\n\nfields ({cls.__name__}; YAML keys, or --key=value overrides):\n{body}\n"
@@ -296,7 +303,7 @@ def parse_args(
 ) -> C:
     """Parse a job's command line into ``cls``; ``--help`` prints every field and exits."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    prog = prog or Path(sys.argv[0]).name
+    prog = prog or _job_path(sys.argv[0])
     if "-h" in argv or "--help" in argv:
         print(config_help(cls, prog, description))
         raise SystemExit(0)

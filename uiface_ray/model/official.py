@@ -11,6 +11,7 @@ written unless every file was read and every key matched.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path, PurePosixPath
 
 import torch
@@ -20,14 +21,18 @@ from uiface_ray.model.config import OfficialImportConfig
 from uiface_ray.model.bundle import UIFaceModel, save_model
 from uiface_ray.model.context import ProjectedContextEncoder
 from uiface_ray.model.official_import import (
+    SCHEDULE_KEYS,
     CheckpointError,
     load_release_checkpoint,
     load_release_vq,
     official_vq_model,
     read_state_dict,
+    release_state_dict,
+    strip_prefixes,
 )
 from uiface_ray.model.official_unet import OfficialUNet, official_unet_kwargs
-from uiface_ray.storage.fs import StorageError, is_remote, read_bytes
+from uiface_ray.storage.fs import StorageError, check_writable, is_remote, read_bytes
+from uiface_ray.storage.fs import exists as storage_exists
 
 __all__ = ["OfficialImportConfig", "RELEASE_SAMPLING", "build_official_model", "import_official"]
 
@@ -90,7 +95,7 @@ def _read(url: str, storage: StorageConfig | None) -> tuple[bytes | str, str]:
     """(local path or the bytes of a remote file, sha256): a local checkpoint is hashed in chunks
     and loaded from its path, so an 800 MB file is not held twice in memory."""
     if not is_remote(url):
-        path = Path(url[len("file://") :] if url.startswith("file://") else url)
+        path = _local_path(url)
         if not path.is_file():
             raise CheckpointError(f"{url}: no such file")
         digest = hashlib.sha256()
@@ -103,6 +108,52 @@ def _read(url: str, storage: StorageConfig | None) -> tuple[bytes | str, str]:
     except StorageError as exc:
         raise CheckpointError(f"{url}: cannot be read ({exc})") from None
     return data, hashlib.sha256(data).hexdigest()
+
+
+def _local_path(url: str) -> Path:
+    return Path(url[len("file://") :] if url.startswith("file://") else url)
+
+
+def _check_files_and_output(cfg: OfficialImportConfig, storage: StorageConfig | None) -> None:
+    """Before any converting: every input file exists and the output can be written (one line each)."""
+    for field in ("checkpoint", "vq_encoder", "vq_decoder"):
+        url = getattr(cfg, field)
+        try:
+            found = storage_exists(url, storage) if is_remote(url) else _local_path(url).is_file()
+        except StorageError as exc:
+            raise CheckpointError(f"{field} {url}: cannot be read ({exc})") from None
+        if not found:
+            raise CheckpointError(
+                f"{field} {url}: no such file; check the name (the release's files are listed in docs/OFFICIAL.md)"
+            )
+    if is_remote(cfg.output):
+        try:
+            check_writable(cfg.output, storage)
+        except StorageError as exc:
+            raise CheckpointError(
+                f"output {cfg.output} is not writable ({exc}); create the bucket or fix the URL"
+            ) from None
+        return
+    parent = _local_path(cfg.output).absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise CheckpointError(f"output {cfg.output} is not writable ({parent} is not a writable folder)")
+
+
+def _architecture_hint(state: dict, chosen: str) -> str:
+    """'; this looks like the tiny architecture ...' when the file's shapes are those of the other one."""
+    other = "tiny" if chosen == "release" else "release"
+    kwargs = official_unet_kwargs(tiny=other == "tiny")
+    with torch.device("meta"):  # names and shapes only
+        unet, context = OfficialUNet(**kwargs), ProjectedContextEncoder(512, kwargs["cross_attention_dim"])
+    expected = {k: tuple(v.shape) for k, v in release_state_dict(unet, context, prefix="", schedule=False).items()}
+    found = {strip_prefixes(k): tuple(v.shape) for k, v in state.items() if strip_prefixes(k) not in SCHEDULE_KEYS}
+    found = {k: s[:-1] if k in expected and len(s) == len(expected[k]) + 1 else s for k, s in found.items()}
+    if found != expected:
+        return ""
+    what = "the tiny test architecture" if other == "tiny" else "the release's full-size architecture"
+    return f"; this looks like {what} (cross-attention {kwargs['cross_attention_dim']}-d): pass --architecture={other}"
 
 
 def _weights_kind(cfg: OfficialImportConfig) -> str:
@@ -123,6 +174,7 @@ def _weights_kind(cfg: OfficialImportConfig) -> str:
 def import_official(cfg: OfficialImportConfig, storage: StorageConfig | None = None) -> UIFaceModel:
     """Read, map and check the release's three files, then save the bundle to ``cfg.output``."""
     storage = storage if storage is not None else cfg.storage
+    _check_files_and_output(cfg, storage)
     weights = _weights_kind(cfg)
     model = build_official_model(
         cfg.architecture, encoder_info={"kind": cfg.encoder_kind, "dim": 512, "fingerprint": cfg.encoder_fingerprint}
@@ -132,7 +184,13 @@ def import_official(cfg: OfficialImportConfig, storage: StorageConfig | None = N
     sources["checkpoint"] = {"file": PurePosixPath(cfg.checkpoint).name, "sha256": digest}
     state = read_state_dict(data, cfg.checkpoint)
     del data
-    load_release_checkpoint(state, cfg.checkpoint, model.unet, model.context_encoder, model.scheduler_config)
+    try:
+        load_release_checkpoint(state, cfg.checkpoint, model.unet, model.context_encoder, model.scheduler_config)
+    except CheckpointError as exc:
+        hint = _architecture_hint(state, cfg.architecture)
+        if not hint:
+            raise
+        raise CheckpointError(f"{exc}{hint}") from None
     del state
     halves = []
     for role, url in (("vq_encoder", cfg.vq_encoder), ("vq_decoder", cfg.vq_decoder)):

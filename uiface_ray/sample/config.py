@@ -38,7 +38,8 @@ class SamplerConfig(Config):
         400,
         ge=0,
         description="Adaptive modes: every sample is in stage 2 for t < max_t0 whatever d_t says "
-        "(official release: 400, some configs 500; 0 disables the forced switch).",
+        "(the official release samples with 500, its configs/sample_ddim_config.yaml step_th, as the official "
+        "preset does; its function's default is 400; 0 disables the forced switch).",
     )
     switch: Literal["same_step", "next_step"] = Field(
         "same_step",

@@ -16,7 +16,11 @@ class SynthesisConfig(Config):
     """Generate images for every identity of an identity table into Parquet shards + a manifest."""
 
     model: str = Field(..., description="Model folder (path or s3:// URL) saved by save_model.")
-    identities: str = Field(..., description="Identity table (Parquet) written by jobs/make_identities.py.")
+    identities: str = Field(
+        ...,
+        description="Identities to synthesize: a Parquet identity table written by jobs/make_identities.py, or "
+        "a .npy of (N, E) embeddings such as the official release's identities (row i = identity i).",
+    )
     output: str = Field(..., description="Output folder (path or s3://bucket/prefix): shards/ and manifest.json.")
     images_per_identity: int = Field(50, ge=1, description="Images generated per identity.")
     identities_per_shard: int = Field(16, ge=1, description="Identities per shard (one shard = one actor task).")
