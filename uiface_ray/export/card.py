@@ -22,13 +22,27 @@ __all__ = [
     "card_from_summaries",
     "card_markdown",
     "generator_record",
+    "identity_source",
     "summarize_shard",
     "write_card",
 ]
 
 
+#: What the UIFace release (Tencent/TFace, generation/uiface) names as its model's training data.
+RELEASE_TRAINING_DATA = {
+    "name": "CASIA-WebFace",
+    "reference": "Yi et al., Learning Face Representation from Scratch, arXiv:1411.7923",
+    "identity_embeddings": "ElasticFace (512-d) of CASIA-WebFace's faces",
+    "terms": "CASIA-WebFace is distributed for non-commercial research use only, and the release "
+    "(generation/uiface) states no separate licence for its weights: a dataset made with this model "
+    "inherits those terms",
+}
+RELEASE = "UIFace release, Tencent/TFace generation/uiface (Lin et al., ICLR 2025)"
+
+
 def generator_record(model_url: str | None, storage_cfg=None) -> dict[str, Any]:
-    """The generator's own record of what it was trained on (``uiface.json`` of the model bundle)."""
+    """What made the data, from the model bundle's ``uiface.json``: our generator's training data, or
+    the imported release's files (name, sha256), EMA/non-EMA weights, architecture and training data."""
     if not model_url:
         return {}
     try:
@@ -36,11 +50,39 @@ def generator_record(model_url: str | None, storage_cfg=None) -> dict[str, Any]:
     except (storage.StorageError, ValueError):
         return {"model": model_url, "note": "model bundle not readable at export time"}
     info = marker.get("info", {}) if isinstance(marker, dict) else {}
-    return {
+    record = {
         "model": model_url,
         "weights_hash": marker.get("weights_hash"),
+        "architecture": info.get("architecture", "uiface-ray"),
         "training_data": info.get("training_data") or {"note": "not recorded by this model bundle"},
         "source": info.get("source"),
+    }
+    official = info.get("official")
+    if isinstance(official, dict):
+        record["source"] = RELEASE
+        record["release_files"] = official.get("sources", {})
+        record["release_weights"] = official.get("weights")
+        record["training_data"] = RELEASE_TRAINING_DATA
+    return record
+
+
+def identity_source(encoder: dict[str, Any]) -> dict[str, Any]:
+    """Where the identities came from, as they really were: a ``.npy`` is given, not made or filtered here."""
+    if encoder.get("kind") == "npy":
+        return {
+            "kind": "npy",
+            "file": encoder.get("source"),
+            "dim": encoder.get("dim"),
+            "made_by": "given (rows L2-normalised, identity_id = row index); not filtered by this project "
+            "against any real or training identity",
+        }
+    if not encoder:
+        return {"kind": "unknown", "made_by": "not recorded"}
+    return {
+        "kind": "identity_table",
+        "encoder": encoder,
+        "made_by": "jobs/make_identities.py: c_e faces embedded with this encoder, filtered for distinct identities "
+        "(and against the generator's training identities where that job was given them)",
     }
 
 
@@ -160,6 +202,7 @@ def card_from_summaries(
         "model_hashes_in_shards": sorted(hashes),
         "modes": sorted(modes),
         "identity_encoder": encoder or {},
+        "identities": identity_source(encoder or {}),
         "identities_sha256": m.generation.get("identities_sha256"),
         "seeds": {
             "job_seed": m.generation.get("seed"),
@@ -201,6 +244,21 @@ def _generator_lines(gen: dict[str, Any]) -> str:
     if not gen:
         return "Not recorded."
     data = gen.get("training_data") or {}
+    if gen.get("release_files"):
+        files = "; ".join(
+            f"{role} `{f.get('file')}` (sha256 `{f.get('sha256')}`)" for role, f in gen["release_files"].items()
+        )
+        weights = {"ema": "EMA", "non_ema": "non-EMA"}.get(gen.get("release_weights"), gen.get("release_weights"))
+        return "\n".join(
+            [
+                f"- Model: the {gen['source']}, imported into `{gen.get('model')}` (weights `{gen.get('weights_hash')}`)",
+                f"- Weights: {weights}; architecture `{gen.get('architecture')}`",
+                f"- Release files: {files}",
+                f"- Training data named by the release: {data.get('name')} ({data.get('reference')}); identity "
+                f"embeddings: {data.get('identity_embeddings')}",
+                f"- Terms: {data.get('terms')}",
+            ]
+        )
     if "identities" in data:
         text = (
             f"The generator `{gen.get('model')}` (weights `{gen.get('weights_hash')}`) was trained on "
@@ -209,6 +267,15 @@ def _generator_lines(gen: dict[str, Any]) -> str:
         )
         return text
     return f"Generator `{gen.get('model')}`: {data.get('note', 'training data not recorded')}."
+
+
+def _identity_line(card: dict[str, Any]) -> str:
+    ident = card.get("identities") or identity_source(card.get("identity_encoder") or {})
+    if ident["kind"] == "npy":
+        return f"- Identities: `{ident['file']}` ({ident['dim']}-d), {ident['made_by']}"
+    if ident["kind"] == "identity_table":
+        return f"- Identities: {ident['made_by']}; encoder {json.dumps(ident['encoder'], sort_keys=True)}"
+    return "- Identities: source not recorded"
 
 
 def card_markdown(card: dict[str, Any]) -> str:
@@ -220,7 +287,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- Identities: {c['identities']}; images: {c['images']} ({c['images_per_identity']['min']}-"
         f"{c['images_per_identity']['max']} per identity); shards: {c['shards']}",
         f"- Model hash: `{card['model_hash']}`; sampler mode(s): {', '.join(card['modes'])}",
-        f"- Identity encoder: {json.dumps(card['identity_encoder'], sort_keys=True)}",
+        _identity_line(card),
         f"- Identity table sha256: `{card['identities_sha256']}`",
         f"- Seeds: job seed {card['seeds']['job_seed']}, {card['seeds']['rule']}; "
         f"{card['seeds']['unique']} unique of {card['seeds']['images']}",
@@ -233,7 +300,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         card.get("intended_use", DEFAULT_INTENDED_USE),
         "",
-        "## Generator training data",
+        "## Generator and its training data",
         "",
         _generator_lines(card.get("generator") or {}),
         "",

@@ -13,9 +13,9 @@ __all__ = ["CardConfig", "DEFAULT_INTENDED_USE", "ExportConfig", "ExportWorkersC
 
 DEFAULT_INTENDED_USE = (
     "Training and evaluating face-recognition models for research, as a substitute for web-scraped "
-    "real faces. The identities are synthetic and were filtered against the generator's training "
-    "identities, but a generator can still reproduce traits of the real faces it was trained on (see "
-    "'Generator training data'). Not for identifying, profiling or surveilling real people, and not as "
+    "real faces. The identities are synthetic (the card says where they came from and whether they were "
+    "filtered), but a generator can still reproduce traits of the real faces it was trained on (see "
+    "'Generator and its training data'). Not for identifying, profiling or surveilling real people, and not as "
     "evidence about any real person."
 )
 
