@@ -19,6 +19,12 @@ def body(cfg: SynthesisConfig) -> None:
     from uiface_ray.synth.faults import faults_from_env
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if cfg.dry_run:
+        from uiface_ray.runtime.synthesis_estimate import estimate_synthesis
+
+        for line in estimate_synthesis(cfg).lines(cfg):
+            print(f"[synthesize] {line}")
+        return
     result = run_synthesis(cfg, faults=faults_from_env())
     print(
         f"[synthesize] done: {result.num_rows} images in {result.num_shards} shards -> {result.output} "

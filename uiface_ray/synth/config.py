@@ -51,6 +51,17 @@ class SynthesisConfig(Config):
         "runs): a second job on the same output is refused until the first ends or its lease expires.",
     )
     progress_every_s: float = Field(5.0, ge=0, description="Seconds between local progress lines.")
+    dry_run: bool = Field(
+        False,
+        description="Print the plan (identities x images, shards, actors) and an estimate (UNet evaluations, "
+        "seconds per evaluation measured on one small batch, ETA, cost) and exit without writing.",
+    )
+    seconds_per_evaluation: float | None = Field(
+        None, gt=0, description="--dry_run: seconds per UNet sample-evaluation to assume instead of measuring."
+    )
+    price_per_device_hour: float | None = Field(
+        None, ge=0, description="--dry_run: price of one actor's device (GPU or CPU slot) per hour, for the cost."
+    )
     ray: RayConfig = Field(default_factory=RayConfig, description="Where the driver connects.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")
 
@@ -72,4 +83,6 @@ class SynthesisConfig(Config):
 
     def recorded(self) -> dict[str, Any]:
         """The job config as recorded in the manifest (storage secrets left out)."""
-        return self.model_dump(mode="json", exclude={"storage"})
+        return self.model_dump(
+            mode="json", exclude={"storage", "dry_run", "seconds_per_evaluation", "price_per_device_hour"}
+        )
