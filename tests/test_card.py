@@ -77,6 +77,12 @@ def test_card_of_an_imported_release_model_names_its_files_hashes_and_weights(tm
     assert card["counts"]["identities"] == 2 and card["counts"]["images"] == 4
     assert card["seeds"]["job_seed"] == 0 and card["seeds"]["unique"] == 4
     assert card["generation"]["sampler"]["max_t0"] == 500 and '"ddim_alpha_prev": "release"' in text
+    # preview.png: 2 identities x 2 images of 16 px, a 12 px t0 label under each; the export copies it
+    from PIL import Image
+
+    with Image.open(data / "preview.png") as grid:
+        assert grid.format == "PNG" and grid.size == (2 * 16, 2 * (16 + 12))
+    assert (out / "preview.png").read_bytes() == (data / "preview.png").read_bytes()
 
 
 def test_identity_source_of_a_table_and_of_nothing():

@@ -41,6 +41,7 @@ from typing import Callable
 from uiface_ray import storage
 from uiface_ray.config import StorageConfig
 from uiface_ray.errors import InputError
+from uiface_ray.synth.preview import PREVIEW
 from uiface_ray.export.card import ShardSummary, card_from_summaries, generator_record, write_card
 from uiface_ray.export.config import ExportConfig
 from uiface_ray.export.plan import ExportInputError, ResumeState, plan_tasks, resume_export, staging_url
@@ -196,6 +197,12 @@ def _finish(
         )
         write_card(card, staging, cfg.storage)
         names += ["dataset_card.json", "README.md"]
+    preview = storage.join(dataset.url, PREVIEW)
+    if storage.exists(preview, cfg.storage):  # synthesize's grid of a few identities, copied as it is
+        storage.write_bytes_atomic(
+            storage.join(staging, PREVIEW), storage.read_bytes(preview, cfg.storage), cfg.storage
+        )
+        names.append(PREVIEW)
     return names
 
 

@@ -44,6 +44,7 @@ from uiface_ray.synth.journal import ManifestWriter
 from uiface_ray.synth.lease import OutputLease
 from uiface_ray.synth.manifest import Manifest, ShardRecord
 from uiface_ray.synth.plan import ShardSpec, plan_shards
+from uiface_ray.synth.preview import write_preview
 from uiface_ray.synth.progress import Progress
 from uiface_ray.synth.resume import ResumeState, resume_state
 from uiface_ray.synth.retry import write_with_retries
@@ -375,6 +376,7 @@ def _run(cfg: SynthesisConfig, faults: FaultInjectionConfig | None, start: float
             kill_pool(actors + helpers)
         loop_seconds = time.perf_counter() - loop_start
         writer.finish()  # the complete manifest: the commit marker, written last
+        _preview(cfg)
     progress.maybe_print(force=True)
     made = sum(s.num_images for s in state.todo)
     return SynthesisResult(
@@ -391,6 +393,14 @@ def _run(cfg: SynthesisConfig, faults: FaultInjectionConfig | None, start: float
         commit_bytes=writer.bytes_written,
         commit_writes=writer.writes,
     )
+
+
+def _preview(cfg: SynthesisConfig) -> None:
+    """preview.png beside the manifest; the dataset is complete either way, so a failure is only logged."""
+    try:
+        log.info("preview: %s", write_preview(cfg.output, cfg.storage))
+    except storage.StorageError as exc:
+        log.warning("preview.png not written: %s", exc)
 
 
 def _start_pool(prep: Prepared, n_todo: int, board: str, faults: FaultInjectionConfig | None) -> list:
