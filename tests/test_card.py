@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from test_official_import import write_release_files
 from tiny_assets import wait_cpus_free
