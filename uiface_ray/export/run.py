@@ -23,8 +23,8 @@ Failures:
 * a user error (a truncated or replaced shard, a missing metrics file, any
   :class:`uiface_ray.errors.InputError` but an unreachable or full store) removes the staging
   folder (and the marker of an output this export created): the output holds nothing of this export;
-* a crash, an interrupt (Ctrl-C, a killed driver) or a store that stays unreachable through every
-  write retry leaves the staging folder: the same command resumes, skipping every shard whose
+* a crash, an interrupt (Ctrl-C, a killed driver), a store that stays unreachable through every
+  write retry or a full disk leaves the staging folder: the same command resumes, skipping every shard whose
   done-record and parts are in place, and redoes the stitch;
 * an output never holds a part of an export: entries reach it only in step 5.
 
@@ -267,7 +267,7 @@ def run_export(cfg: ExportConfig, map_shards: ShardMapper | None = None) -> Expo
     try:
         _export(cfg, dataset, metrics, staging, tasks, map_shards or in_process, result, owned)
     except InputError as exc:
-        if not isinstance(exc, StoreUnavailableError):  # a user error: nothing of this export stays
+        if not isinstance(exc, (StoreUnavailableError, storage.StorageFullError)):  # a user error: nothing stays
             _remove_quietly(staging, cfg.storage)
             if owned.created:  # the marker this export wrote into an empty output
                 _remove_quietly(owned.marker_url, cfg.storage)

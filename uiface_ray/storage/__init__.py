@@ -6,6 +6,7 @@ table and shards with their schema and checks."""
 from uiface_ray.storage.fs import (
     FileInfo,
     StorageError,
+    StorageFullError,
     absolute_url,
     canonical_url,
     exists,
@@ -24,6 +25,7 @@ from uiface_ray.storage.fs import (
     remove,
     resolve_storage,
     url_to_fs,
+    wrap_error,
     write_bytes_atomic,
 )
 from uiface_ray._lazy import lazy_exports
@@ -50,6 +52,7 @@ __all__ = [
     "IdentityTableError",
     "ShardError",
     "StorageError",
+    "StorageFullError",
     "TableError",
     "absolute_url",
     "canonical_url",
@@ -72,6 +75,7 @@ __all__ = [
     "remove",
     "resolve_storage",
     "url_to_fs",
+    "wrap_error",
     "write_bytes_atomic",
     "write_table",
     "write_typed",

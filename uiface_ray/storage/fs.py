@@ -10,6 +10,7 @@ instance profile.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -27,6 +28,13 @@ from uiface_ray.config import StorageConfig
 
 class StorageError(InputError, OSError):
     """A storage URL cannot be reached, read or written; the message names the URL."""
+
+
+class StorageFullError(StorageError):
+    """No space left (or the disk quota reached) where a write went; the message names the path."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _scheme(url: str) -> str:
@@ -131,8 +139,28 @@ def join(url: str, *parts: str) -> str:
     return out
 
 
-def _wrap(url: str, action: str, exc: Exception) -> StorageError:
+def _full(exc: BaseException | None) -> bool:
+    """True when ``exc`` or an exception it was raised from is a full disk or quota."""
+    for _ in range(5):
+        if exc is None:
+            return False
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def wrap_error(url: str, action: str, exc: Exception) -> StorageError:
+    """``exc`` as a :class:`StorageError` naming ``url`` (a :class:`StorageFullError` for a full disk)."""
+    if _full(exc):
+        return StorageFullError(
+            f"no space left on the device (or disk quota exceeded) to {action} {url}: free space there or "
+            "choose another output, then rerun the same command to resume"
+        )
     return StorageError(f"cannot {action} {url}: {type(exc).__name__}: {exc}")
+
+
+_wrap = wrap_error
 
 
 def write_bytes_atomic(url: str, data: bytes, storage: StorageConfig | None = None) -> None:
