@@ -161,9 +161,9 @@ def test_export_replaces_an_earlier_export(tmp_path):
     ds, out = str(tmp_path / "ds"), tmp_path / "ex"
     make_dataset(ds)
     run_export(ExportConfig(dataset=ds, output=str(out), formats=("folders", "recordio")))
-    (out / "images" / "0" / "stale.jpg").write_bytes(b"x")
+    (out / "images" / "0" / "7.jpg").write_bytes(b"x")  # left by an earlier export with more images
     result = run_export(ExportConfig(dataset=ds, output=str(out), formats=("folders", "recordio")))
-    assert not (out / "images" / "0" / "stale.jpg").exists() and len(result.written) == 5
+    assert not (out / "images" / "0" / "7.jpg").exists() and len(result.written) == 5
     names = [".uiface-export.json", "images", "labels.tsv", "property", "train.idx", "train.rec"]
     assert sorted(p.name for p in out.iterdir()) == names
 

@@ -89,11 +89,17 @@ def test_an_exports_own_output_is_replaced_and_the_users_files_beside_it_kept(tm
     make_dataset(ds)
     run_export(ExportConfig(dataset=ds, output=out, formats=("folders",)))
     storage.write_bytes_atomic(storage.join(out, "notes.txt"), b"mine")
-    storage.write_bytes_atomic(storage.join(out, "images", "0", "stale.jpg"), b"x")  # inside the export's entry
+    storage.write_bytes_atomic(storage.join(out, "images", "0", "9.jpg"), b"x")  # an earlier export's name
     run_export(ExportConfig(dataset=ds, output=out, formats=("folders", "recordio")))
     files = storage.find_files(out)
     assert storage.read_bytes(storage.join(out, "notes.txt")) == b"mine"
-    assert "images/0/stale.jpg" not in files and "train.rec" in files and MARKER in files
+    assert "images/0/9.jpg" not in files and "train.rec" in files and MARKER in files
+    # a user's file put among the export's images: the export refuses to replace the folder
+    storage.write_bytes_atomic(storage.join(out, "images", "mine", "me.png"), b"my photo")
+    with pytest.raises(Exception, match="images/mine/me.png, which no export wrote"):
+        run_export(ExportConfig(dataset=ds, output=out, formats=("folders",)))
+    assert storage.read_bytes(storage.join(out, "images", "mine", "me.png")) == b"my photo"
+    storage.remove(storage.join(out, "images", "mine"), recursive=True)
     # a name the marker does not list, written by the user: an export that would write it is refused
     storage.write_bytes_atomic(storage.join(out, "README.md"), b"my readme")
     with pytest.raises(Exception, match="README.md, which no export wrote"):

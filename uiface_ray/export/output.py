@@ -10,7 +10,9 @@ An export never deletes or overwrites what it did not write:
 * an output that holds the marker was made by an export: the entries the marker lists
   (``images``, ``train.rec``, ...) are replaced whole by the next export into it, its
   ``.staging-*`` folders are its resume state, and every other entry is left alone; an export
-  that would write a name the marker does not list (a file of the user's) is refused;
+  that would write a name the marker does not list (a file of the user's), or replace an
+  ``images`` folder holding a file that is not ``<digits>/<digits>.jpg`` (a user's file put among
+  the export's), is refused;
 * any other output (a folder with files and no marker, a file) is refused.
 
 The marker lists a name before the entry is moved into place, so a crash between the two leaves
@@ -20,6 +22,7 @@ an entry the next export knows as its own.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from uiface_ray import storage
@@ -29,6 +32,7 @@ __all__ = ["MARKER", "OwnedOutput", "check_overlap", "entry_names", "owned_outpu
 
 MARKER = ".uiface-export.json"
 MARKER_FORMAT = "uiface-export/1"
+_EXPORT_IMAGE = re.compile(r"\d+/\d+\.jpg")  # images/<label>/<index>.jpg (an older export: <identity>/<index>)
 
 
 def entry_names(formats) -> list[str]:
@@ -80,9 +84,7 @@ class OwnedOutput:
     def record(self, names: list[str], storage_cfg) -> None:
         """Before the move into place: refuse if an entry of ``names`` appeared that is not ours,
         then list ``names`` in the marker."""
-        foreign = sorted(set(names) & set(storage.list_names(self.url, storage_cfg)) - set(self.written))
-        if foreign:
-            raise ExportInputError(_foreign_message(self.url, foreign))
+        _check_replaceable(self.url, names, storage.list_names(self.url, storage_cfg), self.written, storage_cfg)
         self.written = sorted(set(self.written) | set(names))
         self._write_marker(self.written, storage_cfg)
         self.created = False  # entries are about to land: the marker stays from now on
@@ -92,11 +94,17 @@ class OwnedOutput:
         storage.write_bytes_atomic(self.marker_url, (json.dumps(body, indent=2) + "\n").encode(), storage_cfg)
 
 
-def _foreign_message(url: str, names: list[str]) -> str:
-    return (
-        f"output {url} already holds {', '.join(names)}, which no export wrote there; an export never "
-        "replaces files it did not write: move them away or choose another output"
-    )
+def _check_replaceable(url: str, names: list[str], present: list[str], written: list[str], storage_cfg) -> None:
+    """Refuse to write ``names`` over an entry no export wrote (see the module docstring)."""
+    foreign = sorted(set(names) & set(present) - set(written))
+    if "images" in names and "images" in present and "images" not in foreign:
+        files = storage.find_files(storage.join(url, "images"), storage_cfg)
+        foreign += [f"images/{f}" for f in files if not _EXPORT_IMAGE.fullmatch(f)][:3]
+    if foreign:
+        raise ExportInputError(
+            f"output {url} already holds {', '.join(foreign)}, which no export wrote there; an export never "
+            "replaces files it did not write: move them away or choose another output"
+        )
 
 
 def _read_marker(url: str, storage_cfg) -> list[str]:
@@ -129,7 +137,5 @@ def owned_output(output: str, names: list[str], storage_cfg=None) -> OwnedOutput
     if storage.is_link(storage.join(output, MARKER)):
         raise ExportInputError(f"{storage.join(output, MARKER)} is a symbolic link; an export's marker is a file")
     owned = OwnedOutput(output, _read_marker(storage.join(output, MARKER), storage_cfg))
-    foreign = sorted(set(names) & set(present) - set(owned.written))
-    if foreign:
-        raise ExportInputError(_foreign_message(output, foreign))
+    _check_replaceable(output, names, present, owned.written, storage_cfg)
     return owned

@@ -6,9 +6,10 @@
    shard's SHA-256 is also checked when it is read for export), every shard holds whole
    identities, the output and the dataset do not overlap, the output is one the export may
    write into (:mod:`uiface_ray.export.output`: new, empty, or made by an export) and writable.
-2. Claim the output (its marker ``.uiface-export.json``), plan (:mod:`uiface_ray.export.plan`): the staging folder ``<output>/.staging-<key>`` (``key``
-   a hash of the dataset's shard records and the export settings), one task per shard with its
-   global labels, and what that folder already holds from an interrupted run (two listings).
+2. Claim the output (its marker ``.uiface-export.json``) and plan (:mod:`uiface_ray.export.plan`):
+   the staging folder ``<output>/.staging-<key>`` (``key`` a hash of the dataset's shard records
+   and the export settings), one task per shard with its global labels, and what that folder
+   already holds from an interrupted run (two listings).
 3. Export every shard not done yet (:func:`uiface_ray.export.shard.export_shard`): image files,
    the shard's RecordIO part, its card summary, then its done-record.  ``map_shards`` runs the
    tasks: in this process by default, over Ray workers from :mod:`uiface_ray.runtime.export`.
@@ -24,8 +25,8 @@ Failures:
   :class:`uiface_ray.errors.InputError` but an unreachable or full store) removes the staging
   folder (and the marker of an output this export created): the output holds nothing of this export;
 * a crash, an interrupt (Ctrl-C, a killed driver), a store that stays unreachable through every
-  write retry or a full disk leaves the staging folder: the same command resumes, skipping every shard whose
-  done-record and parts are in place, and redoes the stitch;
+  write retry or a full disk leaves the staging folder: the same command resumes, skipping every
+  shard whose done-record and parts are in place, and redoes the stitch;
 * an output never holds a part of an export: entries reach it only in step 5.
 
 One export per output at a time (two runs of the same command would share a staging folder).
@@ -45,10 +46,10 @@ from uiface_ray.config import StorageConfig
 from uiface_ray.errors import InputError
 from uiface_ray.export.card import ShardSummary, card_from_summaries, generator_record, write_card
 from uiface_ray.export.config import ExportConfig
+from uiface_ray.export.folders import write_labels
 from uiface_ray.export.output import OwnedOutput, check_overlap, entry_names, owned_output
 from uiface_ray.export.plan import ExportInputError, ResumeState, plan_tasks, resume_export, staging_url
 from uiface_ray.export.recordio import stitch_recordio
-from uiface_ray.export.folders import write_labels
 from uiface_ray.export.shard import ShardDone, ShardTask, export_shard
 from uiface_ray.progress import progress_text
 from uiface_ray.storage.fs import check_writable
