@@ -1,7 +1,9 @@
-"""Export a synthetic dataset: image folders <identity>/<index>.jpg, insightface train.rec/.idx/property,
-and a dataset card (README.md + dataset_card.json). The shards are exported by a pool of Ray workers
-into <output>/.staging-<key>/, stitched, then moved into place; rerunning the same command after an
-interrupt skips the shards already exported."""
+"""Export a synthetic dataset: image folders images/<label>/<index>.jpg (zero-padded, so folder loaders
+number the classes as train.rec does; labels.tsv maps each folder to its identity id), insightface
+train.rec/.idx/property, and a dataset card (README.md + dataset_card.json). The output must be new,
+empty, or made by an earlier export (it holds .uiface-export.json), and must not overlap the dataset.
+The shards are exported by a pool of Ray workers into <output>/.staging-<key>/, stitched, then moved
+into place; rerunning the same command after an interrupt skips the shards already exported."""
 
 from __future__ import annotations
 

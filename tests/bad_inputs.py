@@ -607,6 +607,60 @@ CASES: dict[str, Case] = {
         lambda t, a: _release_files(t) + ["--output=s3://no-such-bucket-x7/model"],
         needs=("s3",),
     ),
+    # --- helper 'safety' (issue 27 items 4, 5, 5c) ---
+    "export-output-inside-dataset": Case(
+        "export",
+        "export whose output is inside the dataset",
+        r"overlap: the output is inside the dataset",
+        lambda t, a: [f"--dataset={_dataset(t, truncate=False)}", f"--output={t / 'ds' / 'export'}"],
+        output="ds/export",
+    ),
+    "export-dataset-inside-output": Case(
+        "export",
+        "export whose output contains the dataset (--dataset=<out>/images/ds --output=<out>)",
+        r"overlap: the dataset is inside the output",
+        lambda t, a: [f"--dataset={_dataset(t / 'out' / 'images', truncate=False)}", f"--output={t / 'out'}"],
+        output="out/train.rec",
+    ),
+    "export-output-not-empty": Case(
+        "export",
+        "export into a folder holding the user's own files",
+        r"is not empty .*not made by an export",
+        lambda t, a: [
+            f"--dataset={_dataset(t, truncate=False)}",
+            f"--output={_write(t / 'mine' / 'README.md', b'my notes').parent}",
+        ],
+        output="mine/train.rec",
+    ),
+    "export-manifest-truncated": Case(
+        "export",
+        "export of a dataset whose manifest.json is truncated",
+        r"manifest\.json is damaged",
+        lambda t, a: [f"--dataset={_truncated_manifest(_dataset(t, truncate=False))}", f"--output={t / 'out'}"],
+    ),
+    "synth-manifest-truncated": Case(
+        "synthesize",
+        "a resume whose manifest.json is truncated",
+        r"manifest\.json is damaged",
+        lambda t, a: _synth(t, a) if _write(t / "out" / "manifest.json", b'{"format": "uiface-synth/1", "gen') else [],
+        output="out/shards",
+        needs=("synth",),
+    ),
+    "synth-manifest-symlink": Case(
+        "synthesize",
+        "a resume whose manifest.json is a symbolic link to another file",
+        r"manifest\.json is a symbolic link",
+        lambda t, a: _synth(t, a) if _linked_manifest(t) else [],
+        output="out/shards",
+        needs=("synth",),
+    ),
+    "pairs-name-escapes-root": Case(
+        "verify",
+        "a pairs line whose name climbs out of images_root ('../secret')",
+        r"not a folder directly under images_root",
+        lambda t, a: _pairs(_secret_beside(t), a, "1\n../secret\t1\t2\n"),
+        needs=("backbone",),
+    ),
 }
 
 
@@ -616,6 +670,27 @@ def _release_files(tmp: Path, tiny_flag: bool = True) -> list[str]:
 
     _, argv = write_release_files(tmp / "release")
     return argv if tiny_flag else [x for x in argv if x != "--architecture=tiny"]
+
+
+def _truncated_manifest(ds: Path) -> Path:
+    manifest = ds / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:-40])
+    return ds
+
+
+def _linked_manifest(tmp: Path) -> bool:
+    _write(tmp / "other.json", b'{"format": "uiface-synth/1"}')
+    (tmp / "out").mkdir()
+    (tmp / "out" / "manifest.json").symlink_to(tmp / "other.json")
+    return True
+
+
+def _secret_beside(tmp: Path) -> Path:
+    """Images outside the pairs' images_root (tmp/imgs) that '../secret' would reach."""
+    (tmp / "secret").mkdir()
+    for i in (1, 2):
+        _write(tmp / f"secret_{i:04d}.jpg", _jpeg(30 * i, 112))
+    return tmp
 
 
 def markdown_table() -> str:

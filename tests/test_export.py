@@ -61,11 +61,16 @@ def test_export_all_formats(tmp_path, where, request):
     storage.write_bytes_atomic(storage.join(ds, "metrics.json"), json.dumps({"lpips": 0.5}).encode())
     result = run_export(ExportConfig(dataset=ds, output=out))
     assert result.images == N_ID * N_IMG and result.identities == N_ID
-    # folders: <identity>/<index>.jpg for every image, decodable, close to the source pixels
+    # folders: <label>/<index>.jpg for every image (the label is the identity's rank), decodable
+    label = {int(identity): k for k, identity in enumerate(IDS)}
     for (identity, index), px in pixels.items():
-        img = decode_image(storage.read_bytes(storage.join(out, "images", str(identity), f"{index}.jpg")))
+        img = decode_image(storage.read_bytes(storage.join(out, "images", str(label[identity]), f"{index}.jpg")))
         assert img.shape == px.shape
-    assert len(storage.list_files(storage.join(out, "images", "10"), ".jpg")) == N_IMG
+    assert len(storage.list_files(storage.join(out, "images", "0"), ".jpg")) == N_IMG
+    tsv = storage.read_bytes(storage.join(out, "labels.tsv")).decode().splitlines()
+    assert tsv[0] == "label\tfolder\tidentity_id\timages" and tsv[1:] == [
+        f"{k}\t{k}\t{i}\t{N_IMG}" for k, i in enumerate(IDS)
+    ]
     # RecordIO: every record carries the rank of its identity as label, identity-major
     with RecordIOReader(storage.join(out, "train.rec")) as reader:
         items = list(reader)
@@ -86,7 +91,7 @@ def test_jpeg_shards_are_copied_unchanged(tmp_path):
     make_dataset(ds, fmt="jpeg")
     run_export(ExportConfig(dataset=ds, output=str(tmp_path / "ex"), formats=("folders",)))
     first = next(open_dataset(ds).iter_shards())
-    assert (tmp_path / "ex/images/10/0.jpg").read_bytes() == first.image[0]
+    assert (tmp_path / "ex/images/0/0.jpg").read_bytes() == first.image[0]
 
 
 def test_export_refuses_incomplete_or_corrupt(tmp_path):
@@ -156,10 +161,11 @@ def test_export_replaces_an_earlier_export(tmp_path):
     ds, out = str(tmp_path / "ds"), tmp_path / "ex"
     make_dataset(ds)
     run_export(ExportConfig(dataset=ds, output=str(out), formats=("folders", "recordio")))
-    (out / "images" / "10" / "stale.jpg").write_bytes(b"x")
+    (out / "images" / "0" / "7.jpg").write_bytes(b"x")  # left by an earlier export with more images
     result = run_export(ExportConfig(dataset=ds, output=str(out), formats=("folders", "recordio")))
-    assert not (out / "images" / "10" / "stale.jpg").exists() and len(result.written) == 4
-    assert sorted(p.name for p in out.iterdir()) == ["images", "property", "train.idx", "train.rec"]
+    assert not (out / "images" / "0" / "7.jpg").exists() and len(result.written) == 5
+    names = [".uiface-export.json", "images", "labels.tsv", "property", "train.idx", "train.rec"]
+    assert sorted(p.name for p in out.iterdir()) == names
 
 
 def test_card_carries_licence_intended_use_and_generator_training_data(tmp_path):

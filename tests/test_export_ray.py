@@ -91,13 +91,16 @@ def test_stitched_rec_reads_back_with_every_label_right(tmp_path, ray_local):
     assert (out / "train.rec").read_bytes() == (tmp_path / "ref.rec").read_bytes()
     assert (out / "train.idx").read_bytes() == (tmp_path / "ref.idx").read_bytes()
     # image folders complete, the card counted every image; no staging left
+    label = {identity: want[n] for n, (identity, _) in enumerate(order)}  # folders named by class label
     for (identity, index), data in images.items():
-        assert (out / "images" / str(identity) / f"{index}.jpg").read_bytes() == data
+        assert (out / "images" / f"{label[identity]}" / f"{index}.jpg").read_bytes() == data
     assert sum(1 for _ in (out / "images").rglob("*.jpg")) == len(images)
     assert sorted(p.name for p in out.iterdir()) == [
+        ".uiface-export.json",
         "README.md",
         "dataset_card.json",
         "images",
+        "labels.tsv",
         "property",
         "train.idx",
         "train.rec",
@@ -110,7 +113,7 @@ def test_one_worker_or_several_give_the_same_bytes(tmp_path, ray_local):
     export(ds, str(tmp_path / "one"), workers=1)
     export(ds, str(tmp_path / "two"), workers=2)
     one, two = tree_digest(tmp_path / "one"), tree_digest(tmp_path / "two")
-    assert one == two and "train.rec" in one and len(one) == 5 + len(IDS) * N_IMG
+    assert one == two and "train.rec" in one and len(one) == 7 + len(IDS) * N_IMG
 
 
 def _interrupted_after(map_shards, shards: int):
@@ -189,7 +192,7 @@ def test_export_on_ray_to_s3(s3_bucket, ray_local):
         items = list(reader)
     assert [int(it.label) for it in items] == want
     assert sorted(it.image for it in items) == sorted(images.values())
-    assert storage.find_files(out) == ["property", "train.idx", "train.rec"]
+    assert storage.find_files(out) == [".uiface-export.json", "property", "train.idx", "train.rec"]
 
 
 def test_card_t0_quantiles_from_the_histogram_match_numpy():

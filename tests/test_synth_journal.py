@@ -148,6 +148,33 @@ def test_resume_reads_the_journal_after_the_checkpoint(tmp_path):
     assert [r.index for r in committed.shards] == list(range(9)) and committed.journal_upto == 8
 
 
+def test_a_damaged_journal_segment_is_skipped_and_its_shards_adopted(clean, tmp_path):
+    _, want, _ = clean
+    out = str(tmp_path / "ds")
+    with pytest.raises(Killed):
+        _run(out, die_at=("shard", 9), min_checkpoint=100)  # shards 0-8 recorded in segments only
+    segment = tmp_path / "ds" / JOURNAL_DIR / "00000004.json"
+    segment.write_bytes(segment.read_bytes()[:-7])  # damaged after it was written (was a traceback)
+    state, _ = _run(out)
+    assert state.adopted == ["shard-00004.parquet", "shard-00009.parquet"]  # read back, its rows checked
+    assert read_manifest(out).complete and _bytes_of(out) == want
+
+
+def test_a_resume_with_another_batch_size_is_refused_by_the_manifest_alone(tmp_path):
+    """A manifest written before batch_size joined the generation config: its job config names it."""
+    from uiface_ray.synth.resume import ResumeError
+
+    out = str(tmp_path / "ds")
+    _run(out)
+    man = read_manifest(out)
+    man.job_config = {"batch_size": 4}
+    storage.write_bytes_atomic(storage.join(out, "manifest.json"), man.to_json().encode())
+    ids, plan = np.arange(N_ID), plan_shards(N_ID, PER_SHARD, N_IMG)
+    assert resume_state(out, {**GEN, "batch_size": 4}, plan, ids).todo == []
+    with pytest.raises(ResumeError, match="batch_size: 4 -> 3"):
+        resume_state(out, {**GEN, "batch_size": 3}, plan, ids)
+
+
 def test_resume_trusts_the_listing_and_catches_truncated_or_replaced(tmp_path):
     out = str(tmp_path / "ds")
     _run(out)

@@ -2,7 +2,9 @@
 
 First line: a count (``500``) or ``folds count`` (``10 300``); then ``name<TAB>i<TAB>j`` for a
 same-person pair and ``name1<TAB>i<TAB>name2<TAB>j`` for a different-person pair.  Image numbers
-are 1-based: image ``i`` of ``name`` is ``<root>/<name>/<name>_<iiii>.jpg``.
+are 1-based: image ``i`` of ``name`` is ``<root>/<name>/<name>_<iiii>.jpg``.  A name is one
+folder directly under the images root: a name with ``/`` or ``\\``, ``.`` or ``..`` (which would
+read files outside the root) is refused with the line that holds it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ def image_relpath(name: str, index: int, ext: str = "jpg") -> str:
     return f"{name}/{name}_{index:04d}.{ext}"
 
 
+def _check_names(pair: Pair, source: str, no: int, line: str) -> None:
+    for name in (pair.name1, pair.name2):
+        if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise PairsError(
+                f"{source} line {no}: name {name!r} is not a folder directly under images_root (no '/', "
+                f"'\\', '.' or '..'): {line!r}"
+            )
+
+
 def parse_pairs(text: str, source: str = "<pairs>") -> list[Pair]:
     """All pairs of a pairs file; errors name the file and line."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -59,6 +70,7 @@ def parse_pairs(text: str, source: str = "<pairs>") -> list[Pair]:
             raise PairsError(f"{source} line {no}: image numbers must be integers: {line!r}") from None
         if pair.index1 < 1 or pair.index2 < 1:
             raise PairsError(f"{source} line {no}: image numbers are 1-based, got {line!r}")
+        _check_names(pair, source, no, line)
         pairs.append(pair)
     if not pairs:
         raise PairsError(f"{source}: no pairs after the count line")

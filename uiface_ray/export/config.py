@@ -57,7 +57,10 @@ class ExportConfig(Config):
 
     dataset: str = Field(..., description="Dataset folder written by jobs/synthesize.py (path or s3:// URL).")
     output: str = Field(
-        ..., description="Export folder: images/, train.rec, train.idx, property, README.md, dataset_card.json."
+        ...,
+        description="Export folder: images/, labels.tsv, train.rec, train.idx, property, README.md, "
+        "dataset_card.json. New, empty, or made by an earlier export (its .uiface-export.json); outside the "
+        "dataset. An earlier export's entries are replaced; other files are never touched.",
     )
     formats: tuple[Literal["folders", "recordio", "card"], ...] = Field(
         ("folders", "recordio", "card"), description="What to write."

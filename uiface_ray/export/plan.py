@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from uiface_ray import storage
 from uiface_ray.export.config import ExportConfig
+from uiface_ray.export.folders import digits
 from uiface_ray.export.shard import ShardDone, ShardTask, done_url, part_urls
 from uiface_ray.synth.dataset import DatasetError, SyntheticDataset
 
@@ -49,7 +50,7 @@ def staging_url(cfg: ExportConfig, dataset: SyntheticDataset) -> str:
         "generation": m.generation,
         "formats": sorted(cfg.formats),
         "jpeg_quality": cfg.jpeg_quality,
-        "layout": 1,
+        "layout": 2,  # 2: zero-padded folders named by class label, labels.tsv
     }
     key = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return storage.join(cfg.output, STAGING_PREFIX + key)
@@ -79,6 +80,8 @@ def plan_tasks(cfg: ExportConfig, dataset: SyntheticDataset, staging: str) -> li
                 cfg.verify_hashes,
                 cfg.write_attempts,
                 cfg.write_backoff_s,
+                digits(m.num_identities),
+                digits(m.images_per_identity),
             )
         )
         labels += identities

@@ -118,8 +118,13 @@ def stitch_recordio(
     labels = _labels(parts)
     num_images = sum(p.rows for p in parts)
     rec_url, idx_url = storage.join(out_url, "train.rec"), storage.join(out_url, "train.idx")
-    bases = _write_rec(rec_url, parts, staging, num_images, len(labels), storage_cfg, chunk_bytes)
-    _write_idx(idx_url, parts, staging, bases, num_images, storage_cfg)
+    try:
+        bases = _write_rec(rec_url, parts, staging, num_images, len(labels), storage_cfg, chunk_bytes)
+        _write_idx(idx_url, parts, staging, bases, num_images, storage_cfg)
+    except storage.StorageError:
+        raise
+    except OSError as exc:  # a streamed write: a full disk, a lost connection
+        raise storage.wrap_error(storage.join(out_url, "train.rec/.idx"), "write", exc) from exc
     first = next((p for p in parts if p.rows), None)
     height, width = (first.height, first.width) if first else (0, 0)
     prop_url = storage.join(out_url, "property")

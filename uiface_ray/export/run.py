@@ -4,26 +4,29 @@
    metrics file (given or ``<dataset>/metrics.json``) exists and is JSON, every listed shard is
    in the store with the size recorded at write time (one listing; with ``verify_hashes`` each
    shard's SHA-256 is also checked when it is read for export), every shard holds whole
-   identities, and the output is writable.
-2. Plan (:mod:`uiface_ray.export.plan`): the staging folder ``<output>/.staging-<key>`` (``key``
-   a hash of the dataset's shard records and the export settings), one task per shard with its
-   global labels, and what that folder already holds from an interrupted run (two listings).
+   identities, the output and the dataset do not overlap, the output is one the export may
+   write into (:mod:`uiface_ray.export.output`: new, empty, or made by an export) and writable.
+2. Claim the output (its marker ``.uiface-export.json``) and plan (:mod:`uiface_ray.export.plan`):
+   the staging folder ``<output>/.staging-<key>`` (``key`` a hash of the dataset's shard records
+   and the export settings), one task per shard with its global labels, and what that folder
+   already holds from an interrupted run (two listings).
 3. Export every shard not done yet (:func:`uiface_ray.export.shard.export_shard`): image files,
    the shard's RecordIO part, its card summary, then its done-record.  ``map_shards`` runs the
    tasks: in this process by default, over Ray workers from :mod:`uiface_ray.runtime.export`.
 4. Stitch the parts into ``train.rec``/``train.idx`` (streaming), write ``property`` and the card
    (from the shards' summaries: no shard is read again) into the staging folder.
-5. Move each written entry (``images/``, ``train.rec``, ...) to its place under ``<output>``,
-   replacing an earlier export's entry of the same name, and remove the staging folder.
+5. List the entries in the marker, move each (``images/``, ``train.rec``, ...) to its place under
+   ``<output>``, replacing an earlier export's entry of the same name (never an entry no export
+   wrote), and remove the staging folder.
 
 Failures:
 
 * a user error (a truncated or replaced shard, a missing metrics file, any
-  :class:`uiface_ray.errors.InputError` but an unreachable store) removes the staging folder: the
-  output holds nothing of this export;
-* a crash, an interrupt (Ctrl-C, a killed driver) or a store that stays unreachable through every
-  write retry leaves the staging folder: the same command resumes, skipping every shard whose
-  done-record and parts are in place, and redoes the stitch;
+  :class:`uiface_ray.errors.InputError` but an unreachable or full store) removes the staging
+  folder (and the marker of an output this export created): the output holds nothing of this export;
+* a crash, an interrupt (Ctrl-C, a killed driver), a store that stays unreachable through every
+  write retry or a full disk leaves the staging folder: the same command resumes, skipping every
+  shard whose done-record and parts are in place, and redoes the stitch;
 * an output never holds a part of an export: entries reach it only in step 5.
 
 One export per output at a time (two runs of the same command would share a staging folder).
@@ -44,6 +47,8 @@ from uiface_ray.errors import InputError
 from uiface_ray.synth.preview import PREVIEW
 from uiface_ray.export.card import ShardSummary, card_from_summaries, generator_record, write_card
 from uiface_ray.export.config import ExportConfig
+from uiface_ray.export.folders import write_labels
+from uiface_ray.export.output import OwnedOutput, check_overlap, entry_names, owned_output
 from uiface_ray.export.plan import ExportInputError, ResumeState, plan_tasks, resume_export, staging_url
 from uiface_ray.export.recordio import stitch_recordio
 from uiface_ray.export.shard import ShardDone, ShardTask, export_shard
@@ -145,13 +150,16 @@ def resolve_export_config(cfg: ExportConfig) -> ExportConfig:
     )
 
 
-def validate_export(cfg: ExportConfig) -> tuple[SyntheticDataset, dict]:
-    """Everything an export needs, checked before anything is written; returns (dataset, metrics)."""
+def validate_export(cfg: ExportConfig) -> tuple[SyntheticDataset, dict, OwnedOutput]:
+    """Everything an export needs, checked before anything is written; returns (dataset, metrics,
+    the output as this export may use it)."""
+    check_overlap(cfg.dataset, cfg.output)
     dataset = open_dataset(cfg.dataset, cfg.storage)
     metrics = _metrics(cfg) if "card" in cfg.formats else {}
     _check_shards(dataset)
+    owned = owned_output(cfg.output, entry_names(cfg.formats), cfg.storage)
     check_writable(cfg.output, cfg.storage)
-    return dataset, metrics
+    return dataset, metrics, owned
 
 
 class _Progress:
@@ -178,12 +186,10 @@ def _finish(
     cfg: ExportConfig, dataset: SyntheticDataset, metrics: dict, staging: str, dones: list[ShardDone]
 ) -> list[str]:
     """Stitch and write the card into ``staging``; returns every name the export writes there."""
-    names: list[str] = []
     if "folders" in cfg.formats:
-        names.append("images")
+        write_labels(dones, staging, cfg.storage)
     if "recordio" in cfg.formats:
         stitch_recordio(dones, staging, staging, cfg.storage, cfg.stitch_chunk_mb << 20)
-        names += ["train.rec", "train.idx", "property"]
     if "card" in cfg.formats:
         card = card_from_summaries(
             dataset.url,
@@ -196,21 +202,22 @@ def _finish(
             generator=generator_record(dataset.manifest.job_config.get("model"), cfg.storage),
         )
         write_card(card, staging, cfg.storage)
-        names += ["dataset_card.json", "README.md"]
+    names = entry_names(cfg.formats)
     preview = storage.join(dataset.url, PREVIEW)
     if storage.exists(preview, cfg.storage):  # synthesize's grid of a few identities, copied as it is
         storage.write_bytes_atomic(
             storage.join(staging, PREVIEW), storage.read_bytes(preview, cfg.storage), cfg.storage
         )
-        names.append(PREVIEW)
+    else:
+        names.remove(PREVIEW)
     return names
 
 
-def _remove_staging(staging: str, storage_cfg) -> None:
+def _remove_quietly(url: str, storage_cfg) -> None:
     try:
-        storage.remove(staging, storage_cfg, recursive=True)
+        storage.remove(url, storage_cfg, recursive=True)
     except storage.StorageError as exc:  # the error being raised says more than this one
-        log.warning("could not remove %s: %s", staging, exc)
+        log.warning("could not remove %s: %s", url, exc)
 
 
 def _export(
@@ -221,6 +228,7 @@ def _export(
     tasks: list[ShardTask],
     map_shards: ShardMapper,
     result: ExportResult,
+    owned: OwnedOutput,
 ) -> None:
     state = resume_export(tasks, staging, cfg.storage)
     if state.done or state.redo:
@@ -245,6 +253,7 @@ def _export(
     if missing:
         raise AssertionError(f"internal: no export record for {missing[:5]}")
     names = _finish(cfg, dataset, metrics, staging, [done[t.name] for t in tasks])
+    owned.record(names, cfg.storage)  # refuses a name that appeared and is not ours
     for name in names:
         target = storage.join(cfg.output, name)
         storage.remove(target, cfg.storage, recursive=True)
@@ -260,15 +269,18 @@ def run_export(cfg: ExportConfig, map_shards: ShardMapper | None = None) -> Expo
     tasks (default: :func:`in_process`)."""
     start = time.perf_counter()
     cfg = resolve_export_config(cfg)
-    dataset, metrics = validate_export(cfg)
+    dataset, metrics, owned = validate_export(cfg)
     staging = staging_url(cfg, dataset)
     tasks = plan_tasks(cfg, dataset, staging)
     result = ExportResult(cfg.output, dataset.manifest.num_rows, dataset.manifest.num_identities)
+    owned.claim(cfg.storage)
     try:
-        _export(cfg, dataset, metrics, staging, tasks, map_shards or in_process, result)
+        _export(cfg, dataset, metrics, staging, tasks, map_shards or in_process, result, owned)
     except InputError as exc:
-        if not isinstance(exc, StoreUnavailableError):  # a user error: nothing of this export stays
-            _remove_staging(staging, cfg.storage)
+        if not isinstance(exc, (StoreUnavailableError, storage.StorageFullError)):  # a user error: nothing stays
+            _remove_quietly(staging, cfg.storage)
+            if owned.created:  # the marker this export wrote into an empty output
+                _remove_quietly(owned.marker_url, cfg.storage)
         raise
     result.seconds = time.perf_counter() - start
     return result

@@ -3,7 +3,8 @@
 :func:`export_shard` reads the shard once (hash-checked with ``verify_hashes``, as
 :meth:`SyntheticDataset.iter_shards` does) and writes, under the export's staging folder:
 
-* ``images/<identity_id>/<image_index>.jpg`` (format ``folders``);
+* ``images/<label>/<image_index>.jpg`` (format ``folders``; names zero-padded, see
+  :mod:`uiface_ray.export.folders`);
 * ``parts/shard-NNNNN.rec`` and ``parts/shard-NNNNN.idx`` (format ``recordio``): the shard's image
   records exactly as they sit in the final ``train.rec`` (global class labels and record ids,
   known before the part is written: see :func:`uiface_ray.export.plan.plan_tasks`), and one
@@ -26,7 +27,7 @@ import numpy as np
 from uiface_ray import storage
 from uiface_ray.data.recordio import encode_record
 from uiface_ray.export.card import summarize_shard
-from uiface_ray.export.folders import as_jpeg
+from uiface_ray.export.folders import as_jpeg, folder_name, image_name
 from uiface_ray.synth.dataset import DatasetError, SyntheticDataset
 from uiface_ray.synth.manifest import Manifest, ShardRecord
 from uiface_ray.synth.retry import write_with_retries
@@ -50,6 +51,8 @@ class ShardTask:
     verify: bool = True
     write_attempts: int = 5
     write_backoff_s: float = 2.0
+    label_width: int = 1  # digits of the dataset's largest class label (folder names)
+    index_width: int = 1  # digits of the largest image index (file names)
 
     @property
     def name(self) -> str:
@@ -135,14 +138,16 @@ def export_shard(task: ShardTask, storage_cfg=None) -> ShardDone:
 
     if "folders" in task.formats or "recordio" in task.formats:
         jpegs = [as_jpeg(image, task.jpeg_quality) for image in rows.image]
-    if "folders" in task.formats:
-        for identity, index, jpeg in zip(rows.identity_id, rows.image_index, jpegs):
-            put(storage.join(task.staging, "images", str(int(identity)), f"{int(index)}.jpg"), jpeg)
-    if "recordio" in task.formats:
+    if "folders" in task.formats or "recordio" in task.formats:
         run_ids, counts = _identity_runs(rows, task, url)
         done.identity_ids, done.counts = [int(i) for i in run_ids], [int(c) for c in counts]
-        done.height, done.width = decode_image(rows.image[0]).shape[:2] if len(rows) else (0, 0)
         labels = task.first_label + np.repeat(np.arange(len(run_ids)), counts)  # (rows,)
+    if "folders" in task.formats:
+        for label, index, jpeg in zip(labels, rows.image_index, jpegs):
+            folder = folder_name(int(label), task.label_width)
+            put(storage.join(task.staging, "images", folder, image_name(int(index), task.index_width)), jpeg)
+    if "recordio" in task.formats:
+        done.height, done.width = decode_image(rows.image[0]).shape[:2] if len(rows) else (0, 0)
         blobs, lines, pos = [], [], 0
         for i, (label, jpeg) in enumerate(zip(labels, jpegs)):
             blobs.append(encode_record(float(label), jpeg, task.first_record + i))

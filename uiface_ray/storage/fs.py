@@ -10,6 +10,7 @@ instance profile.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -27,6 +28,13 @@ from uiface_ray.config import StorageConfig
 
 class StorageError(InputError, OSError):
     """A storage URL cannot be reached, read or written; the message names the URL."""
+
+
+class StorageFullError(StorageError):
+    """No space left (or the disk quota reached) where a write went; the message names the path."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _scheme(url: str) -> str:
@@ -131,8 +139,28 @@ def join(url: str, *parts: str) -> str:
     return out
 
 
-def _wrap(url: str, action: str, exc: Exception) -> StorageError:
+def _full(exc: BaseException | None) -> bool:
+    """True when ``exc`` or an exception it was raised from is a full disk or quota."""
+    for _ in range(5):
+        if exc is None:
+            return False
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def wrap_error(url: str, action: str, exc: Exception) -> StorageError:
+    """``exc`` as a :class:`StorageError` naming ``url`` (a :class:`StorageFullError` for a full disk)."""
+    if _full(exc):
+        return StorageFullError(
+            f"no space left on the device (or disk quota exceeded) to {action} {url}: free space there or "
+            "choose another output, then rerun the same command to resume"
+        )
     return StorageError(f"cannot {action} {url}: {type(exc).__name__}: {exc}")
+
+
+_wrap = wrap_error
 
 
 def write_bytes_atomic(url: str, data: bytes, storage: StorageConfig | None = None) -> None:
@@ -207,23 +235,29 @@ def exists(url: str, storage: StorageConfig | None = None) -> bool:
         raise _wrap(url, "reach", exc) from exc
 
 
-def list_files(url: str, suffix: str = "", storage: StorageConfig | None = None) -> list[str]:
-    """Full URLs of the files directly under ``url`` whose names end with ``suffix``, sorted."""
+def _ls(url: str, storage: StorageConfig | None, folder_only: bool) -> list[str]:
+    """The names directly under ``url`` (empty when it does not exist); ``folder_only`` refuses a file."""
     fs, path = url_to_fs(url, storage)
     try:
         if is_remote(url):
             fs.invalidate_cache(path)
         if not fs.exists(path):
             return []
+        if folder_only and not fs.isdir(path):
+            raise StorageError(f"{url} is a file, not a folder")
         names = fs.ls(path, detail=False)
+    except StorageError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise _wrap(url, "list", exc) from exc
-    out = []
-    for name in names:
-        base = name.rstrip("/").rsplit("/", 1)[-1]
-        if base.endswith(suffix) and not base.startswith(".tmp-"):
-            out.append(join(url, base))
-    return sorted(out)
+    own = path.strip("/")
+    return [name.rstrip("/").rsplit("/", 1)[-1] for name in names if name.strip("/") != own]
+
+
+def list_files(url: str, suffix: str = "", storage: StorageConfig | None = None) -> list[str]:
+    """Full URLs of the files directly under ``url`` whose names end with ``suffix``, sorted."""
+    names = _ls(url, storage, folder_only=False)
+    return sorted(join(url, n) for n in names if n.endswith(suffix) and not n.startswith(".tmp-"))
 
 
 @dataclass(frozen=True)
@@ -316,6 +350,27 @@ def find_files(url: str, storage: StorageConfig | None = None) -> list[str]:
         if rel and not rel.rsplit("/", 1)[-1].startswith(".tmp-"):
             out.append(rel)
     return sorted(out)
+
+
+def canonical_url(url: str) -> str:
+    """A URL in one spelling per place, to compare two locations: a local path absolute with every
+    symbolic link resolved, ``s3a://`` as ``s3://``, no trailing ``/``."""
+    scheme = _scheme(url)
+    if scheme in ("file", "local"):
+        return os.path.realpath(url_to_fs(url)[1])
+    rest = url.split("://", 1)[1].strip("/")
+    return f"{'s3' if scheme == 's3a' else scheme}://{rest}"
+
+
+def list_names(url: str, storage: StorageConfig | None = None) -> list[str]:
+    """Every entry directly under the folder ``url`` (files and folders, hidden and temporary ones
+    too), sorted; empty when ``url`` does not exist.  A file at ``url`` is refused."""
+    return sorted(set(_ls(url, storage, folder_only=True)))
+
+
+def is_link(url: str) -> bool:
+    """True when ``url`` is a local symbolic link (object stores have none)."""
+    return not is_remote(url) and os.path.islink(url_to_fs(url)[1])
 
 
 def remove(url: str, storage: StorageConfig | None = None, recursive: bool = False) -> None:

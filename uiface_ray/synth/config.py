@@ -67,13 +67,15 @@ class SynthesisConfig(Config):
 
     def generation(self, model_hash: str, identities_sha256: str, dtype: str, device: str) -> dict[str, Any]:
         """What determines the dataset's bytes; a resume with any of these changed is refused
-        (``device`` is 'cpu' or 'cuda': kernels differ, so a resume must not switch)."""
+        (``device`` is 'cpu' or 'cuda': kernels differ, so a resume must not switch; ``batch_size``:
+        a sample's float32 values depend on the batch it was computed in)."""
         return {
             "model_hash": model_hash,
             "identities_sha256": identities_sha256,
             "images_per_identity": self.images_per_identity,
             "identities_per_shard": self.identities_per_shard,
             "seed": self.seed,
+            "batch_size": self.batch_size,  # float32 images depend on the batch (#27 item 5b)
             "image_format": self.image_format,
             "jpeg_quality": self.jpeg_quality if self.image_format == "jpeg" else None,
             "dtype": dtype,

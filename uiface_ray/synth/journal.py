@@ -26,6 +26,8 @@ Crash safety (every write is atomic; nothing is ever rewritten in place):
   the rerun removes the stale journal.
 
 A record appearing twice (a segment and a checkpoint) is the same record: merged by shard name.
+A segment that does not parse (damaged after it was written) is skipped with a warning: its shards
+are in the store but in no record, so resume reads them back and adopts them.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def read_committed(out_url: str, storage_cfg=None) -> Manifest | None:
         try:
             records = [ShardRecord(**r) for r in json.loads(data)["shards"]]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{url} is not a valid journal segment: {exc}") from exc
+            log.warning("skipping %s, not a valid journal segment (%s): its shards are read back and adopted", url, exc)
+            continue
         for record in records:
             by_name[record.name] = record
     if newer:

@@ -6,6 +6,10 @@ generation config (what determines the bytes: model hash, identity table hash, s
 settings, image format) and the job config it ran with.  It is only ever written atomically and
 only lists shards that are already in place, so a reader that trusts the manifest never sees a
 partial dataset; ``complete`` is true once every planned shard is listed.
+
+A manifest that does not parse, or that is a symbolic link (never followed: it would make another
+file this dataset's record), is a :class:`ManifestError`: one line saying what to do.  It cannot be
+rebuilt from the shards, which do not record the sampler settings that made them.
 """
 
 from __future__ import annotations
@@ -15,11 +19,24 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from uiface_ray import storage
+from uiface_ray.errors import InputError
 
-__all__ = ["MANIFEST_NAME", "Manifest", "ShardRecord", "config_differences", "read_manifest", "write_manifest"]
+__all__ = [
+    "MANIFEST_NAME",
+    "Manifest",
+    "ManifestError",
+    "ShardRecord",
+    "config_differences",
+    "read_manifest",
+    "write_manifest",
+]
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "uiface-synth/1"
+
+
+class ManifestError(InputError, ValueError):
+    """A manifest that cannot be trusted (damaged, or a link); the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +95,8 @@ class Manifest:
                 job_config=dict(body.get("job_config", {})),
                 journal_upto=int(body.get("journal_upto", -1)),
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{where} is not a valid synthesis manifest: {exc}") from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ManifestError(f"{where} is not a valid synthesis manifest: {exc}") from exc
 
 
 def manifest_url(out_url: str) -> str:
@@ -90,12 +107,26 @@ def write_manifest(out_url: str, manifest: Manifest, storage_cfg=None) -> None:
     storage.write_bytes_atomic(manifest_url(out_url), manifest.to_json().encode(), storage_cfg)
 
 
+_REMEDY = (
+    "the shards cannot be checked against a config without it: restore the manifest from a copy, or "
+    "remove the output folder (or choose another) and rerun jobs/synthesize.py"
+)
+
+
 def read_manifest(out_url: str, storage_cfg=None) -> Manifest | None:
-    """The manifest under ``out_url``, or None when there is none."""
+    """The manifest under ``out_url``, or None when there is none; :class:`ManifestError` when it
+    is damaged or a symbolic link."""
     url = manifest_url(out_url)
+    if storage.is_link(url):
+        raise ManifestError(f"{url} is a symbolic link, not a manifest written by jobs/synthesize.py; {_REMEDY}")
     if not storage.exists(url, storage_cfg):
         return None
-    return Manifest.from_json(storage.read_bytes(url, storage_cfg).decode(), url)
+    data = storage.read_bytes(url, storage_cfg)
+    try:
+        return Manifest.from_json(data.decode("utf-8"), url)
+    except (ManifestError, UnicodeDecodeError) as exc:
+        detail = str(exc).split(": ", 1)[-1] if isinstance(exc, ManifestError) else "not UTF-8 text"
+        raise ManifestError(f"{url} is damaged ({detail}); {_REMEDY}") from None
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -4,7 +4,10 @@ Rules (the manifest is the commit marker):
 
 * no manifest and no shards: a fresh output, everything is to run;
 * no manifest but shard files: refused (not ours, or written by another tool);
-* a manifest with a different generation config: refused, naming every differing key;
+* a manifest with a different generation config (``batch_size`` included: float32 images depend
+  on it): refused, naming every differing key; a manifest written before ``batch_size`` joined the
+  generation config is compared with the batch size its recorded job config names;
+* a damaged manifest, or one that is a symbolic link: refused (:class:`ManifestError`, one line);
 * a listed shard that is missing, or whose size or store version (S3 ETag, local mtime) in the
   listing differs from what was recorded at write time: rerun (logged); with ``verify_hashes``
   every listed shard is also read back and its SHA-256 compared (a full read of the dataset);
@@ -92,6 +95,15 @@ def _differs(
     return None
 
 
+def _with_batch_size(manifest: Manifest) -> dict:
+    """The manifest's generation config; an older one without ``batch_size`` gets the one its
+    recorded job config ran with."""
+    old = dict(manifest.generation)
+    if "batch_size" not in old and "batch_size" in manifest.job_config:
+        old["batch_size"] = manifest.job_config["batch_size"]
+    return old
+
+
 def resume_state(
     out_url: str,
     generation: dict,
@@ -113,7 +125,7 @@ def resume_state(
                 "not a dataset this job wrote; choose an empty output"
             )
         return ResumeState(todo=list(plan))
-    diffs = config_differences(manifest.generation, generation)
+    diffs = config_differences(_with_batch_size(manifest), generation)
     if diffs:
         raise ResumeError(
             f"{out_url} holds a dataset made with a different config; refusing to mix them. "

@@ -3,7 +3,9 @@
 ``write_with_retries`` calls ``write()`` up to ``attempts`` times, sleeping ``backoff_s``,
 ``2 * backoff_s``, ... between tries; a :class:`uiface_ray.storage.StorageError` that survives
 every try becomes :class:`StoreUnavailableError`, one line saying what failed and what to do.
-Only storage errors are retried: anything else is a bug and goes up at once.
+Only storage errors are retried: anything else is a bug and goes up at once.  A full disk
+(:class:`uiface_ray.storage.StorageFullError`) is not retried either: it goes up at once with its
+own line ("no space left ...", naming the path), not as an unreachable store.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def write_with_retries(
     for attempt in range(1, attempts + 1):
         try:
             return write()
+        except storage.StorageFullError:
+            raise
         except storage.StorageError as exc:
             last = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if attempt == attempts:
