@@ -102,20 +102,15 @@ def test_parse_args_forms_and_run_job(tmp_path, capsys):
 # bounded loading (issue 27 items 6 and 8)
 
 
-def alias_bomb(levels: int, width: int = 9, key: str = "name") -> str:
-    """A YAML 'billion laughs': ``levels`` lists of ``width`` aliases of the list before (width**levels values)."""
-    lines = ["a0: &a0 [" + ", ".join(['"lol"'] * width) + "]"]
-    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
-    return "\n".join(lines + [f"{key}: *a{levels - 1}"]) + "\n"
-
-
 @pytest.mark.parametrize("levels", [6, 9])
 def test_yaml_alias_bomb_is_refused_small_and_fast(tmp_path, levels):
     import resource
     import time
 
     path = tmp_path / "bomb.yaml"
-    path.write_text(alias_bomb(levels))
+    from bad_inputs import _alias_bomb
+
+    path.write_text(_alias_bomb(levels, key="name"))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     with pytest.raises(ConfigError, match=r"expands to more than 100000 values") as err:
