@@ -238,6 +238,26 @@ def _yaml(tmp: Path, text: str) -> Path:
     return tmp / "c.yaml"
 
 
+def _alias_bomb(levels: int, width: int = 9, key: str = "seed") -> str:
+    """A YAML 'billion laughs': ``levels`` lists of ``width`` aliases of the one before (width**levels values)."""
+    lines = ["a0: &a0 [" + ", ".join(['"lol"'] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "\n".join(lines + [f"{key}: *a{levels - 1}"]) + "\n"
+
+
+def _overflowing_model(tmp: Path, a: dict) -> str:
+    """The tiny model with its UNet's last conv scaled by 1e38: eps overflows, the latents turn NaN."""
+    import torch
+
+    from uiface_ray.model import load_model, save_model
+
+    model = load_model(a["model"], "cpu")
+    with torch.no_grad():
+        model.unet.conv_out.weight.mul_(1e38)
+    save_model(model, str(tmp / "overflow"))
+    return str(tmp / "overflow")
+
+
 # ---------------------------------------------------------------------------------------------
 # the table
 
@@ -660,6 +680,50 @@ CASES: dict[str, Case] = {
         r"not a folder directly under images_root",
         lambda t, a: _pairs(_secret_beside(t), a, "1\n../secret\t1\t2\n"),
         needs=("backbone",),
+    ),
+    # --- helper badin (issue 27 items 6-8): absurd numbers, a YAML alias bomb, NaN from the sampler ---
+    "config-guidance-inf": Case(
+        "synthesize",
+        "`sampler.guidance_scale: 1e999` (inf; NaN and inf are refused in every float field)",
+        r"sampler\.guidance_scale: Input should be a finite number",
+        lambda t, a: _synth(t, a, "--sampler.guidance_scale=1e999"),
+        needs=("synth",),
+    ),
+    "config-guidance-huge": Case(
+        "synthesize",
+        "`sampler.guidance_scale: 1e30` (all-black images before)",
+        r"sampler\.guidance_scale: Input should be less than or equal to 100",
+        lambda t, a: _synth(t, a, "--sampler.guidance_scale=1e30"),
+        needs=("synth",),
+    ),
+    "config-images-per-identity-huge": Case(
+        "synthesize",
+        "`images_per_identity: 10**18`",
+        r"images_per_identity: Input should be less than or equal to 1048576",
+        lambda t, a: _synth(t, a, f"--images_per_identity={10**18}"),
+        needs=("synth",),
+    ),
+    "config-shard-too-big": Case(
+        "synthesize",
+        "`identities_per_shard` x `images_per_identity` over 2**20 images in one shard",
+        r"identities_per_shard x images_per_identity = 4096 x 1024 = 4194304 images in one shard",
+        lambda t, a: _synth(t, a, "--identities_per_shard=4096", "--images_per_identity=1024"),
+        needs=("synth",),
+    ),
+    "config-yaml-alias-bomb": Case(
+        "synthesize",
+        "a YAML alias bomb (9 levels of 9 aliases: 387 million values)",
+        r"c\.yaml expands to more than 100000 values",
+        lambda t, a: _synth(t, a, "--config", str(_yaml(t, _alias_bomb(9)))),
+        needs=("synth",),
+    ),
+    "model-overflows-to-nan": Case(
+        "synthesize",
+        "a model whose output overflows to NaN (its shard is not written)",
+        r"shard 0: the sampler produced non-finite values \(NaN/inf\)",
+        lambda t, a: _synth(t, a, model=_overflowing_model(t, a)),
+        output="out/shards",
+        needs=("synth",),
     ),
 }
 

@@ -96,3 +96,60 @@ def test_parse_args_forms_and_run_job(tmp_path, capsys):
     assert run_job(Stage, seen.append, ["--config", str(path)]) == 0 and seen[0].name == "x"
     assert run_job(Stage, seen.append, ["--config", str(path), "--bogus=1"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# bounded loading (issue 27 items 6 and 8)
+
+
+@pytest.mark.parametrize("levels", [6, 9])
+def test_yaml_alias_bomb_is_refused_small_and_fast(tmp_path, levels):
+    import resource
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    from bad_inputs import _alias_bomb
+
+    path.write_text(_alias_bomb(levels, key="name"))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"expands to more than 100000 values") as err:
+        load_config(Stage, path)
+    assert time.perf_counter() - start < 5
+    assert len(str(err.value)) < 300 and str(path) in str(err.value)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KB: no expansion happened
+
+
+def test_small_alias_use_still_loads(tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text("name: &n x\ninner: &i {steps: 3}\n")
+    assert load_config(Stage, path).inner.steps == 3
+
+
+def test_config_file_size_and_depth_are_bounded(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text("name: x\n" + "# padding\n" * 120_000)
+    with pytest.raises(ConfigError, match=r"big\.yaml is \d+ bytes: refusing more than 1048576"):
+        load_config(Stage, big)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ConfigError, match=r"deep\.yaml nests deeper"):
+        load_config(Stage, deep)
+    with pytest.raises(ConfigError, match=r"override --name nests deeper than 50"):
+        load_config(Stage, None, ["--name=" + "[" * 60 + "]" * 60])
+
+
+def test_echoed_values_are_cut(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(Stage, None, ["--name=x", "--inner.steps=" + "9" * 10 + "x" * 5000])
+    msg = str(err.value)
+    assert len(msg) < 400 and "\u2026" in msg and "inner.steps" in msg
+    with pytest.raises(ConfigError) as err:
+        parse_args(Stage, ["y" * 5000])
+    assert len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999", ".inf"])
+def test_non_finite_floats_are_refused_in_every_config(value):
+    with pytest.raises(ConfigError, match=r"inner\.lr: Input should be a finite number"):
+        load_config(Stage, None, ["--name=x", f"--inner.lr={value}"])

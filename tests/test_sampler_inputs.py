@@ -65,6 +65,24 @@ def test_config_rejects_unknown_mode_and_keys():
         cfg.mode = "baseline"  # frozen
 
 
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("guidance_scale", float("inf"), "finite number"),
+        ("guidance_scale", float("nan"), "finite number"),
+        ("guidance_scale", 1e30, "less than or equal to 100"),
+        ("threshold", float("inf"), "finite number"),
+        ("threshold", 2.0, "less than or equal to 1"),
+        ("injection_blend", float("nan"), "finite number"),
+    ],
+)
+def test_config_refuses_non_finite_and_absurd_floats(field, value, match):
+    """Every float knob of the sampler: NaN/inf refused; guidance and threshold bounded (issue 27.6)."""
+    with pytest.raises(ValidationError, match=f"{field}(.|\\n)*{match}"):
+        SamplerConfig(**{field: value})
+    assert SamplerConfig(guidance_scale=100.0, threshold=1.0).guidance_scale == 100.0
+
+
 def test_core_imports_torch_and_diffusers_only():
     code = (
         "import sys\n"

@@ -122,3 +122,54 @@ def test_progress_line_counts_and_eta():
     p.maybe_print()
     p.maybe_print(force=True)  # the final line is not printed twice
     assert out.getvalue().count("\n") == 2 and "shards 4/4" in out.getvalue().splitlines()[-1]
+
+
+def test_plan_refuses_datasets_whose_rows_cannot_exist():
+    """Issue 27.7: counts past 2**40 images are refused at planning, before anything is allocated."""
+    from uiface_ray.synth.errors import SynthesisInputError
+    from uiface_ray.synth.plan import MAX_DATASET_IMAGES
+
+    with pytest.raises(SynthesisInputError, match=r"2\*\*40"):
+        plan_shards(2**21, 2**21, 2**20)
+    assert len(plan_shards(MAX_DATASET_IMAGES // 2**20, 2**20, 2**20)) == 1
+
+
+def test_synthesis_config_bounds_shard_size():
+    from pydantic import ValidationError
+
+    from uiface_ray.synth.config import MAX_SHARD_IMAGES, SynthesisConfig
+
+    base = dict(model="m", identities="i", output="o")
+    with pytest.raises(ValidationError, match="images_per_identity"):
+        SynthesisConfig(**base, images_per_identity=10**18)
+    with pytest.raises(ValidationError, match=r"identities_per_shard x images_per_identity = 2048 x 1024"):
+        SynthesisConfig(**base, identities_per_shard=2048, images_per_identity=1024)
+    with pytest.raises(ValidationError, match="lease_ttl_s"):
+        SynthesisConfig(**base, lease_ttl_s=1e300)
+    assert SynthesisConfig(**base, identities_per_shard=1, images_per_identity=MAX_SHARD_IMAGES)
+
+
+def test_non_finite_images_fail_the_shard(tmp_path):
+    """Issue 27.6: a batch whose latents turn NaN is an error naming the shard, never black images."""
+    import torch
+
+    from uiface_ray.sample import SamplerConfig, UIFaceSampler
+    from uiface_ray.synth.generate import NonFiniteImagesError, generate_shard
+
+    torch.set_num_threads(1)
+    cfg = SamplerConfig(num_inference_steps=2)
+    emb = np.random.default_rng(0).standard_normal((2, 128)).astype(np.float32)
+    spec = plan_shards(6, 2, 2)[2]
+    kw = dict(job_seed=0, batch_size=3, image_format="png", jpeg_quality=95, mode="uiface", model_hash="h")
+    from bad_inputs import _overflowing_model
+    from tiny_assets import make_tiny_model
+
+    tiny = make_tiny_model(str(tmp_path / "tiny"))
+    bad = UIFaceSampler.from_pretrained(_overflowing_model(tmp_path, {"model": tiny}), config=cfg)
+    with pytest.raises(
+        NonFiniteImagesError, match=r"shard 2: the sampler produced non-finite values .*identity 4, image 0"
+    ):
+        generate_shard(bad, spec, np.array([4, 5]), emb, **kw)
+    good = UIFaceSampler.from_pretrained(tiny, config=cfg)
+    out = generate_shard(good, spec, np.array([4, 5]), emb, **kw)
+    assert len(out.rows) == 4

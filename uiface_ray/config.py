@@ -22,6 +22,7 @@ __all__ = [
     "ActorPoolConfig",
     "Config",
     "ConfigError",
+    "clip",
     "RayConfig",
     "StorageConfig",
     "load_config",
@@ -40,8 +41,10 @@ class Config(BaseModel):
     """Base of every stage config: immutable, and unknown keys are errors."""
 
     # coerce_numbers_to_str: a key or bucket name made of digits, given on the command line, is
-    # still the string the user typed
-    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+    # still the string the user typed; allow_inf_nan=False: no float setting means anything as
+    # NaN or inf (an inf guidance_scale gave a dataset of black images), so every float field of
+    # every stage refuses them
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True, allow_inf_nan=False)
 
 
 SECRET = {"secret": True}  # json_schema_extra of a field whose value is never echoed back
@@ -116,6 +119,66 @@ class ActorPoolConfig(Config):
     )
 
 
+#: Largest config file read (real ones are a few KB).
+MAX_CONFIG_BYTES = 1 << 20
+#: Most values a loaded config may expand to, each alias counted again where it is used: a YAML
+#: "billion laughs" file of a few hundred bytes expands to 9**9 values (gigabytes) otherwise.
+MAX_CONFIG_VALUES = 100_000
+#: Deepest nesting of a loaded config.
+MAX_CONFIG_DEPTH = 50
+#: Longest echo of a given value in an error message.
+MAX_ECHO = 200
+
+
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis (what error lines echo of a value)."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _check_size(tree: Any, where: str) -> None:
+    """Refuse a loaded value that expands to more than :data:`MAX_CONFIG_VALUES` values or nests
+    deeper than :data:`MAX_CONFIG_DEPTH` (YAML aliases share one object; this counts every use)."""
+    count = 0
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{where} expands to more than {MAX_CONFIG_VALUES} values (YAML aliases counted where "
+                "they are used): refusing it, a stage config is a few hundred"
+            )
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{where} nests deeper than {MAX_CONFIG_DEPTH} levels: refusing it")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            count += len(node)  # the keys
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    """The mapping of a YAML config file, of bounded size once expanded."""
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} is {size} bytes: refusing more than {MAX_CONFIG_BYTES} (1 MiB)")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {p} is not valid YAML{where}: {clip(str(problem))}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {p} nests deeper than YAML can be read: refusing it") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of keys, not {type(loaded).__name__}")
+    _check_size(loaded, f"config file {p}")
+    return loaded
+
+
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = tree
@@ -125,7 +188,7 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
             child = {}
             node[part] = child
         if not isinstance(child, dict):
-            raise ConfigError(f"override --{dotted}: '{part}' is not a section")
+            raise ConfigError(f"override --{clip(dotted)}: '{clip(part)}' is not a section")
         node = child
     node[parts[-1]] = value
 
@@ -135,7 +198,7 @@ def _parse_value(text: str) -> Any:
     # '[1, 2]' -> list, 'null' -> None.
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return text
     if isinstance(value, str):
         try:
@@ -189,11 +252,14 @@ def _format_errors(err: ValidationError, sources: dict[str, str], cls: type) -> 
             what = "unknown key" + _did_you_mean(cls, item["loc"], sources)
         else:
             what = item["msg"]
+        if not item["loc"]:  # a check across fields: its message names them; the whole input is not echoed
+            lines.append(f"  {clip(what.removeprefix('Value error, '), 400)}")
+            continue
         given = item.get("input")
-        given_s = "" if item["type"] in ("extra_forbidden", "missing") else f" (got {given!r})"
+        given_s = "" if item["type"] in ("extra_forbidden", "missing") else f" (got {clip(repr(given))})"
         if given_s and is_secret(cls, item["loc"]):
             given_s = " (value hidden: secret field)"
-        lines.append(f"  {key}: {what}{given_s} [from {source}]")
+        lines.append(f"  {clip(key)}: {what}{given_s} [from {clip(source)}]")
     return f"invalid {cls.__name__}:\n" + "\n".join(lines)
 
 
@@ -213,26 +279,17 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
     sources: dict[str, str] = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"config file {p} is not valid YAML{where}: {problem}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of keys, not {type(loaded).__name__}")
-        tree = loaded
+        tree = _read_yaml(p)
         for key in _flatten_keys(tree):
             sources[key] = str(p)
     for item in overrides:
         text = item[2:] if item.startswith("--") else item
         if "=" not in text:
-            raise ConfigError(f"override '{item}' must look like --section.key=value")
+            raise ConfigError(f"override '{clip(item)}' must look like --section.key=value")
         key, raw = text.split("=", 1)
-        _set_dotted(tree, key, _parse_value(raw))
+        value = _parse_value(raw)
+        _check_size(value, f"override --{clip(key)}")
+        _set_dotted(tree, key, value)
         sources[key] = f"command line --{key}"
     try:
         return cls.model_validate(tree)
@@ -326,7 +383,7 @@ def parse_args(
             overrides.append(f"{arg}={argv[i + 1]}")
             i += 1
         else:
-            raise ConfigError(f"unexpected argument '{arg}': use --config FILE or --section.key=value")
+            raise ConfigError(f"unexpected argument '{clip(arg)}': use --config FILE or --section.key=value")
         i += 1
     return load_config(cls, path, overrides)
 

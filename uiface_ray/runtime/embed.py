@@ -1,18 +1,22 @@
 """Embed a face table with a pool of Ray actors and write it back with an ``embedding`` column.
 
 One actor per CPU slot (or per GPU when the encoder runs on CUDA) loads the encoder once; the
-images go out in blocks of ``block_size`` encoded images, are decoded inside the actors, and the
-embeddings come back in the order they went out.  The table is then written in one atomic step
-with ``embedding`` (list<float32>, unit L2 norm) and the encoder recorded in the schema metadata
-key ``uiface.encoder`` (JSON: kind, name, dim, hash).
+table is read in blocks of ``block_size`` rows (``storage.batches``), each block's encoded images
+go to an actor (two blocks queued per actor at most), are decoded there, and the embeddings come
+back in the order they went out.  Each block is written with its ``embedding`` (list<float32>,
+unit L2 norm) into row groups of a temporary file, put in place in one step at the end, with the
+encoder recorded in the schema metadata key ``uiface.encoder`` (JSON: kind, name, dim, hash).  The
+driver holds a few blocks and one row group, whatever the table's size, and prints progress with
+an ETA from the start.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -20,9 +24,14 @@ from uiface_ray.config import StorageConfig
 from uiface_ray.encoders.config import EmbedConfig
 from uiface_ray.progress import progress_text
 
-__all__ = ["EmbedResult", "EncoderActor", "check_encoder", "embed_images", "run_embed"]
+if TYPE_CHECKING:
+    from uiface_ray.storage.batches import TableReader
+    from uiface_ray.storage.tables import Table
+
+__all__ = ["EmbedResult", "EncoderActor", "check_encoder", "embed_table", "run_embed"]
 
 ENCODER_META = "uiface.encoder"
+PROGRESS_EVERY_S = 10.0  # seconds between progress lines
 
 
 @dataclass(frozen=True)
@@ -77,38 +86,65 @@ def _pool_size(cfg: EmbedConfig, num_blocks: int) -> tuple[int, dict]:
     return max(1, min(n, num_blocks)), options
 
 
-def embed_images(
-    images: Sequence[bytes], sources: Sequence[str], cfg: EmbedConfig, log: Callable[[str], None] = _log
-) -> tuple[np.ndarray, dict, int]:
-    """Embed encoded images with a pool of actors on the current Ray; returns
-    ``(embeddings (N, dim) float32 in input order, encoder info, number of actors)``."""
+def _ordered_results(actors: list, blocks: Iterator[Table], depth: int = 2) -> Iterator[tuple[Table, np.ndarray]]:
+    """``(block, its embeddings)`` in block order; at most ``depth`` blocks queued per actor, so the
+    driver holds a few blocks, not the table (``ActorPool.map`` submits every block at once)."""
     import ray
-    from ray.util import ActorPool
 
-    blocks = [
-        (list(images[i : i + cfg.block_size]), list(sources[i : i + cfg.block_size]))
-        for i in range(0, len(images), cfg.block_size)
-    ]
-    n, options = _pool_size(cfg, len(blocks))
+    free = deque(actor for actor in actors for _ in range(depth))
+    inflight: deque = deque()  # (block, ObjectRef, actor) in submission order
+    for block in blocks:
+        if not free:
+            done, ref, actor = inflight.popleft()
+            yield done, ray.get(ref)
+            free.append(actor)
+        actor = free.popleft()
+        images, sources = block.column("image"), block.column("source")
+        inflight.append((block, actor.embed.remote((images, sources)), actor))
+    while inflight:
+        done, ref, _ = inflight.popleft()
+        yield done, ray.get(ref)
+
+
+def embed_table(
+    reader: TableReader, output: str, cfg: EmbedConfig, expected: dict, log: Callable[[str], None] = _log
+) -> tuple[int, dict, int]:
+    """Embed every block of ``reader`` with a pool of actors on the current Ray and write the table
+    with ``embedding`` to ``output`` block by block (committed once every block is written);
+    returns ``(rows, encoder info, number of actors)``."""
+    import json
+
+    import ray
+
+    from uiface_ray.storage.batches import TableWriter
+    from uiface_ray.storage.tables import FACE_TABLE
+
+    total = reader.num_rows
+    n, options = _pool_size(cfg, -(-total // cfg.block_size))
     actor_cls = ray.remote(**options)(EncoderActor)
     storage = cfg.storage.model_dump()
     actors = [actor_cls.remote(cfg.encoder.model_dump(), storage) for _ in range(n)]
     try:
         info = ray.get(actors[0].info.remote())
-        log(f"{len(images)} images in {len(blocks)} blocks on {n} actor(s) of {info['name']} ({info['dim']}-d)")
-        out: list[np.ndarray] = []
-        done, start, last = 0, time.perf_counter(), time.perf_counter()
-        for emb in ActorPool(actors).map(lambda actor, block: actor.embed.remote(block), blocks):
-            out.append(emb)
-            done += len(emb)
-            if time.perf_counter() - last > 10 or done == len(images):
-                log(progress_text(done, len(images), time.perf_counter() - start))
-                last = time.perf_counter()
+        if info["hash"] != expected["hash"]:
+            raise RuntimeError(f"encoder actors loaded weights {info['hash']}, the driver {expected['hash']}")
+        log(f"{total} images in blocks of {cfg.block_size} on {n} actor(s) of {info['name']} ({info['dim']}-d)")
+        metadata = {**reader.metadata, ENCODER_META: json.dumps(info, sort_keys=True)}
+        start = last = time.perf_counter()
+        log(progress_text(0, total, 0.0))
+        # embedding list<float32>, checked (one length, finite) block by block; nothing at output until commit
+        with TableWriter(FACE_TABLE, output, cfg.storage, metadata) as writer:
+            for block, emb in _ordered_results(actors, reader.blocks(cfg.block_size)):
+                writer.write(block.with_column("embedding", emb))
+                now = time.perf_counter()
+                if now - last >= PROGRESS_EVERY_S or writer.rows == total:
+                    log(progress_text(writer.rows, total, now - start))
+                    last = now
+            reader.close()  # read to the end before the commit replaces it (output may be the input)
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
-    dim = int(info["dim"])
-    return (np.concatenate(out) if out else np.zeros((0, dim), np.float32)), info, n
+    return writer.rows, info, n
 
 
 def check_encoder(cfg: EmbedConfig) -> dict:
@@ -121,11 +157,10 @@ def check_encoder(cfg: EmbedConfig) -> dict:
 
 def run_embed(cfg: EmbedConfig, log: Callable[[str], None] = _log) -> EmbedResult:
     """Read ``cfg.input``, embed every image, write the table with ``embedding`` to ``cfg.output``."""
-    import json
-
     from uiface_ray.runtime.session import ray_session
     from uiface_ray.storage import absolute_url, resolve_storage
-    from uiface_ray.storage.tables import FACE_TABLE, read_face_table, write_typed
+    from uiface_ray.storage.batches import open_typed
+    from uiface_ray.storage.tables import FACE_TABLE
 
     start = time.perf_counter()
     # resolved here, at the driver: the actors run in another folder and environment
@@ -139,21 +174,10 @@ def run_embed(cfg: EmbedConfig, log: Callable[[str], None] = _log) -> EmbedResul
     )
     output = cfg.output or cfg.input
     expected = check_encoder(cfg)
-    table = read_face_table(cfg.input, cfg.storage, required=["image", "source"])  # checked: not empty, no nulls
-    images = table.column("image")
-    sources = table.column("source")
-    with ray_session(cfg.ray):
-        embeddings, info, n = embed_images(images, sources, cfg, log)
-    if info["hash"] != expected["hash"]:
-        raise RuntimeError(f"encoder actors loaded weights {info['hash']}, the driver {expected['hash']}")
-    # embedding list<float32>, checked (one length, finite) before anything is written
-    write_typed(
-        FACE_TABLE,
-        output,
-        table.with_column("embedding", embeddings),
-        cfg.storage,
-        metadata={ENCODER_META: json.dumps(info, sort_keys=True)},
-    )
+    # checked from the footer here; each block's rows when it is read
+    with open_typed(FACE_TABLE, cfg.input, cfg.storage, required=["image", "source"]) as reader:
+        with ray_session(cfg.ray):
+            rows, info, n = embed_table(reader, output, cfg, expected, log)
     seconds = time.perf_counter() - start
-    log(f"wrote {len(embeddings)} embeddings ({info['dim']}-d) to {output} in {seconds:.1f} s")
-    return EmbedResult(output, len(embeddings), int(info["dim"]), info, n, seconds, len(embeddings) / seconds)
+    log(f"wrote {rows} embeddings ({info['dim']}-d) to {output} in {seconds:.1f} s")
+    return EmbedResult(output, rows, int(info["dim"]), info, n, seconds, rows / seconds)

@@ -38,6 +38,7 @@ class GeneratedBatch:
     unet_evaluations: np.ndarray  # (B,) int64 UNet sample-evaluations per image
     unet_calls: int
     mode: str
+    finite: np.ndarray  # (B,) bool: latents and decoded image free of NaN/inf (else the uint8 image is junk)
 
 
 def to_uint8(images: torch.Tensor, size: int | None = None) -> np.ndarray:
@@ -122,6 +123,7 @@ class UIFaceSampler:
                 model.unet.dtype if model.autoencoder is None else next(model.autoencoder.parameters()).dtype
             )
             images = model.decode_latents(out.latents.to(decoder_dtype))
+            finite = torch.isfinite(out.latents).flatten(1).all(1) & torch.isfinite(images).flatten(1).all(1)  # (B,)
         return GeneratedBatch(
             images=to_uint8(images, self.config.output_size),
             seeds=seeds,
@@ -131,4 +133,5 @@ class UIFaceSampler:
             unet_evaluations=out.unet_evaluations.cpu().numpy(),
             unet_calls=out.unet_calls,
             mode=self.config.mode,
+            finite=finite.cpu().numpy(),
         )

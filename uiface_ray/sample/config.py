@@ -8,7 +8,10 @@ from pydantic import Field
 
 from uiface_ray.config import Config
 
-__all__ = ["MODES", "SamplerConfig"]
+__all__ = ["MAX_GUIDANCE_SCALE", "MODES", "SamplerConfig"]
+
+#: Largest guidance_scale accepted (1e30 or inf gave NaN latents and all-black images).
+MAX_GUIDANCE_SCALE = 100.0
 
 #: One mode per row of the paper's Table 2.
 MODES = ("baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface")
@@ -24,15 +27,23 @@ class SamplerConfig(Config):
         "single stage plus injection (eq. 6-7); uiface: adaptive two-stage plus injection.",
     )
     num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM steps (eta 0) over the T training timesteps.")
-    guidance_scale: float = Field(1.0, ge=0.0, description="w of eq. 4: (w+1)*eps(c) - w*eps(c_e) in stage 2.")
+    guidance_scale: float = Field(
+        1.0,
+        ge=0.0,
+        le=MAX_GUIDANCE_SCALE,
+        description="w of eq. 4: (w+1)*eps(c) - w*eps(c_e) in stage 2 (at most 100: the paper uses 1, "
+        "classifier-free guidance rarely goes past 20, and far above that the guided eps leaves the model's "
+        "range: saturated, then NaN, all-black images).",
+    )
     t0: int = Field(
         500, ge=0, description="two_stage_fixed: stage 1 (c_e only) for t >= t0, stage 2 (guided) for t < t0."
     )
     threshold: float = Field(
         0.005,
         gt=0.0,
+        le=1.0,
         description="Adaptive t0 (eq. 5): switch once d_t = mean|h_t - h_(t+1)| falls under this "
-        "(paper 0.005, official release 0.006).",
+        "(paper 0.005, official release 0.006; at most 1: the maps are min-max normalised, so d_t <= 1).",
     )
     max_t0: int = Field(
         400,

@@ -306,16 +306,27 @@ def _check(table: pa.Table, kind: TableKind, where: str) -> None:
     """Rows, types of the known columns, no null rows (the embedding's own checks come on reading it)."""
     if table.num_rows == 0 and not kind.allow_empty:
         raise kind.error(f"{where} is empty: it has no rows")
-    for name in table.column_names:
+    _check_types(table.schema, kind, where, table.num_rows)
+    _check_nulls(table, kind, where)
+
+
+def _check_types(schema: pa.Schema, kind: TableKind, where: str, num_rows: int) -> None:
+    for name in schema.names:
         if name not in kind.schema.names:
             continue
-        col, want = table.column(name), kind.schema.field(name).type
-        if pa.types.is_null(col.type) and table.num_rows == 0:  # what Arrow infers for an empty list
+        have, want = schema.field(name).type, kind.schema.field(name).type
+        if pa.types.is_null(have) and num_rows == 0:  # what Arrow infers for an empty list
             continue
-        if _family(col.type) != _family(want):
-            raise kind.error(f"{where}: column '{name}' is {col.type}, expected {_family(want)} ({want})")
-        if col.null_count and name != "embedding":
-            first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        if _family(have) != _family(want):
+            raise kind.error(f"{where}: column '{name}' is {have}, expected {_family(want)} ({want})")
+
+
+def _check_nulls(table: pa.Table, kind: TableKind, where: str, offset: int = 0) -> None:
+    """No null rows in the known columns; ``offset``: the row number of the table's first row."""
+    for name in table.column_names:
+        col = table.column(name)
+        if name in kind.schema.names and name != "embedding" and col.null_count:
+            first = offset + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
             raise kind.error(f"{where}: column '{name}' has {col.null_count} null row(s) (first at row {first})")
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from uiface_ray.config import ActorPoolConfig, Config, RayConfig, StorageConfig
 from uiface_ray.sample.config import SamplerConfig
 
-__all__ = ["SynthesisConfig"]
+__all__ = ["MAX_SHARD_IMAGES", "SynthesisConfig"]
+
+#: Most images in one shard: an actor holds a shard's encoded images in memory and writes them as
+#: one Parquet file (2**20 images of 112x112 are some 30 GB); image_index is int32 anyway.
+MAX_SHARD_IMAGES = 2**20
 
 
 class SynthesisConfig(Config):
@@ -22,7 +26,12 @@ class SynthesisConfig(Config):
         "a .npy of (N, E) embeddings such as the official release's identities (row i = identity i).",
     )
     output: str = Field(..., description="Output folder (path or s3://bucket/prefix): shards/ and manifest.json.")
-    images_per_identity: int = Field(50, ge=1, description="Images generated per identity.")
+    images_per_identity: int = Field(
+        50,
+        ge=1,
+        le=MAX_SHARD_IMAGES,
+        description=f"Images generated per identity (at most {MAX_SHARD_IMAGES}: a shard holds whole identities).",
+    )
     identities_per_shard: int = Field(16, ge=1, description="Identities per shard (one shard = one actor task).")
     seed: int = Field(0, ge=0, description="Job seed; each image's seed is image_seed(seed, identity, index).")
     batch_size: int = Field(64, ge=1, description="Images per sampler call inside an actor.")
@@ -42,15 +51,16 @@ class SynthesisConfig(Config):
         "(a failed write is retried as a write, never by regenerating the shard).",
     )
     write_backoff_s: float = Field(
-        2.0, ge=0, description="Wait before the first write retry; doubled at each further retry."
+        2.0, ge=0, le=3600, description="Wait before the first write retry; doubled at each further retry."
     )
     lease_ttl_s: float = Field(
         120.0,
         gt=0,
+        le=86400,
         description="Lifetime of the lease on the output (refreshed every third of it while the job "
         "runs): a second job on the same output is refused until the first ends or its lease expires.",
     )
-    progress_every_s: float = Field(5.0, ge=0, description="Seconds between local progress lines.")
+    progress_every_s: float = Field(5.0, ge=0, le=86400, description="Seconds between local progress lines.")
     dry_run: bool = Field(
         False,
         description="Print the plan (identities x images, shards, actors) and an estimate (UNet evaluations, "
@@ -64,6 +74,17 @@ class SynthesisConfig(Config):
     )
     ray: RayConfig = Field(default_factory=RayConfig, description="Where the driver connects.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")
+
+    @model_validator(mode="after")
+    def _shard_fits(self) -> "SynthesisConfig":
+        rows = self.identities_per_shard * self.images_per_identity
+        if rows > MAX_SHARD_IMAGES:
+            raise ValueError(
+                f"identities_per_shard x images_per_identity = {self.identities_per_shard} x "
+                f"{self.images_per_identity} = {rows} images in one shard; at most {MAX_SHARD_IMAGES} "
+                "(one actor holds a shard in memory): lower identities_per_shard"
+            )
+        return self
 
     def generation(self, model_hash: str, identities_sha256: str, dtype: str, device: str) -> dict[str, Any]:
         """What determines the dataset's bytes; a resume with any of these changed is refused

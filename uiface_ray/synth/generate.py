@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from uiface_ray.sample import image_seed
+from uiface_ray.synth.errors import SynthesisInputError
 from uiface_ray.synth.plan import ShardSpec
 from uiface_ray.synth.shard import ShardRows, encode_image, shard_metadata
 
-__all__ = ["GeneratedShard", "generate_shard", "shard_seeds"]
+__all__ = ["GeneratedShard", "NonFiniteImagesError", "generate_shard", "shard_seeds"]
 
 
 @dataclass
@@ -35,6 +36,27 @@ def shard_seeds(
     idx = np.tile(np.arange(images_per_identity, dtype=np.int32), len(identity_ids))
     seeds = np.array([image_seed(job_seed, int(i), int(j)) for i, j in zip(ids, idx)], dtype=np.int64)
     return ids, idx, seeds
+
+
+class NonFiniteImagesError(SynthesisInputError):
+    """The sampler's latents or images hold NaN/inf (an overflow: guidance, dtype or weights); the
+    shard is not written."""
+
+
+def _check_finite(finite: np.ndarray, spec: ShardSpec, start: int, ids: np.ndarray, idx: np.ndarray, sampler) -> None:
+    """Raise :class:`NonFiniteImagesError` naming the shard and the first bad image of the batch
+    starting at row ``start``: rounding NaN to uint8 gives black images that look like data."""
+    bad = np.flatnonzero(~np.asarray(finite, dtype=bool))
+    if not len(bad):
+        return
+    row = start + int(bad[0])
+    cfg = getattr(sampler, "config", None)
+    knobs = "" if cfg is None else f" (guidance_scale {cfg.guidance_scale}, dtype {sampler.model.unet.dtype})"
+    raise NonFiniteImagesError(
+        f"shard {spec.index}: the sampler produced non-finite values (NaN/inf) for {len(bad)} of {len(finite)} "
+        f"images of a batch (first: identity {int(ids[row])}, image {int(idx[row])}); the shard was not written; "
+        f"check sampler.guidance_scale and actors.dtype{knobs} and the model's weights"
+    )
 
 
 def generate_shard(
@@ -62,6 +84,7 @@ def generate_shard(
     for b in range(0, len(ids), batch_size):
         contexts = torch.from_numpy(rows_emb[b : b + batch_size])  # (B, E)
         out = sampler.sample(contexts, [int(s) for s in seeds[b : b + batch_size]])
+        _check_finite(out.finite, spec, b, ids, idx, sampler)
         images.extend(
             encode_image(np.ascontiguousarray(img), image_format, jpeg_quality) for img in out.images
         )  # (B, H, W, 3) uint8

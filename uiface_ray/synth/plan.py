@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ShardSpec", "plan_shards", "shard_name"]
+from uiface_ray.synth.errors import SynthesisInputError
+
+__all__ = ["MAX_DATASET_IMAGES", "ShardSpec", "plan_shards", "shard_name"]
+
+#: Most images one dataset may plan (about 1.1e12: petabytes of PNGs); counts beyond are a typo,
+#: refused here before anything is allocated.
+MAX_DATASET_IMAGES = 2**40
 
 
 def shard_name(index: int) -> str:
@@ -50,6 +56,11 @@ def plan_shards(num_identities: int, identities_per_shard: int, images_per_ident
         raise ValueError(
             "identities_per_shard and images_per_identity must be >= 1, got "
             f"{identities_per_shard} and {images_per_identity}"
+        )
+    if num_identities * images_per_identity > MAX_DATASET_IMAGES:
+        raise SynthesisInputError(
+            f"{num_identities} identities x images_per_identity {images_per_identity} = "
+            f"{num_identities * images_per_identity} images: at most {MAX_DATASET_IMAGES} (2**40) in one dataset"
         )
     starts = np.arange(0, num_identities, identities_per_shard)
     return [
