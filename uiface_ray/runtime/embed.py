@@ -124,19 +124,12 @@ def run_embed(cfg: EmbedConfig, log: Callable[[str], None] = _log) -> EmbedResul
     import json
 
     from uiface_ray.runtime.session import ray_session
-    from uiface_ray.storage import absolute_url, resolve_storage
+    from uiface_ray.storage import resolve_urls
     from uiface_ray.storage.tables import FACE_TABLE, read_face_table, write_typed
 
     start = time.perf_counter()
     # resolved here, at the driver: the actors run in another folder and environment
-    cfg = cfg.model_copy(
-        update={
-            "input": absolute_url(cfg.input),
-            "output": absolute_url(cfg.output),
-            "encoder": cfg.encoder.model_copy(update={"path": absolute_url(cfg.encoder.path)}),
-            "storage": resolve_storage(cfg.storage),
-        }
-    )
+    cfg = resolve_urls(cfg)
     output = cfg.output or cfg.input
     expected = check_encoder(cfg)
     table = read_face_table(cfg.input, cfg.storage, required=["image", "source"])  # checked: not empty, no nulls

@@ -23,6 +23,7 @@ from uiface_ray.storage.fs import (
     url_to_fs,
     write_bytes_atomic,
 )
+from uiface_ray.storage.resolve import resolve_urls
 from uiface_ray._lazy import lazy_exports
 
 # pyarrow only when a table is read or written
@@ -65,6 +66,7 @@ __all__ = [
     "read_typed",
     "remove",
     "resolve_storage",
+    "resolve_urls",
     "url_to_fs",
     "write_bytes_atomic",
     "write_table",

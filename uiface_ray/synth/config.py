@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from uiface_ray.config import ActorPoolConfig, Config, RayConfig, StorageConfig
+from uiface_ray.urls import Url
 from uiface_ray.sample.config import SamplerConfig
 
 __all__ = ["SynthesisConfig"]
@@ -15,9 +16,9 @@ __all__ = ["SynthesisConfig"]
 class SynthesisConfig(Config):
     """Generate images for every identity of an identity table into Parquet shards + a manifest."""
 
-    model: str = Field(..., description="Model folder (path or s3:// URL) saved by save_model.")
-    identities: str = Field(..., description="Identity table (Parquet) written by jobs/make_identities.py.")
-    output: str = Field(..., description="Output folder (path or s3://bucket/prefix): shards/ and manifest.json.")
+    model: Url = Field(..., description="Model folder (path or s3:// URL) saved by save_model.")
+    identities: Url = Field(..., description="Identity table (Parquet) written by jobs/make_identities.py.")
+    output: Url = Field(..., description="Output folder (path or s3://bucket/prefix): shards/ and manifest.json.")
     images_per_identity: int = Field(50, ge=1, description="Images generated per identity.")
     identities_per_shard: int = Field(16, ge=1, description="Identities per shard (one shard = one actor task).")
     seed: int = Field(0, ge=0, description="Job seed; each image's seed is image_seed(seed, identity, index).")
