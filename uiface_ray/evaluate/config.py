@@ -9,6 +9,7 @@ from pydantic import Field
 from uiface_ray.config import Config, RayConfig, StorageConfig
 from uiface_ray.urls import OptionalUrl, Url
 from uiface_ray.encoders.config import EncoderConfig
+from uiface_ray.sample.config import SamplerConfig
 
 
 class FRTrainParams(Config):
@@ -205,10 +206,10 @@ class AblationConfig(Config):
             description="Sampler modes (Table 2 rows).",
         )
     )
-    sampler: dict = Field(
-        default_factory=dict,
-        description="SamplerConfig fields shared by every mode "
-        "(num_inference_steps, guidance_scale, t0, threshold, max_t0, ...); mode is set per row.",
+    sampler: SamplerConfig = Field(
+        default_factory=SamplerConfig,
+        description="Sampler settings shared by every mode "
+        "(num_inference_steps, guidance_scale, t0, threshold, max_t0, ...); its mode is ignored: each row sets its own.",
     )
     identities: OptionalUrl = Field(
         None,
