@@ -214,3 +214,78 @@ def test_no_config_holds_an_untyped_dict():
         if _untyped(info.annotation)
     ]
     assert untyped == []
+
+
+def _job(work: Path, job: str, cfg: dict, env: dict) -> str:
+    """Run ``jobs/<job>.py --config <job>.yaml`` from ``work`` (exit 0 required); returns its stdout."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    (work / f"{job}.yaml").write_text(yaml.safe_dump({**cfg, "ray": {"num_cpus": 2}}))
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / f"{job}.py"), "--config", f"{job}.yaml"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0 and "Traceback" not in run.stderr, f"{job}: {run.stdout[-1500:]}{run.stderr[-3000:]}"
+    return run.stdout
+
+
+@pytest.mark.slow
+def test_every_ray_job_runs_from_another_folder_with_relative_paths(lfw_dir, tmp_path):
+    """make_identities -> synthesize -> export, embed and train_fr, each a real job with its own embedded
+    Ray, started from a folder that is not the repository, every path relative to it (the actors and
+    Ray Train workers run elsewhere). Latent diffusion training: tests/test_latent_training.py."""
+    import os
+    import shutil
+    import tempfile
+
+    pytest.importorskip("dlib")
+    from tiny_assets import make_tiny_model
+    from train_tables import write_face_table
+    from uiface_ray.storage.tables import read_face_table
+    from uiface_ray.synth.manifest import read_manifest
+
+    work = tmp_path / "work"
+    work.mkdir()
+    make_tiny_model(str(work / "model"))
+    write_face_table(str(work / "faces.parquet"), lfw_dir, num_people=2, per_person=2, embedding="missing")
+    ray_tmp = tempfile.mkdtemp(prefix="ub", dir="/tmp")  # short: Ray's socket paths
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(TMPDIR=ray_tmp, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    one_actor = {"num_actors": 1, "use_gpu": False}
+    try:
+        _job(
+            work,
+            "make_identities",
+            {
+                "model": "model",
+                "output": "ids.parquet",
+                "num_identities": 2,
+                "similarity_threshold": 0.999,
+                "candidates_per_task": 2,
+                "max_candidates": 8,
+                "num_inference_steps": 2,
+                "actors": one_actor,
+            },
+            env,
+        )
+        synth = {"model": "model", "identities": "ids.parquet", "output": "synthetic", "images_per_identity": 2}
+        synth.update(identities_per_shard=1, batch_size=2, sampler={"num_inference_steps": 2}, actors=one_actor)
+        _job(work, "synthesize", synth, env)
+        assert read_manifest(str(work / "synthetic")).num_rows == 4
+        _job(work, "export", {"dataset": "synthetic", "output": "export"}, env)
+        assert (work / "export" / "train.rec").is_file() and (work / "export" / "README.md").is_file()
+        _job(work, "embed", {"input": "faces.parquet", "output": "embedded.parquet", "num_actors": 1}, env)
+        assert len(read_face_table(str(work / "embedded.parquet"), required=("embedding",))) == 4
+        fr = {"data": "synthetic", "out": "fr", "depth": 18, "width": 0.25, "input_size": 16, "embedding_dim": 16}
+        fr.update(epochs=1, batch_size=2, num_workers=1, run_name="boundary-relative")
+        _job(work, "train_fr", fr, env)
+        assert (work / "fr" / "backbone.pth").is_file()
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
