@@ -600,6 +600,18 @@ CASES: dict[str, Case] = {
         r"stages\.train_diffusion\.max_stepz: unknown key \(did you mean 'max_steps'\?\)",
         lambda t, a: [f"--workdir={t / 'out'}", "--stages.train_diffusion.max_stepz=2"],
     ),
+    "train-missing-autoencoder": Case(
+        "train_diffusion",
+        "latent training with a model.autoencoder folder that is not there",
+        r"model\.autoencoder.*nope: no diffusers autoencoder there",
+        lambda t, a: [
+            f"--data.table={a['faces']}",
+            f"--output={t / 'out'}",
+            "--model.space=latent",
+            f"--model.autoencoder={t / 'nope'}",
+        ],
+        needs=("faces",),
+    ),
 }
 
 
