@@ -166,9 +166,10 @@ def _delete_one_percent(out: str, n_shards: int) -> int:
 
 
 def _time_resume(cfg) -> float:
-    from uiface_ray.runtime.synthesis import check_inputs, plan_work, resolve_config
+    from uiface_ray.runtime.synthesis import check_inputs, plan_work
+    from uiface_ray.storage import resolve_urls
 
-    checked = check_inputs(resolve_config(cfg))
+    checked = check_inputs(resolve_urls(cfg))
     start = time.perf_counter()
     plan_work(checked)
     return time.perf_counter() - start
@@ -271,14 +272,15 @@ def _write_shard(prep, spec, ids: np.ndarray, image: bytes):
 def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...] | None, req: S3Requests) -> dict:
     """N/16 shards written here and committed through the journal; then resume planning."""
     from uiface_ray.identities.table import read_identity_table
-    from uiface_ray.runtime.synthesis import check_inputs, plan_work, resolve_config
+    from uiface_ray.runtime.synthesis import check_inputs, plan_work
+    from uiface_ray.storage import resolve_urls
     from uiface_ray.synth.journal import ManifestWriter
     from uiface_ray.synth.shard import encode_image
 
     model, table = make_inputs(work, n)
     out = store + f"/driver-{n}"
     cfg = synth_config(model, table, out)
-    checked = check_inputs(resolve_config(cfg))
+    checked = check_inputs(resolve_urls(cfg))
     prep = plan_work(checked)
     ids = read_identity_table(table).identity_ids
     writer = ManifestWriter(prep.cfg.output, prep.manifest, prep.cfg.storage)

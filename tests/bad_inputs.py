@@ -725,6 +725,31 @@ CASES: dict[str, Case] = {
         output="out/shards",
         needs=("synth",),
     ),
+    # --- boundary: typed sections that were dicts (issue 24 item 4) ---
+    "ablation-sampler-key-typo": Case(
+        "ablation",
+        "a misspelt key in the ablation's shared sampler settings",
+        r"sampler\.num_inference_stepz: unknown key \(did you mean 'num_inference_steps'\?\)",
+        lambda t, a: [f"--model={t / 'model'}", f"--out={t / 'out'}", "--sampler.num_inference_stepz=2"],
+    ),
+    "pipeline-stage-key-typo": Case(
+        "pipeline",
+        "a misspelt key in a pipeline stage's overrides",
+        r"stages\.train_diffusion\.max_stepz: unknown key \(did you mean 'max_steps'\?\)",
+        lambda t, a: [f"--workdir={t / 'out'}", "--stages.train_diffusion.max_stepz=2"],
+    ),
+    "train-missing-autoencoder": Case(
+        "train_diffusion",
+        "latent training with a model.autoencoder folder that is not there",
+        r"model\.autoencoder.*nope: no diffusers autoencoder there",
+        lambda t, a: [
+            f"--data.table={a['faces']}",
+            f"--output={t / 'out'}",
+            "--model.space=latent",
+            f"--model.autoencoder={t / 'nope'}",
+        ],
+        needs=("faces",),
+    ),
 }
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from diffusers import VQModel
 
 from test_sampler_common import CallCounter
+from tiny_assets import make_tiny_vq
 from uiface_ray.model import ModelConfig, build_model, save_model
 from uiface_ray.sample import GeneratedBatch, SamplerConfig, UIFaceSampler, image_seed, run_sampler
 from uiface_ray.sample.api import to_uint8
@@ -82,16 +82,7 @@ def test_bad_input_fails_before_any_unet_call(sampler, contexts, seeds, message)
 
 def test_latent_model_decodes_through_the_autoencoder(tmp_path):
     torch.manual_seed(0)
-    vq = VQModel(
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        norm_num_groups=4,
-        latent_channels=3,
-        num_vq_embeddings=16,
-        sample_size=16,
-    ).eval()
-    vq.save_pretrained(tmp_path / "vq")
+    make_tiny_vq(tmp_path / "vq")
     cfg = ModelConfig.tiny(space="latent", autoencoder=str(tmp_path / "vq"))
     save_model(build_model(cfg, seed=2), str(tmp_path / "model"))
     sampler = UIFaceSampler.from_pretrained(str(tmp_path / "model"), config=CFG.model_copy(update={"mode": "baseline"}))

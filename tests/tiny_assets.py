@@ -26,6 +26,22 @@ def make_tiny_model(url: str, seed: int = 0, embedding_dim: int = TINY_EMBEDDING
     return url
 
 
+def make_tiny_vq(folder: str | Path) -> str:
+    """Save a random-weight diffusers VQModel (downscale 2, 3 latent channels) with save_pretrained."""
+    from diffusers import VQModel
+
+    VQModel(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        latent_channels=3,
+        num_vq_embeddings=16,
+        sample_size=16,
+    ).eval().save_pretrained(folder)
+    return str(folder)
+
+
 def make_tiny_identities(url: str, num_identities: int = 4, dim: int = TINY_EMBEDDING_DIM, seed: int = 0) -> str:
     """Write an identity table of ``num_identities`` random unit embeddings at ``url``."""
     rng = np.random.default_rng(seed)

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from uiface_ray.config import Config, StorageConfig
+from uiface_ray.urls import OptionalUrl, Url
 
 __all__ = ["PrepareFacesConfig"]
 
@@ -14,15 +15,15 @@ __all__ = ["PrepareFacesConfig"]
 class PrepareFacesConfig(Config):
     """Turn real aligned faces (image folders or insightface RecordIO) into a face table."""
 
-    input: str = Field(
+    input: Url = Field(
         "../shared/data/lfw112/images",
         description="Image-folder tree (one folder per identity) or an insightface train.rec (path or s3://).",
     )
     format: Literal["auto", "folder", "rec"] = Field(
         "auto", description="Input kind; 'auto': 'rec' when input ends with .rec, else 'folder'."
     )
-    idx: str | None = Field(None, description="The .idx of a .rec input (default: next to it, same stem).")
-    people_file: str | None = Field(
+    idx: OptionalUrl = Field(None, description="The .idx of a .rec input (default: next to it, same stem).")
+    people_file: OptionalUrl = Field(
         None, description="Only these people (peopleDevTrain.txt format: count line, then name<TAB>n lines)."
     )
     min_images: int = Field(1, ge=1, description="Drop identities with fewer images than this.")
@@ -36,5 +37,5 @@ class PrepareFacesConfig(Config):
     )
     image_format: Literal["jpeg", "png"] = Field("jpeg", description="Encoding of the stored images.")
     jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality when images are re-encoded.")
-    output: str = Field("out/faces.parquet", description="Face table to write (path or s3://.../faces.parquet).")
+    output: Url = Field("out/faces.parquet", description="Face table to write (path or s3://.../faces.parquet).")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage endpoint and keys.")

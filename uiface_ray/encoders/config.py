@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from uiface_ray.config import Config, RayConfig, StorageConfig
+from uiface_ray.urls import OptionalUrl, Url
 
 __all__ = ["EmbedConfig", "EncoderConfig"]
 
@@ -20,7 +21,7 @@ class EncoderConfig(Config):
         description="'dlib': dlib's pretrained ResNet descriptor (128-d, offline, needs the dlib "
         "extra); 'iresnet': an insightface/ElasticFace IResNet checkpoint (512-d).",
     )
-    path: str | None = Field(
+    path: OptionalUrl = Field(
         None,
         description="Weights file (local path or s3://...): .pth/.pt/.safetensors for 'iresnet'; "
         "for 'dlib' a dlib_face_recognition_resnet_model_v1.dat (default: the one in face_recognition_models).",
@@ -34,8 +35,8 @@ class EncoderConfig(Config):
 class EmbedConfig(Config):
     """Add identity embeddings to a face table (from jobs/prepare_faces.py)."""
 
-    input: str = Field("out/faces.parquet", description="Face table to embed (path or s3://).")
-    output: str | None = Field(None, description="Where to write the embedded table; empty: replace input.")
+    input: Url = Field("out/faces.parquet", description="Face table to embed (path or s3://).")
+    output: OptionalUrl = Field(None, description="Where to write the embedded table; empty: replace input.")
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="The identity encoder.")
     num_actors: int | None = Field(
         None, ge=1, description="Encoder actors; empty: one per free CPU slot (one per GPU for a CUDA encoder)."

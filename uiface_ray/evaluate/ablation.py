@@ -108,9 +108,8 @@ def identity_contexts(cfg: AblationConfig, dim: int) -> np.ndarray:
 
 def generate_mode(model, mode: str, cfg: AblationConfig, contexts: np.ndarray) -> ModeData:
     from uiface_ray.sample.api import UIFaceSampler, image_seed
-    from uiface_ray.sample.config import SamplerConfig
 
-    sampler = UIFaceSampler(model, SamplerConfig(**{**cfg.sampler, "mode": mode}))
+    sampler = UIFaceSampler(model, mode_sampler(cfg, mode))
     k = cfg.images_per_identity
     labels = np.repeat(np.arange(len(contexts)), k)
     seeds = [image_seed(cfg.seed, int(i), j) for i in range(len(contexts)) for j in range(k)]
@@ -247,13 +246,18 @@ def _mean_d_t(data: ModeData) -> tuple[list, list]:
     return data.timesteps[keep].tolist(), mean[keep].tolist()
 
 
-def check_config(cfg: AblationConfig) -> None:
-    """Fail before any work: every mode's SamplerConfig and every Figure 2 interval must be valid."""
+def mode_sampler(cfg: AblationConfig, mode: str):
+    """The shared sampler settings with this row's mode (validated again: some checks depend on it)."""
     from uiface_ray.sample.config import SamplerConfig
 
+    return SamplerConfig.model_validate({**cfg.sampler.model_dump(), "mode": mode})
+
+
+def check_config(cfg: AblationConfig) -> None:
+    """Fail before any work: every mode's SamplerConfig and every Figure 2 interval must be valid."""
     for mode in cfg.modes:
         try:
-            SamplerConfig(**{**cfg.sampler, "mode": mode})
+            mode_sampler(cfg, mode)
         except Exception as exc:  # noqa: BLE001 - re-raised naming the config section
             raise ValueError(f"ablation sampler settings are not a valid SamplerConfig: {exc}") from exc
     for lo, hi in cfg.intervals:
@@ -332,7 +336,7 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
                 ic.impostor,
             )
         )
-    sampler_steps = int(cfg.sampler.get("num_inference_steps", 50))
+    sampler_steps = cfg.sampler.num_inference_steps
     points = interval_similarity(
         model,
         contexts[: cfg.interval_identities],
@@ -341,7 +345,7 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
         cfg.interval_images,
         cfg.seed,
         sampler_steps,
-        float(cfg.sampler.get("guidance_scale", 1.0)),
+        cfg.sampler.guidance_scale,
     )
     progress.step(f"Figure 2: {len(points)} timestep intervals")
     results_url = storage.join(cfg.out, "results.json")

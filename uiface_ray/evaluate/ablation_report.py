@@ -224,7 +224,7 @@ def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
         rep.image(
             "d_t.png",
             line_plot(curves, "d_t over timesteps", "timestep t", "mean d_t"),
-            f"threshold {cfg.sampler.get('threshold', 0.005)}; NaN steps (not computed) omitted",
+            f"threshold {cfg.sampler.threshold}; NaN steps (not computed) omitted",
         )
     if res.intervals:
         rep.heading("Identity used only in a timestep interval (Figure 2)")

@@ -7,7 +7,9 @@ from typing import Literal
 from pydantic import Field
 
 from uiface_ray.config import Config, RayConfig, StorageConfig
+from uiface_ray.urls import OptionalUrl, Url
 from uiface_ray.encoders.config import EncoderConfig
+from uiface_ray.sample.config import SamplerConfig
 
 
 class FRTrainParams(Config):
@@ -96,12 +98,12 @@ class FRTrainParams(Config):
         description="Random translation by up to this fraction of "
         "the side (edge pixels repeated), on every image; 0: off.",
     )
-    verify_pairs: str | None = Field(
+    verify_pairs: OptionalUrl = Field(
         None,
         description="Pairs file (LFW format, e.g. pairsDevTest.txt) scored "
         "during training: the accuracy curve goes to train_log.json and verify_curve.png.",
     )
-    verify_images: str | None = Field(None, description="Image folder of verify_pairs (<name>/<name>_<NNNN>.jpg).")
+    verify_images: OptionalUrl = Field(None, description="Image folder of verify_pairs (<name>/<name>_<NNNN>.jpg).")
     verify_every: int = Field(0, ge=0, description="Score verify_pairs every this many steps (0: at the end only).")
     verify_max_pairs: int | None = Field(
         None, ge=20, description="Score only this many pairs (half same, half different)."
@@ -121,12 +123,12 @@ class FRTrainConfig(FRTrainParams):
     """Train an IResNet face-recognition model (ArcFace or CosFace head) on a Parquet dataset, with Ray Train
     or in one process."""
 
-    data: str = Field(
+    data: Url = Field(
         ...,
         description="Dataset URL: a synthetic dataset folder (with manifest.json) or a "
         "face table (.parquet file or folder of them, columns image, label, identity).",
     )
-    out: str = Field(
+    out: Url = Field(
         ...,
         description="Output URL: backbone.pth (insightface layout), train_log.json and, with "
         "verify_pairs, verify_curve.png.",
@@ -135,7 +137,7 @@ class FRTrainConfig(FRTrainParams):
     checkpoint_every: int = Field(
         0, ge=0, description="Report a Ray Train checkpoint every N steps (0: once per epoch)."
     )
-    ray_storage: str | None = Field(
+    ray_storage: OptionalUrl = Field(
         None,
         description="Ray Train storage_path for run checkpoints (shared path or "
         "s3:// on multi-node clusters); default: a local temporary folder.",
@@ -152,9 +154,9 @@ class VerifySetConfig(Config):
     """One verification benchmark."""
 
     name: str = Field(..., description="Name shown in results (e.g. 'lfw-devtest', 'cfp_fp').")
-    pairs: str | None = Field(None, description="Pairs file in the LFW format (with images_root).")
-    images_root: str | None = Field(None, description="Folder of <name>/<name>_<NNNN>.jpg for a pairs file.")
-    bin: str | None = Field(None, description="insightface .bin file (read with a restricted unpickler).")
+    pairs: OptionalUrl = Field(None, description="Pairs file in the LFW format (with images_root).")
+    images_root: OptionalUrl = Field(None, description="Folder of <name>/<name>_<NNNN>.jpg for a pairs file.")
+    bin: OptionalUrl = Field(None, description="insightface .bin file (read with a restricted unpickler).")
     max_pairs: int | None = Field(None, ge=20, description="Use only this many pairs (half same, half different).")
 
 
@@ -163,7 +165,7 @@ class VerifyConfig(Config):
 
     encoder: EncoderConfig = Field(..., description="The encoder to score (an FR checkpoint: kind iresnet).")
     sets: tuple[VerifySetConfig, ...] = Field(..., min_length=1, description="Benchmarks to score.")
-    out: str | None = Field(None, description="Where to write verify.json (optional).")
+    out: OptionalUrl = Field(None, description="Where to write verify.json (optional).")
     folds: int = Field(10, ge=2, description="Number of folds.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage access.")
 
@@ -171,24 +173,24 @@ class VerifyConfig(Config):
 class MetricsConfig(Config):
     """Dataset metrics: identity consistency, intra-class diversity, improved precision/recall."""
 
-    data: str = Field(..., description="Dataset to measure: synthetic dataset folder or face table.")
-    real: str | None = Field(
+    data: Url = Field(..., description="Dataset to measure: synthetic dataset folder or face table.")
+    real: OptionalUrl = Field(
         None, description="Real face set for precision/recall: face table URL, or an image folder with real_people."
     )
-    real_people: str | None = Field(None, description="People list (peopleDevTrain.txt) when real is an image folder.")
+    real_people: OptionalUrl = Field(None, description="People list (peopleDevTrain.txt) when real is an image folder.")
     real_max_images: int = Field(2000, ge=11, description="At most this many real images (seeded sample).")
     encoder: EncoderConfig = Field(..., description="FR encoder that defines the feature space.")
-    out: str = Field(..., description="Output URL: metrics.json and genuine_impostor.png.")
+    out: Url = Field(..., description="Output URL: metrics.json and genuine_impostor.png.")
     diversity_identities: int = Field(100, ge=1, description="Identities sampled for intra-class diversity.")
     diversity_pairs: int = Field(45, ge=1, description="At most this many image pairs per identity for MS-SSIM.")
     genuine_pairs: int = Field(45, ge=1, description="At most this many genuine pairs per identity.")
     impostor_pairs: int = Field(10000, ge=1, description="Impostor pairs drawn at random.")
     k: int = Field(10, ge=1, description="Nearest-neighbour k of improved precision/recall (paper: 10).")
     msssim_size: int = Field(112, ge=48, description="Images are resized to this size for MS-SSIM.")
-    lpips_vgg: str | None = Field(
+    lpips_vgg: OptionalUrl = Field(
         None, description="torchvision VGG16 state dict (.pth) for LPIPS; no LPIPS without it."
     )
-    lpips_lin: str | None = Field(None, description="LPIPS linear-layer weights (vgg.pth of Zhang et al.).")
+    lpips_lin: OptionalUrl = Field(None, description="LPIPS linear-layer weights (vgg.pth of Zhang et al.).")
     seed: int = Field(0, description="Seed of every sample drawn.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object-storage access.")
 
@@ -196,20 +198,20 @@ class MetricsConfig(Config):
 class AblationConfig(Config):
     """Table 2 at our scale: one generator, each sampler mode on the same identities and seeds."""
 
-    model: str = Field(..., description="Generator folder/URL (uiface_ray.model.bundle.save_model).")
-    out: str = Field(..., description="Output URL: per-mode face tables, FR models, results.json, report/.")
+    model: Url = Field(..., description="Generator folder/URL (uiface_ray.model.bundle.save_model).")
+    out: Url = Field(..., description="Output URL: per-mode face tables, FR models, results.json, report/.")
     modes: tuple[Literal["baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"], ...] = (
         Field(
             ("baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"),
             description="Sampler modes (Table 2 rows).",
         )
     )
-    sampler: dict = Field(
-        default_factory=dict,
-        description="SamplerConfig fields shared by every mode "
-        "(num_inference_steps, guidance_scale, t0, threshold, max_t0, ...); mode is set per row.",
+    sampler: SamplerConfig = Field(
+        default_factory=SamplerConfig,
+        description="Sampler settings shared by every mode "
+        "(num_inference_steps, guidance_scale, t0, threshold, max_t0, ...); its mode is ignored: each row sets its own.",
     )
-    identities: str | None = Field(
+    identities: OptionalUrl = Field(
         None,
         description="Identity table (Parquet with embedding) giving the "
         "contexts; default: seeded random unit vectors of the model's embedding size.",
@@ -222,12 +224,12 @@ class AblationConfig(Config):
     encoder: EncoderConfig = Field(
         default_factory=EncoderConfig, description="FR encoder for the metrics and Figure 2 (default: dlib)."
     )
-    lfw_dir: str = Field(
+    lfw_dir: Url = Field(
         "../shared/data/lfw112",
         description="Real faces (lfw112 layout): DevTrain for the "
         "real row and precision/recall, pairsDevTest for verification.",
     )
-    real_faces: str | None = Field(
+    real_faces: OptionalUrl = Field(
         None,
         description="Your own real faces instead of LFW: a face table (.parquet file or folder; columns "
         "image, label[, identity]) giving the real row, the precision/recall reference and verification pairs "

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from uiface_ray.config import Config, RayConfig, StorageConfig
+from uiface_ray.urls import OptionalUrl, Url
 
 __all__ = ["CardConfig", "DEFAULT_INTENDED_USE", "ExportConfig", "ExportWorkersConfig"]
 
@@ -55,8 +56,8 @@ class ExportWorkersConfig(Config):
 class ExportConfig(Config):
     """Export a finished synthetic dataset as image folders, insightface RecordIO and a dataset card."""
 
-    dataset: str = Field(..., description="Dataset folder written by jobs/synthesize.py (path or s3:// URL).")
-    output: str = Field(
+    dataset: Url = Field(..., description="Dataset folder written by jobs/synthesize.py (path or s3:// URL).")
+    output: Url = Field(
         ...,
         description="Export folder: images/, labels.tsv, train.rec, train.idx, property, README.md, "
         "dataset_card.json. New, empty, or made by an earlier export (its .uiface-export.json); outside the "
@@ -66,7 +67,7 @@ class ExportConfig(Config):
         ("folders", "recordio", "card"), description="What to write."
     )
     jpeg_quality: int = Field(95, ge=1, le=100, description="Quality when PNG shards are re-encoded as JPEG.")
-    metrics: str | None = Field(
+    metrics: OptionalUrl = Field(
         None,
         description="JSON file of dataset metrics to put in the card (default: <dataset>/metrics.json when present).",
     )

@@ -62,7 +62,6 @@ __all__ = [
     "ExportResult",
     "ShardMapper",
     "in_process",
-    "resolve_export_config",
     "run_export",
     "validate_export",
 ]
@@ -136,18 +135,6 @@ def _check_shards(dataset: SyntheticDataset) -> None:
                 f"{record.size} (truncated or replaced); rerun jobs/synthesize.py with the same "
                 "config to regenerate it"
             )
-
-
-def resolve_export_config(cfg: ExportConfig) -> ExportConfig:
-    """The config as workers must see it: local paths absolute, storage settings resolved here."""
-    return cfg.model_copy(
-        update={
-            "dataset": storage.absolute_url(cfg.dataset),
-            "output": storage.absolute_url(cfg.output),
-            "metrics": storage.absolute_url(cfg.metrics),
-            "storage": storage.resolve_storage(cfg.storage),
-        }
-    )
 
 
 def validate_export(cfg: ExportConfig) -> tuple[SyntheticDataset, dict, OwnedOutput]:
@@ -268,7 +255,7 @@ def run_export(cfg: ExportConfig, map_shards: ShardMapper | None = None) -> Expo
     """Export the dataset of ``cfg`` (see the module docstring); ``map_shards`` runs the per-shard
     tasks (default: :func:`in_process`)."""
     start = time.perf_counter()
-    cfg = resolve_export_config(cfg)
+    cfg = storage.resolve_urls(cfg)
     dataset, metrics, owned = validate_export(cfg)
     staging = staging_url(cfg, dataset)
     tasks = plan_tasks(cfg, dataset, staging)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from uiface_ray.config import ActorPoolConfig, Config, RayConfig, StorageConfig
+from uiface_ray.urls import OptionalUrl, Url
 from uiface_ray.encoders.config import EncoderConfig
 
 __all__ = ["MakeIdentitiesConfig"]
@@ -13,7 +14,7 @@ __all__ = ["MakeIdentitiesConfig"]
 class MakeIdentitiesConfig(Config):
     """Sample random faces with c_e, embed them, keep a diverse set of non-training identities."""
 
-    model: str = Field(
+    model: Url = Field(
         ...,
         description="Generator (path or s3:// URL) whose empty context c_e draws random "
         "faces; a separate unconditional checkpoint saved the same way works too.",
@@ -21,8 +22,8 @@ class MakeIdentitiesConfig(Config):
     encoder: EncoderConfig = Field(
         default_factory=EncoderConfig, description="Identity encoder; its dim must match the model's embedding_dim."
     )
-    output: str = Field(..., description="Identity table to write (Parquet, path or s3:// URL).")
-    summary: str | None = Field(None, description="Summary JSON (default: the output with .summary.json).")
+    output: Url = Field(..., description="Identity table to write (Parquet, path or s3:// URL).")
+    summary: OptionalUrl = Field(None, description="Summary JSON (default: the output with .summary.json).")
     num_identities: int = Field(10000, ge=1, description="Identities to keep.")
     similarity_threshold: float = Field(
         0.3,
@@ -31,7 +32,7 @@ class MakeIdentitiesConfig(Config):
         description="Keep a candidate only if its cosine similarity to every kept identity is "
         "under this (inter-class discrepancy).",
     )
-    training_embeddings: str | None = Field(
+    training_embeddings: OptionalUrl = Field(
         None,
         description="Face table of the generator's training set (Parquet with 'embedding' and 'label', from "
         "jobs/embed.py): candidates too close to one of its identities are rejected (leakage check).",

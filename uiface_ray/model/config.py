@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from uiface_ray.config import Config, StorageConfig
+from uiface_ray.urls import OptionalUrl, Url
 
 __all__ = ["ModelConfig", "OfficialImportConfig"]
 
@@ -19,7 +20,7 @@ class ModelConfig(Config):
     space: Literal["pixel", "latent"] = Field(
         "pixel", description="'pixel': diffuse RGB images; 'latent': diffuse the latents of `autoencoder`."
     )
-    autoencoder: str | None = Field(
+    autoencoder: OptionalUrl = Field(
         None, description="Local path or s3:// URL of a diffusers VQModel/AutoencoderKL folder (latent space)."
     )
     latent_scaling_factor: float | None = Field(
@@ -116,7 +117,7 @@ class ModelConfig(Config):
 class OfficialImportConfig(Config):
     """jobs/import_official.py: the release's files -> one uiface-ray model folder."""
 
-    checkpoint: str = Field(
+    checkpoint: Url = Field(
         ...,
         description="The release's diffusion checkpoint (model_<step>.ckpt or "
         "ema_averaged_model_<step>.ckpt), local path or s3:// URL.",
@@ -126,9 +127,9 @@ class OfficialImportConfig(Config):
         description="Which weights the checkpoint holds; auto: from its name (ema_averaged_model* -> ema, "
         "model* -> non_ema). The release samples from non_ema by default.",
     )
-    vq_encoder: str = Field(..., description="first_stage_encoder_state_dict.pt of the release (path or s3://).")
-    vq_decoder: str = Field(..., description="first_stage_decoder_state_dict.pt of the release (path or s3://).")
-    output: str = Field(..., description="Model folder to write (path or s3://); loadable by load_model.")
+    vq_encoder: Url = Field(..., description="first_stage_encoder_state_dict.pt of the release (path or s3://).")
+    vq_decoder: Url = Field(..., description="first_stage_decoder_state_dict.pt of the release (path or s3://).")
+    output: Url = Field(..., description="Model folder to write (path or s3://); loadable by load_model.")
     architecture: Literal["release", "tiny"] = Field(
         "release", description="release: the published 216M-parameter UNet; tiny: the test configuration."
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DConditionModel
 
+from uiface_ray.config import StorageConfig
 from uiface_ray.model.config import ModelConfig
 from uiface_ray.model.autoencoder import Autoencoder, downscale_factor, latent_channels, load_autoencoder
 from uiface_ray.model.bundle import UIFaceModel, default_encoder_info
@@ -59,13 +60,17 @@ def build_unet(cfg: ModelConfig, in_channels: int, sample_size: int, out_channel
 
 
 def build_model(
-    cfg: ModelConfig, encoder_info: dict | None = None, seed: int = 0, autoencoder: Autoencoder | None = None
+    cfg: ModelConfig,
+    encoder_info: dict | None = None,
+    seed: int = 0,
+    autoencoder: Autoencoder | None = None,
+    storage: StorageConfig | None = None,
 ) -> UIFaceModel:
     """A freshly initialised generator; weights depend only on ``seed``.
 
     ``encoder_info`` records the identity encoder the model expects (kind, dim, fingerprint); its
     dim must equal ``cfg.embedding_dim``.  In latent space the autoencoder is loaded from
-    ``cfg.autoencoder`` unless given.
+    ``cfg.autoencoder`` (with ``storage``, the job's resolved storage settings) unless given.
     """
     info_encoder = default_encoder_info(cfg.embedding_dim) if encoder_info is None else dict(encoder_info)
     if int(info_encoder.get("dim", -1)) != cfg.embedding_dim:
@@ -73,7 +78,7 @@ def build_model(
             f"identity encoder dim {info_encoder.get('dim')} does not match model.embedding_dim={cfg.embedding_dim}"
         )
     if cfg.space == "latent" and autoencoder is None:
-        autoencoder = load_autoencoder(cfg.autoencoder)
+        autoencoder = load_autoencoder(cfg.autoencoder, storage=storage)
     if cfg.space == "pixel":
         autoencoder = None
     channels, size, out = unet_shape(cfg, autoencoder)

@@ -2,40 +2,86 @@
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import typing
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, create_model
 
 from uiface_ray.config import Config, RayConfig, StorageConfig
+from uiface_ray.data.config import PrepareFacesConfig
+from uiface_ray.encoders.config import EmbedConfig
+from uiface_ray.evaluate.config import MetricsConfig
+from uiface_ray.export.config import ExportConfig
+from uiface_ray.identities.config import MakeIdentitiesConfig
+from uiface_ray.synth.config import SynthesisConfig
+from uiface_ray.train.config import TrainConfig
+from uiface_ray.urls import OptionalUrl, Url, UrlField
 
-__all__ = ["LFW_IMAGES", "LFW_PEOPLE", "PipelineConfig", "StageOverrides"]
+__all__ = ["LFW_IMAGES", "LFW_PEOPLE", "PipelineConfig", "StageOverrides", "partial_config"]
 
 LFW_IMAGES = "../shared/data/lfw112/images"
 LFW_PEOPLE = "../shared/data/lfw112/peopleDevTrain.txt"
 
 
-class StageOverrides(Config):
-    """Per-stage overrides, as the stage's own YAML keys (see each job's --help)."""
+def partial_config(cls: type[Config]) -> type[Config]:
+    """``cls`` with every field optional and unset unless given (nested configs partial too): the
+    keys a ``stages.<stage>`` section may set, each checked against its field's type when the
+    pipeline's config is loaded, so a misspelt key is an error before any stage runs.  The stage's
+    own cross-field checks run when its full config is built (:func:`pipeline.stage_config`)."""
+    fields: dict[str, Any] = {}
+    for name, info in cls.model_fields.items():
+        sub = info.annotation
+        sub = next((a for a in (sub, *typing.get_args(sub)) if isinstance(a, type) and issubclass(a, Config)), None)
+        field = copy.copy(info)  # description, constraints, Url marker, secret flag
+        field.default, field.default_factory = None, None
+        if sub is not None and info.annotation in (sub, sub | None):
+            fields[name] = (partial_config(sub) | None, field)
+        else:
+            fields[name] = (info.annotation | None, field)
+    doc = f"Overrides of {cls.__name__}: any of its keys."
+    return create_model(f"{cls.__name__}Overrides", __base__=Config, __module__=__name__, __doc__=doc, **fields)
 
-    prepare_faces: dict[str, Any] = Field(default_factory=dict, description="Overrides for jobs/prepare_faces.py.")
-    embed: dict[str, Any] = Field(default_factory=dict, description="Overrides for jobs/embed.py.")
-    train_diffusion: dict[str, Any] = Field(default_factory=dict, description="Overrides for jobs/train_diffusion.py.")
-    make_identities: dict[str, Any] = Field(default_factory=dict, description="Overrides for jobs/make_identities.py.")
-    synthesize: dict[str, Any] = Field(default_factory=dict, description="Overrides for jobs/synthesize.py.")
-    export: dict[str, Any] = Field(default_factory=dict, description="Overrides for jobs/export.py.")
-    metrics: dict[str, Any] = Field(default_factory=dict, description="Overrides for jobs/metrics.py.")
+
+PrepareFacesOverrides = partial_config(PrepareFacesConfig)
+EmbedOverrides = partial_config(EmbedConfig)
+TrainOverrides = partial_config(TrainConfig)
+MakeIdentitiesOverrides = partial_config(MakeIdentitiesConfig)
+SynthesisOverrides = partial_config(SynthesisConfig)
+ExportOverrides = partial_config(ExportConfig)
+MetricsOverrides = partial_config(MetricsConfig)
+
+
+class StageOverrides(Config):
+    """Per-stage overrides, as the stage's own YAML keys (see each job's --help); checked at load."""
+
+    prepare_faces: PrepareFacesOverrides = Field(
+        default_factory=PrepareFacesOverrides, description="Overrides for jobs/prepare_faces.py."
+    )
+    embed: EmbedOverrides = Field(default_factory=EmbedOverrides, description="Overrides for jobs/embed.py.")
+    train_diffusion: TrainOverrides = Field(
+        default_factory=TrainOverrides, description="Overrides for jobs/train_diffusion.py."
+    )
+    make_identities: MakeIdentitiesOverrides = Field(
+        default_factory=MakeIdentitiesOverrides, description="Overrides for jobs/make_identities.py."
+    )
+    synthesize: SynthesisOverrides = Field(
+        default_factory=SynthesisOverrides, description="Overrides for jobs/synthesize.py."
+    )
+    export: ExportOverrides = Field(default_factory=ExportOverrides, description="Overrides for jobs/export.py.")
+    metrics: MetricsOverrides = Field(default_factory=MetricsOverrides, description="Overrides for jobs/metrics.py.")
 
 
 class PipelineConfig(Config):
     """Run every stage at small scale on one Ray (embedded unless an address is given)."""
 
-    workdir: str = Field("out/pipeline", description="Where every stage writes (local path or s3://).")
-    faces_source: str = Field(
+    workdir: Url = Field("out/pipeline", description="Where every stage writes (local path or s3://).")
+    faces_source: Url = Field(
         LFW_IMAGES,
         description="Real aligned faces: an image folder (one sub-folder per identity, any image type "
         "Pillow reads) or an insightface train.rec.",
     )
-    people_file: str | None = Field(
+    people_file: Annotated[str | None, UrlField(keep=frozenset({"auto"}))] = Field(
         "auto",
         description="Restrict to these people (LFW list format); 'auto': LFW's DevTrain people when "
         "faces_source is the LFW folder, else every identity folder; null: every identity folder.",
@@ -44,13 +90,13 @@ class PipelineConfig(Config):
     max_images_per_identity: int | None = Field(
         6, ge=1, description="Use at most this many images per identity (embedding time; empty: all)."
     )
-    train_config: str = Field(
+    train_config: Url = Field(
         "configs/train_diffusion_pipeline.yaml", description="Base YAML of the generator's training."
     )
-    generator: str | None = Field(
+    generator: OptionalUrl = Field(
         None, description="Reuse this generator checkpoint (path or s3://) instead of training one."
     )
-    generator_cache: str = Field(
+    generator_cache: Url = Field(
         ".cache/generators",
         description="Trained generators are kept here, keyed by training config and data, "
         "and reused (or resumed) by later runs.",

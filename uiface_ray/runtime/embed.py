@@ -158,20 +158,13 @@ def check_encoder(cfg: EmbedConfig) -> dict:
 def run_embed(cfg: EmbedConfig, log: Callable[[str], None] = _log) -> EmbedResult:
     """Read ``cfg.input``, embed every image, write the table with ``embedding`` to ``cfg.output``."""
     from uiface_ray.runtime.session import ray_session
-    from uiface_ray.storage import absolute_url, resolve_storage
+    from uiface_ray.storage import resolve_urls
     from uiface_ray.storage.batches import open_typed
     from uiface_ray.storage.tables import FACE_TABLE
 
     start = time.perf_counter()
     # resolved here, at the driver: the actors run in another folder and environment
-    cfg = cfg.model_copy(
-        update={
-            "input": absolute_url(cfg.input),
-            "output": absolute_url(cfg.output),
-            "encoder": cfg.encoder.model_copy(update={"path": absolute_url(cfg.encoder.path)}),
-            "storage": resolve_storage(cfg.storage),
-        }
-    )
+    cfg = resolve_urls(cfg)
     output = cfg.output or cfg.input
     expected = check_encoder(cfg)
     # checked from the footer here; each block's rows when it is read

@@ -82,21 +82,6 @@ def training_identity_embeddings(url: str, storage_cfg=None) -> np.ndarray:
     return (sums / norms).astype(np.float32)
 
 
-def resolve_config(cfg: MakeIdentitiesConfig) -> MakeIdentitiesConfig:
-    """The config as actors must see it: local paths absolute, storage settings resolved here."""
-    encoder = cfg.encoder.model_copy(update={"path": storage.absolute_url(cfg.encoder.path)})
-    return cfg.model_copy(
-        update={
-            "model": storage.absolute_url(cfg.model),
-            "output": storage.absolute_url(cfg.output),
-            "summary": storage.absolute_url(cfg.summary),
-            "encoder": encoder,
-            "training_embeddings": storage.absolute_url(cfg.training_embeddings),
-            "storage": storage.resolve_storage(cfg.storage),
-        }
-    )
-
-
 def _validate(cfg: MakeIdentitiesConfig) -> tuple[int, np.ndarray | None]:
     try:
         model = load_model(cfg.model, "cpu", storage=cfg.storage)
@@ -147,7 +132,7 @@ class KeptProgress:
 
 def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
     """Draw, embed and filter candidates until ``num_identities`` are kept; write table + summary."""
-    cfg = resolve_config(cfg)
+    cfg = storage.resolve_urls(cfg)
     dim, train = _validate(cfg)
     filt = GreedyIdentityFilter(
         cfg.num_identities, dim, cfg.similarity_threshold, train, cfg.leakage_threshold if train is not None else None

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from uiface_ray.config import Config, ConfigError, StorageConfig
 from uiface_ray.errors import InputError
 from uiface_ray.runtime.config import LFW_IMAGES, LFW_PEOPLE, PipelineConfig
-from uiface_ray.storage import absolute_url, exists, join, read_bytes, write_bytes_atomic
+from uiface_ray.storage import exists, join, read_bytes, resolve_urls, write_bytes_atomic
 
 NO_FACES_MESSAGE = (
     "no real faces found at {source}: point the pipeline at aligned 112x112 face chips, either an image "
@@ -102,8 +102,10 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def stage_config(cls: type[Config], stage: str, base: dict, overrides: dict):
+def stage_config(cls: type[Config], stage: str, base: dict, overrides: dict | Config):
     """Build one stage's config: the pipeline's values, then the user's ``stages.<stage>`` overrides."""
+    if isinstance(overrides, Config):  # the keys the user set (runtime.config.partial_config)
+        overrides = overrides.model_dump(exclude_unset=True)
     try:
         return cls.model_validate(merge(base, overrides))
     except ValidationError as err:
@@ -180,11 +182,7 @@ def resolve_pipeline(cfg: PipelineConfig) -> PipelineConfig:
     people = cfg.people_file
     if people == "auto":
         people = LFW_PEOPLE if cfg.faces_source.rstrip("/") == LFW_IMAGES else None
-    paths = {
-        name: absolute_url(getattr(cfg, name))
-        for name in ("workdir", "faces_source", "train_config", "generator", "generator_cache")
-    }
-    return cfg.model_copy(update={**paths, "people_file": absolute_url(people)})
+    return resolve_urls(cfg.model_copy(update={"people_file": people}))
 
 
 def check_faces_source(cfg: PipelineConfig) -> None:

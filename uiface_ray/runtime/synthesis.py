@@ -49,7 +49,7 @@ from uiface_ray.synth.progress import Progress
 from uiface_ray.synth.resume import ResumeState, resume_state
 from uiface_ray.synth.retry import write_with_retries
 
-__all__ = ["SynthesisInputError", "SynthesisResult", "prepare_synthesis", "resolve_config", "run_synthesis"]
+__all__ = ["SynthesisInputError", "SynthesisResult", "prepare_synthesis", "run_synthesis"]
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +87,6 @@ class Prepared:
     state: ResumeState
     manifest: Manifest
     use_gpu: bool
-
-
-def resolve_config(cfg: SynthesisConfig) -> SynthesisConfig:
-    """The config as actors must see it: local paths absolute, storage settings resolved here."""
-    return cfg.model_copy(
-        update={
-            "model": storage.absolute_url(cfg.model),
-            "identities": storage.absolute_url(cfg.identities),
-            "output": storage.absolute_url(cfg.output),
-            "storage": storage.resolve_storage(cfg.storage),
-        }
-    )
 
 
 def check_inputs(cfg: SynthesisConfig) -> Checked:
@@ -141,7 +129,7 @@ def plan_work(checked: Checked) -> Prepared:
 
 def prepare_synthesis(cfg: SynthesisConfig) -> Prepared:
     """Resolve and validate the config and decide what is left. Writes nothing."""
-    return plan_work(check_inputs(resolve_config(cfg)))
+    return plan_work(check_inputs(storage.resolve_urls(cfg)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,7 +328,7 @@ def run_synthesis(cfg: SynthesisConfig, faults: FaultInjectionConfig | None = No
     started here from ``cfg.ray``.
     ``faults``: a test hook (:mod:`uiface_ray.synth.faults`)."""
     start = time.perf_counter()
-    cfg = resolve_config(cfg)
+    cfg = storage.resolve_urls(cfg)
     with ray_session(cfg.ray):  # the job's session, or the pipeline's when one is open
         return _run(cfg, faults, start)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uiface_ray.config import StorageConfig
 from uiface_ray.runtime.session import ray_session
-from uiface_ray.storage import absolute_url, resolve_storage
+from uiface_ray.storage import resolve_urls
 from uiface_ray.train.autoencoder import AutoencoderResult, AutoencoderTrainConfig, train_autoencoder
 
 __all__ = ["run_train_autoencoder"]
@@ -20,9 +20,7 @@ def run_train_autoencoder(cfg: AutoencoderTrainConfig) -> AutoencoderResult:
     task's arguments (never in ``runtime_env``, which Ray logs)."""
     import ray
 
-    cfg = cfg.model_copy(update={"table": absolute_url(cfg.table), "output": absolute_url(cfg.output)})
+    cfg = resolve_urls(cfg)
     with ray_session(cfg.ray):
         task = ray.remote(_task).options(num_cpus=1, num_gpus=1 if cfg.use_gpu else 0)
-        return ray.get(
-            task.remote(cfg.model_dump(mode="json", exclude={"storage"}), resolve_storage(cfg.storage).model_dump())
-        )
+        return ray.get(task.remote(cfg.model_dump(mode="json", exclude={"storage"}), cfg.storage.model_dump()))

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 from uiface_ray.config import StorageConfig
 from uiface_ray.runtime.session import prepare_ray_train, ray_session
-from uiface_ray.storage import absolute_url, resolve_storage
+from uiface_ray.storage import resolve_urls
 from uiface_ray.train.checkpoint import read_latest
 from uiface_ray.train.config import TrainConfig
 from uiface_ray.train.validate import RunPlan, validate_run
 
-__all__ = ["TrainResult", "resolve_train_config", "train_diffusion", "worker_config"]
+__all__ = ["TrainResult", "train_diffusion", "worker_config"]
 
 
 @dataclass
@@ -49,14 +49,6 @@ def _mean_over_ranks(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()
-
-
-def resolve_train_config(cfg: TrainConfig) -> TrainConfig:
-    """The config with local paths absolute and storage settings filled from this process."""
-    data = cfg.data.model_copy(update={"table": absolute_url(cfg.data.table)})
-    return cfg.model_copy(
-        update={"data": data, "output": absolute_url(cfg.output), "storage": resolve_storage(cfg.storage)}
-    )
 
 
 def worker_config(cfg: TrainConfig) -> dict:
@@ -116,7 +108,7 @@ def make_trainer(cfg: TrainConfig, name: str, scratch: str):
 
 def train_diffusion(cfg: TrainConfig) -> TrainResult:
     """Validate, train to ``cfg.max_steps`` (resuming if the run folder has a checkpoint), report."""
-    cfg = resolve_train_config(cfg)
+    cfg = resolve_urls(cfg)
     plan: RunPlan = validate_run(cfg)
     print(
         f"[train] {plan.num_rows} images of {plan.num_identities} identities, encoder {plan.encoder_info}; "

@@ -28,25 +28,9 @@ from uiface_ray.runtime.session import prepare_ray_train, ray_session
 from uiface_ray.evaluate.fr_loop import FRRun, FRTrainResult, fit_fr_local, write_fr_outputs
 from uiface_ray.evaluate.config import FRTrainConfig
 
-__all__ = ["FRTrainResult", "fit_fr", "resolve_paths", "temp_prefix", "train_loop_per_worker"]
+__all__ = ["FRTrainResult", "fit_fr", "temp_prefix", "train_loop_per_worker"]
 
 STATE_FILE = "state.pt"
-
-
-def resolve_paths(cfg: FRTrainConfig) -> FRTrainConfig:
-    """The config as a worker must see it: local paths absolute, storage settings filled from AWS_*."""
-    from uiface_ray.storage import absolute_url, resolve_storage
-
-    return cfg.model_copy(
-        update={
-            "data": absolute_url(cfg.data),
-            "out": absolute_url(cfg.out),
-            "ray_storage": absolute_url(cfg.ray_storage),
-            "verify_pairs": absolute_url(cfg.verify_pairs),
-            "verify_images": absolute_url(cfg.verify_images),
-            "storage": resolve_storage(cfg.storage),
-        }
-    )
 
 
 def temp_prefix(kind: str, run_name: str) -> str:
@@ -197,7 +181,7 @@ def fit_fr(cfg: FRTrainConfig) -> FRTrainResult:
     from uiface_ray.evaluate.faceset import decode_images, read_faceset
     from uiface_ray.evaluate.fr_loop import check_inputs, plan_training
 
-    cfg = resolve_paths(cfg)
+    cfg = storage.resolve_urls(cfg)
     if cfg.runner == "local":
         return fit_fr_local(cfg)
     check_inputs(cfg)

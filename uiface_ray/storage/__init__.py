@@ -28,6 +28,7 @@ from uiface_ray.storage.fs import (
     wrap_error,
     write_bytes_atomic,
 )
+from uiface_ray.storage.resolve import resolve_urls
 from uiface_ray._lazy import lazy_exports
 
 # pyarrow only when a table is read or written
@@ -74,6 +75,7 @@ __all__ = [
     "read_typed",
     "remove",
     "resolve_storage",
+    "resolve_urls",
     "url_to_fs",
     "wrap_error",
     "write_bytes_atomic",

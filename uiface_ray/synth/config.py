@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from uiface_ray.config import ActorPoolConfig, Config, RayConfig, StorageConfig
+from uiface_ray.urls import Url
 from uiface_ray.sample.config import SamplerConfig
 
 __all__ = ["MAX_SHARD_IMAGES", "SynthesisConfig"]
@@ -19,13 +20,13 @@ MAX_SHARD_IMAGES = 2**20
 class SynthesisConfig(Config):
     """Generate images for every identity of an identity table into Parquet shards + a manifest."""
 
-    model: str = Field(..., description="Model folder (path or s3:// URL) saved by save_model.")
-    identities: str = Field(
+    model: Url = Field(..., description="Model folder (path or s3:// URL) saved by save_model.")
+    identities: Url = Field(
         ...,
         description="Identities to synthesize: a Parquet identity table written by jobs/make_identities.py, or "
         "a .npy of (N, E) embeddings such as the official release's identities (row i = identity i).",
     )
-    output: str = Field(..., description="Output folder (path or s3://bucket/prefix): shards/ and manifest.json.")
+    output: Url = Field(..., description="Output folder (path or s3://bucket/prefix): shards/ and manifest.json.")
     images_per_identity: int = Field(
         50,
         ge=1,

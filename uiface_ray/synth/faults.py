@@ -13,6 +13,7 @@ import os
 from pydantic import Field
 
 from uiface_ray.config import Config
+from uiface_ray.urls import OptionalUrl
 
 __all__ = ["FAULTS_ENV", "FaultInjectionConfig", "faults_from_env"]
 
@@ -26,7 +27,7 @@ class FaultInjectionConfig(Config):
         None, ge=0, description="On its first attempt, shard with this index sleeps before being written."
     )
     hold_seconds: float = Field(60.0, ge=0, description="How long the held shard sleeps.")
-    marker_dir: str | None = Field(
+    marker_dir: OptionalUrl = Field(
         None, description="Local folder where the holding actor writes 'holding-<shard>' holding its actor name."
     )
 

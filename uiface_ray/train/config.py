@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from uiface_ray.config import Config, RayConfig, StorageConfig
+from uiface_ray.urls import Url
 from uiface_ray.model.config import ModelConfig
 
 __all__ = ["AutoencoderTrainConfig", "DataConfig", "DiffusionConfig", "GridConfig", "OptimConfig", "TrainConfig"]
@@ -15,7 +16,7 @@ __all__ = ["AutoencoderTrainConfig", "DataConfig", "DiffusionConfig", "GridConfi
 class DataConfig(Config):
     """The Parquet face table with its identity embeddings."""
 
-    table: str = Field(..., description="Face table: a .parquet file or a folder of them (local or s3://).")
+    table: Url = Field(..., description="Face table: a .parquet file or a folder of them (local or s3://).")
     min_images_per_identity: int = Field(1, ge=1, description="Use only identities with at least this many images.")
     max_identities: int | None = Field(None, ge=1, description="Use at most this many identities (most images first).")
     hflip: bool = Field(True, description="Random horizontal flips of the training images.")
@@ -64,7 +65,7 @@ class TrainConfig(Config):
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser and LR schedule.")
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig, description="Training objective and EMA.")
     grid: GridConfig = Field(default_factory=GridConfig, description="Sample grid per checkpoint.")
-    output: str = Field(..., description="Run folder (local or s3://): checkpoints/, latest.json.")
+    output: Url = Field(..., description="Run folder (local or s3://): checkpoints/, latest.json.")
     max_steps: int = Field(1000, ge=1, description="Total optimiser steps of the run (the cosine length).")
     batch_size: int = Field(64, ge=1, description="Global batch size (split evenly over the workers).")
     checkpoint_every: int = Field(500, ge=1, description="Save a checkpoint every K steps (and at the end).")
@@ -97,8 +98,8 @@ class TrainConfig(Config):
 class AutoencoderTrainConfig(Config):
     """Train a small VQModel / AutoencoderKL on the images of a face table."""
 
-    table: str = Field(..., description="Face table (.parquet file or folder; only 'image' is read).")
-    output: str = Field(..., description="Folder (local or s3://) for the diffusers save_pretrained layout.")
+    table: Url = Field(..., description="Face table (.parquet file or folder; only 'image' is read).")
+    output: Url = Field(..., description="Folder (local or s3://) for the diffusers save_pretrained layout.")
     kind: Literal["vq", "kl"] = Field("vq", description="'vq': diffusers VQModel (as LDM VQ-f4); 'kl': AutoencoderKL.")
     image_size: int = Field(32, ge=8, description="Training image side in pixels.")
     block_out_channels: tuple[int, ...] = Field(

@@ -64,7 +64,7 @@ class TrainState:
 
 
 def build_state(cfg: TrainConfig, data: FaceData, device: torch.device) -> TrainState:
-    model = build_model(cfg.model, data.encoder_info, seed=cfg.seed)
+    model = build_model(cfg.model, data.encoder_info, seed=cfg.seed, storage=cfg.storage)
     model.info["training_data"] = data.training_record()  # provenance, carried into the dataset card
     model.to(device)
     module = DiffusionModule(model.unet, model.context_encoder)

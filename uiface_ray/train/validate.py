@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from uiface_ray.errors import InputError
-from uiface_ray.storage.fs import StorageError, check_writable
+from uiface_ray.storage.fs import StorageError, check_writable, exists, join
 from uiface_ray.train.checkpoint import read_latest
 from uiface_ray.train.config import TrainConfig
 from uiface_ray.train.data import FaceTableError, load_face_data
@@ -53,8 +53,24 @@ def _check_resume(cfg: TrainConfig, latest: dict, encoder_info: dict) -> None:
         raise TrainInputError(f"output {cfg.output} is at step {latest['step']}, beyond max_steps={cfg.max_steps}")
 
 
+def _check_autoencoder(cfg: TrainConfig) -> None:
+    """Latent space: the autoencoder folder is there (else the Ray Train worker would fail to load it)."""
+    url = cfg.model.autoencoder
+    if cfg.model.space != "latent":
+        return
+    try:
+        found = exists(join(url, "config.json"), cfg.storage)
+    except StorageError as exc:
+        raise TrainInputError(f"model.autoencoder {url}: {exc}") from exc
+    if not found:
+        raise TrainInputError(
+            f"model.autoencoder {url}: no diffusers autoencoder there (expected a save_pretrained folder with config.json)"
+        )
+
+
 def validate_run(cfg: TrainConfig) -> RunPlan:
     """Validate everything a run needs; return what it will train on and where it starts."""
+    _check_autoencoder(cfg)
     d = cfg.data
     try:
         data = load_face_data(
