@@ -21,10 +21,10 @@ import numpy as np
 import ray
 
 from uiface_ray.identities.table import read_identity_table
+from uiface_ray import storage
 from uiface_ray.model import ModelLoadError, load_model
 from uiface_ray.runtime.pool import plan_pool, wants_gpu
 from uiface_ray.runtime.session import ray_session
-from uiface_ray.runtime.synthesis import resolve_config
 from uiface_ray.synth.config import SynthesisConfig
 from uiface_ray.synth.errors import SynthesisInputError
 from uiface_ray.synth.manifest import read_manifest
@@ -115,7 +115,7 @@ def _images_done(cfg: SynthesisConfig) -> int:
 
 def estimate_synthesis(cfg: SynthesisConfig, probe_images: int = 4) -> SynthesisEstimate:
     """Steps 1-4 of the module docstring, in the open Ray session or one started from ``cfg.ray``."""
-    cfg = resolve_config(cfg)
+    cfg = storage.resolve_urls(cfg)
     try:
         model = load_model(cfg.model, "cpu", storage=cfg.storage)
     except ModelLoadError as exc:
