@@ -87,6 +87,9 @@ class RayConfig(Config):
         None, ge=1, description="CPUs for an embedded local Ray (default: all of this machine's)."
     )
     num_gpus: int | None = Field(None, ge=0, description="GPUs for an embedded local Ray.")
+    connect_timeout_s: float = Field(
+        20.0, gt=0, le=3600, description="Seconds to wait for a cluster's address to answer before giving up."
+    )
 
 
 # --------------------------------------------------------------------------------------------
