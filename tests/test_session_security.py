@@ -253,12 +253,19 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("how", ["RAY_ADDRESS", "--ray.address"])
+@pytest.mark.parametrize("how", ["RAY_ADDRESS", "--ray.address", "a-port-that-is-not-ray"])
 def test_a_wrong_ray_address_ends_in_one_line(how, tmp_path):
     from tiny_assets import make_tiny_synthesis_inputs
 
     model, identities = make_tiny_synthesis_inputs(tmp_path / "in", num_identities=2)
-    address = f"127.0.0.1:{_closed_port()}"
+    listener = socket.socket()
+    if how == "a-port-that-is-not-ray":  # takes connections (the kernel's backlog) and never speaks gRPC
+        listener.bind(("0.0.0.0", 0))
+        listener.listen(8)
+        port, why = listener.getsockname()[1], "the port answers but not as a Ray cluster"
+    else:
+        port, why = _closed_port(), "connection refused"
+    address = f"127.0.0.1:{port}"
     argv = [sys.executable, "jobs/synthesize.py", f"--model={model}", f"--identities={identities}"]
     argv += [f"--output={tmp_path / 'out'}", "--images_per_identity=1", "--sampler.num_inference_steps=2"]
     env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
@@ -268,11 +275,12 @@ def test_a_wrong_ray_address_ends_in_one_line(how, tmp_path):
     else:
         argv += [f"--ray.address={address}", "--ray.connect_timeout_s=3"]
     started = time.monotonic()
-    out = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    with listener:
+        out = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
     took = time.monotonic() - started
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert out.returncode == 2, out.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith(f"error: cannot reach the Ray cluster at {address}: "), lines
-    assert f"check {how}" in lines[0], lines[0]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot reach the Ray cluster at {address}: {why}"), lines
+    assert f"check {how if how == 'RAY_ADDRESS' else '--ray.address'}" in lines[0], lines[0]
     assert took < 150, f"{took:.0f} s"
     assert not (tmp_path / "out").exists()

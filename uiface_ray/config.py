@@ -80,8 +80,8 @@ class RayConfig(Config):
 
     address: str | None = Field(
         None,
-        description="Ray cluster address ('auto', 'ray://host:10001'); empty: RAY_ADDRESS if set "
-        "(as under 'ray job submit'), else an embedded local Ray started in-process.",
+        description="Ray cluster address ('auto', 'host:6379', 'ray://host:10001'); empty: RAY_ADDRESS if set "
+        "(as under 'ray job submit'), else ('local' too) an embedded local Ray started in-process.",
     )
     num_cpus: int | None = Field(
         None, ge=1, description="CPUs for an embedded local Ray (default: all of this machine's)."

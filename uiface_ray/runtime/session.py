@@ -154,12 +154,12 @@ def _wait_until_answers(address: str, host: str, port: int, timeout_s: float, so
                 return
             reason = "the port answers but not as a Ray cluster (gRPC)"
         except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
+            reason = (exc.strerror or type(exc).__name__).lower()
         if time.monotonic() + 0.5 >= deadline:
             break
         time.sleep(0.5)
     raise RayUnreachableError(
-        f"cannot reach the Ray cluster at {address}: {reason.lower()} (dialing {host}:{port} for {timeout_s:g} s); "
+        f"cannot reach the Ray cluster at {address}: {reason} (dialing {host}:{port} for {timeout_s:g} s); "
         f"check {source} and that the cluster is up ('ray status'), or raise ray.connect_timeout_s"
     )
 
@@ -230,8 +230,10 @@ def init_embedded_ray(num_cpus: int | None = None, num_gpus: int | None = None, 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     port = _free_loopback_port()
     # what Ray's processes inherit from ray.init: the GCS port (read when a head starts), TMPDIR, and
-    # "no cluster": Ray then keeps 127.0.0.1 as the node's address (else it swaps in the machine's)
-    saved = _set_env({"RAY_GCS_SERVER_PORT": str(port), "TMPDIR": str(folder), _LOCAL_ONLY_ENV: "0"})
+    # "no cluster": Ray then keeps 127.0.0.1 as the node's address (else it swaps in the machine's);
+    # no RAY_ADDRESS (ray.init would join that cluster instead of starting ours: 'address: local')
+    daemons = {"RAY_GCS_SERVER_PORT": str(port), "TMPDIR": str(folder), _LOCAL_ONLY_ENV: "0", "RAY_ADDRESS": None}
+    saved = _set_env(daemons)
     try:
         with _local_only():
             ray.init(
