@@ -12,6 +12,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -61,6 +62,7 @@ class Session:
             stdout=subprocess.PIPE,
             stderr=log.open("w"),
             text=True,
+            start_new_session=True,  # its own process group: a test may kill the whole job
         )
         ready, _, _ = select.select([self.proc.stdout], [], [], 300)
         line = self.proc.stdout.readline() if ready else ""
@@ -231,6 +233,21 @@ def test_the_session_ends_leaving_nothing(session):
     while (alive := [p for p in pids if _alive(p)]) and time.time() < deadline:
         time.sleep(0.5)
     assert alive == [], f"processes of the session still run: {alive}"
+
+
+def test_a_killed_jobs_folder_is_removed_by_the_next_session(tmp_path):
+    tmp = tempfile.mkdtemp(prefix="uk", dir="/tmp")
+    try:
+        killed = Session(tmp, tmp_path / "killed.log")
+        os.killpg(killed.proc.pid, signal.SIGKILL)  # kill -9: no shutdown runs
+        killed.proc.wait(timeout=60)
+        left = sorted(os.listdir(tmp))
+        assert len(left) == 1 and left[0].startswith("ray-"), left
+        later = Session(tmp, tmp_path / "later.log")
+        assert later.close() == 0, later.log.read_text()[-3000:]
+        assert sorted(os.listdir(tmp)) == [], "the next session did not remove the killed one's folder"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

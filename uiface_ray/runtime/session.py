@@ -13,7 +13,8 @@ An embedded Ray is one user's (a job started with no address, or ``address: loca
   session folder and the temporary files of Ray's processes (``TMPDIR`` for them, e.g. the
   dashboard forkserver's ``pymp-*`` socket folder).  Shutting the session down removes it all;
   with ``RAY_TMPDIR`` set the folder is made there and Ray's logs stay for the user to read (the
-  token does not).
+  token does not).  A job killed with ``kill -9`` cannot clean up: the next embedded session removes
+  the folders whose driver process is gone.
 
 A wrong address must not hang: before ``ray.init`` a job checks, for at most
 ``ray.connect_timeout_s``, that the cluster's address answers gRPC, else it ends with one line
@@ -69,6 +70,7 @@ LOOPBACK = "127.0.0.1"
 _LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's processes keep 127.0.0.1 as the node's address
 # what an embedded session changes in this process's environment for its lifetime
 _SESSION_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+_DRIVER_FILE = "driver.pid"  # in a private folder: the pid of the process whose session it is
 
 
 class RayUnreachableError(InputError):
@@ -219,7 +221,10 @@ def init_embedded_ray(num_cpus: int | None = None, num_gpus: int | None = None, 
         raise RuntimeError("an embedded Ray is already up in this process")
     tempfile.gettempdir()  # fix the driver's own temporary folder before TMPDIR points into ours
     keep_in = os.environ.get("RAY_TMPDIR") or None  # where the user wants Ray's files, to read them later
+    if keep_in is None:
+        _remove_dead_sessions(Path(tempfile.gettempdir()))
     folder = Path(tempfile.mkdtemp(prefix="ray-", dir=keep_in))  # 0700, short: Ray's socket paths live under it
+    (folder / _DRIVER_FILE).write_text(str(os.getpid()))
     _embedded = _Embedded(folder, {k: os.environ.get(k) for k in _SESSION_ENV}, keep=keep_in is not None)
     token = folder / "auth_token"
     with os.fdopen(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
@@ -278,6 +283,25 @@ def shutdown_embedded_ray(wait_s: float = 10.0) -> None:
         time.sleep(0.2)
     if embedded.folder.exists():
         log.warning("could not remove the embedded Ray's folder %s", embedded.folder)
+
+
+def _remove_dead_sessions(parent: Path) -> None:
+    """Remove the private folders of this user's embedded sessions whose driver is gone (killed with
+    ``kill -9``: nothing ran its shutdown); a folder whose driver lives, or that is not one of ours, stays."""
+    for folder in parent.glob("ray-*"):
+        try:
+            if folder.stat().st_uid != os.getuid():
+                continue
+            pid = int((folder / _DRIVER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or another user's process with that pid): keep
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
 
 
 @contextlib.contextmanager
