@@ -136,13 +136,12 @@ def ray_local():
     """One local Ray for the whole test session, with a fixed number of CPUs."""
     import ray
 
-    from uiface_ray.runtime.session import init_embedded_ray, remove_stale_forkserver_dirs
+    from uiface_ray.runtime.session import init_embedded_ray, shutdown_embedded_ray
 
-    started = time.time()
     if not ray.is_initialized():
         # as the jobs start theirs: with the dashboard and RAY_ADDRESS for Ray's own helper actors, so
-        # that Ray Train's placement-group cleaner never mistakes another Ray on this machine for ours
+        # that Ray Train's placement-group cleaner never mistakes another Ray on this machine for ours;
+        # token auth on, loopback only, its own private folder (removed by shutdown_embedded_ray)
         init_embedded_ray(num_cpus=2, log_to_driver=False)
     yield ray
-    ray.shutdown()
-    remove_stale_forkserver_dirs(started)
+    shutdown_embedded_ray()

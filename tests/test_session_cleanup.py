@@ -1,8 +1,9 @@
-"""An embedded Ray session leaves nothing in the temporary folder but Ray's own session logs.
+"""An embedded Ray session leaves nothing at all in the temporary folder.
 
 Ray's dashboard starts its modules through a multiprocessing forkserver whose socket sits in a
-``pymp-*`` folder that only a normal exit removes; ``ray.shutdown`` kills the dashboard, so every
-job left one such folder behind until ``ray_session`` learned to remove it."""
+``pymp-*`` folder that only a normal exit removes, and ``ray.shutdown`` kills the dashboard; Ray's
+own session folder stayed behind too.  The embedded session now points its processes' ``TMPDIR``
+and Ray's temp root into one private folder and removes that folder after shutting down."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SESSION = """
 import os, sys
+from pathlib import Path
 sys.path.insert(0, {root!r})
 from uiface_ray.config import RayConfig
 from uiface_ray.runtime.session import ray_session
@@ -24,12 +26,12 @@ import ray
 
 with ray_session(RayConfig(num_cpus=1)):
     assert ray.get(ray.put(41)) + 1 == 42
-    during = sorted(p for p in os.listdir({tmp!r}) if p.startswith("pymp-"))
+    during = sorted(p.name for p in Path({tmp!r}).rglob("pymp-*"))
     print("during", during, flush=True)
 """
 
 
-def test_an_embedded_session_leaves_no_forkserver_folder():
+def test_an_embedded_session_leaves_nothing_in_the_temporary_folder():
     tmp = tempfile.mkdtemp(prefix="uq", dir="/tmp")  # short: Ray's socket paths live under it
     try:
         env = {**os.environ, "TMPDIR": tmp, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -42,9 +44,9 @@ def test_an_embedded_session_leaves_no_forkserver_folder():
             timeout=240,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        # while Ray ran, its dashboard's forkserver had a folder here (else this test proves nothing)
+        # while Ray ran, its dashboard's forkserver had a folder in there (else this test proves nothing)
         assert "during ['pymp-" in proc.stdout, proc.stdout
-        left = sorted(p for p in os.listdir(tmp) if p.startswith("pymp-"))
+        left = sorted(os.listdir(tmp))
         assert left == [], f"the session left {left} in the temporary folder"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

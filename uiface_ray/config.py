@@ -83,13 +83,16 @@ class RayConfig(Config):
 
     address: str | None = Field(
         None,
-        description="Ray cluster address ('auto', 'ray://host:10001'); empty: RAY_ADDRESS if set "
-        "(as under 'ray job submit'), else an embedded local Ray started in-process.",
+        description="Ray cluster address ('auto', 'host:6379', 'ray://host:10001'); empty: RAY_ADDRESS if set "
+        "(as under 'ray job submit'), else ('local' too) an embedded local Ray started in-process.",
     )
     num_cpus: int | None = Field(
         None, ge=1, description="CPUs for an embedded local Ray (default: all of this machine's)."
     )
     num_gpus: int | None = Field(None, ge=0, description="GPUs for an embedded local Ray.")
+    connect_timeout_s: float = Field(
+        20.0, gt=0, le=3600, description="Seconds to wait for a cluster's address to answer before giving up."
+    )
 
 
 # --------------------------------------------------------------------------------------------

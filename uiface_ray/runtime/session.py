@@ -1,4 +1,24 @@
-"""Connect to a Ray cluster, or start an embedded local one; quiet Ray Train's start-up.
+"""Connect to a Ray cluster, or start an embedded local one that only its user can reach; quiet Ray
+Train's start-up.
+
+An embedded Ray is one user's (a job started with no address, or ``address: local``):
+
+- Token auth is on whatever ``RAY_AUTH_MODE`` says: the job makes a fresh random token and keeps it
+  in a 0600 file of its private folder; ``RAY_AUTH_TOKEN_PATH`` (a path, no secret) tells the driver
+  and every Ray process to read it from there.  Its GCS, raylet, workers and dashboard (the job API
+  included) answer only to that token, so nobody else on the machine can run code as the job's user.
+- Every socket is on loopback: the node's address is ``127.0.0.1`` (Ray 2.60 then binds its gRPC
+  servers and agents there) and the dashboard listens on ``127.0.0.1``.
+- Everything lives in one private folder (mode 0700, under the temporary folder): the token, Ray's
+  session folder and the temporary files of Ray's processes (``TMPDIR`` for them, e.g. the
+  dashboard forkserver's ``pymp-*`` socket folder).  Shutting the session down removes it all;
+  with ``RAY_TMPDIR`` set the folder is made there and Ray's logs stay for the user to read (the
+  token does not).  A job killed with ``kill -9`` cannot clean up: the next embedded session removes
+  the folders whose driver process is gone.
+
+A wrong address must not hang: before ``ray.init`` a job checks, for at most
+``ray.connect_timeout_s``, that the cluster's address answers gRPC, else it ends with one line
+naming the address (Ray itself retries for minutes with a warning every few seconds).
 
 A healthy run should print our progress lines and nothing else.  What Ray Train prints on its
 own, and why each setting here removes it (measured on Ray 2.60 on a 2-core machine):
@@ -16,30 +36,45 @@ own, and why each setting here removes it (measured on Ray 2.60 on a 2-core mach
 - Ray's processes find "their" cluster through ``RAY_ADDRESS``, else by scanning the machine, which
   fails ("Found multiple active Ray instances") when another Ray runs beside ours: the embedded Ray
   gets a GCS port chosen here and hands ``RAY_ADDRESS`` to its workers (an address, no secret).
-
-Nothing left in the temporary folder: the dashboard starts its modules through a multiprocessing
-forkserver, whose socket lives in a ``pymp-*`` folder under the temporary folder that Python removes
-only at a normal exit, and ``ray.shutdown`` kills the dashboard.  After shutting down an embedded
-Ray, :func:`remove_stale_forkserver_dirs` removes the ``pymp-*`` folders made since it started
-whose sockets no process holds any more (Linux: ``/proc/net/unix``); a live one is never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import secrets
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
 from uiface_ray.config import RayConfig
+from uiface_ray.errors import InputError
 
-__all__ = ["init_embedded_ray", "prepare_ray_train", "ray_session", "remove_stale_forkserver_dirs"]
+__all__ = [
+    "connect_ray",
+    "embedded_ray",
+    "init_embedded_ray",
+    "prepare_ray_train",
+    "ray_session",
+    "shutdown_embedded_ray",
+]
 
 log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's processes keep 127.0.0.1 as the node's address
+# what an embedded session changes in this process's environment for its lifetime
+_SESSION_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+_DRIVER_FILE = "driver.pid"  # in a private folder: the pid of the process whose session it is
+
+
+class RayUnreachableError(InputError):
+    """The Ray address given does not answer."""
 
 
 @contextlib.contextmanager
@@ -53,94 +88,263 @@ def ray_session(cfg: RayConfig | None = None) -> Iterator[None]:
         yield
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
-    started = time.time()
-    if address:
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-        ray.init(address=address, log_to_driver=True)
-    else:
-        init_embedded_ray(cfg.num_cpus, cfg.num_gpus)
+    if not address or address == "local":
+        with embedded_ray(cfg.num_cpus, cfg.num_gpus):
+            yield
+        return
+    source = "--ray.address" if cfg.address else "RAY_ADDRESS"
+    connect_ray(address, cfg.connect_timeout_s, source)
     try:
         yield
     finally:
         ray.shutdown()
-        if not address:
-            remove_stale_forkserver_dirs(started)
 
 
-def _bound_unix_sockets() -> set[str] | None:
-    """Paths of the Unix sockets some process holds (Linux), or None where that cannot be read."""
+# --------------------------------------------------------------------------------------------
+# an existing cluster
+
+
+def connect_ray(address: str, timeout_s: float = 20.0, source: str = "--ray.address") -> None:
+    """``ray.init(address)`` once the address answers gRPC; :class:`RayUnreachableError` (one
+    line: the address, why, what to check) when it does not within ``timeout_s``."""
+    import ray
+
+    host, port = _dial_target(address, source)
+    _wait_until_answers(address, host, port, timeout_s, source)
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    saved = _set_env({"RAY_ADDRESS": address})  # Ray prefers RAY_ADDRESS to its argument: ours wins
     try:
-        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
-    except OSError:
-        return None
-    return {fields[7] for fields in (line.split() for line in lines) if len(fields) > 7}
+        ray.init(address=address, log_to_driver=True)
+    finally:
+        _set_env(saved)
 
 
-def remove_stale_forkserver_dirs(since: float, wait_s: float = 5.0) -> list[str]:
-    """Remove the ``pymp-*`` folders of the temporary folder made at or after ``since`` that hold only
-    sockets no live process holds (the embedded dashboard's forkserver, killed by ``ray.shutdown``);
-    waits up to ``wait_s`` for the dying processes to let go.  Returns the folders removed."""
-    candidates = []
-    for folder in Path(tempfile.gettempdir()).glob("pymp-*"):
+def _dial_target(address: str, source: str) -> tuple[str, int]:
+    """The host and port Ray will dial for ``address`` ('auto' resolved as Ray resolves it)."""
+    from ray._private import services
+
+    hint = f"check {source} (host:port of the head's GCS, 'auto', or ray://host:10001)"
+    if address.startswith(("http://", "https://")):
+        raise RayUnreachableError(
+            f"{source}={address} is a dashboard address (for 'ray job submit'); a job connects to "
+            f"the cluster itself: {hint}"
+        )
+    client = address.startswith("ray://")
+    target = address[len("ray://") :] if client else address
+    if not client:
         try:
-            entries = list(folder.iterdir())
-            if folder.stat().st_mtime >= since - 1 and entries and all(e.is_socket() for e in entries):
-                candidates.append((folder, [str(e) for e in entries]))
-        except OSError:
-            continue
-    removed = []
-    deadline = time.monotonic() + wait_s
-    while candidates:
-        bound = _bound_unix_sockets()
-        if bound is None:
+            target = services.canonicalize_bootstrap_address(target) or ""
+        except (ConnectionError, ValueError) as exc:
+            raise RayUnreachableError(f"cannot reach the Ray cluster at {address}: {exc}; {hint}") from None
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayUnreachableError(f"{source}={address} is not a Ray address; {hint}")
+    return host.strip("[]"), int(port)
+
+
+def _wait_until_answers(address: str, host: str, port: int, timeout_s: float, source: str) -> None:
+    """Until a gRPC server answers at host:port (a refused or silent port is retried until the
+    deadline: a head may be starting)."""
+    deadline = time.monotonic() + timeout_s
+    reason = "no answer"
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection((host, port), timeout=max(0.1, min(left, 5.0))):
+                pass
+            if _answers_grpc(host, port, max(0.1, deadline - time.monotonic())):
+                return
+            reason = "the port answers but not as a Ray cluster (gRPC)"
+        except OSError as exc:
+            reason = (exc.strerror or type(exc).__name__).lower()
+        if time.monotonic() + 0.5 >= deadline:
             break
-        for folder, sockets in list(candidates):
-            if not bound.intersection(sockets):
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(str(folder))
-                candidates.remove((folder, sockets))
-        if not candidates or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    return removed
+        time.sleep(0.5)
+    raise RayUnreachableError(
+        f"cannot reach the Ray cluster at {address}: {reason} (dialing {host}:{port} for {timeout_s:g} s); "
+        f"check {source} and that the cluster is up ('ray status'), or raise ray.connect_timeout_s"
+    )
+
+
+def _answers_grpc(host: str, port: int, timeout_s: float) -> bool:
+    """Whether an HTTP/2 (gRPC) server completes a handshake at host:port (TLS clusters: not
+    checked here, Ray's own connect decides)."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return True
+    import grpc
+
+    channel = grpc.insecure_channel(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
+
+
+# --------------------------------------------------------------------------------------------
+# an embedded local Ray, one user's
+
+
+@dataclasses.dataclass
+class _Embedded:
+    folder: Path  # private (0700): the token, Ray's session folder, its processes' temporary files
+    saved_env: dict[str, str | None]
+    keep: bool  # under RAY_TMPDIR: Ray's files stay there after shutdown (the token does not)
+
+
+_embedded: _Embedded | None = None
+
+
+@contextlib.contextmanager
+def embedded_ray(
+    num_cpus: int | None = None, num_gpus: int | None = None, log_to_driver: bool = True
+) -> Iterator[None]:
+    """An embedded local Ray for the ``with`` block (see :func:`init_embedded_ray`)."""
+    init_embedded_ray(num_cpus, num_gpus, log_to_driver)
+    try:
+        yield
+    finally:
+        shutdown_embedded_ray()
 
 
 def init_embedded_ray(num_cpus: int | None = None, num_gpus: int | None = None, log_to_driver: bool = True) -> None:
-    """Start an embedded local Ray the way every job (and the tests) should: token auth off unless
-    the user set it (it guards nothing in-process), the dashboard up for Ray Train's state queries,
-    ``RAY_ADDRESS`` handed to its workers, Ray Train's print tee and preemption watcher off."""
+    """Start an embedded local Ray the way every job (and the tests) should: token auth on with a
+    private token, every socket on loopback, everything in a private folder, the dashboard up for
+    Ray Train's state queries, ``RAY_ADDRESS`` handed to its workers, Ray Train's print tee and
+    preemption watcher off.  End it with :func:`shutdown_embedded_ray`."""
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    global _embedded
+    if _embedded is not None:
+        raise RuntimeError("an embedded Ray is already up in this process")
+    tempfile.gettempdir()  # fix the driver's own temporary folder before TMPDIR points into ours
+    keep_in = os.environ.get("RAY_TMPDIR") or None  # where the user wants Ray's files, to read them later
+    if keep_in is None:
+        _remove_dead_sessions(Path(tempfile.gettempdir()))
+    folder = Path(tempfile.mkdtemp(prefix="ray-", dir=keep_in))  # 0700, short: Ray's socket paths live under it
+    (folder / _DRIVER_FILE).write_text(str(os.getpid()))
+    _embedded = _Embedded(folder, {k: os.environ.get(k) for k in _SESSION_ENV}, keep=keep_in is not None)
+    token = folder / "auth_token"
+    with os.fdopen(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(secrets.token_hex(32))
+    _set_env({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_TOKEN": None})
+    _reload_auth()
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    address = _embedded_address()
+    port = _free_loopback_port()
+    # what Ray's processes inherit from ray.init: the GCS port (read when a head starts), TMPDIR, and
+    # "no cluster": Ray then keeps 127.0.0.1 as the node's address (else it swaps in the machine's);
+    # no RAY_ADDRESS (ray.init would join that cluster instead of starting ours: 'address: local')
+    daemons = {"RAY_GCS_SERVER_PORT": str(port), "TMPDIR": str(folder), _LOCAL_ONLY_ENV: "0", "RAY_ADDRESS": None}
+    saved = _set_env(daemons)
     try:
-        ray.init(
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=log_to_driver,
-            configure_logging=False,
-            runtime_env={"env_vars": {"RAY_ADDRESS": address}},
-        )
+        with _local_only():
+            ray.init(
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=True,
+                dashboard_host=LOOPBACK,
+                log_to_driver=log_to_driver,
+                configure_logging=False,
+                runtime_env={"env_vars": {"RAY_ADDRESS": f"{LOOPBACK}:{port}"}},
+                _node_ip_address=LOOPBACK,
+                _temp_dir=str(folder / "r"),  # Ray makes its temp root world-writable: a folder inside ours
+            )
+    except BaseException:
+        _set_env(saved)
+        shutdown_embedded_ray()
+        raise
+    _set_env(saved)
+
+
+def shutdown_embedded_ray(wait_s: float = 10.0) -> None:
+    """``ray.shutdown``, then this process's auth settings back as they were and the private folder
+    removed (waiting up to ``wait_s`` for Ray's dying processes to let go of it); under ``RAY_TMPDIR``
+    only the token is removed and Ray's files stay for the user to read."""
+    import ray
+
+    global _embedded
+    ray.shutdown()
+    embedded, _embedded = _embedded, None
+    if embedded is None:
+        return
+    _set_env(embedded.saved_env)
+    _reload_auth()  # the config first, then the token cache (Ray's order: a draining thread may reload)
+    if embedded.keep:
+        (embedded.folder / "auth_token").unlink(missing_ok=True)
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        shutil.rmtree(embedded.folder, ignore_errors=True)
+        if not embedded.folder.exists() or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if embedded.folder.exists():
+        log.warning("could not remove the embedded Ray's folder %s", embedded.folder)
+
+
+def _remove_dead_sessions(parent: Path) -> None:
+    """Remove the private folders of this user's embedded sessions whose driver is gone (killed with
+    ``kill -9``: nothing ran its shutdown); a folder whose driver lives, or that is not one of ours, stays."""
+    for folder in parent.glob("ray-*"):
+        try:
+            if folder.stat().st_uid != os.getuid():
+                continue
+            pid = int((folder / _DRIVER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or another user's process with that pid): keep
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
+
+
+@contextlib.contextmanager
+def _local_only() -> Iterator[None]:
+    """Ray's "clusters disabled" switch for this process while ``ray.init`` runs: it reads
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, at import, and with clusters enabled it replaces a
+    node address of 127.0.0.1 by the machine's own (and then listens on every interface)."""
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
     finally:
-        os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
-def _embedded_address() -> str:
-    """host:port the embedded Ray's GCS will listen on (the port chosen free here, set through
-    ``RAY_GCS_SERVER_PORT``, which Ray reads when it starts a head node)."""
-    import socket
+def _set_env(values: dict[str, str | None]) -> dict[str, str | None]:
+    """Set (None: remove) environment variables; returns their previous values."""
+    before = {k: os.environ.get(k) for k in values}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return before
 
-    from ray._private.services import get_node_ip_address
 
+def _reload_auth() -> None:
+    """Make this process's Ray see the current ``RAY_AUTH_*`` settings (its config and token are
+    cached at first use)."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:  # another Ray version: nothing cached
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("", 0))
-        port = probe.getsockname()[1]
-    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
-    return f"{get_node_ip_address()}:{port}"
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
 
 
 def _wait_for_dashboard(timeout_s: float) -> None:
