@@ -219,7 +219,8 @@ def test_train_job_with_s3_only_in_the_config_leaks_no_secret(s3_server, s3_buck
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     tmp = tempfile.mkdtemp(prefix="uq", dir="/tmp")  # Ray's temp folder, short for its socket paths
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(TMPDIR=tmp, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
+    # RAY_TMPDIR: the embedded Ray keeps its session folder (logs) there for the search below
+    env.update(TMPDIR=tmp, RAY_TMPDIR=tmp, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
     try:
         run = subprocess.run(
             [sys.executable, "jobs/train_diffusion.py", "--config", str(tmp_path / "train.yaml")],
@@ -241,6 +242,7 @@ def test_train_job_with_s3_only_in_the_config_leaks_no_secret(s3_server, s3_buck
                 except OSError:
                     pass
         assert leaks == [], leaks
+        assert list(Path(tmp).rglob("session_*")), "the job's Ray did not keep its logs under RAY_TMPDIR"
         s3 = boto3.client("s3", endpoint_url=s3_server)
         bucket = s3_bucket.split("://", 1)[1]
         for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
