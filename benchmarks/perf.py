@@ -63,3 +63,20 @@ def count_flops(fn) -> int:
 def peak_line(peaks: dict[str, float], device: str) -> str:
     body = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
     return f"# peak on {device}: {body} (best {1024}x{1024} matmul in that dtype, measured in this run)"
+
+
+def sampler_flops_per_image(sampler, contexts, seeds) -> float:
+    """UNet FLOPs per image of ``sampler.sample(contexts, seeds)``: one captured UNet call counted
+    per row (under inference_mode, as the sampler runs), times the UNet evaluations per image."""
+    calls: list = []
+    handle = sampler.model.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append((args, kwargs)) if not calls else None, with_kwargs=True
+    )
+    try:
+        batch = sampler.sample(contexts, seeds)
+    finally:
+        handle.remove()
+    args, kwargs = calls[0]
+    with torch.inference_mode():
+        per_call = count_flops(lambda: sampler.model.unet(*args, **kwargs))
+    return per_call / args[0].shape[0] * float(batch.unet_evaluations.mean())
