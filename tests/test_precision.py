@@ -64,3 +64,34 @@ def test_capability_round_trips_and_this_machine_resolves():
     here = detect()
     assert resolve("cpu", torch.float32).dtype == torch.float32
     assert resolve("cpu").dtype == (torch.bfloat16 if {"amx_bf16", "avx512_bf16"} & here.cpu_flags else torch.float32)
+
+
+def test_training_precision_maps_the_config_values():
+    from uiface_ray.train.loop import training_precision
+
+    cpu = torch.device("cpu")
+    assert training_precision("no", cpu).autocast is None and not training_precision("no", cpu).channels_last
+    assert training_precision("bf16", cpu).autocast == torch.bfloat16 and training_precision("bf16", cpu).channels_last
+    assert training_precision("fp16", cpu).autocast == torch.float16
+    assert training_precision("auto", cpu).dtype == resolve("cpu").dtype
+
+
+def test_fr_step_under_bf16_autocast_keeps_float32_weights_and_a_close_loss():
+    import numpy as np
+
+    from uiface_ray.evaluate import fr_train
+
+    torch.set_num_threads(1)
+    images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    losses = {}
+    for autocast in (None, torch.bfloat16):
+        torch.manual_seed(0)  # the backbone draws from the default generator: the same weights both times
+        model = fr_train.FRModel(18, 5, 64, generator=torch.Generator().manual_seed(0), input_size=32, width=0.25)
+        model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        step = fr_train.train_step(
+            model, opt, images, np.arange(8) % 5, 0.1, torch.Generator().manual_seed(0), None, "cpu", autocast
+        )
+        losses[autocast] = step.loss
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert losses[torch.bfloat16] == pytest.approx(losses[None], rel=0.05)
