@@ -102,6 +102,8 @@ def main(argv=None) -> None:
     chosen = precisions(args.dtype, args.device)
     peaks = {q.dtype_name: measured_peak(q.dtype, args.device, seconds=0.3 if args.quick else 1.0) for q in chosen}
     rows = [per_mode(args, q) for q in chosen]
+    for q in chosen:  # a shared machine: the best of a measurement before and after the runs
+        peaks[q.dtype_name] = max(peaks[q.dtype_name], measured_peak(q.dtype, args.device, seconds=0.3))
     print(peak_line(peaks, args.device))
     print(f"{'precision':<28}{'s/DDIM step':>12}{'GFLOP/s':>9}{'of peak':>9}{'speedup':>9}")
     for q, (seconds, flops) in zip(chosen, rows):

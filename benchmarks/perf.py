@@ -62,7 +62,7 @@ def count_flops(fn) -> int:
 
 def peak_line(peaks: dict[str, float], device: str) -> str:
     body = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
-    return f"# peak on {device}: {body} (best {1024}x{1024} matmul in that dtype, measured in this run)"
+    return f"# peak on {device}: {body} (best 1024x1024 matmul in that dtype, measured in this run, before and after)"
 
 
 def sampler_flops_per_image(sampler, contexts, seeds) -> float:

@@ -71,7 +71,8 @@ def test_training_precision_maps_the_config_values():
 
     cpu = torch.device("cpu")
     assert training_precision("no", cpu).autocast is None and not training_precision("no", cpu).channels_last
-    assert training_precision("bf16", cpu).autocast == torch.bfloat16 and training_precision("bf16", cpu).channels_last
+    bf16 = training_precision("bf16", cpu)
+    assert bf16.autocast == torch.bfloat16 and not bf16.channels_last  # measured slower for training on a CPU
     assert training_precision("fp16", cpu).autocast == torch.float16
     assert training_precision("auto", cpu).dtype == resolve("cpu").dtype
 

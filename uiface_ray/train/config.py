@@ -78,7 +78,7 @@ class TrainConfig(Config):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto",
         description="Autocast dtype of the forward pass. auto: what the worker's device runs fastest "
-        "(bf16 + channels_last on AMX/AVX512-BF16 CPUs and CUDA sm_80+, fp16 with a gradient scaler on "
+        "(bf16 on AMX/AVX512-BF16 CPUs, bf16 + channels_last on CUDA sm_80+, fp16 with a gradient scaler on "
         "sm_70/75, else none; uiface_ray.precision); no: float32 throughout (the results of before).",
     )
     max_failures: int = Field(0, ge=-1, description="Ray Train restarts after a worker failure (-1: unlimited).")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -171,8 +171,11 @@ _AUTOCAST = {"auto": "auto", "no": "float32", "bf16": "bfloat16", "fp16": "float
 
 
 def training_precision(mixed_precision: str, device: torch.device) -> Precision:
-    """The :class:`Precision` of ``TrainConfig.mixed_precision`` on ``device`` (its autocast dtype)."""
-    return decide(detect(), device.type, _AUTOCAST[mixed_precision])
+    """The :class:`Precision` of ``TrainConfig.mixed_precision`` on ``device`` (its autocast dtype).
+    Contiguous on a CPU: channels_last measured slower there for the demo generator's training
+    (bf16 1.30x float32, bf16 + channels_last 1.14x; docs/PERFORMANCE.md)."""
+    precision = decide(detect(), device.type, _AUTOCAST[mixed_precision])
+    return replace(precision, channels_last=False) if precision.device == "cpu" else precision
 
 
 def use_precision(state: TrainState, precision: Precision) -> None:
