@@ -2,7 +2,8 @@
 
 The driver may sit on another machine than the actors (a CPU head node, a laptop submitting to a
 GPU cluster), so ``dtype: auto`` is decided from the capability of a machine that holds an actor's
-resources (``num_gpus=1`` for GPU actors, one CPU otherwise), probed by one short task.  An
+resources (``num_gpus=1`` for GPU actors; for CPU actors a zero-CPU task, which lands on a node of
+the cluster, usually like the actors' nodes), probed by one short task.  An
 explicit dtype on CPU actors needs no probe.  The result (device and concrete dtype) is what a
 job records and what its actors are handed, so every actor samples in the same dtype.
 """
@@ -33,7 +34,8 @@ def actor_precision(requested: str, use_gpu: bool, timeout_s: float = 300.0) -> 
     device = "cuda" if use_gpu else "cpu"
     if not use_gpu and requested != "auto":
         return decide(Capability(), device, requested)
-    probe = ray.remote(_capability).options(num_cpus=0 if use_gpu else 1, num_gpus=1 if use_gpu else 0)
+    # num_cpus=0: the probe holds no CPU slot (a CPU job's actors may need every one right after it)
+    probe = ray.remote(_capability).options(num_cpus=0, num_gpus=1 if use_gpu else 0)
     ref = probe.remote()
     try:
         cap = Capability.from_dict(ray.get(ref, timeout=timeout_s))
