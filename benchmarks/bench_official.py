@@ -14,6 +14,13 @@ batch 50 in float16 and bfloat16 and prints images/s and the fraction of the UNe
 (UNet FLOPs per evaluation, counted with torch's FlopCounterMode, x evaluations / time / peak):
 
     python benchmarks/bench_official.py --device cuda --throughput --batch 50 --peak-tflops 989
+
+``--dtype`` takes a comma list (default ``float32,auto``; auto as :mod:`uiface_ray.precision`
+decides, with channels_last for reduced precision): each runs in this process, then one table
+compares them: seconds per DDIM step over all modes, achieved GFLOP/s, the fraction of the matmul
+peak measured here in that dtype (benchmarks/perf.py), the speedup over the first.  ``--quick``:
+batch 2, 1 step, the uiface mode only.  Without ``--peak-tflops``, ``--throughput`` also uses the
+measured matmul peak.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from diffusers import DDIMScheduler  # noqa: E402
 
+from perf import load, measured_peak, peak_line, precisions  # noqa: E402
 from uiface_ray.model.official import SCHEDULER  # noqa: E402
 from uiface_ray.model.official_unet import OfficialUNet, official_unet_kwargs  # noqa: E402
 from uiface_ray.sample.config import MODES, SamplerConfig  # noqa: E402
@@ -71,37 +80,67 @@ def inputs(unet, batch: int, dtype, device, seed: int = 0):
     return context, empty, [torch.Generator().manual_seed(seed + i) for i in range(batch)]
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2, help="DDIM steps timed per mode (2: t = 500 and t = 0)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--dtype", default="float32,auto", help="comma list of float32, float16, bfloat16, auto")
     parser.add_argument("--modes", nargs="*", default=list(MODES))
     parser.add_argument("--throughput", action="store_true", help="images/s of uiface, 50 steps, per dtype (GPU)")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense 16-bit peak of the GPU (H200: 989)")
-    args = parser.parse_args()
+    parser.add_argument("--peak-tflops", type=float, default=None, help="16-bit peak (default: measured matmul)")
+    parser.add_argument("--tiny", action="store_true", help="the tiny release-layout UNet (tests, --quick)")
+    parser.add_argument("--quick", action="store_true", help="batch 2, 1 step, uiface only")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.steps, args.modes = 2, 1, ["uiface"]
+    torch.set_num_threads(args.threads)
     if args.throughput:
         throughput(args)
         return
-    torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-    scheduler = DDIMScheduler.from_config(SCHEDULER)
+    chosen = precisions(args.dtype, args.device)
+    peaks = {q.dtype_name: measured_peak(q.dtype, args.device, seconds=0.3 if args.quick else 1.0) for q in chosen}
+    rows = [per_mode(args, q) for q in chosen]
+    for q in chosen:  # a shared machine: the best of a measurement before and after the runs
+        peaks[q.dtype_name] = max(peaks[q.dtype_name], measured_peak(q.dtype, args.device, seconds=0.3))
+    print(peak_line(peaks, args.device))
+    print(f"{'precision':<28}{'s/DDIM step':>12}{'GFLOP/s':>9}{'of peak':>9}{'speedup':>9}")
+    for q, (seconds, flops) in zip(chosen, rows):
+        gflops = flops / seconds / 1e9
+        name = q.dtype_name + (" + channels_last" if q.channels_last else "")
+        print(
+            f"{name:<28}{seconds / args.steps / len(args.modes):>12.2f}{gflops:>9.1f}"
+            f"{gflops / peaks[q.dtype_name]:>9.1%}{rows[0][0] / seconds:>8.2f}x"
+        )
+    evaluations_per_image(args.batch)
+
+
+def release_unet(args, dtype, memory_format=torch.contiguous_format):
     torch.manual_seed(0)
-    unet = torch.nn.Module.to(OfficialUNet(**official_unet_kwargs()), args.device, dtype).eval()
+    unet = OfficialUNet(**official_unet_kwargs(tiny=getattr(args, "tiny", False))).eval()
+    return torch.nn.Module.to(unet, args.device, dtype, memory_format=memory_format)
+
+
+def per_mode(args, q) -> tuple[float, float]:
+    """Every mode's UNet calls in precision ``q``; returns (seconds of all modes, FLOPs of all modes)."""
+    dtype = q.dtype
+    scheduler = DDIMScheduler.from_config(SCHEDULER)
+    unet = release_unet(args, dtype, q.memory_format())
     params = sum(p.numel() for p in unet.parameters())
     shape = (3, unet.config.sample_size, unet.config.sample_size)
+    flops = unet_flops(unet, dtype, args.device)
     print(
-        f"release UNet: {params:,} parameters (+ 131,584 in the context encoder), {args.device} {args.dtype}, "
+        f"release UNet: {params:,} parameters (+ 131,584 in the context encoder), {q.describe()}, "
         f"{args.threads} thread(s), batch {args.batch}, {args.steps} DDIM step(s) per mode, "
-        f"{unet_flops(unet, dtype, args.device) / 1e9:.1f} GFLOP per UNet evaluation"
+        f"{flops / 1e9:.1f} GFLOP per UNet evaluation, {load()}"
     )
     context, empty, _ = inputs(unet, args.batch, dtype, args.device)
     with torch.inference_mode():  # warm-up
         unet(torch.zeros(1, *shape, device=args.device, dtype=dtype), 999, encoder_hidden_states=empty[:1])
     print(f"{'mode':<22}{'t':>6}{'rows':>6}{'seconds':>10}")
     per_rows: dict[int, list[float]] = {}
+    all_seconds = all_flops = 0.0
     for mode in args.modes:
         cfg = mode_config(mode, args.steps)
         _, _, gens = inputs(unet, args.batch, dtype, args.device)
@@ -115,11 +154,13 @@ def main() -> None:
         for t, rows, seconds in timer.calls:
             print(f"{mode:<22}{t:>6}{rows:>6}{seconds:>10.2f}")
             per_rows.setdefault(rows, []).append(seconds)
-        print(f"{mode:<22}{'all':>6}{'':>6}{total:>10.2f}   ({total / args.steps:.2f} s per DDIM step)")
+            all_flops += flops * rows
+        all_seconds += total
+        print(f"{mode:<22}{'all':>6}{'':>6}{total:>10.2f}   ({total / args.steps:.2f} s per DDIM step, {load()})")
     for rows, times in sorted(per_rows.items()):
         kind = "stage-1 step (c_e rows only)" if rows == args.batch else "stage-2 step (c_e + identity rows)"
         print(f"seconds per DDIM step, {kind}, {rows} rows: {sum(times) / len(times):.2f} (mean of {len(times)})")
-    evaluations_per_image(args.batch)
+    return all_seconds, all_flops
 
 
 def unet_flops(unet, dtype, device) -> int:
@@ -134,18 +175,19 @@ def unet_flops(unet, dtype, device) -> int:
     return int(counter.get_total_flops())
 
 
-def throughput(args) -> None:
+def throughput(args) -> list[dict]:
     """images/s of the uiface mode (official preset), 50 DDIM steps, per dtype, and the FLOP-bound fraction."""
     scheduler = DDIMScheduler.from_config(SCHEDULER)
-    torch.manual_seed(0)
-    base = OfficialUNet(**official_unet_kwargs()).eval()
-    shape = (3, base.config.sample_size, base.config.sample_size)
+    steps = 2 if args.quick else 50
+    results = []
     for name in ("float16", "bfloat16"):
         dtype = getattr(torch, name)
-        unet = torch.nn.Module.to(base, args.device, dtype)
+        unet = release_unet(args, dtype, torch.channels_last)
+        shape = (3, unet.config.sample_size, unet.config.sample_size)
+        peak = args.peak_tflops or measured_peak(dtype, args.device, n=4096 if args.device == "cuda" else 1024) / 1e3
         flops = unet_flops(unet, dtype, args.device)
         context, empty, gens = inputs(unet, args.batch, dtype, args.device)
-        cfg = mode_config("uiface", 50)
+        cfg = mode_config("uiface", steps)
         run_sampler(unet, scheduler, context[:2], empty[:2], gens[:2], mode_config("uiface", 2), shape)  # warm-up
         if args.device == "cuda":
             torch.cuda.synchronize()
@@ -159,8 +201,12 @@ def throughput(args) -> None:
         print(
             f"{name}: {args.batch / seconds:.2f} images/s, {evaluations / args.batch:.1f} UNet evaluations per "
             f"image, {flops / 1e9:.1f} GFLOP per evaluation, {achieved:.1f} TFLOP/s = "
-            f"{achieved / args.peak_tflops:.1%} of {args.peak_tflops:g} TFLOP/s"
+            f"{achieved / peak:.1%} of {peak:g} TFLOP/s ({'given' if args.peak_tflops else 'measured matmul'}), "
+            f"{load()}",
+            flush=True,
         )
+        results.append({"dtype": name, "images_per_s": args.batch / seconds, "fraction_of_peak": achieved / peak})
+    return results
 
 
 def evaluations_per_image(batch: int, steps: int = 50) -> None:

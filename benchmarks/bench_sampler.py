@@ -14,6 +14,11 @@ same images).  A table, not a timed test:
 
     python benchmarks/bench_sampler.py --threads 1 --batch 4 --steps 10
     python benchmarks/bench_sampler.py --size paper --device cuda --dtype bfloat16 --batch 64
+
+``--dtype`` takes a comma list (default ``float32,auto``): every precision runs in the same process,
+one table each, with the achieved GFLOP/s of our loop (FLOPs counted by torch's FlopCounterMode)
+and its fraction of the matmul peak measured in that dtype in this run (benchmarks/perf.py), and
+the speedup over the first precision.  ``--quick``: 2 steps, batch 2, one repeat, modes uiface only.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from diffusers import DDIMScheduler, UNet2DConditionModel  # noqa: E402
 
+from perf import count_flops, load, measured_peak, peak_line, precisions  # noqa: E402
 from uiface_ray.sample.adaptive_t0 import combine_maps, layer_grid, map_distance, spatial_map  # noqa: E402
 from uiface_ray.sample.config import MODES, SamplerConfig  # noqa: E402
 from uiface_ray.sample.loop import initial_noise, run_sampler  # noqa: E402
@@ -156,14 +163,27 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs per loop")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--dtype", default="float32,auto", help="comma list of float32, bfloat16, float16, auto")
     parser.add_argument("--threshold", type=float, default=0.005)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--switch", choices=["same_step", "next_step"], default="same_step")
+    parser.add_argument("--quick", action="store_true", help="batch 2, 2 steps, 1 repeat, uiface only")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.steps, args.repeats, args.modes = 2, 2, 1, "uiface"
     torch.set_num_threads(args.threads)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    unet = build_unet(args.size, device, dtype)
+    chosen = precisions(args.dtype, args.device)
+    peaks = {q.dtype_name: measured_peak(q.dtype, args.device, seconds=0.3 if args.quick else 1.0) for q in chosen}
+    print(peak_line(peaks, args.device))
+    base: dict[str, float] = {}
+    for q in chosen:
+        one_precision(args, q, peaks[q.dtype_name], base)
+    return 0
+
+
+def one_precision(args, q, peak: float, base: dict[str, float]) -> None:
+    device, dtype = torch.device(args.device), q.dtype
+    unet = build_unet(args.size, device, dtype).to(memory_format=q.memory_format())
     _, sample, dim, n_tokens = SIZES[args.size]
     shape = (3, sample, sample)
     g = torch.Generator().manual_seed(1)
@@ -172,12 +192,13 @@ def main(argv=None) -> int:
     params = sum(p.numel() for p in unet.parameters()) / 1e6
     print(
         f"# {args.size} UNet {params:.1f}M params, latents {shape}, batch {args.batch}, {args.steps} steps, "
-        f"{args.dtype} on {args.device}, {args.threads} thread(s), best of {args.repeats}, "
-        f"threshold {args.threshold}, {args.switch} switch"
+        f"{q.describe()}, {args.threads} thread(s), best of {args.repeats}, "
+        f"threshold {args.threshold}, {args.switch} switch, {load()}"
     )
     header = (
         f"{'mode':<20} {'ours img/s':>10} {'naive img/s':>11} {'speedup':>7} {'ours ev/img':>11} "
-        f"{'naive ev/img':>12} {'ev ratio':>8} {'mean t0':>7} {'max |dz|':>9}"
+        f"{'naive ev/img':>12} {'ev ratio':>8} {'mean t0':>7} {'max |dz|':>9} {'GFLOP/s':>8} {'of peak':>7} "
+        f"{'vs first':>8}"
     )
     warm = SamplerConfig(mode="uiface", num_inference_steps=2)
     run_sampler(unet, DDIMScheduler(clip_sample=False), context, empty, [torch.Generator()] * args.batch, warm, shape)
@@ -187,19 +208,24 @@ def main(argv=None) -> int:
         cfg = SamplerConfig(mode=mode, num_inference_steps=args.steps, threshold=args.threshold, switch=args.switch)
         gens = lambda: [torch.Generator().manual_seed(i) for i in range(args.batch)]  # noqa: E731
         sched = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
-        t_ours, ours = timed(lambda: run_sampler(unet, sched, context, empty, gens(), cfg, shape), args.repeats, device)
+        ours_fn = lambda: run_sampler(unet, sched, context, empty, gens(), cfg, shape)  # noqa: E731
+        t_ours, ours = timed(ours_fn, args.repeats, device)
         t_naive, (z, t0, ev) = timed(
             lambda: naive_sampler(unet, sched, context, empty, gens(), cfg, shape), args.repeats, device
         )
+        gflops = count_flops(ours_fn) / t_ours / 1e9
+        base.setdefault(mode, t_ours)
         ev_ours = ours.unet_evaluations.float().mean().item()
         diff = (ours.latents - z).abs().max().item()
-        assert torch.equal(ours.t0.cpu(), t0.cpu().long()), f"{mode}: t0 differs between the loops"
+        if dtype == torch.float32:
+            assert torch.equal(ours.t0.cpu(), t0.cpu().long()), f"{mode}: t0 differs between the loops"
         print(
             f"{mode:<20} {args.batch / t_ours:>10.2f} {args.batch / t_naive:>11.2f} {t_naive / t_ours:>7.2f} "
             f"{ev_ours:>11.1f} {ev.float().mean().item():>12.1f} {ev.float().mean().item() / ev_ours:>8.2f} "
-            f"{ours.t0.float().mean().item():>7.0f} {diff:>9.2e}"
+            f"{ours.t0.float().mean().item():>7.0f} {diff:>9.2e} {gflops:>8.1f} {gflops / peak:>7.1%} "
+            f"{base[mode] / t_ours:>7.2f}x",
+            flush=True,
         )
-    return 0
 
 
 if __name__ == "__main__":

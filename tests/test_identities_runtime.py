@@ -30,8 +30,8 @@ def _candidates(model: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     from uiface_ray.encoders import EncoderConfig, load_encoder
     from uiface_ray.sample import SamplerConfig, UIFaceSampler, image_seed
 
-    sampler = UIFaceSampler.from_pretrained(
-        model, config=SamplerConfig(mode="two_stage_fixed", t0=0, num_inference_steps=STEPS)
+    sampler = UIFaceSampler.from_pretrained(  # float32, as the job below: the filter's cases are pinned on it
+        model, dtype="float32", config=SamplerConfig(mode="two_stage_fixed", t0=0, num_inference_steps=STEPS)
     )
     seeds = [image_seed(0, "candidate", k) for k in range(n)]
     images = sampler.sample(np.full((n, 128), 0.1, np.float32), seeds).images
@@ -61,6 +61,7 @@ def test_make_identities_with_leakage_check(ray_local, tmp_path):
             "--encoder.kind=dlib",
             "--actors.num_actors=2",
             "--actors.use_gpu=false",
+            "--actors.dtype=float32",
         ]
     )
     assert rc == 0

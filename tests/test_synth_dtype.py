@@ -111,3 +111,57 @@ def test_gpu_pool_on_a_ray_with_fake_gpus(tmp_path):
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, proc.stderr[-3000:]
     assert line[0].split() == ["RESULT", "True", "2", "0,1"]
+
+
+# ---- issue 25: dtype "auto" resolved where the actors run, recorded, guarding a resume ----
+
+
+def _expected_auto() -> str:
+    from uiface_ray.precision import decide, detect
+
+    return decide(detect(), "cpu", "auto").dtype_name
+
+
+def test_auto_is_resolved_recorded_and_guards_a_resume(ray_local, inputs, tmp_path, capsys):
+    from uiface_ray.synth.resume import ResumeError
+
+    out = str(tmp_path / "auto")
+    result = _run(inputs, out, "auto")
+    assert f"[synthesize] precision: {_expected_auto()}" in capsys.readouterr().out
+    manifest = read_manifest(result.output)
+    assert manifest.complete and manifest.generation["dtype"] == _expected_auto()
+    assert manifest.generation["device"] == "cpu" and manifest.job_config["actors"]["dtype"] == _expected_auto()
+    other = "float32" if _expected_auto() != "float32" else "bfloat16"
+    with pytest.raises(ResumeError, match=f"dtype.*{_expected_auto()}.*{other}"):  # a resume in another dtype
+        _run(inputs, out, other)
+    assert _run(inputs, out, _expected_auto()).shards_run == 0  # the same dtype resumes (nothing left)
+
+
+@pytest.mark.slow
+def test_gpu_actors_on_a_fake_gpu_fall_back_to_cpu(inputs, tmp_path):
+    """use_gpu=true on a Ray whose GPU resource has no CUDA device: num_gpus=1 planning still holds
+    the GPU slot, the precision probe finds no CUDA there, and the actors sample on the CPU in the
+    CPU's precision; the manifest says cpu."""
+    model, identities = inputs
+    script = textwrap.dedent(f"""
+        import json, ray, torch
+        torch.set_num_threads(1)
+        from uiface_ray.runtime.synthesis import run_synthesis
+        from uiface_ray.synth.config import SynthesisConfig
+        from uiface_ray.synth.manifest import read_manifest
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, configure_logging=False)
+        cfg = SynthesisConfig.model_validate(dict(
+            model={model!r}, identities={identities!r}, output={str(tmp_path / "gpu")!r},
+            images_per_identity=2, identities_per_shard=1, seed=1, batch_size=2, progress_every_s=0.0,
+            sampler={{"mode": "uiface", "num_inference_steps": 2}},
+            actors={{"use_gpu": True, "max_restarts": 0}}))
+        res = run_synthesis(cfg)
+        m = read_manifest(res.output)
+        print("RESULT", json.dumps([res.actors, m.complete, m.generation["device"], m.generation["dtype"]]))
+        ray.shutdown()
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
+    assert line, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert line[0].split(" ", 1)[1] == f'[1, true, "cpu", "{_expected_auto()}"]'
+    assert "no CUDA device here, running on cpu" in proc.stdout

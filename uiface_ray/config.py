@@ -110,10 +110,11 @@ class ActorPoolConfig(Config):
         description="true: one actor per GPU (num_gpus=1); false: CPU actors; empty: GPUs when the cluster has any.",
     )
     cpus_per_actor: int = Field(1, ge=1, description="num_cpus of each CPU actor (and torch threads in it).")
-    dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32",
-        description="Sampling dtype of the actors (float16/bfloat16 on GPUs; CPUs run them too, slowly). "
-        "Part of what decides the bytes: a resume must keep it.",
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto",
+        description="Sampling dtype of the actors. auto: what their device runs fastest (bfloat16 + channels_last "
+        "on CPUs with AMX/AVX512-BF16 and CUDA sm_80+, float16 on sm_70/75, else float32; uiface_ray.precision). "
+        "Part of what decides the bytes: the resolved dtype is recorded and a resume must keep it.",
     )
     tasks_per_actor: int = Field(2, ge=1, description="Shards queued per actor (2 keeps it busy while one is written).")
     max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed actor in its own slot.")

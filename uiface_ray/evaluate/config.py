@@ -117,6 +117,12 @@ class FRTrainParams(Config):
     use_gpu: bool = Field(False, description="One GPU per worker (the 'local' runner: train on 'cuda').")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker.")
     torch_threads: int = Field(1, ge=1, description="torch.set_num_threads inside each worker (or the local process).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Autocast dtype of the backbone's forward pass (the margin head stays float32). auto: what the "
+        "worker's device runs fastest (bfloat16 on AMX/AVX512-BF16 CPUs and CUDA sm_80+, float16 with a gradient "
+        "scaler on sm_70/75, else float32; uiface_ray.precision); float32: the results of before.",
+    )
 
 
 class FRTrainConfig(FRTrainParams):

@@ -33,6 +33,7 @@ from uiface_ray.evaluate.fr_verify import CurvePoint, PairsVerifier
 from uiface_ray.evaluate.config import FRTrainConfig, FRTrainParams
 from uiface_ray.errors import InputError
 from uiface_ray.sample.seeds import step_seed
+from uiface_ray.precision import decide, detect
 
 BACKBONE_FILE = "backbone.pth"
 LOG_FILE = "train_log.json"
@@ -164,6 +165,10 @@ def run_fr_training(
     log_every_s: float = 30.0,
 ) -> FRRun:
     """Train on this worker's ``images`` (n, s, s, 3) uint8 at ``plan.input_size`` (see the module docstring)."""
+    precision = decide(detect(), torch.device(ctx.device).type, cfg.dtype)
+    if ctx.rank == 0:
+        ctx.log(f"[train_fr] precision: {precision.describe()}")
+    scaler = torch.amp.GradScaler("cuda") if precision.grad_scaler else None
     model = ctx.wrap(_build(cfg, plan, seed))
     inner = getattr(model, "module", model)
     optimizer = fr_train.build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
@@ -235,7 +240,16 @@ def run_fr_training(
         inner.head.m = margin_at(step, cfg.head_m, m_warm)
         gen = torch.Generator().manual_seed(step_seed(seed, step, ctx.rank))
         res = fr_train.train_step(
-            model, optimizer, images[batches[k]], labels[batches[k]], lr, gen, aug, ctx.device
+            model,
+            optimizer,
+            images[batches[k]],
+            labels[batches[k]],
+            lr,
+            gen,
+            aug,
+            ctx.device,
+            precision.autocast,
+            scaler,
         )  # 3.
         if ema is not None:  # 4.
             ema.update(inner.backbone)

@@ -42,7 +42,9 @@ class FRModel(nn.Module):
         self.head = build_head(head, embedding_dim, num_classes, s, m, generator)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images), labels)
+        embeddings = self.backbone(images)  # (B, E): under the caller's autocast, if any
+        with torch.autocast(images.device.type, enabled=False):  # cosines times s = 64: float32
+            return self.head(embeddings.float(), labels)
 
 
 class WeightAverage:
@@ -104,8 +106,11 @@ def train_step(
     generator: torch.Generator,
     augment: AugmentSpec | None,
     device: torch.device | str = "cpu",
+    autocast: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> StepResult:
-    """Augment, normalise to [-1, 1] as insightface, one forward/backward/update."""
+    """Augment, normalise to [-1, 1] as insightface, one forward/backward/update; the forward pass
+    under ``autocast`` (a dtype, or None for float32), the loss scaled by ``scaler`` (CUDA float16)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     x = to_unit_range(images)
@@ -114,12 +119,18 @@ def train_step(
     x = ((x - 0.5) / 0.5).to(device).contiguous(memory_format=torch.channels_last)  # (B, 3, n, n) in [-1, 1]
     y = torch.as_tensor(labels, dtype=torch.long, device=device)
     model.train()
-    loss = model(x, y)
+    with torch.autocast(torch.device(device).type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        loss = model(x, y)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"FR loss is {float(loss)} at lr {lr}: lower the learning rate")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return StepResult(float(loss.detach()), lr)
 
 

@@ -20,6 +20,7 @@ from uiface_ray.identities.config import MakeIdentitiesConfig
 from uiface_ray.identities.filtering import FilterSummary, GreedyIdentityFilter
 from uiface_ray.identities.table import write_identity_table
 from uiface_ray.model import ModelLoadError, load_model
+from uiface_ray.runtime.device_probe import actor_precision
 from uiface_ray.runtime.pool import dispatch, kill_pool, start_pool, wants_gpu
 from uiface_ray.runtime.session import ray_session
 from uiface_ray.storage.fs import check_writable
@@ -47,7 +48,7 @@ class CandidateWorker:
         self.sampler = UIFaceSampler.from_pretrained(
             self.cfg.model,
             device=device,
-            dtype=getattr(torch, self.cfg.actors.dtype),
+            dtype=self.cfg.actors.dtype,  # resolved by the driver (runtime.device_probe)
             config=sampler_cfg,
             storage=self.cfg.storage,
         )
@@ -154,11 +155,14 @@ def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
         progress.show(filt.kept, filt.drawn, force=filt.done)
         return filt.done
 
-    cfg_dict = cfg.model_dump(mode="json")
     actors: list = []
     progress = KeptProgress(cfg.num_identities, cfg.max_candidates)
     with ray_session(cfg.ray):  # the job's session, or the pipeline's when one is open
         use_gpu = wants_gpu(cfg.actors)
+        precision = actor_precision(cfg.actors.dtype, use_gpu)  # "auto": what the actors' device runs fastest
+        print(f"[make_identities] precision: {precision.describe()}", flush=True)
+        cfg = cfg.model_copy(update={"actors": cfg.actors.model_copy(update={"dtype": precision.dtype_name})})
+        cfg_dict = cfg.model_dump(mode="json")
         try:
             actors = start_pool(
                 CandidateWorker,
@@ -186,6 +190,14 @@ def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
             "candidates (max_candidates); raise similarity_threshold or max_candidates"
         )
     write_identity_table(cfg.output, result, encoder, cfg.storage)
-    summary = {**asdict(result.summary), "output": cfg.output, "model": cfg.model, "seed": cfg.seed, "encoder": encoder}
+    summary = {
+        **asdict(result.summary),
+        "output": cfg.output,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "encoder": encoder,
+        "dtype": precision.dtype_name,
+        "device": precision.device,
+    }
     storage.write_bytes_atomic(cfg.summary_url(), (json.dumps(summary, indent=2) + "\n").encode(), cfg.storage)
     return result.summary

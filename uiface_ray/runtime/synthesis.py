@@ -34,6 +34,7 @@ from uiface_ray import storage
 from uiface_ray.errors import InputError
 from uiface_ray.identities.table import IdentityTable, read_identity_table
 from uiface_ray.model import ModelLoadError, load_model, model_hash
+from uiface_ray.runtime.device_probe import actor_precision
 from uiface_ray.runtime.pool import board_of, dispatch, kill_pool, start_board, start_pool, wait_ready, wants_gpu
 from uiface_ray.runtime.session import ray_session
 from uiface_ray.storage.fs import check_writable
@@ -104,7 +105,10 @@ def check_inputs(cfg: SynthesisConfig) -> Checked:
     except storage.StorageError as exc:
         raise SynthesisInputError(f"output {cfg.output} is not writable: {exc}") from exc
     use_gpu = wants_gpu(cfg.actors)
-    generation = cfg.generation(mhash, table.sha256, cfg.actors.dtype, "cuda" if use_gpu else "cpu")
+    precision = actor_precision(cfg.actors.dtype, use_gpu)  # "auto" -> the dtype the actors' device runs fastest
+    print(f"[synthesize] precision: {precision.describe()}", flush=True)
+    cfg = cfg.model_copy(update={"actors": cfg.actors.model_copy(update={"dtype": precision.dtype_name})})
+    generation = cfg.generation(mhash, table.sha256, precision.dtype_name, precision.device)
     plan = plan_shards(len(table), cfg.identities_per_shard, cfg.images_per_identity)
     return Checked(cfg, table, plan, generation, use_gpu)
 

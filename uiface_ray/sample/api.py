@@ -1,11 +1,14 @@
 """Python API without Ray: load a saved generator and sample identity images.
 
-    sampler = UIFaceSampler.from_pretrained("s3://bucket/model", device="cuda", dtype=torch.bfloat16)
+    sampler = UIFaceSampler.from_pretrained("s3://bucket/model", device="cuda")  # dtype="auto"
     batch = sampler.sample(embeddings, seeds=[image_seed(job, identity, k) for k in range(8)])
     batch.images  # (B, H, W, 3) uint8
 
 Identity embeddings are L2-normalised here (as the official release does on load); every image
 gets its own CPU ``torch.Generator``, so its initial noise is the same on CPU and CUDA.
+``dtype="auto"`` (the default) samples in what the device runs fastest
+(:mod:`uiface_ray.precision`: bfloat16 + channels_last on a bf16 CPU or an sm_80+ GPU, float16 on
+sm_70/75, else float32); ``sampler.precision`` says what was chosen and why.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from uiface_ray.model.bundle import UIFaceModel, load_model
+from uiface_ray.precision import Precision, resolve
 from uiface_ray.sample.config import SamplerConfig
 from uiface_ray.sample.loop import SamplerOutput, run_sampler
 from uiface_ray.sample.seeds import image_seed
@@ -67,18 +71,32 @@ class UIFaceSampler:
         if not isinstance(self.config, SamplerConfig):
             raise TypeError(f"config must be a SamplerConfig, got {type(self.config).__name__}")
         self.scheduler = DDIMScheduler.from_config(model.scheduler_config)
+        self.precision: Precision | None = None  # set by from_pretrained
 
     @classmethod
     def from_pretrained(
         cls,
         url: str,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: str | torch.dtype = "auto",
         config: SamplerConfig | None = None,
         storage=None,
     ) -> "UIFaceSampler":
-        """Load a model folder written by ``uiface_ray.model.bundle.save_model`` (local or s3://)."""
-        return cls(load_model(url, device=device, dtype=dtype, storage=storage), config)
+        """Load a model folder written by ``uiface_ray.model.bundle.save_model`` (local or s3://).
+
+        ``dtype``: "auto" (:func:`uiface_ray.precision.resolve` for ``device``), or "float32",
+        "float16", "bfloat16" (or the torch dtype).  Reduced precision also puts the UNet and the
+        autoencoder in channels_last; float32 stays contiguous, bit for bit as before."""
+        precision = resolve(device, dtype)
+        where = device if precision.device == torch.device(device).type else precision.device  # keeps "cuda:1"
+        model = load_model(url, device=where, dtype=precision.dtype, storage=storage)
+        if precision.channels_last:
+            for module in (model.unet, model.autoencoder):
+                if module is not None:
+                    torch.nn.Module.to(module, memory_format=torch.channels_last)
+        sampler = cls(model, config)
+        sampler.precision = precision
+        return sampler
 
     @property
     def device(self) -> torch.device:

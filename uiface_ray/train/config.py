@@ -76,7 +76,12 @@ class TrainConfig(Config):
     use_gpu: bool = Field(False, description="One GPU per worker.")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
     torch_threads: int | None = Field(1, ge=1, description="torch threads per worker (empty: torch's default).")
-    mixed_precision: Literal["no", "bf16"] = Field("bf16", description="Autocast on GPU (ignored on CPU).")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto",
+        description="Autocast dtype of the forward pass. auto: what the worker's device runs fastest "
+        "(bf16 on AMX/AVX512-BF16 CPUs, bf16 + channels_last on CUDA sm_80+, fp16 with a gradient scaler on "
+        "sm_70/75, else none; uiface_ray.precision); no: float32 throughout (the results of before).",
+    )
     max_failures: int = Field(0, ge=-1, description="Ray Train restarts after a worker failure (-1: unlimited).")
     stop_after_minutes: float | None = Field(
         None,
