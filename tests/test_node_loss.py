@@ -27,6 +27,7 @@ from test_deploy_local_cluster import (
     _env,
     _free_port_range,
     _free_ports,
+    _get_json,
     _job_logs,
     _job_status,
     _stop,
@@ -153,6 +154,26 @@ def _kill_worker_after_first_shard(worker: subprocess.Popen, out: Path, running)
     os.kill(_raylet_pid(worker), signal.SIGKILL)
 
 
+def submit(url: str, job_id: str, args: list[str]):
+    """``ray job submit`` of ``python <args>`` from this checkout, as the README does; returns a
+    function that says whether the job is still pending or running."""
+    cmd = [str(RAY), "job", "submit", "--address", url, "--submission-id", job_id, "--no-wait",
+           "--runtime-env", "deploy/runtime_env.yaml", "--working-dir", ".", "--", "python", *args]  # fmt: skip
+    submitted = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return lambda: _job_status(url, job_id, submitted) in ("PENDING", "RUNNING")
+
+
+def wait_job(url: str, job_id: str, timeout_s: float = 600) -> str:
+    """The job's final status (SUCCEEDED, FAILED, STOPPED)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        info = _get_json(f"{url}/api/jobs/{job_id}") or {}
+        if info.get("status") in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return info["status"]
+        time.sleep(3)
+    raise AssertionError(f"job {job_id} still running after {timeout_s} s")
+
+
 @pytest.fixture()
 def cluster(tmp_path):
     """A head (1 CPU) and a worker node (1 CPU); yields (dashboard URL, GCS port, worker process,
@@ -226,17 +247,36 @@ def test_worker_node_lost_mid_run_the_job_finishes_identical(cluster, tmp_path):
     worker = start_worker()
     out = tmp_path / "submitted"
     job_id = f"uiface-node-loss-{os.getpid()}"
-    cmd = [str(RAY), "job", "submit", "--address", url, "--submission-id", job_id, "--no-wait",
-           "--runtime-env", "deploy/runtime_env.yaml", "--working-dir", ".", "--",
-           "python", *_synth_args(model, identities, out)]  # fmt: skip
-    submitted = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    _kill_worker_after_first_shard(worker, out, lambda: _job_status(url, job_id, submitted) in ("PENDING", "RUNNING"))
-    deadline, status = time.time() + 600, "RUNNING"
-    while status not in ("SUCCEEDED", "FAILED", "STOPPED") and time.time() < deadline:
-        time.sleep(3)
-        status = _job_status(url, job_id, submitted)
+    running = submit(url, job_id, _synth_args(model, identities, out))
+    _kill_worker_after_first_shard(worker, out, running)
+    status = wait_job(url, job_id)
     logs = _job_logs(url, job_id)
     assert status == "SUCCEEDED", logs[-4000:]
     assert "Traceback" not in logs and "error:" not in logs, logs[-4000:]
     assert _shards(out) == reference
     assert not (out / "journal").exists()
+
+
+def test_ray_job_stop_ends_the_log_with_the_jobs_line(cluster, tmp_path):
+    """`ray job stop` sends SIGTERM to the driver (issue 26 item 6): the job's log ends with its own
+    `terminated:` line, not Ray's stack dump.  (Ray 2.60 records a stopped job as STOPPED with no
+    driver exit code, whatever the driver returns.)"""
+    url, _, start_worker = cluster
+    start_worker()
+    model, identities = make_tiny_synthesis_inputs(tmp_path / "inputs", num_identities=NUM_IDENTITIES)
+    out = tmp_path / "stopped"
+    job_id = f"uiface-stop-{os.getpid()}"
+    running = submit(url, job_id, _synth_args(model, identities, out))
+    deadline = time.time() + 400
+    while not (out / "shards" / "shard-00000.parquet").exists():
+        assert running() and time.time() < deadline, _job_logs(url, job_id)[-3000:]
+        time.sleep(0.3)
+    stop = subprocess.run(
+        [str(RAY), "job", "stop", "--address", url, job_id], env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert stop.returncode == 0, stop.stderr[-2000:]
+    assert wait_job(url, job_id) == "STOPPED"
+    logs = _job_logs(url, job_id)
+    lines = [line for line in logs.splitlines() if line.strip()]
+    assert lines[-1] == "terminated: stopped; rerun the same command to resume", logs[-3000:]
+    assert "received at time" not in logs and "Traceback" not in logs, logs[-3000:]
