@@ -295,8 +295,9 @@ def _stop_at_stage(args: list[str], env: dict, stage: str, sig_name: str) -> Non
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     text = "\n".join(lines)
+    after = text[text.index(want) :]  # what the job printed once signalled
     want_code, want_line = SIGNAL_LINES[sig_name]
-    assert code == want_code, f"{stage} / {sig_name}: exit {code}\n{text[-4000:]}"
+    assert code == want_code, f"{stage} / {sig_name}: exit {code}\n{after[:2500]}\n...\n{after[-2500:]}"
     assert [line for line in lines if line.strip()][-1] == want_line, text[-4000:]
     assert "Traceback" not in text and "received at time" not in text, text[-4000:]
 

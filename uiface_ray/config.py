@@ -350,18 +350,34 @@ class _Terminated(KeyboardInterrupt):
 class _Signals:
     """The job's SIGTERM/SIGINT handler: SIGTERM raises :class:`_Terminated`, SIGINT
     ``KeyboardInterrupt``; a repeat of either is ignored from then on, so that it cannot break the
-    cleanup the first one started (a scheduler that will not wait sends SIGKILL)."""
+    cleanup the first one started (a scheduler that will not wait sends SIGKILL).  A signal that
+    lands inside an ``import`` is sent again 0.2 s later: raised there, it aborted the process
+    (exit -6) while ``import torch`` ran."""
 
     def __init__(self):
         self.received: int | None = None
 
-    def __call__(self, signum, frame):  # noqa: ARG002
+    def __call__(self, signum, frame):
+        import os
         import signal
+        import threading
 
+        if _importing(frame):  # raised into a half-imported C extension (torch), it aborted the process
+            threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()  # ask again once it is done
+            return
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
         self.received = signum
         raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _importing(frame) -> bool:
+    """Whether ``frame`` runs inside an ``import`` (importlib's frames are on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _run_body(body: typing.Callable[[C], Any], cfg: C) -> None:
