@@ -122,3 +122,28 @@ def test_signal_mid_synthesis_ends_with_our_line_and_the_rerun_is_identical(inpu
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert _shards(out) == clean
     assert json.loads(storage.read_bytes(str(out / "manifest.json")))["complete"] is True
+
+
+def test_a_signal_inside_an_import_waits_for_the_import(tmp_path):
+    """SIGTERM raised inside ``import torch`` aborted the pipeline (exit -6): a signal that lands in an
+    import is asked again once the import is done, then ends the job as usual."""
+    (tmp_path / "slow_module.py").write_text(
+        "import os, signal, time, pathlib\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(1.0)\n"
+        f"pathlib.Path({str(tmp_path / 'imported')!r}).write_text('done')\n"
+    )
+    job = (
+        "import sys, time\n"
+        "from uiface_ray.config import Config, run_job\n"
+        "def body(cfg):\n"
+        "    import slow_module\n"
+        "    time.sleep(30)\n"
+        "sys.exit(run_job(Config, body, []))\n"
+    )
+    env = _env()
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{tmp_path}"
+    run = subprocess.run([sys.executable, "-c", job], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 143, run.stderr[-2000:]
+    assert run.stderr.strip().splitlines()[-1] == LINES[signal.SIGTERM][1]
+    assert (tmp_path / "imported").read_text() == "done"  # the import ran to its end
