@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from uiface_ray.config import Config, ConfigError, StorageConfig
 from uiface_ray.errors import InputError
 from uiface_ray.runtime.config import LFW_IMAGES, LFW_PEOPLE, PipelineConfig
+from uiface_ray.runtime.signals import restore_job_handlers
 from uiface_ray.storage import absolute_url, exists, join, read_bytes, write_bytes_atomic
 
 NO_FACES_MESSAGE = (
@@ -138,6 +139,7 @@ def run_stages(
         start = time.time()
         try:
             outcome = StageOutcome("reused") if skip else plan.run(plan.config)
+            restore_job_handlers()  # a stage may have set its own (Ray Train's fit sets SIGINT's)
         except InputError as exc:
             raise PipelineStageError(f"pipeline stage {stage.name}: {exc}") from exc
         except Exception:

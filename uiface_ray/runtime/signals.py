@@ -20,11 +20,21 @@ import signal
 import threading
 from typing import Iterator
 
-__all__ = ["handlers_kept_over_ray_init"]
+__all__ = ["handlers_kept_over_ray_init", "restore_job_handlers"]
 
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+_kept: list = []  # the restore functions of the open handlers_kept_over_ray_init blocks, innermost last
+
+
+def restore_job_handlers() -> None:
+    """Put the job's SIGTERM/SIGINT handlers back now.  Ray Train's ``fit()`` sets its own SIGINT
+    handler (a graceful abort of its run) and leaves it there after returning: a pipeline stage that
+    trained calls this so that Ctrl-C in a later stage is the job's again."""
+    if _kept:
+        _kept[-1]()
 
 
 @contextlib.contextmanager
@@ -46,11 +56,12 @@ def handlers_kept_over_ray_init() -> Iterator[None]:
         hooks = worker._post_init_hooks
     except (ImportError, AttributeError) as exc:  # another Ray: say so, the job still runs
         log.warning("cannot keep the job's SIGTERM handler over ray.init (%s): SIGTERM may abort the job", exc)
-        yield
-        return
+        hooks = []
     hooks.append(restore)
+    _kept.append(restore)
     try:
         yield
     finally:
+        _kept.remove(restore)
         with contextlib.suppress(ValueError):
             hooks.remove(restore)
