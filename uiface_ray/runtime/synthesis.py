@@ -35,15 +35,14 @@ from uiface_ray import storage
 from uiface_ray.errors import InputError
 from uiface_ray.identities.table import IdentityTable, read_identity_table
 from uiface_ray.model import ModelLoadError, load_model, model_hash
+from uiface_ray.runtime.board import board_of, start_board
 from uiface_ray.runtime.pool import (
-    board_of,
     check_fits,
     cluster_is_fixed,
     dispatch,
     kill_pool,
     plan_pool,
     replacer,
-    start_board,
     start_pool,
     wait_ready,
     wants_gpu,
