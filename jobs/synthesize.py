@@ -29,7 +29,7 @@ def body(cfg: SynthesisConfig) -> None:
     print(
         f"[synthesize] done: {result.num_rows} images in {result.num_shards} shards -> {result.output} "
         f"({result.shards_run} run now, {result.shards_skipped} already done and skipped "
-        f"({result.shards_adopted} of them adopted), {result.shard_retries} re-dispatched; "
+        f"({result.shards_adopted} of them adopted: written by an earlier run, verified), {result.shard_retries} re-dispatched; "
         f"{result.images_per_second:.2f} img/s with {result.actors} actors)"
     )
 

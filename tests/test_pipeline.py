@@ -17,6 +17,40 @@ from uiface_ray.synth.config import SynthesisConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
+STAGE_NAMES = ("prepare_faces", "embed", "train_diffusion", "make_identities", "synthesize", "metrics", "export")
+
+
+def _tiny_pipeline(lfw_dir: Path, rel_work: str) -> list[str]:
+    """``jobs/pipeline.py`` at toy scale, from the repository root with relative paths only."""
+    import os
+
+    lfw_rel = os.path.relpath(lfw_dir, ROOT)
+    return [
+        sys.executable,
+        "jobs/pipeline.py",
+        "--config",
+        "configs/pipeline.yaml",
+        f"--workdir={rel_work}/work",
+        f"--generator_cache={rel_work}/gen",
+        f"--faces_source={lfw_rel}/images",
+        f"--people_file={lfw_rel}/peopleDevTrain.txt",
+        "--train_config=configs/train_diffusion_tiny.yaml",
+        "--max_images_per_identity=3",
+        "--num_identities=2",
+        "--images_per_identity=2",
+        "--num_inference_steps=4",
+        "--stages.prepare_faces.max_identities=6",
+        "--stages.train_diffusion.max_steps=4",
+        "--stages.train_diffusion.checkpoint_every=4",
+        "--stages.train_diffusion.num_workers=1",
+        "--stages.train_diffusion.grid.num_inference_steps=2",
+        "--stages.train_diffusion.grid.num_identities=4",
+        "--stages.make_identities.similarity_threshold=0.99",
+        "--stages.make_identities.leakage_threshold=0.99",
+        "--stages.metrics.msssim_size=48",
+    ]
+
+
 def test_example_config_loads():
     cfg = load_config(PipelineConfig, ROOT / "configs" / "pipeline.yaml")
     assert cfg.num_actors == 2 and cfg.ray.num_cpus == 2
@@ -59,32 +93,8 @@ def test_pipeline_end_to_end_tiny_from_repo_root_with_relative_paths(lfw_dir):
     import uuid
 
     rel_work = f"out/pytest-pipeline-{uuid.uuid4().hex[:8]}"
-    lfw_rel = os.path.relpath(lfw_dir, ROOT)
     tmp = tempfile.mkdtemp(prefix="uq", dir="/tmp")  # short: Ray's socket paths live under it
-    args = [
-        sys.executable,
-        "jobs/pipeline.py",
-        "--config",
-        "configs/pipeline.yaml",
-        f"--workdir={rel_work}/work",
-        f"--generator_cache={rel_work}/gen",
-        f"--faces_source={lfw_rel}/images",
-        f"--people_file={lfw_rel}/peopleDevTrain.txt",
-        "--train_config=configs/train_diffusion_tiny.yaml",
-        "--max_images_per_identity=3",
-        "--num_identities=2",
-        "--images_per_identity=2",
-        "--num_inference_steps=4",
-        "--stages.prepare_faces.max_identities=6",
-        "--stages.train_diffusion.max_steps=4",
-        "--stages.train_diffusion.checkpoint_every=4",
-        "--stages.train_diffusion.num_workers=1",
-        "--stages.train_diffusion.grid.num_inference_steps=2",
-        "--stages.train_diffusion.grid.num_identities=4",
-        "--stages.make_identities.similarity_threshold=0.99",
-        "--stages.make_identities.leakage_threshold=0.99",
-        "--stages.metrics.msssim_size=48",
-    ]
+    args = _tiny_pipeline(lfw_dir, rel_work)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "TMPDIR": tmp}
     try:
         first = subprocess.run(args, capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
@@ -246,3 +256,87 @@ def test_stage_plans_need_no_ray_and_validate_the_stage_config(tmp_path, monkeyp
     with pytest.raises(ConfigError, match="pipeline stage synthesize: stages.synthesize.seed"):
         bad = cfg.model_copy(update={"stages": cfg.stages.model_copy(update={"synthesize": {"seed": "x"}})})
         plans["synthesize"] = STAGES[4].plan(bad, up)
+
+
+SIGNAL_LINES = {
+    "SIGTERM": (143, "terminated: stopped; rerun the same command to resume"),
+    "SIGINT": (130, "interrupted: stopped; rerun the same command to resume"),
+}
+
+
+def _stop_at_stage(args: list[str], env: dict, stage: str, sig_name: str) -> None:
+    """Run the pipeline, send ``sig_name`` to its driver as soon as ``stage`` starts running, and
+    check the job's own last line, exit code and that nothing printed a traceback or Ray's dump."""
+    import os
+    import signal
+    import time
+
+    k = STAGE_NAMES.index(stage) + 1
+    want = f"[pipeline] {k}/{len(STAGE_NAMES)} {stage}: running"
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.time() + 900
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith(want):
+                time.sleep(0.5)  # inside the stage
+                os.kill(proc.pid, getattr(signal, sig_name))
+                break
+            assert time.time() < deadline, "\n".join(lines[-40:])
+        else:
+            raise AssertionError(f"{stage} never started:\n" + "\n".join(lines[-40:]))
+        lines += proc.stdout.read().splitlines()
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = "\n".join(lines)
+    after = text[text.index(want) :]  # what the job printed once signalled
+    want_code, want_line = SIGNAL_LINES[sig_name]
+    assert code == want_code, f"{stage} / {sig_name}: exit {code}\n{after[:2500]}\n...\n{after[-2500:]}"
+    assert [line for line in lines if line.strip()][-1] == want_line, text[-4000:]
+    assert "Traceback" not in text and "received at time" not in text, text[-4000:]
+
+
+def _walk_stages(lfw_dir: Path, stages: tuple[str, ...], sig_name: str, rerun: bool) -> None:
+    """Stop the pipeline at each of ``stages`` in turn (each rerun resumes where the last stopped),
+    then (``rerun``) run it to the end."""
+    import os
+    import shutil
+    import tempfile
+    import uuid
+
+    rel_work = f"out/pytest-pipeline-sig-{uuid.uuid4().hex[:8]}"
+    tmp = tempfile.mkdtemp(prefix="uq", dir="/tmp")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "TMPDIR": tmp, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    args = _tiny_pipeline(lfw_dir, rel_work)
+    try:
+        for stage in stages:
+            _stop_at_stage(args, env, stage, sig_name)
+        if rerun:
+            done = subprocess.run(args, capture_output=True, text=True, timeout=1800, cwd=ROOT, env=env)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            assert "[pipeline] report ->" in done.stdout
+            manifest = json.loads((ROOT / rel_work / "work" / "synthetic" / "manifest.json").read_text())
+            assert manifest["complete"] is True
+    finally:
+        shutil.rmtree(ROOT / rel_work, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_sigterm_in_the_first_stage_ends_with_the_jobs_line(lfw_dir):
+    """The default suite's representative: SIGTERM while the pipeline prepares faces (Ray is up)."""
+    _walk_stages(lfw_dir, ("prepare_faces",), "SIGTERM", rerun=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig_name", ["SIGTERM", "SIGINT"])
+def test_signal_at_each_stage_then_the_rerun_completes(lfw_dir, sig_name):
+    """SIGTERM / SIGINT at each of the seven stages (each run resumes the last): the job's own line
+    and 143/130 every time, and the rerun completes (issue 27 item 2)."""
+    _walk_stages(lfw_dir, STAGE_NAMES, sig_name, rerun=True)

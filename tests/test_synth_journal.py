@@ -223,9 +223,10 @@ def test_progress_moves_inside_a_shard():
     progress = Progress(total_shards=4, total_images=400, every_s=0.0, stream=Sink())
     progress.in_progress = 30  # 30 images of unfinished shards, reported per batch
     progress.maybe_print()
-    assert "shards 0/4  images 30/400" in lines[0] and "ETA" in lines[0] and "ETA ?" not in lines[0]
+    # only what has landed counts (issue 26 item 7); images inside unfinished shards are shown apart
+    assert "shards 0/4  images 0/400 landed (+30 in unfinished shards)" in lines[0] and "ETA ?" in lines[0]
     progress.in_progress = 0
     progress.update(100)
     progress.maybe_print()
-    assert "shards 1/4  images 100/400" in lines[-2]
+    assert "shards 1/4  images 100/400 landed  " in lines[-2] and "ETA ?" not in lines[-2]
     json.dumps(lines)

@@ -21,6 +21,8 @@ from uiface_ray.synth.faults import FaultInjectionConfig
 from uiface_ray.synth.lease import LEASE_NAME, OutputBusyError, OutputLease
 from uiface_ray.synth.retry import StoreUnavailableError, write_with_retries
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_a_failed_write_is_retried_as_a_write_with_backoff():
     calls, sleeps = [], []
@@ -225,3 +227,70 @@ def test_an_actor_that_meets_bad_input_reports_it_in_one_line(ray_local, tmp_pat
     finally:
         kill_pool(actors)
     wait_cpus_free(ray_local)
+
+
+def test_a_pool_the_embedded_ray_can_never_hold_is_refused_in_one_line(tmp_path):
+    """actors.num_actors=6 on an embedded 2-CPU Ray waited forever without a word (issue 27 item 3):
+    exit 2, one line that says what to change, nothing written."""
+    model, identities = make_tiny_synthesis_inputs(tmp_path / "tiny", num_identities=6)
+    out = tmp_path / "ds"
+    args = [f"--model={model}", f"--identities={identities}", f"--output={out}", "--identities_per_shard=1"]
+    args += ["--actors.num_actors=6", "--sampler.num_inference_steps=2"]  # 6 shards: room for 6 actors
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    run = subprocess.run(
+        [sys.executable, "jobs/synthesize.py", *args, "--actors.use_gpu=false", "--ray.num_cpus=2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert lines[-1].startswith("error: actors.num_actors=6 needs 6 x (1 CPU)"), lines[-3:]
+    assert "room for 2" in lines[-1] and "lower actors.num_actors" in lines[-1]
+    assert "Traceback" not in run.stderr
+    assert not (out / "manifest.json").exists() and not (out / "shards").exists()
+
+
+def test_a_growable_cluster_says_it_waits_for_a_pool_it_cannot_hold_yet(ray_local, capsys):
+    """On a cluster that may grow (a real address), a pool too large for it now waits, saying so and for how long."""
+    from uiface_ray.config import ActorPoolConfig
+    from uiface_ray.runtime.pool import AUTOSCALE_WAIT_S, PoolPlan, check_fits
+
+    assert check_fits(PoolPlan(6, 0, 1), ActorPoolConfig(num_actors=6), fixed=False) is False
+    said = capsys.readouterr().out
+    assert "[pool] waiting for resources: actors.num_actors=6 needs 6 x (1 CPU)" in said
+    assert f"waiting up to {AUTOSCALE_WAIT_S:.0f} s" in said
+    assert check_fits(PoolPlan(2, 0, 1), ActorPoolConfig(num_actors=2), fixed=False) is True
+
+
+def test_the_final_commit_tolerates_a_journal_another_attempt_removed(tmp_path, monkeypatch):
+    """Under `ray job submit` with a lost node the job ended with `error: cannot remove <out>/journal:
+    FileNotFoundError` (issue 27 item 1): another attempt removed the journal between this one's
+    check and its removal.  The race is made certain here: the journal is gone, but the store's
+    first existence check still says it is there."""
+    import fsspec.implementations.local as local
+
+    from uiface_ray.synth.journal import ManifestWriter, journal_url
+    from uiface_ray.synth.manifest import Manifest, ShardRecord, read_manifest
+
+    out = str(tmp_path / "ds")
+    manifest = Manifest({"seed": 0}, 1, 1, 1)
+    writer = ManifestWriter(out, manifest, journal_every_s=0)
+    writer.begin()
+    writer.add(ShardRecord("shard-00000.parquet", 0, 1, "0" * 64, 10, None))
+    assert (tmp_path / "ds" / "journal").is_dir()
+    shutil.rmtree(tmp_path / "ds" / "journal")  # the other attempt
+    real_exists, said = local.LocalFileSystem.exists, []
+
+    def stale_exists(self, path, **kw):
+        if path.rstrip("/").endswith("/journal") and not said:
+            said.append(path)
+            return True  # what this attempt saw just before the other one removed it
+        return real_exists(self, path, **kw)
+
+    monkeypatch.setattr(local.LocalFileSystem, "exists", stale_exists)
+    writer.finish()
+    assert said and read_manifest(out).complete and not storage.exists(journal_url(out))

@@ -408,13 +408,53 @@ def _user_error(exc: BaseException) -> InputError | None:
     return None
 
 
-class _Terminated(BaseException):
+class _Terminated(KeyboardInterrupt):
     """SIGTERM (``ray job stop``, a scheduler) turned into an exception, so ``finally`` blocks run:
-    temporary folders are removed and actors killed as on Ctrl-C."""
+    temporary folders are removed and actors killed as on Ctrl-C.  A ``KeyboardInterrupt``, since
+    Ray's waits turn an interrupt inside them into a new ``KeyboardInterrupt`` (any other exception
+    raised there becomes a ``SystemError``): :class:`_Signals` remembers which signal it was."""
 
 
-def _on_sigterm(signum, frame):  # noqa: ARG001
-    raise _Terminated()
+class _Signals:
+    """The job's SIGTERM/SIGINT handler: SIGTERM raises :class:`_Terminated`, SIGINT
+    ``KeyboardInterrupt``; a repeat of either is ignored from then on, so that it cannot break the
+    cleanup the first one started (a scheduler that will not wait sends SIGKILL).  A signal that
+    lands inside an ``import`` is sent again 0.2 s later: raised there, it aborted the process
+    (exit -6) while ``import torch`` ran."""
+
+    def __init__(self):
+        self.received: int | None = None
+
+    def __call__(self, signum, frame):
+        import os
+        import signal
+        import threading
+
+        if _importing(frame):  # raised into a half-imported C extension (torch), it aborted the process
+            threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()  # ask again once it is done
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        self.received = signum
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _importing(frame) -> bool:
+    """Whether ``frame`` runs inside an ``import`` (importlib's frames are on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _run_body(body: typing.Callable[[C], Any], cfg: C) -> None:
+    """``body(cfg)`` with the job's signal handlers kept over any ``ray.init`` inside it (Ray puts
+    its own SIGTERM handler in, which aborts with exit 134: :mod:`uiface_ray.runtime.signals`)."""
+    from uiface_ray.runtime.signals import handlers_kept_over_ray_init
+
+    with handlers_kept_over_ray_init():
+        body(cfg)
 
 
 def run_job(
@@ -422,28 +462,29 @@ def run_job(
 ) -> int:
     """Parse the config and run ``body``.  Bad input (a :class:`uiface_ray.errors.InputError`: config,
     file, checkpoint, table, storage) prints one ``error: ...`` line and returns 2 (with the
-    traceback too under ``--debug``); Ctrl-C or SIGTERM returns 130 or 143 after cleaning up;
-    bugs keep their traceback."""
+    traceback too under ``--debug``); Ctrl-C or SIGTERM prints one ``interrupted:``/``terminated:``
+    line and returns 130 or 143 after cleaning up; bugs keep their traceback."""
     import signal
     import traceback
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    previous = None
+    previous, handler = {}, _Signals()
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread (a test calling main() from a thread)
         pass
     try:
         cfg = parse_args(cls, argv, description)
-        body(cfg)
-    except KeyboardInterrupt:
-        print("interrupted: stopped; rerun the same command to resume", file=sys.stderr)
+        _run_body(body, cfg)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, _Terminated) or handler.received == signal.SIGTERM:
+            print("terminated: stopped; rerun the same command to resume", file=sys.stderr, flush=True)
+            return 143
+        print("interrupted: stopped; rerun the same command to resume", file=sys.stderr, flush=True)
         return 130
-    except _Terminated:
-        print("terminated: stopped; rerun the same command to resume", file=sys.stderr)
-        return 143
     except Exception as exc:  # noqa: BLE001 - bad input is one line; anything else re-raised
         user = _user_error(exc)
         if user is None:
@@ -454,6 +495,7 @@ def run_job(
         print(f"error: {text}", file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            if old is not None:
+                signal.signal(sig, old)
     return 0

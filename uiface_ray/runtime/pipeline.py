@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from uiface_ray.config import Config, ConfigError, StorageConfig
 from uiface_ray.errors import InputError
 from uiface_ray.runtime.config import LFW_IMAGES, LFW_PEOPLE, PipelineConfig
+from uiface_ray.runtime.signals import restore_job_handlers
 from uiface_ray.storage import exists, join, read_bytes, resolve_urls, write_bytes_atomic
 
 NO_FACES_MESSAGE = (
@@ -140,6 +141,7 @@ def run_stages(
         start = time.time()
         try:
             outcome = StageOutcome("reused") if skip else plan.run(plan.config)
+            restore_job_handlers()  # a stage may have set its own (Ray Train's fit sets SIGINT's)
         except InputError as exc:
             raise PipelineStageError(f"pipeline stage {stage.name}: {exc}") from exc
         except Exception:

@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import ray
@@ -35,7 +36,18 @@ from uiface_ray.errors import InputError
 from uiface_ray.identities.table import IdentityTable, read_identity_table
 from uiface_ray.model import ModelLoadError, load_model, model_hash
 from uiface_ray.runtime.device_probe import actor_precision
-from uiface_ray.runtime.pool import board_of, dispatch, kill_pool, start_board, start_pool, wait_ready, wants_gpu
+from uiface_ray.runtime.board import board_of, start_board
+from uiface_ray.runtime.pool import (
+    check_fits,
+    cluster_is_fixed,
+    dispatch,
+    kill_pool,
+    plan_pool,
+    replacer,
+    start_pool,
+    wait_ready,
+    wants_gpu,
+)
 from uiface_ray.runtime.session import ray_session
 from uiface_ray.storage.fs import check_writable
 from uiface_ray.synth.config import SynthesisConfig
@@ -246,7 +258,13 @@ def _metrics():
 
 
 def _dispatch(
-    prep: Prepared, actors: list, board, writer: ManifestWriter, lease: OutputLease, progress: Progress
+    prep: Prepared,
+    actors: list,
+    board,
+    writer: ManifestWriter,
+    lease: OutputLease,
+    progress: Progress,
+    replace=None,
 ) -> tuple[int, int]:
     """Run every shard of ``prep.state.todo``; returns (shards run, re-dispatches)."""
     cfg, table = prep.cfg, prep.table
@@ -278,10 +296,12 @@ def _dispatch(
     def on_tick() -> None:
         lease.check()
         try:
+            snapshot = ray.get(board.snapshot.remote(), timeout=5)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+            pass  # a slow or lost board: the line keeps its last in-progress count
+        else:
             partial.clear()
-            partial.update(ray.get(board.snapshot.remote(), timeout=5))
-        except ray.exceptions.GetTimeoutError:
-            pass
+            partial.update(snapshot)
         progress.in_progress = in_progress()
         progress.maybe_print()
         writer.flush_if_due()
@@ -296,6 +316,7 @@ def _dispatch(
         key=lambda spec: spec.name,
         on_tick=on_tick,
         tick_s=max(min(cfg.progress_every_s, 5.0), 0.5),
+        replace=replace,
     )
     return stats.completed, stats.redispatched
 
@@ -321,7 +342,14 @@ def _say_skipped(prep: Prepared) -> None:
     done_images = sum(r.rows for r in state.done.values())
     print(
         f"[synthesize] resuming {prep.cfg.output}: {len(state.done)} of {len(prep.plan)} shards already done "
-        f"({done_images} images, {len(state.adopted)} adopted), skipped; {len(state.todo)} to run"
+        f"({done_images} images"
+        + (
+            f"; {len(state.adopted)} adopted: written by an earlier run that stopped before recording them, "
+            "read back and verified"
+            if state.adopted
+            else ""
+        )
+        + f"), skipped; {len(state.todo)} to run"
         + (f" ({len(state.redo)} listed but missing or damaged: rerun)" if state.redo else ""),
         flush=True,
     )
@@ -339,6 +367,8 @@ def run_synthesis(cfg: SynthesisConfig, faults: FaultInjectionConfig | None = No
 
 def _run(cfg: SynthesisConfig, faults: FaultInjectionConfig | None, start: float) -> SynthesisResult:
     checked = check_inputs(cfg)
+    if cluster_is_fixed():  # a pool this Ray can never hold: one line before anything is written
+        check_fits(plan_pool(cfg.actors, checked.use_gpu, len(checked.plan), ray.cluster_resources()), cfg.actors)
     with OutputLease(cfg.output, cfg.storage, ttl_s=cfg.lease_ttl_s) as lease:
         prep = plan_work(checked)
         state = prep.state
@@ -353,6 +383,7 @@ def _run(cfg: SynthesisConfig, faults: FaultInjectionConfig | None, start: float
             every_s=cfg.progress_every_s,
         )
         actors: list = []
+        live: list = []
         helpers: list = []
         ran = retries = 0
         loop_start = time.perf_counter()
@@ -360,12 +391,12 @@ def _run(cfg: SynthesisConfig, faults: FaultInjectionConfig | None, start: float
             if state.todo:
                 board_name = f"uiface-board-{uuid.uuid4().hex[:8]}"
                 helpers.append(start_board(board_name))
-                actors = _start_pool(prep, len(state.todo), board_name, faults)
+                actors, replace = _start_pool(prep, len(state.todo), board_name, faults)
                 live = wait_ready(actors)  # the model is loaded everywhere: start the clock
                 loop_start = progress.restart()
-                ran, retries = _dispatch(prep, live, helpers[0], writer, lease, progress)
+                ran, retries = _dispatch(prep, live, helpers[0], writer, lease, progress, replace)
         finally:
-            kill_pool(actors + helpers)
+            kill_pool(actors + live + helpers)  # live: those started, + the replacements of lost actors
         loop_seconds = time.perf_counter() - loop_start
         writer.finish()  # the complete manifest: the commit marker, written last
         _preview(cfg)
@@ -395,15 +426,15 @@ def _preview(cfg: SynthesisConfig) -> None:
         log.warning("preview.png not written: %s", exc)
 
 
-def _start_pool(prep: Prepared, n_todo: int, board: str, faults: FaultInjectionConfig | None) -> list:
+def _start_pool(prep: Prepared, n_todo: int, board: str, faults: FaultInjectionConfig | None) -> tuple[list, Callable]:
+    """The sampler actors, and the function that replaces a lost one (:func:`replacer`)."""
     cfg_dict = prep.cfg.model_dump(mode="json")
     faults_dict = faults.model_dump() if faults else None
     device = "cuda" if prep.use_gpu else "cpu"
-    return start_pool(
-        SamplerWorker,
-        prep.cfg.actors,
-        prep.use_gpu,
-        n_todo,
-        "uiface-sampler",
-        lambda name: (cfg_dict, name, device, prep.manifest.model_hash, board, faults_dict),
-    )
+
+    def args(name: str) -> tuple:
+        return (cfg_dict, name, device, prep.manifest.model_hash, board, faults_dict)
+
+    pool, prefix = prep.cfg.actors, "uiface-sampler"
+    actors = start_pool(SamplerWorker, pool, prep.use_gpu, n_todo, prefix, args)
+    return actors, replacer(SamplerWorker, pool, prep.use_gpu, prefix, args)

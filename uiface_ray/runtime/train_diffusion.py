@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from uiface_ray.config import StorageConfig
 from uiface_ray.runtime.session import prepare_ray_train, ray_session
+from uiface_ray.runtime.signals import restore_job_handlers
 from uiface_ray.storage import resolve_urls
 from uiface_ray.train.checkpoint import read_latest
 from uiface_ray.train.config import TrainConfig
@@ -119,7 +120,10 @@ def train_diffusion(cfg: TrainConfig) -> TrainResult:
     if plan.start_step < cfg.max_steps:
         with ray_session(cfg.ray), tempfile.TemporaryDirectory(prefix="uiface-raytrain-") as scratch:
             prepare_ray_train()
-            make_trainer(cfg, f"uiface-train-{int(start)}", scratch).fit()
+            try:
+                make_trainer(cfg, f"uiface-train-{int(start)}", scratch).fit()
+            finally:
+                restore_job_handlers()  # fit() leaves Ray Train's SIGINT handler in place
     latest = read_latest(cfg.output, cfg.storage) or {}
     return TrainResult(
         output=cfg.output,

@@ -25,6 +25,7 @@ import tempfile
 import numpy as np
 
 from uiface_ray.runtime.session import prepare_ray_train, ray_session
+from uiface_ray.runtime.signals import restore_job_handlers
 from uiface_ray.evaluate.fr_loop import FRRun, FRTrainResult, fit_fr_local, write_fr_outputs
 from uiface_ray.evaluate.config import FRTrainConfig
 
@@ -157,7 +158,10 @@ def _fit_ray_train(cfg: FRTrainConfig, ray_storage: str) -> FRRun:
             name=cfg.run_name, storage_path=ray_storage, logging_config=LoggingConfig(log_level="WARNING")
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        restore_job_handlers()  # fit() leaves Ray Train's SIGINT handler in place
     if result.checkpoint is None:
         raise RuntimeError(f"FR training on {cfg.data} finished without a checkpoint (see the Ray Train log)")
     with result.checkpoint.as_directory() as d:

@@ -23,7 +23,8 @@ Crash safety (every write is atomic; nothing is ever rewritten in place):
 * killed during the final manifest write: the last checkpoint and the journal are intact, the
   rerun finds every shard recorded, runs nothing and writes the final manifest;
 * killed after the final manifest, before the journal is removed: the manifest is complete and
-  the rerun removes the stale journal.
+  the rerun removes the stale journal;
+* the journal removed by another attempt while this one removes it: the final commit goes on.
 
 A record appearing twice (a segment and a checkpoint) is the same record: merged by shard name.
 A segment that does not parse (damaged after it was written) is skipped with a warning: its shards
@@ -156,4 +157,12 @@ class ManifestWriter:
             )
         self.flush()
         self.checkpoint()
-        storage.remove(journal_url(self.out_url), self.storage_cfg, recursive=True)
+        url = journal_url(self.out_url)
+        try:
+            storage.remove(url, self.storage_cfg, recursive=True)
+        except storage.StorageError:
+            if storage.exists(url, self.storage_cfg):
+                raise
+            # gone meanwhile: an earlier attempt of this job (a driver restarted by a lost node,
+            # a resubmission) finished and removed it between our check and our removal
+            log.info("%s was already removed", url)

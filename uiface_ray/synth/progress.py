@@ -1,4 +1,5 @@
-"""The live progress line: shards, images, images/s and ETA."""
+"""The live progress line: shards and images landed (in the store and committed to the journal),
+images/s of this run and ETA."""
 
 from __future__ import annotations
 
@@ -37,17 +38,20 @@ class Progress:
 
     @property
     def images_per_second(self) -> float:
+        """Images landed (written and committed) by this run per second: one rate, whatever was
+        done before a resume and whatever is still inside unfinished shards."""
         elapsed = time.perf_counter() - self._start
-        return (self._images_this_run + self.in_progress) / elapsed if elapsed > 0 else 0.0
+        return self._images_this_run / elapsed if elapsed > 0 else 0.0
 
     def line(self) -> str:
+        """Counts only what has landed; images inside unfinished shards are shown apart."""
         rate = self.images_per_second
-        done = self.images_done + self.in_progress
-        left = self.total_images - done
+        left = self.total_images - self.images_done
         eta = hms(left / rate) if rate > 0 else ("0:00:00" if left <= 0 else "?")
+        running = f" (+{self.in_progress} in unfinished shards)" if self.in_progress and left > 0 else ""
         return (
             f"[synthesize] shards {self.shards_done}/{self.total_shards}  images "
-            f"{done}/{self.total_images}  {rate:.2f} img/s  ETA {eta}"
+            f"{self.images_done}/{self.total_images} landed{running}  {rate:.2f} img/s  ETA {eta}"
         )
 
     def maybe_print(self, force: bool = False) -> None:
