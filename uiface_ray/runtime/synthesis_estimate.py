@@ -23,6 +23,7 @@ import ray
 from uiface_ray.identities.table import read_identity_table
 from uiface_ray import storage
 from uiface_ray.model import ModelLoadError, load_model
+from uiface_ray.runtime.device_probe import actor_precision
 from uiface_ray.runtime.pool import plan_pool, wants_gpu
 from uiface_ray.runtime.session import ray_session
 from uiface_ray.synth.config import SynthesisConfig
@@ -127,7 +128,9 @@ def estimate_synthesis(cfg: SynthesisConfig, probe_images: int = 4) -> Synthesis
         resources = ray.cluster_resources()
         use_gpu = wants_gpu(cfg.actors, resources)
         pool = plan_pool(cfg.actors, use_gpu, len(plan), resources)
-        device = "cuda" if use_gpu else "cpu"
+        precision = actor_precision(cfg.actors.dtype, use_gpu)  # "auto" -> what the actors will run
+        device = precision.device
+        cfg = cfg.model_copy(update={"actors": cfg.actors.model_copy(update={"dtype": precision.dtype_name})})
         task = ray.remote(num_gpus=pool.num_gpus, num_cpus=pool.num_cpus)(_probe)
         seconds, evaluations = ray.get(task.remote(cfg.model_dump(mode="json"), device, probe_images))
     given = cfg.seconds_per_evaluation
