@@ -211,7 +211,10 @@ def test_an_actor_that_meets_bad_input_reports_it_in_one_line(ray_local, tmp_pat
 
     model, identities = make_tiny_synthesis_inputs(tmp_path / "tiny", num_identities=1)
     cfg = SynthesisConfig(
-        model=model, identities=identities, output=str(tmp_path / "ds"), actors={"num_actors": 1, "use_gpu": False}
+        model=model,
+        identities=identities,
+        output=str(tmp_path / "ds"),
+        actors={"num_actors": 1, "use_gpu": False, "dtype": "float32"},  # the driver hands actors a concrete dtype
     )
     actors = start_pool(
         SamplerWorker,

@@ -111,7 +111,11 @@ def test_s3_through_storage_config_only_and_no_secret_leaks(s3_bucket, s3_server
             assert SECRET.encode() not in proc.stdout + proc.stderr
         folders = [storage.join(s3_bucket, "ids"), out, storage.join(out, "shards")]
         written = [storage.join(f, name) for f in folders for name in storage.list_file_info(f)]
-        assert len(written) == 5  # table, summary, manifest, 2 shards (no journal, no lease left)
+        names = sorted(u.rsplit("/", 1)[1] for u in written)  # no journal, no lease left
+        assert names == sorted(
+            ["identities.parquet", "identities.summary.json", "manifest.json", "preview.png"]
+            + ["shard-00000.parquet", "shard-00001.parquet"]
+        ), names
         assert [u for u in written if SECRET.encode() in storage.read_bytes(u)] == []
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
