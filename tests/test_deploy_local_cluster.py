@@ -119,20 +119,19 @@ def _wait_until_started(proc: subprocess.Popen, url: str, log: Path, timeout_s: 
     raise RuntimeError(f"head not up after {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
-def _launch_head(tmp_path: Path, attempt: int) -> tuple[subprocess.Popen, str, str, Path]:
-    gcs, dashboard, client, agent, agent_grpc, metrics, runtime_env, node_manager, object_manager = _free_ports(9)
+def node_args(name: str, num_cpus: int) -> tuple[list[str], str, tuple[int, int, int]]:
+    """``ray start --block`` arguments shared by a head and a worker node on loopback, each port
+    free and outside the workers' range; returns (arguments, temp dir, (gcs, dashboard, client)
+    ports for a head)."""
     lo, hi = _free_port_range()
-    temp_dir = tempfile.mkdtemp(prefix="rayh-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    log = tmp_path / f"ray-head-{attempt}.log"
-    cmd = [
+    ports = [port for port in _free_ports(20) if not lo <= port <= hi][:9]  # none inside the workers' range
+    agent, agent_grpc, metrics, runtime_env, node_manager, object_manager, gcs, dashboard, client = ports
+    temp_dir = tempfile.mkdtemp(prefix=f"ray{name[0]}-", dir="/tmp")  # short: socket paths have a length limit
+    args = [
         str(RAY),
         "start",
-        "--head",
         "--block",
         "--node-ip-address=127.0.0.1",
-        f"--port={gcs}",
-        f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={client}",
         f"--dashboard-agent-listen-port={agent}",
         f"--dashboard-agent-grpc-port={agent_grpc}",
         f"--metrics-export-port={metrics}",
@@ -141,14 +140,31 @@ def _launch_head(tmp_path: Path, attempt: int) -> tuple[subprocess.Popen, str, s
         f"--object-manager-port={object_manager}",
         f"--min-worker-port={lo}",
         f"--max-worker-port={hi}",
-        "--num-cpus=2",
+        f"--num-cpus={num_cpus}",
         "--num-gpus=0",
         "--object-store-memory=100000000",
-        "--dashboard-host=127.0.0.1",
-        "--include-dashboard=true",
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]
+    return args, temp_dir, (gcs, dashboard, client)
+
+
+def head_args(gcs: int, dashboard: int, client: int) -> list[str]:
+    """What makes a node of :func:`node_args` a head with its dashboard on loopback."""
+    return [
+        "--head",
+        f"--port={gcs}",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={client}",
+        "--dashboard-host=127.0.0.1",
+        "--include-dashboard=true",
+    ]
+
+
+def _launch_head(tmp_path: Path, attempt: int) -> tuple[subprocess.Popen, str, str, Path]:
+    cmd, temp_dir, (gcs, dashboard, client) = node_args("head", 2)
+    cmd += head_args(gcs, dashboard, client)
+    log = tmp_path / f"ray-head-{attempt}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path, start_new_session=True

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,13 +24,13 @@ from test_deploy_local_cluster import (
     RAY,
     ROOT,
     _env,
-    _free_port_range,
-    _free_ports,
     _get_json,
     _job_logs,
     _job_status,
     _stop,
     _wait_until_started,
+    head_args,
+    node_args,
 )
 from test_signals import synth_cmd
 from tiny_assets import make_tiny_synthesis_inputs
@@ -51,40 +50,11 @@ def _synth_args(model: str, identities: str, out: Path) -> list[str]:
 def _node(tmp_path: Path, name: str, gcs: int | None, extra_env: dict) -> tuple[subprocess.Popen, str | None, str, int]:
     """``ray start --block`` of a head (``gcs`` None: picks its ports) or a worker node joining ``gcs``;
     1 CPU each.  Returns (process, dashboard URL of a head, temp dir, GCS port)."""
-    lo, hi = _free_port_range()
-    ports = [port for port in _free_ports(20) if not lo <= port <= hi][:9]  # none inside the workers' range
-    agent, agent_grpc, metrics, runtime_env, node_manager, object_manager, gcs_port, dash, client = ports
-    temp_dir = tempfile.mkdtemp(prefix=f"ray{name[0]}-", dir="/tmp")  # short: socket paths have a length limit
-    cmd = [
-        str(RAY),
-        "start",
-        "--block",
-        "--node-ip-address=127.0.0.1",
-        f"--dashboard-agent-listen-port={agent}",
-        f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--metrics-export-port={metrics}",
-        f"--runtime-env-agent-port={runtime_env}",
-        f"--node-manager-port={node_manager}",
-        f"--object-manager-port={object_manager}",
-        f"--min-worker-port={lo}",
-        f"--max-worker-port={hi}",
-        "--num-cpus=1",
-        "--num-gpus=0",
-        "--object-store-memory=100000000",
-        f"--temp-dir={temp_dir}",
-        "--disable-usage-stats",
-    ]
+    cmd, temp_dir, (gcs_port, dash, client) = node_args(name, 1)
     url = None
     if gcs is None:
         url = f"http://127.0.0.1:{dash}"
-        cmd += [
-            "--head",
-            f"--port={gcs_port}",
-            f"--dashboard-port={dash}",
-            f"--ray-client-server-port={client}",
-            "--dashboard-host=127.0.0.1",
-            "--include-dashboard=true",
-        ]
+        cmd += head_args(gcs_port, dash, client)
     else:
         cmd.append(f"--address=127.0.0.1:{gcs}")
     log = tmp_path / f"ray-{name}.log"
