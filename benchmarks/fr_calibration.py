@@ -97,7 +97,7 @@ def image_flops(cfg, num_classes: int) -> float:
     import torch
 
     from perf import count_flops
-    from uiface_ray.evaluate.fr_train import FRModel
+    from uiface_ray.fr.model import FRModel
 
     size = cfg.input_size or 112
     model = FRModel(cfg.depth, num_classes, cfg.embedding_dim, cfg.head_s, cfg.head_m, None, cfg.head, size, cfg.width)
@@ -107,7 +107,7 @@ def image_flops(cfg, num_classes: int) -> float:
 
 def calibrate(cfg, faces, args):
     """One timed run of ``cfg``; prints its curve; returns (result, training images/s)."""
-    from uiface_ray.evaluate.fr_loop import fit_fr_local
+    from uiface_ray.fr.loop import fit_fr_local
 
     out = os.path.join(args.out, cfg.dtype) if args.out else tempfile.mkdtemp(prefix="uiface-fr-calibration-")
     cfg = cfg.model_copy(update={"out": os.path.abspath(out)})

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from uiface_ray.evaluate.arcface import ArcFaceHead
-from uiface_ray.evaluate.augment import AugmentSpec, augment_batch
+from uiface_ray.fr.heads import ArcFaceHead
+from uiface_ray.fr.augment import AugmentSpec, augment_batch
 from uiface_ray.evaluate.identity_consistency import identity_consistency
 from uiface_ray.evaluate.msssim import intra_class_diversity, ms_ssim
 from uiface_ray.evaluate.precision_recall import improved_precision_recall

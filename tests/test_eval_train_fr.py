@@ -117,7 +117,7 @@ def test_tiny_lfw_run_lowers_loss_and_learns_to_identify(lfw_dir, tmp_path):
 
     from uiface_ray.encoders.iresnet import load_iresnet
     from uiface_ray.evaluate.faceset import decode_images, read_image_folder
-    from uiface_ray.evaluate.fr_loop import _build, fit_fr_local, plan_training
+    from uiface_ray.fr.loop import _build, fit_fr_local, plan_training
     from uiface_ray.evaluate.config import FRTrainConfig
 
     faces = read_image_folder(
@@ -161,7 +161,7 @@ def test_tiny_lfw_run_lowers_loss_and_learns_to_identify(lfw_dir, tmp_path):
 
 
 def test_plan_refuses_too_small_dataset():
-    from uiface_ray.evaluate.fr_loop import plan_training
+    from uiface_ray.fr.loop import plan_training
     from uiface_ray.evaluate.config import FRTrainConfig
 
     cfg = FRTrainConfig(data="x", out="y", batch_size=64, num_workers=2)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from uiface_ray.evaluate.fr_schedule import ema_decay_at, lr_at, margin_at, progress
+from uiface_ray.fr.schedule import ema_decay_at, lr_at, margin_at, progress
 
 
 def test_progress_is_the_nearer_budget():
@@ -43,7 +43,7 @@ def test_margin_warmup_at_known_steps():
 
 
 def test_heads_put_their_margin_on_the_target_logit():
-    from uiface_ray.evaluate.arcface import ArcFaceHead, CosFaceHead, build_head
+    from uiface_ray.fr.heads import ArcFaceHead, CosFaceHead, build_head
 
     # Class centres along the axes; an embedding at 60 degrees from class 0 and 30 from class 1.
     emb = torch.tensor([[math.cos(math.pi / 3), math.sin(math.pi / 3)]])
@@ -67,7 +67,7 @@ def test_heads_put_their_margin_on_the_target_logit():
 
 
 def test_weight_average_follows_its_decay():
-    from uiface_ray.evaluate.fr_train import WeightAverage
+    from uiface_ray.fr.model import WeightAverage
 
     module = torch.nn.BatchNorm1d(1)
     module.weight.data.fill_(1.0)
@@ -82,7 +82,7 @@ def test_weight_average_follows_its_decay():
 
 
 def test_random_shift_moves_the_image_and_repeats_edges():
-    from uiface_ray.evaluate.augment import AugmentSpec, augment_batch, random_shift
+    from uiface_ray.fr.augment import AugmentSpec, augment_batch, random_shift
 
     img = torch.arange(16.0).view(1, 4, 4).repeat(3, 1, 1)  # (3, 4, 4)
     seen = set()

@@ -80,17 +80,17 @@ def test_training_precision_maps_the_config_values():
 def test_fr_step_under_bf16_autocast_keeps_float32_weights_and_a_close_loss():
     import numpy as np
 
-    from uiface_ray.evaluate import fr_train
+    from uiface_ray.fr import model as fr_model
 
     torch.set_num_threads(1)
     images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     losses = {}
     for autocast in (None, torch.bfloat16):
         torch.manual_seed(0)  # the backbone draws from the default generator: the same weights both times
-        model = fr_train.FRModel(18, 5, 64, generator=torch.Generator().manual_seed(0), input_size=32, width=0.25)
+        model = fr_model.FRModel(18, 5, 64, generator=torch.Generator().manual_seed(0), input_size=32, width=0.25)
         model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        step = fr_train.train_step(
+        step = fr_model.train_step(
             model, opt, images, np.arange(8) % 5, 0.1, torch.Generator().manual_seed(0), None, "cpu", autocast
         )
         losses[autocast] = step.loss

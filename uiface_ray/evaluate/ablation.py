@@ -363,7 +363,7 @@ def results_json(cfg: AblationConfig, rows: list, points: list[IntervalPoint], r
         d["metrics"] = asdict(r.metrics)
         return d
 
-    from uiface_ray.evaluate.fr_loop import public_config
+    from uiface_ray.evaluate.report import public_config
 
     return {
         "config": public_config(cfg),

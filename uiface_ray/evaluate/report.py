@@ -10,6 +10,15 @@ from uiface_ray.config import StorageConfig
 from uiface_ray.evaluate.plots import png_bytes
 
 
+def public_config(cfg) -> dict:
+    """A config with a ``storage`` section as JSON, without the storage secrets (for logs and results)."""
+    d = cfg.model_dump(mode="json")
+    secret = {k for k, f in StorageConfig.model_fields.items() if (f.json_schema_extra or {}).get("secret")}
+    if isinstance(d.get("storage"), dict):
+        d["storage"] = {k: v for k, v in d["storage"].items() if k not in secret}
+    return d
+
+
 def table_html(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def cell(v: object) -> str:
         if isinstance(v, float):

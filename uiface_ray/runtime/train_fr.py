@@ -6,7 +6,7 @@ At the driver, :func:`fit_fr` makes every local path absolute and resolves the s
 workers inside ``train_loop_config`` (never ``runtime_env``, which Ray logs in plain text).
 Each worker reads the dataset through the storage layer, keeps its own fixed share of the rows
 (a permutation seeded by the job seed, split by rank), decodes it once at the backbone's input
-size and runs :func:`uiface_ray.evaluate.fr_loop.run_fr_training` under DDP; rank 0 also scores
+size and runs :func:`uiface_ray.fr.loop.run_fr_training` under DDP; rank 0 also scores
 the verification pairs.  Rank 0 reports a Ray Train checkpoint every epoch (or every
 ``checkpoint_every`` steps) and at the end; a rerun with the same ``run_name`` and ``ray_storage``
 resumes from the last one.  The driver then writes ``backbone.pth`` (insightface layout),
@@ -26,7 +26,7 @@ import numpy as np
 
 from uiface_ray.runtime.session import prepare_ray_train, ray_session
 from uiface_ray.runtime.signals import restore_job_handlers
-from uiface_ray.evaluate.fr_loop import FRRun, FRTrainResult, fit_fr_local, write_fr_outputs
+from uiface_ray.fr.loop import FRRun, FRTrainResult, fit_fr_local, write_fr_outputs
 from uiface_ray.evaluate.config import FRTrainConfig
 
 __all__ = ["FRTrainResult", "fit_fr", "temp_prefix", "train_loop_per_worker"]
@@ -103,7 +103,7 @@ def train_loop_per_worker(config: dict) -> None:
     import torch
 
     from uiface_ray.evaluate.faceset import decode_images, read_faceset
-    from uiface_ray.evaluate.fr_loop import FRContext, plan_training, run_fr_training
+    from uiface_ray.fr.loop import FRContext, plan_training, run_fr_training
     from uiface_ray.evaluate.fr_verify import PairsVerifier
 
     cfg = FRTrainConfig.model_validate(config)
@@ -183,7 +183,7 @@ def fit_fr(cfg: FRTrainConfig) -> FRTrainResult:
     and write the outputs to ``cfg.out``."""
     from uiface_ray import storage
     from uiface_ray.evaluate.faceset import decode_images, read_faceset
-    from uiface_ray.evaluate.fr_loop import check_inputs, plan_training
+    from uiface_ray.fr.loop import check_inputs, plan_training
 
     cfg = storage.resolve_urls(cfg)
     if cfg.runner == "local":

@@ -26,9 +26,9 @@ from uiface_ray.sample.seeds import step_seed
 from uiface_ray.train.checkpoint import load_train_state, read_latest, save_checkpoint
 from uiface_ray.train.config import TrainConfig
 from uiface_ray.train.data import BatchOrder, FaceData, decode_images, load_face_data
-from uiface_ray.train.ema import EMA
+from uiface_ray.optim.ema import EMA
 from uiface_ray.train.grid import grid_png, sample_grid
-from uiface_ray.train.lr import make_lr_scheduler
+from uiface_ray.optim.lr import make_lr_scheduler
 from uiface_ray.train.objective import DiffusionModule, apply_flip, diffusion_loss, draw_step_noise
 
 __all__ = ["SimulatedCrash", "TrainState", "WorkerContext", "run_training"]

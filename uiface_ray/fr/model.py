@@ -1,6 +1,6 @@
 """FR training core (pure torch): IResNet + margin head, one optimisation step, the weight average.
 
-The training loop (:mod:`uiface_ray.evaluate.fr_loop`) calls these per step; nothing here knows
+The training loop (:mod:`uiface_ray.fr.loop`) calls these per step; nothing here knows
 about Ray or storage.  UIFace A.1: IR-50 backbone, ArcFace (s = 64, m = 0.5), 40 epochs,
 step-wise learning rates 0.1, 0.01, 0.001, 0.0001, AdaFace augmentation with probability 0.2.
 The backbone's state dict keeps insightface's layout (``conv1``, ``layer1.0.bn1`` ...), so a
@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from uiface_ray.encoders.iresnet import build_iresnet
-from uiface_ray.evaluate.arcface import build_head
-from uiface_ray.evaluate.augment import AugmentSpec, augment_batch
-from uiface_ray.evaluate.fr_schedule import ema_decay_at
+from uiface_ray.fr.heads import build_head
+from uiface_ray.fr.augment import AugmentSpec, augment_batch
+from uiface_ray.fr.schedule import ema_decay_at
 
 
 class FRModel(nn.Module):
@@ -49,7 +49,7 @@ class FRModel(nn.Module):
 
 class WeightAverage:
     """Exponential moving average of a module's state (parameters and BN statistics, decay
-    :func:`~uiface_ray.evaluate.fr_schedule.ema_decay_at`), kept on the module's device."""
+    :func:`~uiface_ray.fr.schedule.ema_decay_at`), kept on the module's device."""
 
     def __init__(self, module: nn.Module, decay: float):
         self.decay = float(decay)

@@ -4,8 +4,8 @@
 worker talks to the others (nothing, for one process).  Each step:
 
   1. progress ``p`` of the budget (steps or minutes, rank 0's clock on every rank); stop at 1;
-  2. learning rate and margin from :mod:`uiface_ray.evaluate.fr_schedule`;
-  3. augment, forward, backward, update (:func:`uiface_ray.evaluate.fr_train.train_step`);
+  2. learning rate and margin from :mod:`uiface_ray.fr.schedule`;
+  3. augment, forward, backward, update (:func:`uiface_ray.fr.model.train_step`);
   4. the weight average (rank 0), the loss averaged over ranks;
   5. on rank 0: verification every ``verify_every`` steps, a progress line every ``log_every_s``;
   6. a checkpoint every ``checkpoint_every`` steps and at the end (``ctx.save``).
@@ -26,9 +26,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from uiface_ray.evaluate import fr_train
-from uiface_ray.evaluate.augment import AugmentSpec
-from uiface_ray.evaluate.fr_schedule import lr_at, margin_at, progress
+from uiface_ray.fr.model import (
+    FRModel,
+    WeightAverage,
+    backbone_state,
+    build_optimizer,
+    epoch_batches,
+    state_bytes,
+    train_step,
+)
+from uiface_ray.fr.augment import AugmentSpec
+from uiface_ray.fr.schedule import lr_at, margin_at, progress
 from uiface_ray.evaluate.fr_verify import CurvePoint, PairsVerifier
 from uiface_ray.evaluate.config import FRTrainConfig, FRTrainParams
 from uiface_ray.errors import InputError
@@ -136,10 +144,10 @@ def plan_training(
     return FRPlan(spe, min(total, limit) if limit else total, input_size_for(cfg, image_side), num_classes)
 
 
-def _build(cfg: FRTrainParams, plan: FRPlan, seed: int) -> fr_train.FRModel:
+def _build(cfg: FRTrainParams, plan: FRPlan, seed: int) -> FRModel:
     with torch.random.fork_rng(devices=[]):  # build_iresnet draws from the default generator
         torch.manual_seed(seed)
-        model = fr_train.FRModel(
+        model = FRModel(
             cfg.depth,
             plan.num_classes,
             cfg.embedding_dim,
@@ -171,9 +179,9 @@ def run_fr_training(
     scaler = torch.amp.GradScaler("cuda") if precision.grad_scaler else None
     model = ctx.wrap(_build(cfg, plan, seed))
     inner = getattr(model, "module", model)
-    optimizer = fr_train.build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     lead = ctx.rank == 0
-    ema = fr_train.WeightAverage(inner.backbone, cfg.ema_decay) if cfg.ema_decay > 0 and lead else None
+    ema = WeightAverage(inner.backbone, cfg.ema_decay) if cfg.ema_decay > 0 and lead else None
     scored = copy.deepcopy(inner.backbone) if ema is not None and verifier is not None else None
     step, elapsed0, losses, curve = 0, 0.0, [], []
     if ctx.restored:
@@ -196,7 +204,7 @@ def run_fr_training(
         return time.monotonic() - start
 
     def backbone_now() -> dict:
-        return ema.state_dict() if ema is not None else fr_train.backbone_state(model)
+        return ema.state_dict() if ema is not None else backbone_state(model)
 
     def verify() -> None:
         if scored is not None:
@@ -233,13 +241,13 @@ def run_fr_training(
         epoch, k = divmod(step, spe)
         if epoch != batches_epoch:
             batches, batches_epoch = (
-                fr_train.epoch_batches(np.arange(len(labels)), cfg.batch_size, spe, seed + ctx.rank, epoch),
+                epoch_batches(np.arange(len(labels)), cfg.batch_size, spe, seed + ctx.rank, epoch),
                 epoch,
             )
         lr = lr_at(step, p, cfg.lr, cfg.lr_schedule, lr_warm, cfg.lr_milestones, cfg.lr_gamma)  # 2.
         inner.head.m = margin_at(step, cfg.head_m, m_warm)
         gen = torch.Generator().manual_seed(step_seed(seed, step, ctx.rank))
-        res = fr_train.train_step(
+        res = train_step(
             model,
             optimizer,
             images[batches[k]],
@@ -279,21 +287,11 @@ def run_fr_training(
     return FRRun(backbone_now() if lead else {}, step, losses, curve, elapsed(), rate)
 
 
-def public_config(cfg) -> dict:
-    """A config with a ``storage`` section as JSON, without the storage secrets (for logs and results)."""
-    from uiface_ray.config import StorageConfig
-
-    d = cfg.model_dump(mode="json")
-    secret = {k for k, f in StorageConfig.model_fields.items() if (f.json_schema_extra or {}).get("secret")}
-    if isinstance(d.get("storage"), dict):
-        d["storage"] = {k: v for k, v in d["storage"].items() if k not in secret}
-    return d
-
-
 def write_fr_outputs(cfg: FRTrainConfig, run: FRRun, plan: FRPlan, num_images: int) -> FRTrainResult:
     """backbone.pth, train_log.json and (with a curve) verify_curve.png in ``cfg.out``, each atomically."""
     from uiface_ray import storage
     from uiface_ray.evaluate.plots import line_plot, png_bytes
+    from uiface_ray.evaluate.report import public_config
 
     backbone_url, log_url = storage.join(cfg.out, BACKBONE_FILE), storage.join(cfg.out, LOG_FILE)
     log = {
@@ -316,7 +314,7 @@ def write_fr_outputs(cfg: FRTrainConfig, run: FRRun, plan: FRPlan, num_images: i
             "weights": "weight average" if cfg.ema_decay > 0 else "last step",
         },
     }
-    storage.write_bytes_atomic(backbone_url, fr_train.state_bytes(run.backbone), cfg.storage)
+    storage.write_bytes_atomic(backbone_url, state_bytes(run.backbone), cfg.storage)
     if run.curve:
         minutes = [c.elapsed_s / 60 for c in run.curve]
         img = line_plot(

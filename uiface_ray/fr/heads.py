@@ -10,7 +10,7 @@ L2-normalised, ``cos_theta = x W^T``; the target logit gets a margin and every l
 - CosFace (additive cosine margin; s = 32..64, m = 0.35): the target logit becomes ``cos_theta - m``.
 
 The margin ``m`` is an attribute a trainer may change between steps (margin warm-up,
-:func:`uiface_ray.evaluate.fr_schedule.margin_at`); ``m = 0`` is plain normalised softmax.
+:func:`uiface_ray.fr.schedule.margin_at`); ``m = 0`` is plain normalised softmax.
 """
 
 from __future__ import annotations
