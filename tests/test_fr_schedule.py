@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from uiface_ray.fr.schedule import ema_decay_at, lr_at, margin_at, progress
+from uiface_ray.fr.schedule import margin_at, progress
+from uiface_ray.optim.ema import EMA
+from uiface_ray.optim.lr import lr_at
 
 
 def test_progress_is_the_nearer_budget():
@@ -39,7 +41,6 @@ def test_step_schedule_is_the_papers_four_rates():
 def test_margin_warmup_at_known_steps():
     assert [margin_at(s, 0.4, 8) for s in (0, 2, 4, 8, 100)] == pytest.approx([0.0, 0.1, 0.2, 0.4, 0.4])
     assert margin_at(0, 0.5, 0) == 0.5
-    assert [ema_decay_at(s, 0.999) for s in (0, 10, 10_000)] == pytest.approx([0.1, 11 / 20, 0.999])
 
 
 def test_heads_put_their_margin_on_the_target_logit():
@@ -67,18 +68,24 @@ def test_heads_put_their_margin_on_the_target_logit():
 
 
 def test_weight_average_follows_its_decay():
-    from uiface_ray.fr.model import WeightAverage
-
+    """FR's weight average: the shared EMA with decay warm-up over the whole state dict."""
     module = torch.nn.BatchNorm1d(1)
     module.weight.data.fill_(1.0)
-    ema = WeightAverage(module, decay=0.9)
+    ema = EMA(module, decay=0.9, warmup=True, buffers=True)
+    assert EMA(module, 0.999, warmup=True).current_decay() == pytest.approx(0.1)  # min(0.999, 1/10)
     module.weight.data.fill_(3.0)
+    module(torch.ones(2, 1))  # BN statistics move, num_batches_tracked counts
     ema.update(module)  # decay min(0.9, 1/10) = 0.1: 0.1 * 1 + 0.9 * 3
-    assert float(ema.state["weight"]) == pytest.approx(2.8)
+    assert float(ema.averaged()["weight"]) == pytest.approx(2.8)
+    assert float(ema.averaged()["running_mean"]) == pytest.approx(0.9 * float(module.running_mean))
     module.weight.data.fill_(0.0)
     ema.update(module)  # decay min(0.9, 2/11)
-    assert float(ema.state["weight"]) == pytest.approx(2.8 * 2 / 11)
-    assert int(ema.state["num_batches_tracked"]) == int(module.num_batches_tracked)
+    assert float(ema.averaged()["weight"]) == pytest.approx(2.8 * 2 / 11)
+    assert int(ema.averaged()["num_batches_tracked"]) == int(module.num_batches_tracked) == 1
+    ema.num_updates = 10
+    assert ema.current_decay() == pytest.approx(11 / 20)
+    ema.num_updates = 10_000
+    assert ema.current_decay() == 0.9
 
 
 def test_random_shift_moves_the_image_and_repeats_edges():

@@ -77,3 +77,21 @@ def test_layers_import_what_they_may():
             assert "ray" not in used, f"{name} imports Ray outside the runtime layer"
         if not name.startswith("uiface_ray.storage"):
             assert not used & {"pyarrow", "fsspec", "s3fs"}, f"{name} imports {used & {'pyarrow', 'fsspec', 's3fs'}}"
+
+
+def _in(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def test_training_stages_share_only_optim():
+    """Diffusion training (train/) and FR training (fr/) are separate stages: neither imports the
+    other, train/ imports nothing of evaluate/, and what both use (worker context, EMA, learning-rate
+    schedules) lives in optim/, which imports no other part of the package."""
+    for name, deps in _graph().items():
+        if _in(name, "uiface_ray.optim"):
+            assert all(_in(d, "uiface_ray.optim") for d in deps), f"{name} imports {sorted(deps)}"
+        if _in(name, "uiface_ray.fr"):
+            assert not any(_in(d, "uiface_ray.train") for d in deps), f"{name} imports train/: {sorted(deps)}"
+        if _in(name, "uiface_ray.train"):
+            bad = [d for d in deps if _in(d, "uiface_ray.fr") or _in(d, "uiface_ray.evaluate")]
+            assert not bad, f"{name} imports {bad}"

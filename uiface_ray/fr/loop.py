@@ -1,14 +1,16 @@
 """The FR training loop, one home for both runners: Ray Train workers and a single process.
 
-:func:`run_fr_training` takes one worker's decoded images and an :class:`FRContext` saying how this
-worker talks to the others (nothing, for one process).  Each step:
+:func:`run_fr_training` takes one worker's decoded images and a
+:class:`~uiface_ray.optim.context.WorkerContext` saying how this worker talks to the others
+(nothing, for one process).  Each step:
 
   1. progress ``p`` of the budget (steps or minutes, rank 0's clock on every rank); stop at 1;
-  2. learning rate and margin from :mod:`uiface_ray.fr.schedule`;
+  2. learning rate (:func:`uiface_ray.optim.lr.lr_at`) and margin (:mod:`uiface_ray.fr.schedule`);
   3. augment, forward, backward, update (:func:`uiface_ray.fr.model.train_step`);
-  4. the weight average (rank 0), the loss averaged over ranks;
+  4. the weight average (rank 0; :class:`uiface_ray.optim.ema.EMA` over the backbone's state dict
+     with decay warm-up), the loss averaged over ranks;
   5. on rank 0: verification every ``verify_every`` steps, a progress line every ``log_every_s``;
-  6. a checkpoint every ``checkpoint_every`` steps and at the end (``ctx.save``).
+  6. a checkpoint every ``checkpoint_every`` steps and at the end (``ctx.report``).
 
 :func:`fit_fr_local` is the single-process runner; :func:`write_fr_outputs` writes what both
 runners leave in ``out``: ``backbone.pth``, ``train_log.json`` and ``verify_curve.png``.
@@ -21,14 +23,12 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 
 from uiface_ray.fr.model import (
     FRModel,
-    WeightAverage,
     backbone_state,
     build_optimizer,
     epoch_batches,
@@ -36,35 +36,19 @@ from uiface_ray.fr.model import (
     train_step,
 )
 from uiface_ray.fr.augment import AugmentSpec
-from uiface_ray.fr.schedule import lr_at, margin_at, progress
+from uiface_ray.fr.schedule import margin_at, progress
 from uiface_ray.evaluate.fr_verify import CurvePoint, PairsVerifier
 from uiface_ray.evaluate.config import FRTrainConfig, FRTrainParams
 from uiface_ray.errors import InputError
+from uiface_ray.optim.context import WorkerContext
+from uiface_ray.optim.ema import EMA
+from uiface_ray.optim.lr import lr_at
 from uiface_ray.sample.seeds import step_seed
 from uiface_ray.precision import decide, detect
 
 BACKBONE_FILE = "backbone.pth"
 LOG_FILE = "train_log.json"
 CURVE_FILE = "verify_curve.png"
-
-
-def _same(value: float) -> float:
-    return value
-
-
-@dataclass
-class FRContext:
-    """How one worker reaches the others; the defaults are a single process."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device | str = "cpu"
-    wrap: Callable = _same  # model -> the model as trained (DDP on Ray Train)
-    mean: Callable[[float], float] = _same  # a float averaged over ranks
-    from_rank0: Callable[[float], float] = _same  # rank 0's value of a float, on every rank
-    save: Callable | None = None  # save(metrics, state or None): a checkpoint (state on rank 0 only)
-    log: Callable[[str], None] = print
-    restored: dict | None = None  # a checkpoint's state to resume from
 
 
 @dataclass(frozen=True)
@@ -166,7 +150,7 @@ def run_fr_training(
     images: np.ndarray,
     labels: np.ndarray,
     plan: FRPlan,
-    ctx: FRContext,
+    ctx: WorkerContext,
     seed: int = 0,
     verifier: PairsVerifier | None = None,
     checkpoint_every: int = 0,
@@ -181,7 +165,7 @@ def run_fr_training(
     inner = getattr(model, "module", model)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     lead = ctx.rank == 0
-    ema = WeightAverage(inner.backbone, cfg.ema_decay) if cfg.ema_decay > 0 and lead else None
+    ema = EMA(inner.backbone, cfg.ema_decay, warmup=True, buffers=True) if cfg.ema_decay > 0 and lead else None
     scored = copy.deepcopy(inner.backbone) if ema is not None and verifier is not None else None
     step, elapsed0, losses, curve = 0, 0.0, [], []
     if ctx.restored:
@@ -189,7 +173,7 @@ def run_fr_training(
         inner.load_state_dict(r["model"])
         optimizer.load_state_dict(r["optimizer"])
         if ema is not None and r.get("ema"):
-            ema.load_state_dict(r["ema"], r["ema_updates"])
+            ema.load_state_dict(r["ema"])
         step, elapsed0, losses = int(r["step"]), float(r["elapsed_s"]), list(r["losses"])
         curve = [CurvePoint(**c) for c in r.get("curve", [])]
     aug = AugmentSpec(0.5 if cfg.flip else 0.0, cfg.augment_p, cfg.augment_p, cfg.augment_p, cfg.augment_shift)
@@ -204,11 +188,11 @@ def run_fr_training(
         return time.monotonic() - start
 
     def backbone_now() -> dict:
-        return ema.state_dict() if ema is not None else backbone_state(model)
+        return ema.averaged() if ema is not None else backbone_state(model)
 
     def verify() -> None:
         if scored is not None:
-            scored.load_state_dict(ema.state)
+            ema.copy_to(scored)
         res = verifier.score(scored if scored is not None else inner.backbone, ctx.device)
         curve.append(CurvePoint(step, round(elapsed(), 2), res.accuracy, res.accuracy_std))
         ctx.log(
@@ -225,13 +209,11 @@ def run_fr_training(
             "losses": list(losses),
             "curve": [asdict(c) for c in curve],
             "ema": ema.state_dict() if ema is not None else None,
-            "ema_updates": ema.updates if ema is not None else 0,
             "backbone": backbone_now(),
         }
 
     def save() -> None:
-        if ctx.save is not None:
-            ctx.save({"step": step, "loss": losses[-1] if losses else None}, state() if lead else None)
+        ctx.report({"step": step, "loss": losses[-1] if losses else None}, state() if lead else None)
 
     saved_at = step
     while True:
@@ -267,7 +249,7 @@ def run_fr_training(
             verify()
         if lead and time.monotonic() - last_log >= log_every_s:
             last_log = time.monotonic()
-            rate = (step - first_step) * cfg.batch_size * ctx.world / max(elapsed() - elapsed0, 1e-9)
+            rate = (step - first_step) * cfg.batch_size * ctx.world_size / max(elapsed() - elapsed0, 1e-9)
             p = progress(step, plan.total_steps, elapsed(), budget_s)
             ctx.log(
                 f"[train_fr] step {step}/{plan.total_steps} epoch {step / spe:.1f} loss {losses[-1]:.3f} "
@@ -283,7 +265,7 @@ def run_fr_training(
         save()
     if not all(math.isfinite(x) for x in losses):
         raise FloatingPointError("FR training produced a non-finite loss")
-    rate = (step - first_step) * cfg.batch_size * ctx.world / max(elapsed() - elapsed0, 1e-9)
+    rate = (step - first_step) * cfg.batch_size * ctx.world_size / max(elapsed() - elapsed0, 1e-9)
     return FRRun(backbone_now() if lead else {}, step, losses, curve, elapsed(), rate)
 
 
@@ -347,7 +329,9 @@ def fit_fr_local(cfg: FRTrainConfig, faces=None) -> FRTrainResult:
     )
     images = decode_images(faces.images, plan.input_size)  # (N, n, n, 3)
     device = "cuda" if cfg.use_gpu else "cpu"
-    ctx = FRContext(device=device, wrap=lambda m: m.to(device), log=lambda line: print(line, flush=True))
+    ctx = WorkerContext(
+        device=torch.device(device), wrap=lambda m: m.to(device), log=lambda line: print(line, flush=True)
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.torch_threads)
     try:

@@ -19,7 +19,6 @@ from torch import nn
 from uiface_ray.encoders.iresnet import build_iresnet
 from uiface_ray.fr.heads import build_head
 from uiface_ray.fr.augment import AugmentSpec, augment_batch
-from uiface_ray.fr.schedule import ema_decay_at
 
 
 class FRModel(nn.Module):
@@ -45,34 +44,6 @@ class FRModel(nn.Module):
         embeddings = self.backbone(images)  # (B, E): under the caller's autocast, if any
         with torch.autocast(images.device.type, enabled=False):  # cosines times s = 64: float32
             return self.head(embeddings.float(), labels)
-
-
-class WeightAverage:
-    """Exponential moving average of a module's state (parameters and BN statistics, decay
-    :func:`~uiface_ray.fr.schedule.ema_decay_at`), kept on the module's device."""
-
-    def __init__(self, module: nn.Module, decay: float):
-        self.decay = float(decay)
-        self.updates = 0
-        self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
-        d = ema_decay_at(self.updates, self.decay)
-        for k, v in module.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.state[k].mul_(d).add_(v.detach(), alpha=1.0 - d)
-            else:
-                self.state[k].copy_(v)  # num_batches_tracked
-        self.updates += 1
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in self.state.items()}
-
-    def load_state_dict(self, state: dict, updates: int) -> None:
-        for k, v in state.items():
-            self.state[k].copy_(v)
-        self.updates = int(updates)
 
 
 def build_optimizer(

@@ -103,7 +103,8 @@ def train_loop_per_worker(config: dict) -> None:
     import torch
 
     from uiface_ray.evaluate.faceset import decode_images, read_faceset
-    from uiface_ray.fr.loop import FRContext, plan_training, run_fr_training
+    from uiface_ray.fr.loop import plan_training, run_fr_training
+    from uiface_ray.optim.context import WorkerContext
     from uiface_ray.evaluate.fr_verify import PairsVerifier
 
     cfg = FRTrainConfig.model_validate(config)
@@ -126,16 +127,16 @@ def train_loop_per_worker(config: dict) -> None:
     # Through logging, not print: Ray Train tees a worker's print to stdout and to its console
     # logger, so every printed line would reach the driver twice.
     log = logging.getLogger("uiface_ray.train_fr").info
-    ctx = FRContext(
-        rank,
-        world,
-        ray.train.torch.get_device(),
-        ray.train.torch.prepare_model,
-        mean,
-        from_rank0,
-        functools.partial(_save, temp_prefix("ckpt", cfg.run_name)),
-        log,
-        _restored(),
+    ctx = WorkerContext(
+        rank=rank,
+        world_size=world,
+        device=ray.train.torch.get_device(),
+        wrap=ray.train.torch.prepare_model,
+        mean=mean,
+        from_rank0=from_rank0,
+        report=functools.partial(_save, temp_prefix("ckpt", cfg.run_name)),
+        log=log,
+        restored=_restored(),
     )
     run_fr_training(cfg, images, faces.labels[mine], plan, ctx, cfg.seed, verifier, cfg.checkpoint_every)
 

@@ -1,7 +1,8 @@
 """The training loop of one worker (pure torch): resume, steps, metrics, checkpoints.
 
-Ray-agnostic: the runtime layer hands in a :class:`WorkerContext` (rank, device, DDP wrapper,
-metrics reporter); a single process can run it with the defaults, as the benchmarks do.
+Ray-agnostic: the runtime layer hands in a :class:`~uiface_ray.optim.context.WorkerContext` (rank,
+device, DDP wrapper, collectives, reporter: the context FR training takes too); a single process
+can run it with the defaults, as the benchmarks do.
 Everything random in a step comes from a generator seeded by (seed, step, rank), and the data
 order is a function of (seed, step), so a resumed run continues exactly.
 """
@@ -11,13 +12,15 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
+from uiface_ray.optim.context import WorkerContext
+from uiface_ray.optim.ema import EMA
+from uiface_ray.optim.lr import make_lr_scheduler
 from uiface_ray.precision import Precision, decide, detect
 from uiface_ray.progress import hms
 from uiface_ray.model.bundle import UIFaceModel
@@ -26,9 +29,7 @@ from uiface_ray.sample.seeds import step_seed
 from uiface_ray.train.checkpoint import load_train_state, read_latest, save_checkpoint
 from uiface_ray.train.config import TrainConfig
 from uiface_ray.train.data import BatchOrder, FaceData, decode_images, load_face_data
-from uiface_ray.optim.ema import EMA
 from uiface_ray.train.grid import grid_png, sample_grid
-from uiface_ray.optim.lr import make_lr_scheduler
 from uiface_ray.train.objective import DiffusionModule, apply_flip, diffusion_loss, draw_step_noise
 
 __all__ = ["SimulatedCrash", "TrainState", "WorkerContext", "run_training"]
@@ -36,21 +37,6 @@ __all__ = ["SimulatedCrash", "TrainState", "WorkerContext", "run_training"]
 
 class SimulatedCrash(RuntimeError):
     """Raised after ``fail_at_step`` (tests of crash and resume)."""
-
-
-def _mean_identity(value: float) -> float:
-    return value
-
-
-@dataclass
-class WorkerContext:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    wrap: Callable[[nn.Module], nn.Module] = lambda module: module
-    report: Callable[[dict], None] = lambda metrics: None
-    mean: Callable[[float], float] = _mean_identity  # mean of a float over ranks
-    log: Callable[[str], None] = print
 
 
 @dataclass
