@@ -102,7 +102,7 @@ def test_fr_on_ray_train_with_relative_paths_from_another_cwd(ray_local, tmp_pat
 
 def _identification_accuracy(backbone, images: np.ndarray, labels: np.ndarray) -> float:
     """Leave-one-out nearest-neighbour identification on flip-fused features."""
-    from uiface_ray.evaluate.fr_verify import PairsVerifier
+    from uiface_ray.evaluate.pairs_verifier import PairsVerifier
 
     emb = PairsVerifier(images, np.zeros(0, int), np.zeros(0, int), np.zeros(0, bool), "train").embed(backbone)
     sim = emb @ emb.T

@@ -37,7 +37,7 @@ from uiface_ray.fr.model import (
 )
 from uiface_ray.fr.augment import AugmentSpec
 from uiface_ray.fr.schedule import margin_at, progress
-from uiface_ray.evaluate.fr_verify import CurvePoint, PairsVerifier
+from uiface_ray.evaluate.pairs_verifier import CurvePoint, PairsVerifier
 from uiface_ray.evaluate.config import FRTrainConfig, FRTrainParams
 from uiface_ray.errors import InputError
 from uiface_ray.optim.context import WorkerContext

@@ -105,7 +105,7 @@ def train_loop_per_worker(config: dict) -> None:
     from uiface_ray.evaluate.faceset import decode_images, read_faceset
     from uiface_ray.fr.loop import plan_training, run_fr_training
     from uiface_ray.optim.context import WorkerContext
-    from uiface_ray.evaluate.fr_verify import PairsVerifier
+    from uiface_ray.evaluate.pairs_verifier import PairsVerifier
 
     cfg = FRTrainConfig.model_validate(config)
     torch.set_num_threads(cfg.torch_threads)
@@ -146,7 +146,7 @@ def _fit_ray_train(cfg: FRTrainConfig, ray_storage: str) -> FRRun:
     from ray.train import LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from uiface_ray.evaluate.fr_verify import CurvePoint
+    from uiface_ray.evaluate.pairs_verifier import CurvePoint
 
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     trainer = TorchTrainer(
