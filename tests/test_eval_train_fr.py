@@ -255,3 +255,48 @@ def test_fr_training_resumes_from_its_ray_checkpoint(ray_local, tmp_path, monkey
     assert second.losses[:2] == first.losses  # steps 1-2 were restored, not rerun
     stored = [p for p in (tmp_path / "ray").rglob("*") if p.is_file()]
     assert stored and not [p for p in stored if b"do-not-store-me" in p.read_bytes()]
+
+
+def test_resume_with_the_weight_average_is_exact():
+    """The FR loop checkpointed at step 2 (through ``ctx.report``, serialised as the Ray Train worker
+    does) and resumed from it (``ctx.restored``) to step 4 gives the losses and the averaged backbone
+    of 4 straight steps, bit for bit (one process: the loop itself, below Ray)."""
+    import torch
+
+    from uiface_ray.evaluate.config import FRTrainConfig
+    from uiface_ray.fr.loop import plan_training, run_fr_training
+    from uiface_ray.fr.model import state_bytes
+    from uiface_ray.optim.context import WorkerContext
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 6)
+    images = rng.integers(0, 256, (4, 1, 32, 32, 3)).repeat(6, axis=1).reshape(24, 32, 32, 3).astype(np.uint8)
+    cfg = FRTrainConfig(
+        data="unused",
+        out="unused",
+        depth=18,
+        width=0.25,
+        input_size=32,
+        embedding_dim=32,
+        ema_decay=0.9,
+        batch_size=6,
+        epochs=1,
+        lr=0.05,
+        augment_p=0.5,
+    )
+    plan = plan_training(24, 4, 32, cfg, 1)
+    saved = []
+
+    def keep(metrics: dict, state: dict | None = None) -> None:
+        saved.append(state_bytes(state))
+
+    quiet = lambda line: None  # noqa: E731
+    straight = run_fr_training(cfg, images, labels, plan, WorkerContext(report=keep, log=quiet), 1, None, 2)
+    assert straight.steps == 4 and len(saved) == 2
+    restored = torch.load(io.BytesIO(saved[0]), weights_only=True)
+    assert restored["step"] == 2 and restored["ema"]["num_updates"] == 2
+    resumed = run_fr_training(cfg, images, labels, plan, WorkerContext(log=quiet, restored=restored), 1, None, 2)
+    assert resumed.losses == straight.losses
+    assert list(resumed.backbone) == list(straight.backbone)
+    assert all(torch.equal(resumed.backbone[k], v) for k, v in straight.backbone.items())
