@@ -1,8 +1,9 @@
-"""FR training core (pure torch): IResNet + margin head, one optimisation step, the weight average.
+"""FR training core (pure torch): IResNet + margin head, the optimiser, one optimisation step, batches.
 
-The training loop (:mod:`uiface_ray.fr.loop`) calls these per step; nothing here knows
-about Ray or storage.  UIFace A.1: IR-50 backbone, ArcFace (s = 64, m = 0.5), 40 epochs,
-step-wise learning rates 0.1, 0.01, 0.001, 0.0001, AdaFace augmentation with probability 0.2.
+The training loop (:mod:`uiface_ray.fr.loop`) calls these per step (its weight average is the
+shared :class:`uiface_ray.optim.ema.EMA`); nothing here knows about Ray or storage.  UIFace A.1:
+IR-50 backbone, ArcFace (s = 64, m = 0.5), 40 epochs, step-wise learning rates 0.1, 0.01, 0.001,
+0.0001, AdaFace augmentation with probability 0.2.
 The backbone's state dict keeps insightface's layout (``conv1``, ``layer1.0.bn1`` ...), so a
 saved ``backbone.pth`` loads with ``uiface_ray.encoders.load_encoder(kind="iresnet")``.
 """
