@@ -1,7 +1,9 @@
 """Train the identity-conditioned diffusion model (paper 3.1, A.1) on a face table with Ray Train.
 
 Resumes automatically from the newest checkpoint in --output; writes a checkpoint (EMA model,
-optimizer/scheduler/EMA state, sample grid, metrics) every --checkpoint_every steps.
+optimizer/scheduler/EMA state, sample grid, metrics) every --checkpoint_every steps. --model.unet picks
+the UNet family: diffusers (default) or release (the official release's architecture; the paper's
+settings are configs/train_diffusion_paper.yaml, see docs/TRAINING.md).
 
     python jobs/train_diffusion.py --config configs/train_diffusion.yaml --data.table=faces.parquet
     ray job submit --working-dir . -- python jobs/train_diffusion.py --config configs/train_diffusion.yaml

@@ -750,6 +750,20 @@ CASES: dict[str, Case] = {
         ],
         needs=("faces",),
     ),
+    # paper: the UNet family and the export to the release's files
+    "train-unknown-unet-family": Case(
+        "train_diffusion",
+        "a model.unet that is neither family",
+        r"model\.unet: Input should be 'diffusers' or 'release' \(got 'unet3'\)",
+        lambda t, a: [f"--data.table={a['faces']}", f"--output={t / 'out'}", "--model.unet=unet3"],
+        needs=("faces",),
+    ),
+    "export-release-of-a-diffusers-model": Case(
+        "export_release",
+        "export_release of a model of the diffusers family",
+        r"a UNet2DConditionModel model; only model\.unet=release models have the release's layout",
+        lambda t, a: [f"--model={a['model']}", f"--output={t / 'out'}"],
+    ),
 }
 
 

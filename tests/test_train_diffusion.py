@@ -88,28 +88,21 @@ def test_ray_train_loss_falls_crash_and_resume(ray_local, s3_bucket, table):
     check_finished_run(output, result.checkpoint, list(range(5, 45, 5)))
 
 
-def test_resume_is_exact(table, tmp_path):
-    """40 straight steps == 20 steps, crash, resume to 40: same weights (single process, no Ray)."""
-    straight = tiny_train_config(
-        table,
-        str(tmp_path / "a"),
-        num_workers=1,
-        max_steps=12,
-        checkpoint_every=6,
-        log_every=3,
-        grid={"num_identities": 0},
-    )
+FAMILIES = {
+    "diffusers": {},
+    # the release's UNet with its context dropout: the dropout masks come from the step's generator too
+    "release": {"model": ModelConfig.tiny(unet="release").model_dump(), "diffusion": {"context_dropout": 0.25}},
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_resume_is_exact(family, table, tmp_path):
+    """12 straight steps == 6 steps, crash, resume to 12: same weights (single process, no Ray)."""
+    common = dict(num_workers=1, max_steps=12, checkpoint_every=6, log_every=3, grid={"num_identities": 0})
+    common.update(FAMILIES[family])
+    straight = tiny_train_config(table, str(tmp_path / "a"), **common)
     state_a = run_training(straight)
-    pieces = tiny_train_config(
-        table,
-        str(tmp_path / "b"),
-        num_workers=1,
-        max_steps=12,
-        checkpoint_every=6,
-        log_every=3,
-        grid={"num_identities": 0},
-        fail_at_step=6,
-    )
+    pieces = tiny_train_config(table, str(tmp_path / "b"), fail_at_step=6, **common)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_training(pieces)
     state_b = run_training(pieces.model_copy(update={"fail_at_step": None}))

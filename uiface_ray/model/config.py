@@ -10,11 +10,58 @@ from pydantic import Field, model_validator
 from uiface_ray.config import Config, StorageConfig
 from uiface_ray.urls import OptionalUrl, Url
 
-__all__ = ["ModelConfig", "OfficialImportConfig"]
+__all__ = ["ModelConfig", "OfficialImportConfig", "ReleaseExportConfig", "ReleaseUNetConfig"]
+
+RELEASE_GROUPS = 32  # the release's GroupNorm groups, everywhere (official_unet.GROUPS)
+
+
+class ReleaseUNetConfig(Config):
+    """Sizes of the release's UNet (``model.unet: release``); defaults: the published 216M model
+    (the release's ``configs/model/unet_cond_ca_cpd25_uncond20.yaml``)."""
+
+    base_channels: int = Field(96, ge=2, description="Channels of the first level (the release's initial_channels).")
+    channel_multipliers: tuple[int, ...] = Field(
+        (1, 2, 2, 2), description="Cumulative channel multipliers per level (level i: base * prod(mult[:i+1]))."
+    )
+    attention_levels: tuple[bool, ...] = Field(
+        (False, True, True, True), description="Attention blocks per level (the release's is_attention)."
+    )
+    head_channels: int = Field(
+        32, ge=1, description="Channels per attention head, also the context tokens per attention block."
+    )
+    blocks_per_resolution: int = Field(2, ge=1, description="Residual(+attention) blocks per level on the way down.")
+
+    @classmethod
+    def tiny(cls) -> "ReleaseUNetConfig":
+        """The test size (as ``official_unet_kwargs(tiny=True)``): 32/64 channels, 16 tokens."""
+        return cls(
+            base_channels=32,
+            channel_multipliers=(1, 2),
+            attention_levels=(False, True),
+            head_channels=16,
+            blocks_per_resolution=1,
+        )
+
+    def widths(self) -> list[int]:
+        out = [self.base_channels]
+        for mult in self.channel_multipliers:
+            out.append(out[-1] * mult)
+        return out
 
 
 class ModelConfig(Config):
     """The generator: UNet, identity context, noise schedule and space (pixel or latent)."""
+
+    unet: Literal["diffusers", "release"] = Field(
+        "diffusers",
+        description="UNet family. diffusers: UNet2DConditionModel sized by block_out_channels..norm_num_groups, "
+        "with the token context encoder (num_tokens, context_hidden_dim); release: the official release's "
+        "architecture sized by `release`, with its projected context (embedding_dim -> cross_attention_dim) and "
+        "learnable empty context.",
+    )
+    release: ReleaseUNetConfig = Field(
+        default_factory=ReleaseUNetConfig, description="Sizes of the release UNet (used when unet is release)."
+    )
 
     image_size: int = Field(32, ge=8, description="Side of the square RGB images in pixels.")
     space: Literal["pixel", "latent"] = Field(
@@ -61,6 +108,9 @@ class ModelConfig(Config):
     def _check(self) -> "ModelConfig":
         if self.space == "latent" and not self.autoencoder:
             raise ValueError("space='latent' needs an autoencoder path")
+        if self.unet == "release":
+            self._check_release()
+            return self
         for channels in self.block_out_channels:
             if channels % self.attention_head_dim or channels % self.norm_num_groups:
                 raise ValueError(
@@ -74,9 +124,28 @@ class ModelConfig(Config):
                 raise ValueError(f"{name} needs {n} entries (one per block_out_channels), got {len(value)}")
         return self
 
+    def _check_release(self) -> None:
+        r = self.release
+        if len(r.attention_levels) != len(r.channel_multipliers):
+            raise ValueError(
+                f"release.attention_levels needs {len(r.channel_multipliers)} entries (one per "
+                f"channel_multipliers), got {len(r.attention_levels)}"
+            )
+        widths = r.widths()
+        if any(w % RELEASE_GROUPS or w % r.head_channels for w in widths) or r.base_channels % 2:
+            raise ValueError(
+                f"release UNet channels {widths}: each must be divisible by {RELEASE_GROUPS} (GroupNorm groups) "
+                f"and release.head_channels={r.head_channels}; base_channels even"
+            )
+        if self.cross_attention_dim % RELEASE_GROUPS:
+            raise ValueError(
+                f"cross_attention_dim {self.cross_attention_dim} must be divisible by {RELEASE_GROUPS} "
+                "with unet=release (its context GroupNorm)"
+            )
+
     @classmethod
     def tiny(cls, **overrides) -> "ModelConfig":
-        """A few-hundred-thousand-parameter model at 16x16 pixels for tests."""
+        """A few-hundred-thousand-parameter model at 16x16 pixels for tests (either UNet family)."""
         values = dict(
             image_size=16,
             block_out_channels=(32, 64),
@@ -89,6 +158,7 @@ class ModelConfig(Config):
             context_hidden_dim=64,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            release=ReleaseUNetConfig.tiny(),
         )
         values.update(overrides)
         return cls(**values)
@@ -135,4 +205,15 @@ class OfficialImportConfig(Config):
     )
     encoder_kind: str = Field("iresnet", description="Identity encoder the model expects (recorded in the bundle).")
     encoder_fingerprint: str = Field("", description="Fingerprint of that encoder's checkpoint, if known.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")
+
+
+class ReleaseExportConfig(Config):
+    """jobs/export_release.py: a release-family model folder -> the release's own checkpoint files."""
+
+    model: Url = Field(..., description="Model folder (path or s3://) of a model trained with model.unet=release.")
+    output: Url = Field(..., description="Folder to write the release's files into (path or s3://).")
+    step: int | None = Field(
+        None, ge=0, description="Step in the checkpoint's name (ema_averaged_model_<step>.ckpt); empty: from the model."
+    )
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")

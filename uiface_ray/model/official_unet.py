@@ -38,7 +38,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-__all__ = ["GROUPS", "OfficialUNet", "official_unet_kwargs"]
+__all__ = ["GROUPS", "OfficialUNet", "official_unet_kwargs", "release_init"]
 
 GROUPS = 32  # the release's GroupNorm groups, everywhere
 
@@ -340,3 +340,20 @@ def _check_sizes(
             )
     if context_dim % GROUPS or base_channels % 2:
         raise ValueError(f"cross_attention_dim {context_dim} must be divisible by {GROUPS}; base_channels even")
+
+
+@torch.no_grad()
+def release_init(unet: OfficialUNet) -> OfficialUNet:
+    """The release's initialisation for training from scratch: zero the last convolution of every
+    residual block (``conv2``), the output projection of every attention block (``x_proj_out``)
+    and the final convolution, so every block starts as the identity and eps starts at 0."""
+    zeroed = [unet.final]
+    for module in unet.modules():
+        if isinstance(module, ResidualBlock):
+            zeroed.append(module.conv2)
+        elif isinstance(module, CrossAttentionBlock):
+            zeroed.append(module.x_proj_out)
+    for conv in zeroed:
+        conv.weight.zero_()
+        conv.bias.zero_()
+    return unet

@@ -1,4 +1,6 @@
-"""The identity-conditioned UNet: a diffusers ``UNet2DConditionModel`` plus the context encoder.
+"""The identity-conditioned UNet plus its context encoder, in one of two families (``model.unet``):
+a diffusers ``UNet2DConditionModel`` with the token context encoder, or the official release's
+architecture (:class:`~uiface_ray.model.official_unet.OfficialUNet`) with its projected context.
 
 ``ModelConfig`` describes the whole generator (UNet, context encoder, noise schedule, pixel or
 latent space); ``build_model`` turns it into a freshly initialised :class:`UIFaceModel`.
@@ -17,9 +19,10 @@ from uiface_ray.config import StorageConfig
 from uiface_ray.model.config import ModelConfig
 from uiface_ray.model.autoencoder import Autoencoder, downscale_factor, latent_channels, load_autoencoder
 from uiface_ray.model.bundle import UIFaceModel, default_encoder_info
-from uiface_ray.model.context import IdentityContextEncoder
+from uiface_ray.model.context import IdentityContextEncoder, ProjectedContextEncoder
+from uiface_ray.model.official_unet import OfficialUNet, release_init
 
-__all__ = ["ModelConfig", "build_model", "build_unet", "unet_shape"]
+__all__ = ["ModelConfig", "build_model", "build_release_unet", "build_unet", "unet_shape"]
 
 
 def unet_shape(cfg: ModelConfig, autoencoder: Autoencoder | None) -> tuple[int, int, int]:
@@ -59,6 +62,24 @@ def build_unet(cfg: ModelConfig, in_channels: int, sample_size: int, out_channel
     )
 
 
+def build_release_unet(cfg: ModelConfig, in_channels: int, sample_size: int) -> OfficialUNet:
+    """The release's UNet sized by ``cfg.release``, initialised as the release trains it (:func:`release_init`)."""
+    r = cfg.release
+    return release_init(
+        OfficialUNet(
+            in_channels=in_channels,
+            out_channels=in_channels,
+            sample_size=sample_size,
+            base_channels=r.base_channels,
+            channel_multipliers=tuple(r.channel_multipliers),
+            attention_levels=tuple(r.attention_levels),
+            head_channels=r.head_channels,
+            blocks_per_resolution=r.blocks_per_resolution,
+            cross_attention_dim=cfg.cross_attention_dim,
+        )
+    )
+
+
 def build_model(
     cfg: ModelConfig,
     encoder_info: dict | None = None,
@@ -68,6 +89,8 @@ def build_model(
 ) -> UIFaceModel:
     """A freshly initialised generator; weights depend only on ``seed``.
 
+    ``cfg.unet`` picks the family: diffusers' ``UNet2DConditionModel`` with the token context encoder,
+    or the release's :class:`OfficialUNet` with its projected context and learnable empty context.
     ``encoder_info`` records the identity encoder the model expects (kind, dim, fingerprint); its
     dim must equal ``cfg.embedding_dim``.  In latent space the autoencoder is loaded from
     ``cfg.autoencoder`` (with ``storage``, the job's resolved storage settings) unless given.
@@ -90,10 +113,14 @@ def build_model(
         scaling = 1.0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = build_unet(cfg, channels, size, out)
-        context_encoder = IdentityContextEncoder(
-            cfg.embedding_dim, cfg.num_tokens, cfg.cross_attention_dim, cfg.context_hidden_dim
-        )
+        if cfg.unet == "release":
+            unet = build_release_unet(cfg, channels, size)
+            context_encoder = ProjectedContextEncoder(cfg.embedding_dim, cfg.cross_attention_dim)
+        else:
+            unet = build_unet(cfg, channels, size, out)
+            context_encoder = IdentityContextEncoder(
+                cfg.embedding_dim, cfg.num_tokens, cfg.cross_attention_dim, cfg.context_hidden_dim
+            )
     info = {
         "encoder": info_encoder,
         "image_size": cfg.image_size,

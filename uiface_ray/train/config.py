@@ -38,6 +38,13 @@ class DiffusionConfig(Config):
     """The training objective: eq. 3 with the identity replaced by c_e with probability p_uncond."""
 
     p_uncond: float = Field(0.2, ge=0, le=1, description="Probability of replacing the identity by c_e.")
+    context_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="model.unet=release only: dropout of the projected context's elements before the c_e "
+        "replacement (the release's context_dropout_probability, 0.25; 0: none).",
+    )
     ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA momentum of the weights that are saved and sampled.")
     ema_warmup: bool = Field(
         False, description="Use decay min(ema_decay, (1+step)/(10+step)) so short runs get a useful EMA."
@@ -97,6 +104,11 @@ class TrainConfig(Config):
     def _check(self) -> "TrainConfig":
         if self.batch_size % self.num_workers:
             raise ValueError(f"batch_size {self.batch_size} must be divisible by num_workers {self.num_workers}")
+        if self.diffusion.context_dropout > 0 and self.model.unet != "release":
+            raise ValueError(
+                f"diffusion.context_dropout={self.diffusion.context_dropout} needs model.unet=release "
+                "(the diffusers family's c_e lives in identity space, before its encoder)"
+            )
         return self
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from uiface_ray.errors import InputError
+from uiface_ray.model.config import ModelConfig
 from uiface_ray.storage.fs import StorageError, check_writable, exists, join
 from uiface_ray.train.checkpoint import read_latest
 from uiface_ray.train.config import TrainConfig
@@ -29,15 +30,23 @@ class RunPlan:
     start_step: int  # 0 for a fresh run, else the step of the checkpoint it resumes from
 
 
+def _comparable(model: dict | None) -> dict | None:
+    """A model config as saved, with the fields added since filled in (a run from before ``model.unet``
+    resumes as the diffusers family it is) and without the sizes of the family it does not use."""
+    try:
+        model = ModelConfig.model_validate(model).model_dump(mode="json")
+    except ValueError:
+        return model  # no longer valid: compared as saved, so it differs
+    if model["unet"] == "diffusers":
+        model.pop("release")
+    return model
+
+
 def _check_resume(cfg: TrainConfig, latest: dict, encoder_info: dict) -> None:
     where = f"{cfg.output}/latest.json"
-    saved_model = latest.get("model_config")
-    if saved_model != cfg.model.model_dump(mode="json"):
-        diff = sorted(
-            k
-            for k in set(saved_model or {}) | set(cfg.model.model_dump(mode="json"))
-            if (saved_model or {}).get(k) != cfg.model.model_dump(mode="json").get(k)
-        )
+    saved_model, model = _comparable(latest.get("model_config")), _comparable(cfg.model.model_dump(mode="json"))
+    if saved_model != model:
+        diff = sorted(k for k in set(saved_model or {}) | set(model) if (saved_model or {}).get(k) != model.get(k))
         raise TrainInputError(
             f"output {cfg.output} holds a run of a different model (model fields differ: {diff}, see {where}); "
             "use another output folder or the same model config"
