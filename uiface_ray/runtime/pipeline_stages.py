@@ -1,8 +1,9 @@
 """The pipeline's stages, in order, and :func:`run_pipeline`.
 
 Each stage is a pure ``plan_<stage>(cfg, upstream) -> StagePlan`` (no I/O, testable without Ray)
-whose ``run`` calls the package's runtime function for that stage.  To add a stage: write its plan
-function and put it in :data:`STAGES`.
+whose ``run`` calls the package's runtime function for that stage, and whose ``preview`` says what
+``run`` would do, reading only (``--dry_run``; :func:`dry_run_pipeline`).  To add a stage: write its
+plan function and put it in :data:`STAGES`.
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ def plan_train_diffusion(cfg: PipelineConfig, up: Upstream) -> StagePlan:
             {"generator": model},
         )
 
-    return StagePlan(stage_cfg, run, preview=preview)  # always run: training resumes (or returns) from the run folder
+    # always run: training resumes (or returns) from the run folder
+    return StagePlan(stage_cfg, run, preview=preview)
 
 
 def plan_identities(cfg: PipelineConfig, up: Upstream) -> StagePlan:
@@ -226,9 +228,8 @@ def plan_synthesize(cfg: PipelineConfig, up: Upstream) -> StagePlan:
             f"on {r.actors} actors"
         )
 
-    return StagePlan(
-        stage_cfg, run, produces={"dataset": out}, preview=_preview_synthesis
-    )  # always run: resumes itself
+    # always run: synthesis resumes itself
+    return StagePlan(stage_cfg, run, produces={"dataset": out}, preview=_preview_synthesis)
 
 
 def _preview_synthesis(c) -> StageOutcome:
