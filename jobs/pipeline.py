@@ -1,6 +1,7 @@
 """The whole UIFace chain at small scale (what scripts/run.sh runs): prepare faces -> embed (dlib) ->
 train a small generator (or reuse a cached one) -> make identities -> synthesize with 2 sampler actors ->
-metrics -> export -> report. Reruns skip what is complete and resume the rest."""
+metrics -> export -> report. Reruns skip what is complete and resume the rest; --dry_run=true prints what
+each stage would do and the synthesis estimate, and writes nothing."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ def body(cfg: PipelineConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from uiface_ray.storage import read_bytes
 
+    if cfg.dry_run:
+        from uiface_ray.runtime.pipeline_stages import dry_run_pipeline
+
+        dry_run_pipeline(cfg)
+        return
     result = run_pipeline(cfg)
     print(read_bytes(result.report, cfg.storage).decode())
     print(f"[pipeline] report -> {result.report}")

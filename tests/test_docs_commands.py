@@ -1,20 +1,30 @@
 """The documents' commands run as written (#26 items 1-3).
 
-Fenced blocks whose info string is ``bash test`` in README.md and docs/*.md are run, in the order of
-the file, by one ``bash -euo pipefail`` in a fresh copy of the checkout (the files a clone has,
-``.venv`` linked to this one's), with the release's files written in the tiny test architecture
-beside it (``../uiface-release/``), a bucket ``my-bucket`` on a loopback S3 server, and no
-``PYTHONPATH``: the copy's own ``uiface_ray`` runs.  Blocks marked ``bash test teardown`` run
-afterwards whatever happened (they stop the local Ray head).  What the test changes, and only that:
+Every shell fence of README.md and docs/OFFICIAL.md is either run or marked, in its info string:
+
+* ``bash test``: run, in the order of the file, by one ``bash -euo pipefail`` per document in a
+  fresh copy of the checkout (the files a clone has, a ``.venv`` whose entries link to this one's,
+  ``../shared/data/lfw112`` linked beside it), with no ``PYTHONPATH``: the copy's own ``uiface_ray``
+  runs.  ``bash test teardown`` blocks run afterwards whatever happened (they stop the local head).
+* ``bash no-test: <reason>``: not run, for the reason given (e.g. it is this test suite, or it
+  needs a cluster, an AWS account or the user's own data).
+
+docs/OFFICIAL.md runs with the release's files written in the tiny test architecture beside the
+copy (``../uiface-release/``) and a bucket ``my-bucket`` on a loopback S3 server.  What the test
+changes in a command, and only that (never a path):
 
 * port numbers: Ray's defaults (6379, 8265, the agent's and the client server's) may be held by
   another Ray on this machine, so free ports and a short ``--temp-dir`` replace them;
-* sizes: ``jobs/import_official.py`` gets ``--architecture=tiny`` and ``jobs/synthesize.py`` a few
-  identities, images and steps (:data:`TINY`), as a 216M-parameter UNet would not fit the test.
+* sizes, appended as flags to the commands of :data:`TINY` (later flags win): the tiny architecture
+  (``--architecture=tiny``; the pipeline's ``--train_config=configs/train_diffusion_tiny.yaml``),
+  few identities, images, candidates and DDIM steps, FR models of one step, and caps on the long
+  trainings (``--max_steps``; a 70-minute run stops at step 2).  A model trained for a few steps
+  draws near-identical faces, so the identity filters' thresholds are loosened (0.99) with them.
 
-The fast tests check every shell command of the documents: ``ray job submit`` carries
-``--address``, and a job runs with the virtualenv's Python, or with a bare ``python`` only as a
-cluster's entrypoint after ``--``.
+The fast tests check that every fence is run or marked with a reason, that the substitutions only
+append flags, and every shell command of the documents: ``ray job submit`` carries ``--address``,
+and a job runs with the virtualenv's Python, or with a bare ``python`` only as a cluster's
+entrypoint after ``--``.
 """
 
 from __future__ import annotations
@@ -33,15 +43,33 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_pipeline import TINY_PIPELINE_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.M | re.S)
+OFFICIAL, README = ROOT / "docs" / "OFFICIAL.md", ROOT / "README.md"
+RUN_OR_MARK = (README, OFFICIAL)  # every shell fence of these is run, or marked with a reason
+# The flags appended to each command that starts with the key (most specific key first).
 TINY = {
     "jobs/import_official.py": " --architecture=tiny",
     "jobs/synthesize.py": " --images_per_identity=2 --identities_per_shard=2 --batch_size=4"
     " --sampler.num_inference_steps=3 --sampler.output_size=16 --actors.num_actors=1",
+    "scripts/run.sh": " " + " ".join(TINY_PIPELINE_FLAGS),
+    "jobs/prepare_faces.py --config": " --max_identities=3 --max_images_per_identity=6",
+    "benchmarks/train_local.py": " --max_steps=2 --checkpoint_every=2 --log_every=1"
+    " --grid.num_identities=3 --grid.num_inference_steps=2",
+    "benchmarks/train_demo_eval.py": " --num-identities=2 --samples=2 --real-per-identity=2 --steps=2",
+    "benchmarks/context_gain.py": " --images=8",
+    "jobs/make_identities.py --config configs/make_identities_demo32.yaml": " --num_identities=2"
+    " --max_candidates=64 --candidates_per_task=8 --num_inference_steps=2"
+    " --similarity_threshold=0.99 --leakage_threshold=0.99",
+    "jobs/ablation.py --config configs/ablation_demo32.yaml": " --num_identities=2 --images_per_identity=2"
+    " --batch_size=8 --sampler.num_inference_steps=3 --fr_seeds=1 --fr.max_steps=1 --fr.batch_size=2"
+    " --real_max_images=12 --verify_max_pairs=20 --metrics_k=2 --diversity_identities=2"
+    " --interval_identities=2 --interval_images=2 --grid_identities=2 --grid_images=2",
 }
+MARK = re.compile(r"^(test|test teardown|no-test: \S.*)$")
 SHELLS = ("bash", "sh", "shell", "console")
 
 
@@ -77,6 +105,40 @@ def test_every_documented_command_names_its_python_and_its_address():
             for line in logical_lines(body):
                 problems += [f"{path.relative_to(ROOT)}: {p}" for p in command_problems(line)]
     assert problems == []
+
+
+def test_every_shell_fence_is_run_or_marked_with_a_reason():
+    """A new command in README.md or docs/OFFICIAL.md runs in the slow test unless its fence says why not."""
+    unmarked = [
+        f"{path.relative_to(ROOT)}: ```{info or '(no mark)'}"
+        for path in RUN_OR_MARK
+        for info, _ in shell_blocks(path)
+        if not MARK.match(info)
+    ]
+    assert unmarked == []
+    runs = {path.name: [info for info, _ in shell_blocks(path) if info == "test"] for path in RUN_OR_MARK}
+    assert len(runs["README.md"]) >= 4 and len(runs["OFFICIAL.md"]) >= 4
+
+
+def test_the_mark_check_refuses_a_bare_fence_and_a_reasonless_mark():
+    assert [bool(MARK.match(i)) for i in ("", "no-test", "no-test: ", "test", "no-test: needs a cluster")] == [
+        False,
+        False,
+        False,
+        True,
+        True,
+    ]
+
+
+def test_substitutions_only_append_flags_before_the_comment():
+    ports = dict.fromkeys(("a", "b", "c", "d", "e", "f", "g"), 1)
+    body = "scripts/run.sh     # the main command\n.venv/bin/python jobs/prepare_faces.py --help\n"
+    run, help_line = _adapt(body, ports, "/t").splitlines()
+    assert run == "scripts/run.sh" + TINY["scripts/run.sh"] + "     # the main command"
+    assert help_line == ".venv/bin/python jobs/prepare_faces.py --help"  # no key of TINY: as written
+    cont = ".venv/bin/python jobs/import_official.py \\\n  --checkpoint=x --output=y\n"
+    want = ".venv/bin/python jobs/import_official.py  --checkpoint=x --output=y --architecture=tiny\n"
+    assert _adapt(cont, ports, "/t") == want
 
 
 def test_the_checks_catch_the_commands_of_issue_26():
@@ -118,23 +180,30 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _adapt(body: str, ports: dict[str, int], temp_dir: str) -> str:
-    """The block with free ports instead of Ray's defaults and tiny sizes appended to the jobs."""
-    gcs, dashboard, client, agent, grpc, metrics, runtime_env = (ports[k] for k in sorted(ports))
-    text = body.replace("--port=6379", f"--port={gcs}").replace(":8265", f":{dashboard}")
-    text = text.replace("--dashboard-port=8265", f"--dashboard-port={dashboard}")
-    head_flags = (
-        f" --ray-client-server-port={client} --dashboard-agent-listen-port={agent}"
-        f" --dashboard-agent-grpc-port={grpc} --metrics-export-port={metrics}"
-        f" --runtime-env-agent-port={runtime_env} --temp-dir={temp_dir}"
-    )
-    text = text.replace("ray start --head", "ray start --head" + head_flags)
-    lines = []
-    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
-        for job, extra in TINY.items():
-            if job in line:
-                line += extra
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+    """The block with free ports instead of Ray's defaults (when ``ports`` are given) and tiny
+    sizes appended to the jobs."""
+    text = body
+    if ports:
+        gcs, dashboard, client, agent, grpc, metrics, runtime_env = (ports[k] for k in sorted(ports))
+        text = text.replace("--port=6379", f"--port={gcs}").replace(":8265", f":{dashboard}")
+        text = text.replace("--dashboard-port=8265", f"--dashboard-port={dashboard}")
+        head_flags = (
+            f" --ray-client-server-port={client} --dashboard-agent-listen-port={agent}"
+            f" --dashboard-agent-grpc-port={grpc} --metrics-export-port={metrics}"
+            f" --runtime-env-agent-port={runtime_env} --temp-dir={temp_dir}"
+        )
+        text = text.replace("ray start --head", "ray start --head" + head_flags)
+    return "\n".join(_tiny(line) for line in re.sub(r"\\\n\s*", " ", text).splitlines()) + "\n"
+
+
+def _tiny(line: str) -> str:
+    """``line`` with the flags of its command in :data:`TINY` appended (before a trailing comment)."""
+    code, hash_, comment = line.partition(" # ")
+    key = next((k for k in TINY if k in code), None)
+    if key is None or line.lstrip().startswith("#"):
+        return line
+    stripped = code.rstrip()
+    return stripped + TINY[key] + code[len(stripped) :] + hash_ + comment
 
 
 def _release_files(folder: Path) -> dict[str, str]:
@@ -147,7 +216,8 @@ def _release_files(folder: Path) -> dict[str, str]:
 
 
 def _fresh_copy(dest: Path) -> None:
-    """The files a clone of this checkout has (tracked, and new files not ignored), plus .venv."""
+    """The files a clone of this checkout has (tracked, and new files not ignored), a set-up .venv
+    (:func:`_linked_venv`) and ``../shared/data/lfw112`` beside it when this checkout has the faces."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -159,7 +229,22 @@ def _fresh_copy(dest: Path) -> None:
         if source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
-    (dest / ".venv").symlink_to(sys.prefix)  # the virtualenv's root (sys.executable may link outside it)
+    _linked_venv(Path(sys.prefix), dest / ".venv")  # the virtualenv's root (sys.executable may link outside it)
+    lfw = Path(os.environ.get("UIFACE_LFW_DIR", ROOT.parent / "shared" / "data" / "lfw112"))
+    if lfw.is_dir():
+        (dest.parent / "shared" / "data").mkdir(parents=True, exist_ok=True)
+        (dest.parent / "shared" / "data" / "lfw112").symlink_to(lfw.resolve())
+
+
+def _linked_venv(venv: Path, dest: Path) -> None:
+    """``dest`` as a virtualenv that scripts/setup.sh finds set up: its entries link to ``venv``'s,
+    and its own install stamp is newer than the copy's pyproject.toml (so nothing is reinstalled,
+    and nothing is written into ``venv``)."""
+    dest.mkdir()
+    for entry in venv.iterdir():
+        if entry.name != ".uiface-installed":
+            (dest / entry.name).symlink_to(entry)
+    (dest / ".uiface-installed").touch()
 
 
 def _stop_head(pid_file: Path) -> None:
@@ -193,6 +278,49 @@ def _run(script: str, cwd: Path, env: dict, log: Path, timeout_s: float) -> int:
         ).returncode
 
 
+def _env(tmp: str) -> dict[str, str]:
+    """A new user's shell: no PYTHONPATH (the copy's own package runs), no Ray address or auth mode
+    of this test run; temporary files (embedded Rays' sessions) in ``tmp``."""
+    drop = ("PYTHONPATH", "RAY_ADDRESS", "RAY_AUTH_MODE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", TMPDIR=tmp)
+    return env
+
+
+def _run_document(path: Path, clone: Path, env: dict, log: Path, ports: dict, timeout_s: float) -> tuple[int, int]:
+    """The ``test`` blocks of ``path`` in one shell, then its ``test teardown`` blocks; both exit codes."""
+    blocks = shell_blocks(path)
+    temp_dir = env["TMPDIR"]
+    steps = [_adapt(body, ports, temp_dir) for info, body in blocks if info == "test"]
+    teardown = [_adapt(body, ports, temp_dir) for info, body in blocks if info == "test teardown"]
+    rc = _run("".join(f"echo '### block {i}'\n{s}" for i, s in enumerate(steps)), clone, env, log, timeout_s)
+    return rc, (_run("".join(teardown), clone, env, log, 180) if teardown else 0)
+
+
+@pytest.mark.slow
+def test_readme_runs_as_written(lfw_dir, tmp_path):
+    """Every ``bash test`` block of README.md: the main command, the identity-learning demonstration,
+    a job, and the pipeline's dry run, each at toy scale (:data:`TINY`)."""
+    clone = tmp_path / "clone"
+    _fresh_copy(clone)
+    temp_dir = tempfile.mkdtemp(prefix="rdm-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    log = tmp_path / "commands.log"
+    try:
+        rc, _ = _run_document(README, clone, _env(temp_dir), log, {}, 900)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    output = log.read_text(errors="replace")
+    assert rc == 0, output[-6000:]
+    out = clone / "out"
+    assert (out / "pipeline" / "report.md").is_file() and (out / "pipeline" / "synthetic" / "preview.png").is_file()
+    assert "[pipeline] 1/7 prepare_faces: already complete, would skip" in output  # the dry run after the run
+    assert re.search(r"\[pipeline\]     [\d.e-]+ s per evaluation \(measured on 4 images, cpu\)", output), output[
+        -3000:
+    ]
+    assert (out / "h2" / "loss.png").is_file() and (out / "h2" / "ablation_demo32" / "report" / "index.html").is_file()
+    assert not any(temp_dir in line for line in _command_lines()), "a job left processes behind"
+
+
 @pytest.mark.slow
 def test_official_md_runs_as_written(s3_server, tmp_path):
     import boto3
@@ -206,16 +334,10 @@ def test_official_md_runs_as_written(s3_server, tmp_path):
     names = ("gcs", "dashboard", "client", "agent", "grpc", "metrics", "runtime_env")
     ports = dict(zip(sorted(names), _free_ports(len(names))))
     temp_dir = tempfile.mkdtemp(prefix="rayd-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1")
-    blocks = shell_blocks(ROOT / "docs" / "OFFICIAL.md")
-    steps = [_adapt(body, ports, temp_dir) for info, body in blocks if info == "test"]
-    teardown = [_adapt(body, ports, temp_dir) for info, body in blocks if info == "test teardown"]
     log = tmp_path / "commands.log"
     try:
-        rc = _run("".join(f"echo '### block {i}'\n{s}" for i, s in enumerate(steps)), clone, env, log, 1500)
+        rc, teardown_rc = _run_document(OFFICIAL, clone, _env(temp_dir), log, ports, 900)
     finally:
-        teardown_rc = _run("".join(teardown), clone, env, log, 180)
         _stop_head(clone / "out" / "ray-head.pid")
         shutil.rmtree(temp_dir, ignore_errors=True)
     output = log.read_text(errors="replace")

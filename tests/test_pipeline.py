@@ -20,6 +20,25 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGE_NAMES = ("prepare_faces", "embed", "train_diffusion", "make_identities", "synthesize", "metrics", "export")
 
 
+# The pipeline at toy scale: the flags the tests (and the docs test, on scripts/run.sh) add.
+TINY_PIPELINE_FLAGS = (
+    "--train_config=configs/train_diffusion_tiny.yaml",
+    "--max_images_per_identity=3",
+    "--num_identities=2",
+    "--images_per_identity=2",
+    "--num_inference_steps=4",
+    "--stages.prepare_faces.max_identities=6",
+    "--stages.train_diffusion.max_steps=4",
+    "--stages.train_diffusion.checkpoint_every=4",
+    "--stages.train_diffusion.num_workers=1",
+    "--stages.train_diffusion.grid.num_inference_steps=2",
+    "--stages.train_diffusion.grid.num_identities=4",
+    "--stages.make_identities.similarity_threshold=0.99",
+    "--stages.make_identities.leakage_threshold=0.99",
+    "--stages.metrics.msssim_size=48",
+)
+
+
 def _tiny_pipeline(lfw_dir: Path, rel_work: str) -> list[str]:
     """``jobs/pipeline.py`` at toy scale, from the repository root with relative paths only."""
     import os
@@ -34,20 +53,7 @@ def _tiny_pipeline(lfw_dir: Path, rel_work: str) -> list[str]:
         f"--generator_cache={rel_work}/gen",
         f"--faces_source={lfw_rel}/images",
         f"--people_file={lfw_rel}/peopleDevTrain.txt",
-        "--train_config=configs/train_diffusion_tiny.yaml",
-        "--max_images_per_identity=3",
-        "--num_identities=2",
-        "--images_per_identity=2",
-        "--num_inference_steps=4",
-        "--stages.prepare_faces.max_identities=6",
-        "--stages.train_diffusion.max_steps=4",
-        "--stages.train_diffusion.checkpoint_every=4",
-        "--stages.train_diffusion.num_workers=1",
-        "--stages.train_diffusion.grid.num_inference_steps=2",
-        "--stages.train_diffusion.grid.num_identities=4",
-        "--stages.make_identities.similarity_threshold=0.99",
-        "--stages.make_identities.leakage_threshold=0.99",
-        "--stages.metrics.msssim_size=48",
+        *TINY_PIPELINE_FLAGS,
     ]
 
 

@@ -117,6 +117,11 @@ class PipelineConfig(Config):
     num_actors: int = Field(2, ge=1, description="Sampler actors for identities and synthesis.")
     num_inference_steps: int = Field(50, ge=1, description="DDIM steps of every sampling stage.")
     seed: int = Field(0, description="Job seed of identities and synthesis.")
+    dry_run: bool = Field(
+        False,
+        description="Print what each stage would do (stages already complete are skipped, as a rerun "
+        "skips them) and the synthesis estimate, then exit without writing anything.",
+    )
     stages: StageOverrides = Field(default_factory=StageOverrides, description="Per-stage overrides.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Where Ray runs.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object storage access.")

@@ -10,7 +10,8 @@ embed -> train the generator -> make identities -> synthesize -> metrics -> expo
 
 Stages whose output is already complete for the same config are skipped, so a rerun resumes where
 the last one stopped (training and synthesis also resume inside a stage).  A failing stage leaves
-the outputs of the stages before it in place, and its error names the stage.
+the outputs of the stages before it in place, and its error names the stage.  With ``dry_run``,
+:func:`dry_run_stages` walks the same plans and prints each stage's ``preview`` instead of running it.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class StagePlan:
     run: Callable[[Any], StageOutcome]  # the runtime call, given ``config``
     complete_marker: str | None = None  # output whose stamp says "complete for this config" (None: always run)
     produces: dict[str, Any] = field(default_factory=dict)  # Upstream fields known from the plan
+    preview: Callable[[Any], StageOutcome] | None = None  # --dry_run: what ``run`` would do, writing nothing
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,27 @@ def run_stages(
     return result
 
 
+def dry_run_stages(cfg: "PipelineConfig", stages: list[Stage], log: Callable[[str], None] = print) -> Upstream:
+    """Plan each stage and print what it would do, skipping those already complete as
+    :func:`run_stages` would; runs nothing and writes nothing."""
+    upstream = Upstream(generator=cfg.generator)
+    for i, stage in enumerate(stages, start=1):
+        plan = stage.plan(cfg, upstream)
+        head = f"[pipeline] {i}/{len(stages)} {stage.name}:"
+        if plan.complete_marker is not None and is_complete(plan.complete_marker, plan.config, cfg.storage):
+            log(f"{head} already complete, would skip")
+            outcome = StageOutcome("")
+        else:
+            outcome = plan.preview(plan.config) if plan.preview else StageOutcome("would run")
+            first, *rest = outcome.summary.splitlines() or [""]
+            log(f"{head} {first}")
+            for line in rest:
+                log(f"[pipeline]     {line}")
+        upstream = dataclasses.replace(upstream, **plan.produces, **outcome.produces)
+    log("[pipeline] dry run: nothing written")
+    return upstream
+
+
 def write_report(cfg: "PipelineConfig", result: PipelineResult) -> str:
     """``<workdir>/report.md``: each stage's time and result, and the metrics."""
     lines = [
@@ -214,6 +237,7 @@ __all__ = [
     "StageRecord",
     "Upstream",
     "check_faces_source",
+    "dry_run_stages",
     "generator_cache_url",
     "is_complete",
     "mark_complete",

@@ -1,8 +1,9 @@
 """The pipeline's stages, in order, and :func:`run_pipeline`.
 
 Each stage is a pure ``plan_<stage>(cfg, upstream) -> StagePlan`` (no I/O, testable without Ray)
-whose ``run`` calls the package's runtime function for that stage.  To add a stage: write its plan
-function and put it in :data:`STAGES`.
+whose ``run`` calls the package's runtime function for that stage, and whose ``preview`` says what
+``run`` would do, reading only (``--dry_run``; :func:`dry_run_pipeline`).  To add a stage: write its
+plan function and put it in :data:`STAGES`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from uiface_ray.runtime.pipeline import (
     StagePlan,
     Upstream,
     check_faces_source,
+    dry_run_stages,
     generator_cache_url,
     merge,
     resolve_pipeline,
@@ -33,6 +35,7 @@ from uiface_ray.storage import join
 
 __all__ = [
     "STAGES",
+    "dry_run_pipeline",
     "plan_embed",
     "plan_export",
     "plan_identities",
@@ -72,7 +75,14 @@ def plan_prepare_faces(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         t = prepare_faces(c).table
         return StageOutcome(f"{t.images} images of {t.identities} identities -> {t.output}")
 
-    return StagePlan(stage_cfg, run, complete_marker=out, produces={"faces": out})
+    def preview(c) -> StageOutcome:
+        people = f", the people in {c.people_file}" if c.people_file else ""
+        cap = f", at most {c.max_images_per_identity} each" if c.max_images_per_identity else ""
+        return StageOutcome(
+            f"would read faces of {c.input} (identities with >= {c.min_images} images{cap}{people}) -> {c.output}"
+        )
+
+    return StagePlan(stage_cfg, run, complete_marker=out, produces={"faces": out}, preview=preview)
 
 
 def plan_embed(cfg: PipelineConfig, up: Upstream) -> StagePlan:
@@ -90,7 +100,11 @@ def plan_embed(cfg: PipelineConfig, up: Upstream) -> StagePlan:
             f"{r.images} x {r.dim}-d embeddings on {r.num_actors} actors ({r.images_per_second:.1f} images/s)"
         )
 
-    return StagePlan(stage_cfg, run, complete_marker=out, produces={"embedded": out, "embed_stamp": stamp(stage_cfg)})
+    def preview(c) -> StageOutcome:
+        return StageOutcome(f"would embed {c.input} with {c.encoder.kind} on {c.num_actors} actors -> {c.output}")
+
+    produces = {"embedded": out, "embed_stamp": stamp(stage_cfg)}
+    return StagePlan(stage_cfg, run, complete_marker=out, produces=produces, preview=preview)
 
 
 def _reuse_generator(c) -> StageOutcome:
@@ -105,7 +119,10 @@ def plan_train_diffusion(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     draft = stage_config(TrainConfig, "train_diffusion", merge(start or {}, base), cfg.stages.train_diffusion)
     if cfg.generator:  # the user's own generator: nothing to train
         return StagePlan(
-            draft.model_copy(update={"output": cfg.generator}), _reuse_generator, produces={"generator": cfg.generator}
+            draft.model_copy(update={"output": cfg.generator}),
+            _reuse_generator,
+            produces={"generator": cfg.generator},
+            preview=lambda c: StageOutcome(f"would reuse the generator {c.output} (--generator)"),
         )
     stage_cfg = draft.model_copy(update={"output": generator_cache_url(cfg, draft, up.embed_stamp)})
 
@@ -122,7 +139,23 @@ def plan_train_diffusion(cfg: PipelineConfig, up: Upstream) -> StagePlan:
             {"generator": r.model},
         )
 
-    return StagePlan(stage_cfg, run)  # always run: training resumes (or returns) from the run folder
+    def preview(c) -> StageOutcome:
+        from uiface_ray.train.checkpoint import checkpoint_url, read_latest
+
+        latest = read_latest(c.output, c.storage) or {}
+        step = int(latest.get("step", 0))
+        if latest.get("model") and step >= c.max_steps:
+            return StageOutcome(
+                f"trained already (step {step}), would reuse {latest['model']}", {"generator": latest["model"]}
+            )
+        model = join(checkpoint_url(c.output, c.max_steps), "model")  # where the last checkpoint will be
+        return StageOutcome(
+            f"would train steps {step} -> {c.max_steps} (batch {c.batch_size}) on {c.data.table} -> {model}",
+            {"generator": model},
+        )
+
+    # always run: training resumes (or returns) from the run folder
+    return StagePlan(stage_cfg, run, preview=preview)
 
 
 def plan_identities(cfg: PipelineConfig, up: Upstream) -> StagePlan:
@@ -155,7 +188,13 @@ def plan_identities(cfg: PipelineConfig, up: Upstream) -> StagePlan:
             f"{s.rejected_leakage} too close to training identities)"
         )
 
-    return StagePlan(stage_cfg, run, complete_marker=out, produces={"identities": out})
+    def preview(c) -> StageOutcome:
+        model = c.model or "the generator of stage 3"
+        return StageOutcome(
+            f"would draw up to {c.max_candidates} candidates from {model} and keep {c.num_identities} identities -> {c.output}"
+        )
+
+    return StagePlan(stage_cfg, run, complete_marker=out, produces={"identities": out}, preview=preview)
 
 
 def plan_synthesize(cfg: PipelineConfig, up: Upstream) -> StagePlan:
@@ -189,7 +228,25 @@ def plan_synthesize(cfg: PipelineConfig, up: Upstream) -> StagePlan:
             f"on {r.actors} actors"
         )
 
-    return StagePlan(stage_cfg, run, produces={"dataset": out})  # always run: synthesis resumes itself
+    # always run: synthesis resumes itself
+    return StagePlan(stage_cfg, run, produces={"dataset": out}, preview=_preview_synthesis)
+
+
+def _preview_synthesis(c) -> StageOutcome:
+    """The synthesis estimate when the generator and the identities exist (a resume), else the plan
+    from the counts alone."""
+    from uiface_ray.storage import exists
+
+    if c.model and exists(c.model, c.storage) and exists(c.identities, c.storage):
+        from uiface_ray.runtime.synthesis_estimate import estimate_synthesis
+
+        return StageOutcome("\n".join(["would synthesize:", *estimate_synthesis(c).lines(c)[:-1]]))
+    return StageOutcome(
+        f"would synthesize the identities of stage 4 x {c.images_per_identity} images ({c.identities_per_shard} "
+        f"identities per shard, mode {c.sampler.mode}, {c.sampler.num_inference_steps} steps) -> {c.output}\n"
+        "the estimate (UNet evaluations, seconds per evaluation, ETA) needs the generator and the identities: "
+        "rerun with --dry_run=true once stages 3 and 4 are complete"
+    )
 
 
 def plan_metrics(cfg: PipelineConfig, up: Upstream) -> StagePlan:
@@ -218,7 +275,11 @@ def plan_metrics(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         )
 
     metrics_url = join(out, "metrics.json")
-    return StagePlan(stage_cfg, run, complete_marker=metrics_url, produces={"metrics": metrics_url})
+
+    def preview(c) -> StageOutcome:
+        return StageOutcome(f"would measure {c.data} ({c.encoder.kind}) against {c.real} -> {c.out}")
+
+    return StagePlan(stage_cfg, run, complete_marker=metrics_url, produces={"metrics": metrics_url}, preview=preview)
 
 
 def plan_export(cfg: PipelineConfig, up: Upstream) -> StagePlan:
@@ -234,7 +295,7 @@ def plan_export(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         r = run_export_on_ray(c)  # the shards on the pipeline's Ray session, as jobs/export.py does
         return StageOutcome(f"{r.images} images of {r.identities} identities -> {r.output}")
 
-    return StagePlan(stage_cfg, run)
+    return StagePlan(stage_cfg, run, preview=lambda c: StageOutcome(f"would export {c.dataset} -> {c.output}"))
 
 
 STAGES: list[Stage] = [
@@ -246,6 +307,14 @@ STAGES: list[Stage] = [
     Stage("metrics", plan_metrics),  # before export: the dataset card carries the metrics
     Stage("export", plan_export),
 ]
+
+
+def dry_run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> None:
+    """``--dry_run``: what each stage would do and the synthesis estimate; nothing is written (Ray
+    starts only for the estimate's probe)."""
+    cfg = resolve_pipeline(cfg)
+    check_faces_source(cfg)
+    dry_run_stages(cfg, STAGES, log)
 
 
 def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> PipelineResult:
