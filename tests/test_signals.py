@@ -135,7 +135,8 @@ def test_a_signal_inside_an_import_waits_for_the_import(tmp_path):
     )
     job = (
         "import sys, time\n"
-        "from uiface_ray.config import Config, run_job\n"
+        "from uiface_ray.config import Config\n"
+        "from uiface_ray.runtime.job import run_job\n"
         "def body(cfg):\n"
         "    import slow_module\n"
         "    time.sleep(30)\n"
