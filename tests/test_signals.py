@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+import synthesize_with_faults
 from tiny_assets import make_tiny_synthesis_inputs
 from uiface_ray import storage
-from uiface_ray.synth.faults import FAULTS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 LINES = {
@@ -76,14 +76,15 @@ def clean(inputs, tmp_path_factory) -> dict[str, bytes]:
 
 
 def stop_mid_run(cmd: list[str], out: Path, markers: Path, sig: int, log: Path) -> tuple[int, str]:
-    """Run ``cmd`` holding shard 1; once shard 0 has landed, send ``sig`` to the driver's pid.
-    Returns (exit code, stderr+stdout)."""
-    hold = json.dumps({"hold_shard": 1, "hold_seconds": 600, "marker_dir": str(markers)})
+    """Run ``cmd`` (a :func:`synth_cmd`) through the tests' fault launcher holding shard 1; once
+    shard 0 has landed, send ``sig`` to the driver's pid.  Returns (exit code, stderr+stdout)."""
+    hold = {"hold_shard": 1, "hold_seconds": 600, "marker_dir": str(markers)}
+    assert cmd[1] == "jobs/synthesize.py", cmd
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            cmd,
+            [cmd[0], *synthesize_with_faults.args(hold, cmd[2:])],
             cwd=ROOT,
-            env=_env(**{FAULTS_ENV: hold}),
+            env=_env(),
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
