@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 REAL_ROW = "real (DevTrain)"
 
 
+def _progress(cfg: AblationConfig) -> Progress:
+    """The ablation's stages: per mode sampling, metrics and one FR model per seed; the real row's
+    metrics and FR models; Figure 2."""
+    return Progress((2 + cfg.fr_seeds) * len(cfg.modes) + (1 + cfg.fr_seeds) * cfg.real_row + 1, clock=time.monotonic)
+
+
 def _step(progress: Progress, what: str) -> None:
     """One log line per finished stage: what, its seconds, the total so far and the stages left."""
     progress.add()
@@ -275,9 +281,7 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
     ref_emb = encoder.embed(decode_images(real.reference.images, 112))
     params = MetricParams(cfg.diversity_identities, 45, 45, 10000, cfg.metrics_k, 112)
     rows, grids, d_t = [], {}, {}
-    progress = Progress(
-        (2 + cfg.fr_seeds) * len(cfg.modes) + (1 + cfg.fr_seeds) * cfg.real_row + 1, clock=time.monotonic
-    )
+    progress = _progress(cfg)
     for mode in cfg.modes:
         data = generate_mode(model, mode, cfg, contexts)
         url = write_face_table(

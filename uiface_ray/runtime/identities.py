@@ -103,14 +103,16 @@ def _validate(cfg: MakeIdentitiesConfig) -> tuple[int, np.ndarray | None]:
     return dim, train
 
 
-def _show_kept(progress: Progress, drawn: int, max_candidates: int, force: bool) -> None:
-    """``[make_identities] kept K/N of D drawn (max M)  r cand/s  ETA h:mm:ss`` every ``every_s``;
-    the ETA extrapolates the kept rate (it slows as the kept set fills the embedding space)."""
-    if not drawn or not progress.due(force):
+def _show_kept(progress: Progress, filt: GreedyIdentityFilter, max_candidates: int) -> None:
+    """``[make_identities] kept K/N of D drawn (max M)  r cand/s  ETA h:mm:ss`` every ``every_s``
+    (the last when the filter is done); the ETA extrapolates the kept rate (it slows as the kept set
+    fills the embedding space)."""
+    progress.done = filt.kept
+    if not filt.drawn or not progress.due(force=filt.done):
         return
     print(
-        f"[make_identities] kept {progress.done}/{progress.total} of {drawn} drawn (max {max_candidates})  "
-        f"{drawn / max(progress.elapsed, 1e-9):.1f} cand/s  ETA {progress.eta()}",
+        f"[make_identities] kept {filt.kept}/{progress.total} of {filt.drawn} drawn (max {max_candidates})  "
+        f"{filt.drawn / max(progress.elapsed, 1e-9):.1f} cand/s  ETA {progress.eta()}",
         file=sys.stderr,
         flush=True,
     )
@@ -137,8 +139,7 @@ def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
                 raise IdentitiesInputError(f"the identity encoder gives dim {emb.shape[1]}, the model expects {dim}")
             filt.offer(emb, seeds)
             next_block[0] += 1
-        progress.done = filt.kept
-        _show_kept(progress, filt.drawn, cfg.max_candidates, force=filt.done)
+        _show_kept(progress, filt, cfg.max_candidates)
         return filt.done
 
     actors: list = []
