@@ -15,7 +15,7 @@ from uiface_ray.synth.config import SynthesisConfig  # noqa: E402
 
 
 def body(cfg: SynthesisConfig, faults=None) -> None:
-    """The job; ``faults`` is the tests' fault plan (tests/synthesize_with_faults.py), None here."""
+    """The job; ``faults`` is the tests' fault plan (tests/fault_seam/synthesize_with_faults.py), None here."""
     from uiface_ray.runtime.synthesis import run_synthesis
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

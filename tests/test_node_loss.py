@@ -32,7 +32,7 @@ from test_deploy_local_cluster import (
     head_args,
     node_args,
 )
-import synthesize_with_faults
+from fault_seam import synthesize_with_faults
 from test_signals import synth_cmd
 from tiny_assets import make_tiny_synthesis_inputs
 
@@ -129,7 +129,7 @@ def submit(url: str, job_id: str, args: list[str], faults: dict):
     """``ray job submit`` of ``jobs/synthesize.py <args>`` from this checkout with the tests' fault
     launcher holding ``faults`` (it travels as a py_module beside deploy/runtime_env.yaml's settings);
     returns a function that says whether the job is still pending or running."""
-    entry = ["python", "-m", "synthesize_with_faults", *synthesize_with_faults.args(faults, args)[1:]]
+    entry = ["python", "-m", synthesize_with_faults.MODULE, *synthesize_with_faults.args(faults, args)[1:]]
     cmd = [str(RAY), "job", "submit", "--address", url, "--submission-id", job_id, "--no-wait",
            "--runtime-env-json", synthesize_with_faults.submit_runtime_env(), "--working-dir", ".", "--", *entry]  # fmt: skip
     submitted = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)

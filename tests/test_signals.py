@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-import synthesize_with_faults
+from fault_seam import synthesize_with_faults
 from tiny_assets import make_tiny_synthesis_inputs
 from uiface_ray import storage
 

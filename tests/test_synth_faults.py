@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import synthesize_with_faults
+from fault_seam import synthesize_with_faults
 from tiny_assets import make_tiny_synthesis_inputs
 from uiface_ray import storage
 from uiface_ray.synth.faults import FaultInjectionConfig

@@ -3,7 +3,7 @@ test can kill the actor (or the driver) while the shard is in flight.
 
 Tests pass a :class:`FaultInjectionConfig` to ``run_synthesis(cfg, faults=...)``, which hands it to
 the actors inside their constructor arguments; a test that needs the job as a process runs
-``tests/synthesize_with_faults.py`` (the job's own body, given the plan).  The production job reads
+``tests/fault_seam/synthesize_with_faults.py`` (the job's own body, given the plan).  The production job reads
 no fault setting: no config field, no environment variable.
 """
 

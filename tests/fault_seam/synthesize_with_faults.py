@@ -3,12 +3,13 @@
 The production job reads no fault setting of any kind; a test that needs one runs this file instead,
 with the plan as its first argument and the job's own arguments after it::
 
-    python tests/synthesize_with_faults.py --faults='{"hold_shard": 1}' --config synth.yaml ...
+    python tests/fault_seam/synthesize_with_faults.py --faults='{"hold_shard": 1}' --config synth.yaml ...
 
 It runs the job's own ``body`` through ``run_job`` (so its lines, exit codes and signal handling are
 the job's) with the plan as ``run_synthesis``'s ``faults`` argument, which reaches the actors inside
-their constructor arguments.  Under ``ray job submit`` (which uploads no ``tests/``) it travels as a
-``py_modules`` entry (:func:`submit_runtime_env`) and runs as ``python -m synthesize_with_faults``.
+their constructor arguments.  Under ``ray job submit`` (which uploads no ``tests/``) its package
+travels as a ``py_modules`` entry (:func:`submit_runtime_env`) and it runs as
+``python -m fault_seam.synthesize_with_faults`` (:data:`MODULE`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if (ROOT / "jobs" / "synthesize.py").is_file():  # run from a checkout (else the job's working dir is on sys.path)
     sys.path.insert(0, str(ROOT))
 
 FLAG = "--faults="
+MODULE = "fault_seam.synthesize_with_faults"
 
 
 def args(plan: dict, job_args: list[str]) -> list[str]:
@@ -32,12 +34,12 @@ def args(plan: dict, job_args: list[str]) -> list[str]:
 
 
 def submit_runtime_env() -> str:
-    """The ``--runtime-env-json`` of ``ray job submit``: ``deploy/runtime_env.yaml`` plus this file as a
-    ``py_modules`` entry (the deploy's runtime env leaves ``tests/`` out of the working dir)."""
+    """The ``--runtime-env-json`` of ``ray job submit``: ``deploy/runtime_env.yaml`` plus this package as
+    a ``py_modules`` entry (the deploy's runtime env leaves ``tests/`` out of the working dir)."""
     import yaml
 
     env = yaml.safe_load((ROOT / "deploy" / "runtime_env.yaml").read_text())
-    env["py_modules"] = [str(Path(__file__).resolve())]
+    env["py_modules"] = [str(Path(__file__).resolve().parent)]
     return json.dumps(env)
 
 
