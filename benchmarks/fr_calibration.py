@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         args.minutes = 0.2
         args.set = [*args.set, "verify_max_pairs=200"]
 
-    from uiface_ray.config import load_config
+    from uiface_ray.cli import load_config
     from uiface_ray.evaluate.faceset import read_image_folder
     from uiface_ray.evaluate.config import FRTrainConfig
 

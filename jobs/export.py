@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uiface_ray.config import run_job  # noqa: E402
+from uiface_ray.runtime.job import run_job  # noqa: E402
 from uiface_ray.export.config import ExportConfig  # noqa: E402
 
 

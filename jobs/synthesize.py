@@ -10,13 +10,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uiface_ray.config import run_job  # noqa: E402
+from uiface_ray.runtime.job import run_job  # noqa: E402
 from uiface_ray.synth.config import SynthesisConfig  # noqa: E402
 
 
-def body(cfg: SynthesisConfig) -> None:
+def body(cfg: SynthesisConfig, faults=None) -> None:
+    """The job; ``faults`` is the tests' fault plan (tests/fault_seam/synthesize_with_faults.py), None here."""
     from uiface_ray.runtime.synthesis import run_synthesis
-    from uiface_ray.synth.faults import faults_from_env
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if cfg.dry_run:
@@ -25,7 +25,7 @@ def body(cfg: SynthesisConfig) -> None:
         for line in estimate_synthesis(cfg).lines(cfg):
             print(f"[synthesize] {line}")
         return
-    result = run_synthesis(cfg, faults=faults_from_env())
+    result = run_synthesis(cfg, faults=faults)
     print(
         f"[synthesize] done: {result.num_rows} images in {result.num_shards} shards -> {result.output} "
         f"({result.shards_run} run now, {result.shards_skipped} already done and skipped "

@@ -7,7 +7,9 @@ from typing import Literal
 import pytest
 from pydantic import Field, ValidationError
 
-from uiface_ray.config import Config, ConfigError, RayConfig, StorageConfig, load_config, parse_args, run_job
+from uiface_ray.cli import load_config, parse_args
+from uiface_ray.config import Config, ConfigError, RayConfig, StorageConfig
+from uiface_ray.runtime.job import run_job
 
 
 class Inner(Config):

@@ -52,7 +52,7 @@ def test_job_help_runs_from_a_checkout():
 
 def test_every_example_config_loads_into_its_job():
     """configs/<job>[_variant].yaml validates against jobs/<job>.py's config model."""
-    from uiface_ray.config import load_config
+    from uiface_ray.cli import load_config
 
     by_job = {Path(job).stem: cls for job, _doc, cls in job_configs()}
     files = sorted((ROOT / "configs").glob("*.yaml"))

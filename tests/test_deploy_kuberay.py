@@ -122,7 +122,7 @@ def test_rayjob_runs_synthesize_on_the_same_cluster_and_cleans_up():
         assert "WORKDIR /app" in text and "COPY jobs ./jobs" in text and "COPY configs ./configs" in text
     assert (ROOT / "jobs" / "synthesize.py").is_file(), "the RayJob's entrypoint job is missing"
     # The job's own parser accepts the arguments (config file present, every key known).
-    from uiface_ray.config import parse_args
+    from uiface_ray.cli import parse_args
     from uiface_ray.synth.config import SynthesisConfig
 
     args = [w.replace("/app/", f"{ROOT}/", 1) if w.startswith("/app/") else w for w in words[2:]]

@@ -237,7 +237,7 @@ def test_job_submit_synthesizes_a_complete_dataset(ray_head, tmp_path):
     _need_job_files()
     from tiny_assets import make_tiny_synthesis_inputs
 
-    from uiface_ray.config import load_config
+    from uiface_ray.cli import load_config
     from uiface_ray.synth.config import SynthesisConfig
     from uiface_ray.synth.dataset import open_dataset
 

@@ -1,6 +1,11 @@
 """The package's import graph has no loop, counting imports inside functions too (a loop hidden
-behind a function-level import is still a loop to a reader), and the layers keep their rules:
-Ray only in uiface_ray/runtime, pyarrow/fsspec/s3fs only in uiface_ray/storage."""
+behind a function-level import is still a loop to a reader); every module imports only downward
+(:data:`LAYERS`: a module may import its own layer's modules and the layers below); and the layers
+keep their third-party rules: Ray only in uiface_ray/runtime, pyarrow/fsspec/s3fs only in
+uiface_ray/storage.
+
+``python tests/test_import_graph.py`` prints the imports that run back up the layers and their count.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,21 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "uiface_ray"
+
+#: The package's layers, lowest first: each names the modules and packages (under ``uiface_ray.``) in it.
+#: A module imports from its own layer and the layers below it, never from a layer above.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("", "errors", "urls", "progress", "precision", "_lazy", "schedule"),  # leaves: no uiface_ray import
+    ("config", "cli"),  # the Config base models; YAML + command-line loading
+    ("storage",),  # fsspec/pyarrow, the one boundary resolver
+    ("data", "encoders"),  # face tables and images; identity encoders
+    ("identities", "model", "optim"),  # identity filtering; UNets, context encoders, bundles, the release's import; what both training stages share
+    ("sample",),  # the sampler core
+    ("train", "synth"),  # diffusion training; shards, manifest, journal
+    ("evaluate", "export", "fr"),  # metrics, verification, ablation; export; FR training
+    ("runtime",),  # Ray: actors, drivers, the pipeline, run_job
+    ("config_reference",),  # docs/CONFIG.md from every job's config
+)
 
 
 def _module_name(path: Path) -> str:
@@ -31,6 +51,22 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
 def _graph() -> dict[str, set[str]]:
     files = {_module_name(p): p for p in PKG.rglob("*.py")}
     return {name: _imports(path, set(files)) - {name} for name, path in files.items()}
+
+
+def layer_of(module: str) -> int:
+    """The index in :data:`LAYERS` of ``module`` (a dotted ``uiface_ray`` module name)."""
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else ""
+    for i, names in enumerate(LAYERS):
+        if top in names:
+            return i
+    raise AssertionError(f"{module} is in no layer of LAYERS (tests/test_import_graph.py): add its package there")
+
+
+def upward_imports() -> list[tuple[str, str]]:
+    """(importer, imported) for every import that runs back up the layers."""
+    graph = _graph()
+    return sorted((a, b) for a, deps in graph.items() for b in deps if layer_of(b) > layer_of(a))
 
 
 def _third_party(path: Path) -> set[str]:
@@ -69,6 +105,11 @@ def test_no_import_cycles():
     assert not cycles, "import loops: " + "; ".join(" -> ".join(c) for c in cycles[:5])
 
 
+def test_every_module_imports_only_downward():
+    up = upward_imports()
+    assert not up, f"{len(up)} import(s) run back up the layers: " + "; ".join(f"{a} -> {b}" for a, b in up)
+
+
 def test_layers_import_what_they_may():
     for path in PKG.rglob("*.py"):
         name = _module_name(path)
@@ -95,3 +136,10 @@ def test_training_stages_share_only_optim():
         if _in(name, "uiface_ray.train"):
             bad = [d for d in deps if _in(d, "uiface_ray.fr") or _in(d, "uiface_ray.evaluate")]
             assert not bad, f"{name} imports {bad}"
+
+
+if __name__ == "__main__":
+    found = upward_imports()
+    for importer, imported in found:
+        print(f"{importer} (layer {layer_of(importer)}) -> {imported} (layer {layer_of(imported)})")
+    print(f"{len(found)} upward import(s)")

@@ -12,7 +12,8 @@ import torch
 from diffusers import VQModel
 from pydantic import Field
 
-from uiface_ray.config import Config, run_job
+from uiface_ray.config import Config
+from uiface_ray.runtime.job import run_job
 from uiface_ray.model import (
     IdentityContextEncoder,
     ModelConfig,

@@ -32,9 +32,9 @@ from test_deploy_local_cluster import (
     head_args,
     node_args,
 )
+from fault_seam import synthesize_with_faults
 from test_signals import synth_cmd
 from tiny_assets import make_tiny_synthesis_inputs
-from uiface_ray.synth.faults import FAULTS_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +43,9 @@ HOLD = {"hold_shard": 1, "hold_seconds": 45}  # keeps the run going until the wo
 
 
 def _synth_args(model: str, identities: str, out: Path) -> list[str]:
-    """The job's arguments (without the interpreter): 6 one-identity shards, 2 actors, no restarts."""
-    return synth_cmd(model, identities, out, "--actors.max_restarts=0", "--progress_every_s=2")[1:]
+    """The job's arguments (without the interpreter and the job file): 6 one-identity shards, 2 actors,
+    no restarts."""
+    return synth_cmd(model, identities, out, "--actors.max_restarts=0", "--progress_every_s=2")[2:]
 
 
 def _node(tmp_path: Path, name: str, gcs: int | None, extra_env: dict) -> tuple[subprocess.Popen, str | None, str, int]:
@@ -124,11 +125,13 @@ def _kill_worker_after_first_shard(worker: subprocess.Popen, out: Path, running)
     os.kill(_raylet_pid(worker), signal.SIGKILL)
 
 
-def submit(url: str, job_id: str, args: list[str]):
-    """``ray job submit`` of ``python <args>`` from this checkout, as the README does; returns a
-    function that says whether the job is still pending or running."""
+def submit(url: str, job_id: str, args: list[str], faults: dict):
+    """``ray job submit`` of ``jobs/synthesize.py <args>`` from this checkout with the tests' fault
+    launcher holding ``faults`` (it travels as a py_module beside deploy/runtime_env.yaml's settings);
+    returns a function that says whether the job is still pending or running."""
+    entry = ["python", "-m", synthesize_with_faults.MODULE, *synthesize_with_faults.args(faults, args)[1:]]
     cmd = [str(RAY), "job", "submit", "--address", url, "--submission-id", job_id, "--no-wait",
-           "--runtime-env", "deploy/runtime_env.yaml", "--working-dir", ".", "--", "python", *args]  # fmt: skip
+           "--runtime-env-json", synthesize_with_faults.submit_runtime_env(), "--working-dir", ".", "--", *entry]  # fmt: skip
     submitted = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     return lambda: _job_status(url, job_id, submitted) in ("PENDING", "RUNNING")
 
@@ -148,12 +151,11 @@ def wait_job(url: str, job_id: str, timeout_s: float = 600) -> str:
 def cluster(tmp_path):
     """A head (1 CPU) and a worker node (1 CPU); yields (dashboard URL, GCS port, worker process,
     start_worker) where start_worker() starts a fresh worker node."""
-    hold_env = {FAULTS_ENV: json.dumps(HOLD)}  # `ray job submit` jobs see the head's environment
     procs, temps = [], []
     try:
         for attempt in range(3):  # Ray gives a raylet 30 s to register: a loaded machine can miss it
             try:
-                head, url, temp, gcs = _node(tmp_path, f"head{attempt}", None, hold_env)
+                head, url, temp, gcs = _node(tmp_path, f"head{attempt}", None, {})
                 break
             except RuntimeError:
                 if attempt == 2:
@@ -188,7 +190,11 @@ def test_worker_node_lost_mid_run_the_job_finishes_identical(cluster, tmp_path):
     worker = start_worker()
     clean_out = tmp_path / "clean"
     clean = subprocess.run(
-        [python, *_synth_args(model, identities, clean_out)], cwd=ROOT, env=env, capture_output=True, text=True
+        [python, "jobs/synthesize.py", *_synth_args(model, identities, clean_out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert clean.returncode == 0, clean.stderr[-3000:]
     reference = _shards(clean_out)
@@ -199,9 +205,9 @@ def test_worker_node_lost_mid_run_the_job_finishes_identical(cluster, tmp_path):
     log = tmp_path / "driver.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [python, *_synth_args(model, identities, out)],
+            [python, *synthesize_with_faults.args(HOLD, _synth_args(model, identities, out))],
             cwd=ROOT,
-            env={**env, FAULTS_ENV: json.dumps(HOLD)},
+            env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
@@ -217,7 +223,7 @@ def test_worker_node_lost_mid_run_the_job_finishes_identical(cluster, tmp_path):
     worker = start_worker()
     out = tmp_path / "submitted"
     job_id = f"uiface-node-loss-{os.getpid()}"
-    running = submit(url, job_id, _synth_args(model, identities, out))
+    running = submit(url, job_id, _synth_args(model, identities, out), HOLD)
     _kill_worker_after_first_shard(worker, out, running)
     status = wait_job(url, job_id)
     logs = _job_logs(url, job_id)
@@ -236,7 +242,7 @@ def test_ray_job_stop_ends_the_log_with_the_jobs_line(cluster, tmp_path):
     model, identities = make_tiny_synthesis_inputs(tmp_path / "inputs", num_identities=NUM_IDENTITIES)
     out = tmp_path / "stopped"
     job_id = f"uiface-stop-{os.getpid()}"
-    running = submit(url, job_id, _synth_args(model, identities, out))
+    running = submit(url, job_id, _synth_args(model, identities, out), HOLD)
     deadline = time.time() + 400
     while not (out / "shards" / "shard-00000.parquet").exists():
         assert running() and time.time() < deadline, _job_logs(url, job_id)[-3000:]

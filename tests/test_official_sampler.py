@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from test_sampler_common import LATENT, CallCounter, generators, scheduler, tiny_unet, tokens
 from uiface_ray.sample.config import SamplerConfig
-from uiface_ray.sample.ddim import ddim_step, release_alpha_bars
+from uiface_ray.sample.ddim import ddim_step
+from uiface_ray.schedule import release_alpha_bars
 from uiface_ray.sample.loop import run_sampler
 
 torch.set_num_threads(1)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from uiface_ray.config import ConfigError, load_config
+from uiface_ray.cli import load_config
+from uiface_ray.config import ConfigError
 from uiface_ray.runtime.config import PipelineConfig
 from uiface_ray.runtime.pipeline import check_faces_source, stage_config
 from uiface_ray.synth.config import SynthesisConfig

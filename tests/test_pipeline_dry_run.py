@@ -61,7 +61,7 @@ def test_a_fresh_dry_run_prints_every_stage_and_creates_nothing(lfw_dir, tmp_pat
 def test_a_resumed_dry_run_skips_complete_stages_and_estimates_synthesis(lfw_dir, tmp_path, monkeypatch):
     """Stages 1, 2 and 4 complete for this config, a given generator: they are skipped, and the
     synthesis estimate runs its probe through a real Ray task; the tree is unchanged."""
-    from uiface_ray.config import load_config
+    from uiface_ray.cli import load_config
     from uiface_ray.runtime.config import PipelineConfig
     from uiface_ray.runtime.pipeline import Upstream, mark_complete, resolve_pipeline
     from uiface_ray.runtime.pipeline_stages import plan_embed, plan_identities, plan_prepare_faces

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from fault_seam import synthesize_with_faults
 from tiny_assets import make_tiny_synthesis_inputs
 from uiface_ray import storage
-from uiface_ray.synth.faults import FAULTS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 LINES = {
@@ -76,14 +76,15 @@ def clean(inputs, tmp_path_factory) -> dict[str, bytes]:
 
 
 def stop_mid_run(cmd: list[str], out: Path, markers: Path, sig: int, log: Path) -> tuple[int, str]:
-    """Run ``cmd`` holding shard 1; once shard 0 has landed, send ``sig`` to the driver's pid.
-    Returns (exit code, stderr+stdout)."""
-    hold = json.dumps({"hold_shard": 1, "hold_seconds": 600, "marker_dir": str(markers)})
+    """Run ``cmd`` (a :func:`synth_cmd`) through the tests' fault launcher holding shard 1; once
+    shard 0 has landed, send ``sig`` to the driver's pid.  Returns (exit code, stderr+stdout)."""
+    hold = {"hold_shard": 1, "hold_seconds": 600, "marker_dir": str(markers)}
+    assert cmd[1] == "jobs/synthesize.py", cmd
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            cmd,
+            [cmd[0], *synthesize_with_faults.args(hold, cmd[2:])],
             cwd=ROOT,
-            env=_env(**{FAULTS_ENV: hold}),
+            env=_env(),
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -135,7 +136,8 @@ def test_a_signal_inside_an_import_waits_for_the_import(tmp_path):
     )
     job = (
         "import sys, time\n"
-        "from uiface_ray.config import Config, run_job\n"
+        "from uiface_ray.config import Config\n"
+        "from uiface_ray.runtime.job import run_job\n"
         "def body(cfg):\n"
         "    import slow_module\n"
         "    time.sleep(30)\n"

@@ -10,7 +10,7 @@ import pytest
 
 from test_export import make_dataset
 from uiface_ray import storage
-from uiface_ray.config import run_job
+from uiface_ray.runtime.job import run_job
 from uiface_ray.export.config import ExportConfig
 from uiface_ray.export.run import run_export
 from uiface_ray.synth.retry import write_with_retries

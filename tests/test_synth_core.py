@@ -108,19 +108,20 @@ def test_resume_refuses_other_config_and_foreign_files(tmp_path):
 def test_progress_line_counts_and_eta():
     import io
 
-    from uiface_ray.synth.progress import Progress
+    from uiface_ray.progress import Progress
+    from uiface_ray.synth.progress import progress_line, show_progress
 
     out = io.StringIO()
-    p = Progress(total_shards=4, total_images=40, shards_done=1, images_done=10, every_s=0.0, stream=out)
-    p._start -= 10.0  # as if 10 s had passed
-    p.update(10)
-    line = p.line()
+    p = Progress(40, 10, every_s=0.0, parts_total=4, parts_done=1)
+    p.start -= 10.0  # as if 10 s had passed
+    p.add(10, parts=1)
+    line = progress_line(p)
     assert "shards 2/4" in line and "images 20/40" in line and "1.00 img/s" in line and "ETA 0:00:20" in line
-    p.maybe_print()
-    p.update(10)
-    p.update(10)
-    p.maybe_print()
-    p.maybe_print(force=True)  # the final line is not printed twice
+    show_progress(p, stream=out)
+    p.add(10, parts=1)
+    p.add(10, parts=1)
+    show_progress(p, stream=out)
+    show_progress(p, force=True, stream=out)  # the final line is not printed twice
     assert out.getvalue().count("\n") == 2 and "shards 4/4" in out.getvalue().splitlines()[-1]
 
 

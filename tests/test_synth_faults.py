@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fault_seam import synthesize_with_faults
 from tiny_assets import make_tiny_synthesis_inputs
 from uiface_ray import storage
-from uiface_ray.synth.faults import FAULTS_ENV, FaultInjectionConfig
+from uiface_ray.synth.faults import FaultInjectionConfig
 from uiface_ray.synth.journal import read_committed
 from uiface_ray.synth.manifest import read_manifest
 
@@ -101,10 +102,10 @@ def test_driver_killed_halfway_then_rerun(ray_local, inputs, clean, tmp_path):
     cfg_file = tmp_path / "synth.yaml"
     cfg_file.write_text(yaml.safe_dump(_config(model, identities, str(out), ray={"address": "local"})))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env[FAULTS_ENV] = json.dumps({"hold_shard": 3, "hold_seconds": 600, "marker_dir": str(markers)})
+    hold = {"hold_shard": 3, "hold_seconds": 600, "marker_dir": str(markers)}
     log = (tmp_path / "driver.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "jobs/synthesize.py", "--config", str(cfg_file)],
+        [sys.executable, *synthesize_with_faults.args(hold, ["--config", str(cfg_file)])],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -12,7 +12,8 @@ from uiface_ray import storage
 from uiface_ray.synth.journal import JOURNAL_DIR, ManifestWriter, read_committed
 from uiface_ray.synth.manifest import Manifest, ShardRecord, read_manifest
 from uiface_ray.synth.plan import plan_shards
-from uiface_ray.synth.progress import Progress
+from uiface_ray.progress import Progress
+from uiface_ray.synth.progress import show_progress
 from uiface_ray.synth.resume import expected_rows, resume_state
 from uiface_ray.synth.shard import ShardRows, encode_image, encode_shard, read_shard, sha256, shard_metadata
 
@@ -220,13 +221,13 @@ def test_progress_moves_inside_a_shard():
         def flush(self):
             pass
 
-    progress = Progress(total_shards=4, total_images=400, every_s=0.0, stream=Sink())
-    progress.in_progress = 30  # 30 images of unfinished shards, reported per batch
-    progress.maybe_print()
+    progress = Progress(400, every_s=0.0, parts_total=4)
+    progress.pending = 30  # 30 images of unfinished shards, reported per batch
+    show_progress(progress, stream=Sink())
     # only what has landed counts (issue 26 item 7); images inside unfinished shards are shown apart
     assert "shards 0/4  images 0/400 landed (+30 in unfinished shards)" in lines[0] and "ETA ?" in lines[0]
-    progress.in_progress = 0
-    progress.update(100)
-    progress.maybe_print()
+    progress.pending = 0
+    progress.add(100, parts=1)
+    show_progress(progress, stream=Sink())
     assert "shards 1/4  images 100/400 landed  " in lines[-2] and "ETA ?" not in lines[-2]
     json.dumps(lines)

@@ -9,7 +9,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from uiface_ray.config import Config, config_help
+from uiface_ray.cli import config_help
+from uiface_ray.config import Config
 
 JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
 

@@ -26,31 +26,31 @@ from uiface_ray.evaluate.interval_sampling import IntervalPoint, interval_simila
 from uiface_ray.evaluate.metrics import DatasetMetrics, MetricParams, measure
 from uiface_ray.evaluate.real_faces import real_faces
 from uiface_ray.evaluate.config import AblationConfig, FRTrainConfig
+from uiface_ray.progress import Progress
 
 log = logging.getLogger(__name__)
 REAL_ROW = "real (DevTrain)"
 
 
-class _Progress:
+def _progress(cfg: AblationConfig) -> Progress:
+    """The ablation's stages: per mode sampling, metrics and one FR model per seed; the real row's
+    metrics and FR models; Figure 2."""
+    return Progress((2 + cfg.fr_seeds) * len(cfg.modes) + (1 + cfg.fr_seeds) * cfg.real_row + 1, clock=time.monotonic)
+
+
+def _step(progress: Progress, what: str) -> None:
     """One log line per finished stage: what, its seconds, the total so far and the stages left."""
-
-    def __init__(self, total: int) -> None:
-        self.start, self.last, self.done, self.total = time.monotonic(), time.monotonic(), 0, total
-
-    def step(self, what: str) -> None:
-        now = time.monotonic()
-        self.done += 1
-        eta = (now - self.start) / self.done * (self.total - self.done)
-        log.info(
-            "ablation [%d/%d] %s in %.0f s (elapsed %.0f s, about %.0f s left)",
-            self.done,
-            self.total,
-            what,
-            now - self.last,
-            now - self.start,
-            eta,
-        )
-        self.last = now
+    progress.add()
+    seconds = progress.lap()
+    log.info(
+        "ablation [%d/%d] %s in %.0f s (elapsed %.0f s, about %.0f s left)",
+        progress.done,
+        progress.total,
+        what,
+        seconds,
+        progress.elapsed,
+        progress.eta_s or 0.0,
+    )
 
 
 @dataclass
@@ -190,7 +190,7 @@ def fr_seeds(cfg: AblationConfig) -> list[int]:
 
 
 def train_rows_fr(
-    cfg: AblationConfig, name: str, data_url: str, train_fr: Callable, verify: Callable, progress: "_Progress"
+    cfg: AblationConfig, name: str, data_url: str, train_fr: Callable, verify: Callable, progress: Progress
 ) -> FRScores:
     """One FR model per seed of :func:`fr_seeds` on ``data_url``, each verified; a progress line each."""
     accs, stds, first = [], [], None
@@ -200,7 +200,7 @@ def train_rows_fr(
         accs.append(acc)
         stds.append(std)
         first = first or (steps, loss)
-        progress.step(f"{name}: FR model (seed {fr_seed}) trained ({steps} steps) and verified ({100 * acc:.2f}%)")
+        _step(progress, f"{name}: FR model (seed {fr_seed}) trained ({steps} steps) and verified ({100 * acc:.2f}%)")
     return FRScores(accs, stds, first[0], first[1])
 
 
@@ -281,7 +281,7 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
     ref_emb = encoder.embed(decode_images(real.reference.images, 112))
     params = MetricParams(cfg.diversity_identities, 45, 45, 10000, cfg.metrics_k, 112)
     rows, grids, d_t = [], {}, {}
-    progress = _Progress((2 + cfg.fr_seeds) * len(cfg.modes) + (1 + cfg.fr_seeds) * cfg.real_row + 1)
+    progress = _progress(cfg)
     for mode in cfg.modes:
         data = generate_mode(model, mode, cfg, contexts)
         url = write_face_table(
@@ -292,9 +292,9 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
             [f"seed:{s}" for s in data.seeds],
             cfg.storage,
         )
-        progress.step(f"{mode}: {len(data.labels)} images sampled")
+        _step(progress, f"{mode}: {len(data.labels)} images sampled")
         m, ic = measure(read_faceset(url, cfg.storage), encoder, ref_emb, params, cfg.seed)
-        progress.step(f"{mode}: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
+        _step(progress, f"{mode}: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
         fr = train_rows_fr(cfg, mode, url, train_fr, real.verify, progress)
         rows.append(
             Row(
@@ -318,7 +318,7 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
     if cfg.real_row:
         url = write_face_table(storage.join(cfg.out, "data", "real.parquet"), real.train, st=cfg.storage)
         m, ic = measure(real.train, encoder, None, params, cfg.seed)
-        progress.step(f"real: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
+        _step(progress, f"real: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
         fr = train_rows_fr(cfg, "real", url, train_fr, real.verify, progress)
         rows.append(
             Row(
@@ -347,7 +347,7 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
         sampler_steps,
         cfg.sampler.guidance_scale,
     )
-    progress.step(f"Figure 2: {len(points)} timestep intervals")
+    _step(progress, f"Figure 2: {len(points)} timestep intervals")
     results_url = storage.join(cfg.out, "results.json")
     body = results_json(cfg, rows, points, resolution)
     body["verify_set"] = real.verify_name

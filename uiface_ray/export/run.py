@@ -52,7 +52,7 @@ from uiface_ray.export.output import OwnedOutput, check_overlap, entry_names, ow
 from uiface_ray.export.plan import ExportInputError, ResumeState, plan_tasks, resume_export, staging_url
 from uiface_ray.export.recordio import stitch_recordio
 from uiface_ray.export.shard import ShardDone, ShardTask, export_shard
-from uiface_ray.progress import progress_text
+from uiface_ray.progress import Progress
 from uiface_ray.storage.fs import check_writable
 from uiface_ray.synth.dataset import SyntheticDataset, open_dataset
 from uiface_ray.synth.retry import StoreUnavailableError
@@ -149,24 +149,27 @@ def validate_export(cfg: ExportConfig) -> tuple[SyntheticDataset, dict, OwnedOut
     return dataset, metrics, owned
 
 
-class _Progress:
-    """``[export] shards 12/63, 192/1000 images (31.0/s, ETA 0:00:26)`` every ``every_s`` seconds."""
+def _progress(tasks: list[ShardTask], state: ResumeState, every_s: float) -> Progress:
+    """The export's progress: its images and shards, counting from what an earlier run exported."""
+    return Progress(
+        sum(t.record.rows for t in tasks),
+        sum(d.rows for d in state.done.values()),
+        every_s,
+        parts_total=len(tasks),
+        parts_done=len(state.done),
+    )
 
-    def __init__(self, tasks: list[ShardTask], state: ResumeState, every_s: float):
-        self.shards, self.total = len(tasks), sum(t.record.rows for t in tasks)
-        self.done_shards = len(state.done)
-        self.skipped_images = self.done_images = sum(d.rows for d in state.done.values())
-        self.every_s, self.start, self.last = every_s, time.perf_counter(), time.perf_counter()
 
-    def add(self, done: ShardDone) -> None:
-        self.done_shards += 1
-        self.done_images += done.rows
-        if time.perf_counter() - self.last >= self.every_s or self.done_shards == self.shards:
-            self.last = time.perf_counter()
-            text = progress_text(
-                self.done_images - self.skipped_images, self.total - self.skipped_images, self.last - self.start
-            )
-            print(f"[export] shards {self.done_shards}/{self.shards}, {text}", file=sys.stderr, flush=True)
+def _shard_done(progress: Progress, done: ShardDone) -> None:
+    """``[export] shards 12/63, 192/1000 images (31.0/s, ETA 0:00:26)`` every ``every_s`` seconds
+    and at the last shard; the images are this run's."""
+    progress.add(done.rows, parts=1)
+    if progress.due(force=progress.parts_done == progress.parts_total):
+        print(
+            f"[export] shards {progress.parts_done}/{progress.parts_total}, {progress.text()}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _finish(
@@ -226,11 +229,11 @@ def _export(
             flush=True,
         )
     done = dict(state.done)
-    progress = _Progress(tasks, state, cfg.progress_every_s)
+    progress = _progress(tasks, state, cfg.progress_every_s)
 
     def on_done(record: ShardDone) -> None:
         done[record.name] = record
-        progress.add(record)
+        _shard_done(progress, record)
 
     start = time.perf_counter()
     if state.todo:

@@ -24,7 +24,7 @@ import torch
 from diffusers import VQModel
 
 from uiface_ray.model.bundle import ModelLoadError
-from uiface_ray.sample.ddim import release_alpha_bars
+from uiface_ray.schedule import release_alpha_bars
 
 __all__ = [
     "SCHEDULE_KEYS",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from dataclasses import asdict
 
 import numpy as np
@@ -25,7 +24,7 @@ from uiface_ray.runtime.pool import dispatch, kill_pool, start_pool, wants_gpu
 from uiface_ray.runtime.session import ray_session
 from uiface_ray.storage.fs import check_writable
 from uiface_ray.identities.errors import IdentitiesInputError
-from uiface_ray.synth.progress import hms
+from uiface_ray.progress import Progress
 
 __all__ = ["CandidateWorker", "make_identities", "training_identity_embeddings"]
 
@@ -104,31 +103,19 @@ def _validate(cfg: MakeIdentitiesConfig) -> tuple[int, np.ndarray | None]:
     return dim, train
 
 
-class KeptProgress:
-    """``[make_identities] kept K/N of D drawn (max M)  r cand/s  ETA h:mm:ss`` every ``every_s``; the
-    ETA extrapolates the kept rate (it slows as the kept set fills the embedding space)."""
-
-    def __init__(self, wanted: int, max_candidates: int, every_s: float = 5.0):
-        self.wanted, self.max_candidates, self.every_s = wanted, max_candidates, every_s
-        self._start = self._last = time.perf_counter()
-        self._printed_final = False
-
-    def restart(self) -> None:
-        self._start = time.perf_counter()
-
-    def show(self, kept: int, drawn: int, force: bool = False) -> None:
-        now = time.perf_counter()
-        if self._printed_final or not drawn or (not force and now - self._last < self.every_s):
-            return
-        self._last, self._printed_final = now, force
-        elapsed = max(now - self._start, 1e-9)
-        eta = hms((self.wanted - kept) * elapsed / kept) if kept else "?"
-        print(
-            f"[make_identities] kept {kept}/{self.wanted} of {drawn} drawn (max {self.max_candidates})  "
-            f"{drawn / elapsed:.1f} cand/s  ETA {eta}",
-            file=sys.stderr,
-            flush=True,
-        )
+def _show_kept(progress: Progress, filt: GreedyIdentityFilter, max_candidates: int) -> None:
+    """``[make_identities] kept K/N of D drawn (max M)  r cand/s  ETA h:mm:ss`` every ``every_s``
+    (the last when the filter is done); the ETA extrapolates the kept rate (it slows as the kept set
+    fills the embedding space)."""
+    progress.done = filt.kept
+    if not filt.drawn or not progress.due(force=filt.done):
+        return
+    print(
+        f"[make_identities] kept {filt.kept}/{progress.total} of {filt.drawn} drawn (max {max_candidates})  "
+        f"{filt.drawn / max(progress.elapsed, 1e-9):.1f} cand/s  ETA {progress.eta()}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
@@ -152,11 +139,11 @@ def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
                 raise IdentitiesInputError(f"the identity encoder gives dim {emb.shape[1]}, the model expects {dim}")
             filt.offer(emb, seeds)
             next_block[0] += 1
-        progress.show(filt.kept, filt.drawn, force=filt.done)
+        _show_kept(progress, filt, cfg.max_candidates)
         return filt.done
 
     actors: list = []
-    progress = KeptProgress(cfg.num_identities, cfg.max_candidates)
+    progress = Progress(cfg.num_identities)
     with ray_session(cfg.ray):  # the job's session, or the pipeline's when one is open
         use_gpu = wants_gpu(cfg.actors)
         precision = actor_precision(cfg.actors.dtype, use_gpu)  # "auto": what the actors' device runs fastest

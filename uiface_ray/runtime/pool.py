@@ -25,7 +25,7 @@ from typing import Any, Callable, Hashable, Iterable
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from uiface_ray.errors import InputError
+from uiface_ray.errors import InputError, input_error_of
 from uiface_ray.config import ActorPoolConfig
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "PoolPlan",
     "PoolTooLargeError",
     "dispatch",
-    "input_error_of",
     "kill_pool",
     "replacer",
     "one_line",
@@ -65,19 +64,6 @@ def one_line(exc: BaseException | None) -> str:
     cause = getattr(exc, "cause", None)
     text = str(cause if isinstance(cause, BaseException) else exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def input_error_of(exc: BaseException | None) -> InputError | None:
-    """The :class:`InputError` (bad input, unreachable store) a remote task or constructor raised,
-    found along the ``cause`` chain Ray keeps; None for anything else."""
-    for _ in range(5):
-        if exc is None:
-            return None
-        if isinstance(exc, InputError) and not isinstance(exc, (RayActorError, RayTaskError)):
-            return exc
-        cause = getattr(exc, "cause", None)
-        exc = cause if isinstance(cause, BaseException) else None
-    return None
 
 
 @dataclass

@@ -1,10 +1,14 @@
-"""Keep a job's own SIGTERM/SIGINT handlers when Ray starts in its process.
+"""A job's SIGTERM/SIGINT handling: the handler itself, and keeping it when Ray starts in the process.
+
+:class:`JobSignals` is the handler :func:`uiface_ray.runtime.job.run_job` installs: SIGTERM
+(``ray job stop``, a batch scheduler) becomes :class:`Terminated`, SIGINT ``KeyboardInterrupt``, so
+that ``finally`` blocks clean up as on Ctrl-C.  This module imports no Ray at import time.
 
 ``ray.init`` replaces a driver's SIGTERM handler twice (measured on Ray 2.60): its Python code sets
 one that calls ``sys.exit(15)``, then the core worker installs its C++ failure-signal handler,
 which prints a stack dump (``*** SIGTERM received ...``) and aborts the process (exit 134).
 ``ray job stop`` and batch schedulers send SIGTERM, so neither the job's ``terminated:`` line nor
-its exit 143 (:func:`uiface_ray.config.run_job`) ever happened.
+its exit 143 (:func:`uiface_ray.runtime.job.run_job`) ever happened.
 
 :func:`handlers_kept_over_ray_init` registers a hook that Ray runs at the end of every
 ``ray.init`` (``ray._private.worker._post_init_hooks``, the list Ray's own Tune registry uses) and
@@ -20,11 +24,50 @@ import signal
 import threading
 from typing import Iterator
 
-__all__ = ["handlers_kept_over_ray_init", "restore_job_handlers"]
+__all__ = ["JobSignals", "Terminated", "handlers_kept_over_ray_init", "restore_job_handlers"]
 
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``ray job stop``, a scheduler) turned into an exception, so ``finally`` blocks run:
+    temporary folders are removed and actors killed as on Ctrl-C.  A ``KeyboardInterrupt``, since
+    Ray's waits turn an interrupt inside them into a new ``KeyboardInterrupt`` (any other exception
+    raised there becomes a ``SystemError``): :class:`JobSignals` remembers which signal it was."""
+
+
+class JobSignals:
+    """The job's SIGTERM/SIGINT handler: SIGTERM raises :class:`Terminated`, SIGINT
+    ``KeyboardInterrupt``; a repeat of either is ignored from then on, so that it cannot break the
+    cleanup the first one started (a scheduler that will not wait sends SIGKILL).  A signal that
+    lands inside an ``import`` is sent again 0.2 s later: raised there, it aborted the process
+    (exit -6) while ``import torch`` ran."""
+
+    def __init__(self):
+        self.received: int | None = None
+
+    def __call__(self, signum, frame):
+        import os
+
+        if _importing(frame):  # raised into a half-imported C extension (torch), it aborted the process
+            threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()  # ask again once it is done
+            return
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        self.received = signum
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _importing(frame) -> bool:
+    """Whether ``frame`` runs inside an ``import`` (importlib's frames are on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
 
 _kept: list = []  # the restore functions of the open handlers_kept_over_ray_init blocks, innermost last
 

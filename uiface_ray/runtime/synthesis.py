@@ -58,7 +58,8 @@ from uiface_ray.synth.lease import OutputLease
 from uiface_ray.synth.manifest import Manifest, ShardRecord
 from uiface_ray.synth.plan import ShardSpec, plan_shards
 from uiface_ray.synth.preview import write_preview
-from uiface_ray.synth.progress import Progress
+from uiface_ray.progress import Progress
+from uiface_ray.synth.progress import show_progress
 from uiface_ray.synth.resume import ResumeState, resume_state
 from uiface_ray.synth.retry import write_with_retries
 
@@ -285,13 +286,13 @@ def _dispatch(
         lease.check()
         finished.add(spec.index)
         board.finish.remote(spec.index)
-        progress.in_progress = in_progress()
+        progress.pending = in_progress()
         writer.add(record)
-        progress.update(record.rows)
+        progress.add(record.rows, parts=1)
         images_metric.inc(record.rows)
         shards_metric.set(len(prep.manifest.shards))
-        rate_metric.set(progress.images_per_second)
-        progress.maybe_print()
+        rate_metric.set(progress.rate)
+        show_progress(progress)
 
     def on_tick() -> None:
         lease.check()
@@ -302,8 +303,8 @@ def _dispatch(
         else:
             partial.clear()
             partial.update(snapshot)
-        progress.in_progress = in_progress()
-        progress.maybe_print()
+        progress.pending = in_progress()
+        show_progress(progress)
         writer.flush_if_due()
 
     stats = dispatch(
@@ -376,11 +377,11 @@ def _run(cfg: SynthesisConfig, faults: FaultInjectionConfig | None, start: float
         writer = _writer(prep)
         writer.begin()  # records the config before any shard
         progress = Progress(
-            len(prep.plan),
             len(prep.table) * cfg.images_per_identity,
-            shards_done=len(state.done),
-            images_done=prep.manifest.num_rows,
-            every_s=cfg.progress_every_s,
+            prep.manifest.num_rows,
+            cfg.progress_every_s,
+            parts_total=len(prep.plan),
+            parts_done=len(state.done),
         )
         actors: list = []
         live: list = []
@@ -400,7 +401,7 @@ def _run(cfg: SynthesisConfig, faults: FaultInjectionConfig | None, start: float
         loop_seconds = time.perf_counter() - loop_start
         writer.finish()  # the complete manifest: the commit marker, written last
         _preview(cfg)
-    progress.maybe_print(force=True)
+    show_progress(progress, force=True)
     made = sum(s.num_images for s in state.todo)
     return SynthesisResult(
         cfg.output,

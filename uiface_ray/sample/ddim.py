@@ -17,12 +17,9 @@ from __future__ import annotations
 import torch
 from diffusers import DDIMScheduler
 
-__all__ = ["ddim_step", "release_alpha_bars"]
+from uiface_ray.schedule import release_alpha_bars
 
-
-def release_alpha_bars(betas: torch.Tensor) -> torch.Tensor:
-    """alpha_bar as the release computes it: (T,) float32."""
-    return torch.cumsum(torch.log(1 - betas.float()), dim=0).exp()
+__all__ = ["ddim_step"]
 
 
 def _release_step(scheduler: DDIMScheduler, eps: torch.Tensor, t: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from uiface_ray.optim.context import WorkerContext
 from uiface_ray.optim.ema import EMA
 from uiface_ray.optim.lr import make_lr_scheduler
 from uiface_ray.precision import Precision, decide, detect
-from uiface_ray.progress import hms
+from uiface_ray.progress import Progress, hms
 from uiface_ray.model.bundle import UIFaceModel
 from uiface_ray.model.unet import build_model
 from uiface_ray.sample.seeds import step_seed
@@ -178,7 +178,8 @@ def use_precision(state: TrainState, precision: Precision) -> None:
 
 @dataclass
 class _Meter:
-    """Loss and throughput since the last log line, and this session's pace for the ETA."""
+    """Loss and throughput since the last log line; the pace of this session's steps (elapsed, ETA)
+    is a :class:`uiface_ray.progress.Progress`."""
 
     session_start: float
     session_first_step: int
@@ -187,17 +188,19 @@ class _Meter:
     count: int = 0
 
     def line(self, state: TrainState, cfg: TrainConfig, ctx: WorkerContext) -> dict:
-        now = time.time()
+        steps = Progress(
+            cfg.max_steps, state.step, clock=time.time, start=self.session_start, done_before=self.session_first_step
+        )
+        now = steps.clock()
         loss = ctx.mean(self.loss_sum / max(1, self.count))
         metrics = {
             "step": state.step,
             "loss": loss,
             "lr": state.optimizer.param_groups[0]["lr"],
             "images_per_s": self.count * cfg.batch_size / max(1e-9, now - self.last_time),
-            "session_elapsed_s": now - self.session_start,
+            "session_elapsed_s": steps.elapsed,
+            "eta_s": steps.eta_s or 0.0,
         }
-        per_step = (now - self.session_start) / max(1, state.step - self.session_first_step)
-        metrics["eta_s"] = per_step * (cfg.max_steps - state.step)
         self.loss_sum, self.count, self.last_time = 0.0, 0, now
         return metrics
 
