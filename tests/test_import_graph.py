@@ -21,7 +21,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config", "cli"),  # the Config base models; YAML + command-line loading
     ("storage",),  # fsspec/pyarrow, the one boundary resolver
     ("data", "encoders"),  # face tables and images; identity encoders
-    ("identities", "model", "optim"),  # identity filtering; UNets, context encoders, bundles, the release's import; what both training stages share
+    (
+        "identities",
+        "model",
+        "optim",
+    ),  # identity filtering; UNets, context encoders, bundles, the release's import; what both training stages share
     ("sample",),  # the sampler core
     ("train", "synth"),  # diffusion training; shards, manifest, journal
     ("evaluate", "export", "fr"),  # metrics, verification, ablation; export; FR training

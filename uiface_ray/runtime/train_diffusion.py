@@ -71,7 +71,8 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from uiface_ray.train.loop import WorkerContext, run_training
+    from uiface_ray.optim.context import WorkerContext
+    from uiface_ray.train.loop import run_training
 
     cfg = config_from_worker(config)
     context = ray.train.get_context()
