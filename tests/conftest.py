@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -43,13 +44,23 @@ _ROOT_ALLOWED = {".pytest_cache", ".ruff_cache", "out", ".cache", "build", "__py
 _root_before: set[str] = set()
 
 
+_torch_cache: list[str] = []
+
+
 def pytest_sessionstart(session):  # noqa: ARG001
     _root_before.update(os.listdir(ROOT))
+    # torch makes $TMPDIR/torchinductor_<user> when diffusers imports torch._dynamo and never removes
+    # it: this run's processes (pytest, its jobs, the Ray heads it starts) share one folder, removed below.
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        _torch_cache.append(tempfile.mkdtemp(prefix="uiface-torch-cache-"))
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = _torch_cache[0]
 
 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
     """A test that writes into the folder pytest was started from (a relative path it did not mean)
     fails the run: it would leave files in the user's checkout."""
+    for folder in _torch_cache:
+        shutil.rmtree(folder, ignore_errors=True)
     new = sorted(set(os.listdir(ROOT)) - _root_before - _ROOT_ALLOWED)
     if new:
         print(f"\nerror: the tests left {new} in {ROOT}", file=sys.stderr)

@@ -8,6 +8,7 @@ Imports no Ray at import time, so that ``--help`` stays light.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import traceback
@@ -18,9 +19,20 @@ from uiface_ray.config import Config, ConfigError
 from uiface_ray.errors import input_error_of
 from uiface_ray.runtime.signals import JobSignals, Terminated, handlers_kept_over_ray_init
 
-__all__ = ["run_job"]
+__all__ = ["run_job", "torch_cache_outside_tmp"]
 
 C = TypeVar("C", bound=Config)
+
+
+def torch_cache_outside_tmp() -> None:
+    """Point torch's compile cache at the user's cache folder unless the user chose one.
+
+    torch creates ``$TMPDIR/torchinductor_<user>`` as soon as diffusers imports ``torch._dynamo``
+    (the folder of its on-disk compile cache), and nothing ever removes it; a job must leave nothing
+    in /tmp. The variable is inherited by the processes of an embedded Ray."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache, "uiface-ray", "torchinductor")
 
 
 def run_job(
@@ -41,6 +53,7 @@ def run_job(
         pass
     try:
         cfg = parse_args(cls, argv, description)
+        torch_cache_outside_tmp()
         # the job's handlers kept over any ray.init inside the body (Ray puts its own SIGTERM
         # handler in, which aborts with exit 134)
         with handlers_kept_over_ray_init():
