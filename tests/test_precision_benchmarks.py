@@ -32,7 +32,6 @@ def _run(script: str, *args: str, cwd: Path) -> str:
     return proc.stdout
 
 
-@pytest.mark.slow
 def test_training_curves_then_image_cost_quick(tmp_path):
     if not (LFW / "images").is_dir():
         pytest.skip(f"LFW faces not found at {LFW} (set UIFACE_LFW_DIR)")
