@@ -2,12 +2,17 @@
 
 For the same identities and seeds, samples with the official preset in float32 and in the
 precision ``auto`` picks here, then prints the mean and max absolute pixel difference (uint8),
-the fraction of samples whose adaptive t0 differs and by how many DDIM steps, and the speedup
-(wall time of the two ``sample`` calls, in this process, with the load average).
+the fraction of samples whose adaptive t0 differs and by how many DDIM steps, the dlib cosine
+between each float32/auto pair (the project's dlib encoder: centred, L2-normalised; images
+upsampled to 112 px), beside the mean dlib cosine between different float32 samples as the
+yardstick of "another face", and the speedup (wall time of the two ``sample`` calls, in this
+process, with the load average).
 
     python benchmarks/precision_cost.py                      # tiny release-layout model, random weights
-    python benchmarks/precision_cost.py --model out/model    # a trained model
+    python benchmarks/precision_cost.py --model out/model --table faces.parquet   # a trained model, real identities
     python benchmarks/precision_cost.py --quick
+
+On random weights the images are noise: their dlib cosine says little (dlib sees no face).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from perf import load  # noqa: E402
+from PIL import Image  # noqa: E402
 from uiface_ray.sample import SamplerConfig, UIFaceSampler  # noqa: E402
 
 
@@ -41,6 +47,31 @@ def sample(model: str, dtype: str, emb, seeds, steps: int, batch: int):
     return sampler, np.concatenate(images), np.concatenate(t0), time.perf_counter() - start, out.timesteps
 
 
+def contexts(model: str, table: str | None, count: int) -> np.ndarray:
+    """``count`` context embeddings: one per identity of ``table`` (its first image), else random."""
+    if table is None:
+        dim = UIFaceSampler.from_pretrained(model, dtype="float32").model.embedding_dim
+        return np.random.default_rng(0).normal(size=(count, dim)).astype(np.float32)
+    from uiface_ray.train.data import load_face_data
+
+    data = load_face_data(table, UIFaceSampler.from_pretrained(model, dtype="float32").model.embedding_dim, 1, None)
+    first = [int(np.flatnonzero(data.labels == lab)[0]) for lab in range(int(data.labels.max()) + 1)]
+    if len(first) < count:
+        raise SystemExit(f"error: --table {table} has {len(first)} identities, --images asks for {count}")
+    return data.embeddings[first[:count]].astype(np.float32)
+
+
+def dlib_cosines(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, float]:
+    """dlib cosine of each (float32, auto) pair, and the mean over pairs of different float32 samples."""
+    from uiface_ray.encoders import load_encoder
+
+    encoder = load_encoder({"kind": "dlib"})
+    up = lambda ims: np.stack([np.asarray(Image.fromarray(im).resize((112, 112), Image.BICUBIC)) for im in ims])  # noqa: E731
+    a, b = encoder.embed(up(ref)), encoder.embed(up(got))  # (N, 128) each, unit rows
+    sims = a @ a.T
+    return (a * b).sum(1), float(sims[~np.eye(len(a), dtype=bool)].mean())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="a saved model (default: the tiny release layout, random weights)")
@@ -48,6 +79,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--table", default=None, help="face table: the contexts are its identities' embeddings")
+    p.add_argument("--no-dlib", action="store_true", help="skip the dlib cosines")
     p.add_argument("--quick", action="store_true", help="4 images, 10 steps")
     args = p.parse_args(argv)
     if args.quick:
@@ -61,8 +94,7 @@ def main(argv=None) -> int:
 
             model = f"{tmp}/official-tiny"
             save_model(build_official_model("tiny", seed=3), model)
-        dim = UIFaceSampler.from_pretrained(model, dtype="float32").model.embedding_dim
-        emb = np.random.default_rng(0).normal(size=(args.images, dim)).astype(np.float32)
+        emb = contexts(model, args.table, args.images)
         seeds = list(range(1000, 1000 + args.images))
         _, ref, t0_ref, s_ref, timesteps = sample(model, "float32", emb, seeds, args.steps, args.batch)
         load_ref = load()
@@ -72,7 +104,8 @@ def main(argv=None) -> int:
     step_of.setdefault(1000, -1)  # t0 = T: never switched
     moved = [abs(step_of.get(int(a), 0) - step_of.get(int(b), 0)) for a, b in zip(t0_ref, t0_got) if a != b]
     print(
-        f"# {model if args.model else 'tiny release-layout model, random weights'}: {args.images} images, "
+        f"# {model if args.model else 'tiny release-layout model, random weights'}: {args.images} images "
+        f"({'identities of ' + args.table if args.table else 'random contexts'}), "
         f"{args.steps} DDIM steps, official preset, {args.threads} thread(s)"
     )
     print(
@@ -87,6 +120,13 @@ def main(argv=None) -> int:
         f"adaptive t0 differs for {len(moved)}/{args.images} samples ({len(moved) / args.images:.0%})"
         + (f", by {min(moved)}-{max(moved)} DDIM steps" if moved else "")
     )
+    if not args.no_dlib:
+        cos, other = dlib_cosines(ref, got)
+        print(
+            f"dlib cosine of each float32/{auto.precision.dtype_name} pair: mean {cos.mean():.3f}, "
+            f"min {cos.min():.3f}, median {np.median(cos):.3f}, below 0.9: {(cos < 0.9).mean():.0%}; "
+            f"different float32 samples: mean {other:.3f}"
+        )
     return 0
 
 
