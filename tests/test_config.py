@@ -155,3 +155,17 @@ def test_echoed_values_are_cut(tmp_path):
 def test_non_finite_floats_are_refused_in_every_config(value):
     with pytest.raises(ConfigError, match=r"inner\.lr: Input should be a finite number"):
         load_config(Stage, None, ["--name=x", f"--inner.lr={value}"])
+
+
+def test_no_stays_a_word_and_bools_still_take_yes_no(tmp_path):
+    """YAML 1.1 reads no/yes/on/off as booleans, so `--mixed_precision=no` (a tired user's spelling of
+    the documented value 'no') was refused as `false`; only true/false are booleans now."""
+    from uiface_ray.train.config import TrainConfig
+
+    base = "configs/train_diffusion_tiny.yaml"
+    assert load_config(TrainConfig, base, ["--mixed_precision=no"]).mixed_precision == "no"
+    path = tmp_path / "c.yaml"
+    path.write_text(open(base).read() + "\nmixed_precision: no\n")
+    assert load_config(TrainConfig, path).mixed_precision == "no"
+    for word, value in (("yes", True), ("no", False), ("on", True), ("off", False), ("false", False)):
+        assert load_config(TrainConfig, base, [f"--data.hflip={word}"]).data.hflip is value

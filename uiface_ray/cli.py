@@ -8,6 +8,7 @@ came from.  The models themselves live in :mod:`uiface_ray.config`.
 
 from __future__ import annotations
 
+import re
 import sys
 import typing
 from pathlib import Path
@@ -29,6 +30,25 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_VALUES = 100_000
 #: Deepest nesting of a loaded config.
 MAX_CONFIG_DEPTH = 50
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only true/false are booleans, so that
+    ``mixed_precision: no`` (or ``--mixed_precision=no``) stays the string 'no' instead of YAML 1.1's
+    false; a bool field still takes yes/no/on/off (pydantic reads those strings)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _check_size(tree: Any, where: str) -> None:
@@ -61,7 +81,7 @@ def _read_yaml(p: Path) -> dict[str, Any]:
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {p} is {size} bytes: refusing more than {MAX_CONFIG_BYTES} (1 MiB)")
     try:
-        loaded = yaml.safe_load(p.read_text()) or {}
+        loaded = _yaml(p.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -93,7 +113,7 @@ def _parse_value(text: str) -> Any:
     # YAML scalars: 'true' -> True, '3' -> 3, '1e-4' -> 1e-4 (YAML 1.1 needs a dot; accept both),
     # '[1, 2]' -> list, 'null' -> None.
     try:
-        value = yaml.safe_load(text)
+        value = _yaml(text)
     except (yaml.YAMLError, RecursionError):
         return text
     if isinstance(value, str):
