@@ -28,7 +28,8 @@ from diffusers import DDPMScheduler  # noqa: E402
 
 from perf import count_flops, load, measured_peak, peak_line, precisions  # noqa: E402
 from uiface_ray.train.config import TrainConfig  # noqa: E402
-from uiface_ray.train.loop import WorkerContext, build_state, train_step, use_precision  # noqa: E402
+from uiface_ray.optim.context import WorkerContext  # noqa: E402
+from uiface_ray.train.loop import build_state, train_step, use_precision  # noqa: E402
 
 
 def demo_config(batch: int) -> TrainConfig:

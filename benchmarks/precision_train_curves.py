@@ -55,7 +55,8 @@ class Run:
         from diffusers import DDPMScheduler
 
         from uiface_ray.train.data import BatchOrder
-        from uiface_ray.train.loop import WorkerContext, build_state, training_precision, use_precision
+        from uiface_ray.optim.context import WorkerContext
+        from uiface_ray.train.loop import build_state, training_precision, use_precision
 
         self.cfg, self.pixels, self.embeddings = cfg, pixels, embeddings
         self.ctx = WorkerContext()

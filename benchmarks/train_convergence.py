@@ -32,7 +32,8 @@ from diffusers import DDPMScheduler  # noqa: E402
 from uiface_ray.storage.parquet import read_table, write_table  # noqa: E402
 from uiface_ray.train.config import TrainConfig  # noqa: E402
 from uiface_ray.train.data import BatchOrder  # noqa: E402
-from uiface_ray.train.loop import WorkerContext, build_state, load_training_data, train_step  # noqa: E402
+from uiface_ray.optim.context import WorkerContext  # noqa: E402
+from uiface_ray.train.loop import build_state, load_training_data, train_step  # noqa: E402
 from uiface_ray.train.objective import StepNoise, diffusion_loss  # noqa: E402
 
 SMALL_MODEL = dict(

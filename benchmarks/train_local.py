@@ -18,7 +18,8 @@ from uiface_ray.train.config import TrainConfig  # noqa: E402
 
 
 def body(cfg: TrainConfig) -> None:
-    from uiface_ray.train.loop import WorkerContext, run_training
+    from uiface_ray.optim.context import WorkerContext
+    from uiface_ray.train.loop import run_training
     from uiface_ray.train.validate import validate_run
 
     plan = validate_run(cfg)

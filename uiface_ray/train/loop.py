@@ -32,7 +32,7 @@ from uiface_ray.train.data import BatchOrder, FaceData, decode_images, load_face
 from uiface_ray.train.grid import grid_png, sample_grid
 from uiface_ray.train.objective import DiffusionModule, apply_flip, diffusion_loss, draw_step_noise
 
-__all__ = ["SimulatedCrash", "TrainState", "WorkerContext", "run_training"]
+__all__ = ["SimulatedCrash", "TrainState", "run_training"]
 
 
 class SimulatedCrash(RuntimeError):
