@@ -149,6 +149,13 @@ def node_args(name: str, num_cpus: int) -> tuple[list[str], str, tuple[int, int,
     return args, temp_dir, (gcs, dashboard, client)
 
 
+def node_env(temp_dir: str) -> dict[str, str]:
+    """The environment of a node of :func:`node_args`: its processes' temporary files (the dashboard's
+    multiprocessing forkserver makes a ``pymp-*`` folder that only a normal exit removes) go into
+    the node's temp dir, which the test removes."""
+    return {**_env(), "TMPDIR": temp_dir}
+
+
 def head_args(gcs: int, dashboard: int, client: int) -> list[str]:
     """What makes a node of :func:`node_args` a head with its dashboard on loopback."""
     return [
@@ -167,7 +174,7 @@ def _launch_head(tmp_path: Path, attempt: int) -> tuple[subprocess.Popen, str, s
     log = tmp_path / f"ray-head-{attempt}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path, start_new_session=True
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=node_env(temp_dir), cwd=tmp_path, start_new_session=True
         )
     return proc, f"http://127.0.0.1:{dashboard}", temp_dir, log
 

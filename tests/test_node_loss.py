@@ -31,6 +31,7 @@ from test_deploy_local_cluster import (
     _wait_until_started,
     head_args,
     node_args,
+    node_env,
 )
 from fault_seam import synthesize_with_faults
 from test_signals import synth_cmd
@@ -64,7 +65,7 @@ def _node(tmp_path: Path, name: str, gcs: int | None, extra_env: dict) -> tuple[
             cmd,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            env={**_env(), **extra_env},
+            env={**node_env(temp_dir), **extra_env},
             cwd=tmp_path,
             start_new_session=True,
         )

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from fault_seam import synthesize_with_faults
 from tiny_assets import make_tiny_synthesis_inputs
 from uiface_ray import storage
+from uiface_ray.runtime.session import _remove_dead_sessions
 from uiface_ray.synth.faults import FaultInjectionConfig
 from uiface_ray.synth.journal import read_committed
 from uiface_ray.synth.manifest import read_manifest
@@ -92,6 +94,13 @@ def test_actor_killed_while_holding_a_shard(ray_local, inputs, clean, tmp_path):
     assert _shards(out) == clean
 
 
+def _driver_pid(folder: Path) -> int | None:
+    try:
+        return int((folder / "driver.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 @pytest.mark.slow
 def test_driver_killed_halfway_then_rerun(ray_local, inputs, clean, tmp_path):
     from uiface_ray.runtime.synthesis import run_synthesis
@@ -128,6 +137,12 @@ def test_driver_killed_halfway_then_rerun(ray_local, inputs, clean, tmp_path):
     while _group_alive(proc.pid) and time.time() < deadline:
         time.sleep(1)
     assert not _group_alive(proc.pid)
+    # nothing ran the killed driver's shutdown, so its private session folder is still there; the next
+    # embedded session removes it (this test resumes in-process, on the test session's own Ray)
+    left = [f for f in Path(tempfile.gettempdir()).glob("ray-*") if _driver_pid(f) == proc.pid]
+    assert len(left) == 1, left
+    _remove_dead_sessions(Path(tempfile.gettempdir()))
+    assert not left[0].exists()
     assert not read_manifest(str(out)).complete  # the manifest file: a checkpoint, not a finished dataset
     manifest = read_committed(str(out))
     assert not manifest.complete and len(manifest.shards) == 3
