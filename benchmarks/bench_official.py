@@ -37,8 +37,8 @@ import torch  # noqa: E402
 from diffusers import DDIMScheduler  # noqa: E402
 
 from perf import load, measured_peak, peak_line, precisions  # noqa: E402
-from uiface_ray.model.official import SCHEDULER  # noqa: E402
-from uiface_ray.model.official_unet import OfficialUNet, official_unet_kwargs  # noqa: E402
+from uiface_ray.release.importer import SCHEDULER  # noqa: E402
+from uiface_ray.release.unet import OfficialUNet, official_unet_kwargs  # noqa: E402
 from uiface_ray.sample.config import MODES, SamplerConfig  # noqa: E402
 from uiface_ray.sample.loop import run_sampler  # noqa: E402
 

@@ -12,15 +12,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uiface_ray.runtime.job import run_job  # noqa: E402
-from uiface_ray.evaluate.config import AblationConfig  # noqa: E402
+from uiface_ray.paper.config import AblationConfig  # noqa: E402
 
 
 def body(cfg: AblationConfig) -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from uiface_ray.evaluate.ablation import run_ablation
-    from uiface_ray.evaluate.ablation_report import TABLE2_NAMES, write_report
+    from uiface_ray.paper.ablation import run_ablation
+    from uiface_ray.paper.ablation_report import TABLE2_NAMES, write_report
     from uiface_ray.runtime.session import ray_session
     from uiface_ray.runtime.train_fr import fit_fr
 

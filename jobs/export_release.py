@@ -16,11 +16,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uiface_ray.runtime.job import run_job  # noqa: E402
-from uiface_ray.model.config import ReleaseExportConfig  # noqa: E402
+from uiface_ray.release.config import ReleaseExportConfig  # noqa: E402
 
 
 def body(cfg: ReleaseExportConfig) -> None:
-    from uiface_ray.model.release_export import export_release
+    from uiface_ray.release.exporter import export_release
     from uiface_ray.storage import resolve_urls
 
     result = export_release(resolve_urls(cfg))

@@ -11,11 +11,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uiface_ray.runtime.job import run_job  # noqa: E402
-from uiface_ray.model.config import OfficialImportConfig  # noqa: E402
+from uiface_ray.release.config import OfficialImportConfig  # noqa: E402
 
 
 def body(cfg: OfficialImportConfig) -> None:
-    from uiface_ray.model.official import import_official
+    from uiface_ray.release.importer import import_official
 
     model = import_official(cfg)
     official = model.info["official"]

@@ -109,9 +109,9 @@ def test_plots_and_report(tmp_path):
 @pytest.mark.slow
 def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir, caplog):
     from tiny_assets import make_tiny_model
-    from uiface_ray.evaluate.ablation import run_ablation
-    from uiface_ray.evaluate.ablation_report import write_report
-    from uiface_ray.evaluate.config import AblationConfig
+    from uiface_ray.paper.ablation import run_ablation
+    from uiface_ray.paper.ablation_report import write_report
+    from uiface_ray.paper.config import AblationConfig
     from uiface_ray.runtime.train_fr import fit_fr
 
     model = make_tiny_model(str(tmp_path / "gen"))
@@ -151,10 +151,10 @@ def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir, caplog):
         },
         fr_seeds=2,
     )
-    with caplog.at_level(logging.INFO, logger="uiface_ray.evaluate.ablation"):
+    with caplog.at_level(logging.INFO, logger="uiface_ray.paper.ablation"):
         res = run_ablation(cfg, fit_fr)
     page = write_report(cfg, res)
-    progress = [r.getMessage() for r in caplog.records if r.name == "uiface_ray.evaluate.ablation"]
+    progress = [r.getMessage() for r in caplog.records if r.name == "uiface_ray.paper.ablation"]
     # per mode: sampled, metrics, 2 FR models; real: metrics, 2 FR models; Figure 2
     assert len(progress) == 24 and progress[0].startswith("ablation [1/24] baseline: 6 images sampled")
     assert progress[3].startswith("ablation [4/24] baseline: FR model (seed 1) trained (1 steps)")
@@ -181,12 +181,25 @@ def test_ablation_tiny_end_to_end(ray_local, tmp_path, lfw_dir, caplog):
         assert name in html and storage.exists(storage.join(cfg.out, "report", name))
 
 
+def _seeded_row(row_class, name, metrics, accs):
+    """A table row with one accuracy per FR seed (10-fold std 0.02, 10 FR steps)."""
+    return row_class(
+        name=name,
+        metrics=metrics,
+        verify_accuracy=float(np.mean(accs)),
+        verify_std=0.02,
+        fr_steps=10,
+        seed_accuracies=accs,
+        seed_std=float(np.std(accs, ddof=1)),
+    )
+
+
 def test_seed_paragraph_compares_rows_with_the_seed_spread():
-    from uiface_ray.evaluate.ablation import Row
-    from uiface_ray.evaluate.ablation_report import seed_paragraph
+    from uiface_ray.paper.ablation import Row
+    from uiface_ray.paper.ablation_report import seed_paragraph
 
     def row(name, accs):
-        return Row(name, None, float(np.mean(accs)), 0.02, 10, (), accs, float(np.std(accs, ddof=1)))
+        return _seeded_row(Row, name, None, accs)
 
     rows = [
         row("baseline", [0.60, 0.62, 0.64]),
@@ -205,30 +218,50 @@ def test_seed_paragraph_compares_rows_with_the_seed_spread():
 def test_table2_cells_show_points_and_steps_with_few_decimals():
     from types import SimpleNamespace
 
-    from uiface_ray.evaluate.ablation import Row
-    from uiface_ray.evaluate.ablation_report import _row
+    from uiface_ray.paper.ablation import Row
+    from uiface_ray.paper.ablation_report import _row
 
     m = SimpleNamespace(
         diversity_1_minus_msssim=0.6081, fr_precision=0.978, fr_recall=0.966,
         genuine_mean=0.311, impostor_mean=0.0362, d_prime=1.63,
     )  # fmt: skip
-    r = Row("baseline", m, 0.667222, 0.046804, 103, (4.66, 12.85), [0.648, 0.685, 0.668], 0.018359, 497.76, 37.632)
+    r = Row(
+        name="baseline",
+        metrics=m,
+        verify_accuracy=0.667222,
+        verify_std=0.046804,
+        fr_steps=103,
+        fr_loss=(4.66, 12.85),
+        seed_accuracies=[0.648, 0.685, 0.668],
+        seed_std=0.018359,
+        mean_t0=497.76,
+        unet_evals_per_image=37.632,
+    )
     cells = _row(r)
     assert cells[7:12] == ["66.7", "4.7", "1.8", "498", "37.6"]
     assert cells[0] == "baseline" and cells[1] == 0.6081 and cells[-1] == "4.66->12.85"
-    real = _row(Row("real (DevTrain)", m, 0.6917, 0.0433, 121, (), [0.6917], None, None, None))
+    real = _row(
+        Row(
+            name="real (DevTrain)",
+            metrics=m,
+            verify_accuracy=0.6917,
+            verify_std=0.0433,
+            fr_steps=121,
+            seed_accuracies=[0.6917],
+        )
+    )
     assert real[7:12] == ["69.2", "4.3", None, None, None] and real[-1] is None
 
 
 def test_paper_directions_say_which_orderings_hold_and_against_the_seed_spread():
     from types import SimpleNamespace
 
-    from uiface_ray.evaluate.ablation import Row
-    from uiface_ray.evaluate.ablation_report import directions_paragraph, paper_directions
+    from uiface_ray.paper.ablation import Row
+    from uiface_ray.paper.ablation_report import directions_paragraph, paper_directions
 
     def row(name, accs, diversity, recall, genuine):
         m = SimpleNamespace(diversity_1_minus_msssim=diversity, fr_recall=recall, genuine_mean=genuine)
-        return Row(name, m, float(np.mean(accs)), 0.02, 10, (), accs, float(np.std(accs, ddof=1)))
+        return _seeded_row(Row, name, m, accs)
 
     rows = [
         row("baseline", [0.60, 0.62, 0.64], 0.30, 0.50, 0.60),
@@ -257,8 +290,8 @@ def test_paper_directions_say_which_orderings_hold_and_against_the_seed_spread()
 
 
 def test_ablation_config_is_checked_before_any_work():
-    from uiface_ray.evaluate.ablation import check_config
-    from uiface_ray.evaluate.config import AblationConfig
+    from uiface_ray.paper.ablation import check_config
+    from uiface_ray.paper.config import AblationConfig
 
     ok = AblationConfig(model="m", out="o", images_per_identity=6, grid_images=6)
     check_config(ok)

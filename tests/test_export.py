@@ -147,7 +147,7 @@ def test_export_bad_input_writes_nothing(tmp_path, capsys, case):
     else:
         (tmp_path / "m.json").write_text("{not json")
         args.append(f"--metrics={tmp_path / 'm.json'}")
-        msg = "is not JSON"
+        msg = r"metrics file .*m\.json: not valid JSON"
     rc = _export_job().main(args)
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -17,18 +17,17 @@ PKG = Path(__file__).resolve().parents[1] / "uiface_ray"
 #: The package's layers, lowest first: each names the modules and packages (under ``uiface_ray.``) in it.
 #: A module imports from its own layer and the layers below it, never from a layer above.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("", "errors", "urls", "progress", "precision", "_lazy", "schedule"),  # leaves: no uiface_ray import
+    ("", "errors", "urls", "progress", "precision", "_lazy", "schedule", "jsonfile"),  # leaves: no uiface_ray import
     ("config", "cli"),  # the Config base models; YAML + command-line loading
     ("storage",),  # fsspec/pyarrow, the one boundary resolver
     ("data", "encoders"),  # face tables and images; identity encoders
-    (
-        "identities",
-        "model",
-        "optim",
-    ),  # identity filtering; UNets, context encoders, bundles, the release's import; what both training stages share
+    # identity filtering; UNets, context encoders, bundles; the release's UNet (a model family), import and
+    # export; what both training stages share
+    ("identities", "model", "release", "optim"),
     ("sample",),  # the sampler core
     ("train", "synth"),  # diffusion training; shards, manifest, journal
-    ("evaluate", "export", "fr"),  # metrics, verification, ablation; export; FR training
+    ("evaluate", "export", "fr"),  # metrics, verification; export; FR training
+    ("paper",),  # the paper's ablation (Table 2), Figure 2 and their report: above the service, below Ray
     ("runtime",),  # Ray: actors, drivers, the pipeline, run_job
     ("config_reference",),  # docs/CONFIG.md from every job's config
 )

@@ -187,7 +187,7 @@ def _truncate(path: Path) -> None:
     ],
 )
 def test_damaged_model_files_are_one_line_errors(tmp_path, capsys, family, damage, named):
-    from uiface_ray.model.official import build_official_model
+    from uiface_ray.release.importer import build_official_model
 
     model = (
         build_model(ModelConfig.tiny()) if family == "diffusers" else build_official_model("tiny", autoencoder=False)
@@ -202,7 +202,7 @@ def test_damaged_model_files_are_one_line_errors(tmp_path, capsys, family, damag
 
 
 def test_official_family_roundtrip(tmp_path, capfd):
-    from uiface_ray.model.official import build_official_model
+    from uiface_ray.release.importer import build_official_model
 
     model = build_official_model("tiny", seed=4)
     save_model(model, str(tmp_path / "m"))
@@ -235,3 +235,34 @@ def test_s3_load_leaves_no_temporary_copy(s3_bucket, tmp_path):
         remove(url + "/context_encoder.safetensors")
         load_model(url)  # a failed load cleans up too
     assert set(tmp.glob("uiface-dl-*")) == before
+
+
+def test_the_marker_holds_the_hash_load_model_computes(tmp_path, monkeypatch):
+    """A driver learns a model's identity and embedding size from uiface.json alone (issue 33): the hash
+    save_model writes there is the one load_model computes, also for a model cast to bfloat16 before
+    saving and for one whose cached hash went stale (weights changed after a load); a marker without
+    it (a folder written by hand) is loaded once to hash it."""
+    import uiface_ray.model.bundle as bundle
+    from uiface_ray.model.bundle import read_model_summary
+
+    model = build_model(ModelConfig.tiny(), seed=1)
+    url = str(tmp_path / "m")
+    save_model(model, url)
+    loaded = load_model(url)
+    loads = []
+    monkeypatch.setattr(bundle, "load_model", lambda *a, **k: loads.append(a) or loaded)
+    summary = read_model_summary(url)
+    assert summary.weights_hash == model_hash(loaded) and summary.embedding_dim == model.embedding_dim
+    assert loads == []  # the weights were not loaded
+    with torch.no_grad():
+        loaded.context_encoder.empty_context.add_(1.0)  # loaded (its hash cached), then changed, then saved
+    changed = str(tmp_path / "changed")
+    save_model(loaded.to(dtype=torch.bfloat16), changed)
+    monkeypatch.undo()
+    assert read_model_summary(changed).weights_hash == model_hash(load_model(changed)) != summary.weights_hash
+    marker = json.loads((tmp_path / "m" / "uiface.json").read_text())
+    del marker["weights_hash"]
+    (tmp_path / "m" / "uiface.json").write_text(json.dumps(marker))
+    assert read_model_summary(url).weights_hash == summary.weights_hash  # hashed by loading it once
+    with pytest.raises(ModelLoadError, match=r"no UIFace model at .*nope"):
+        read_model_summary(str(tmp_path / "nope"))

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from uiface_ray.model import load_model
-from uiface_ray.model.official import build_official_model
-from uiface_ray.model.official_import import (
+from uiface_ray.release.importer import build_official_model
+from uiface_ray.release.checkpoint import (
     SCHEDULE_KEYS,
     release_schedule,
     release_state_dict,
     release_vq_state_dicts,
 )
-from uiface_ray.model.official_unet import OfficialUNet, official_unet_kwargs
+from uiface_ray.release.unet import OfficialUNet, official_unet_kwargs
 from uiface_ray.model.context import ProjectedContextEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def test_schedule_buffers_match_diffusers_linear_betas():
 
 
 def test_vq_f4_shapes():
-    from uiface_ray.model.official_import import official_vq_model
+    from uiface_ray.release.checkpoint import official_vq_model
 
     with torch.device("meta"), torch.no_grad():  # shapes only
         vq = official_vq_model()

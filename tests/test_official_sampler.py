@@ -198,7 +198,7 @@ def test_output_size_resizes_like_the_release():
 
 def test_sampler_api_runs_an_imported_official_bundle(tmp_path):
     from uiface_ray.model import save_model
-    from uiface_ray.model.official import build_official_model
+    from uiface_ray.release.importer import build_official_model
     from uiface_ray.sample import UIFaceSampler
 
     save_model(build_official_model("tiny", seed=3), str(tmp_path / "m"))  # latent space through VQ-f4

@@ -19,10 +19,11 @@ import yaml
 
 from train_tables import write_face_table
 from uiface_ray.model.bundle import load_model, save_model
-from uiface_ray.model.config import ModelConfig, ReleaseExportConfig
+from uiface_ray.model.config import ModelConfig
+from uiface_ray.release.config import ReleaseExportConfig
 from uiface_ray.model.context import IdentityContextEncoder, ProjectedContextEncoder
-from uiface_ray.model.official_import import release_state_dict
-from uiface_ray.model.official_unet import OfficialUNet
+from uiface_ray.release.checkpoint import release_state_dict
+from uiface_ray.release.unet import OfficialUNet
 from uiface_ray.model.unet import build_model
 from uiface_ray.train.config import DiffusionConfig, TrainConfig
 from uiface_ray.train.objective import DiffusionModule, diffusion_loss, draw_step_noise
@@ -261,7 +262,7 @@ def test_the_layout_above_is_the_published_216m_model():
 
 def _official_tiny_latent_model(tmp_path: Path):
     """A release-family model at the sizes of import_official's tiny architecture, VQ-f4 latents."""
-    from uiface_ray.model.official_import import official_vq_model
+    from uiface_ray.release.checkpoint import official_vq_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -282,8 +283,9 @@ def _official_tiny_latent_model(tmp_path: Path):
 
 
 def test_export_writes_the_release_format_and_imports_back_to_the_same_eps(tmp_path):
-    from uiface_ray.model.official import OfficialImportConfig, import_official
-    from uiface_ray.model.release_export import export_release
+    from uiface_ray.release.config import OfficialImportConfig
+    from uiface_ray.release.importer import import_official
+    from uiface_ray.release.exporter import export_release
 
     model = _official_tiny_latent_model(tmp_path)
     bundle = str(tmp_path / "run" / "checkpoints" / "step-00000004" / "model")
@@ -326,7 +328,7 @@ def test_export_writes_the_release_format_and_imports_back_to_the_same_eps(tmp_p
 
 
 def test_export_refuses_what_the_release_cannot_hold(tmp_path):
-    from uiface_ray.model.release_export import ReleaseExportError, export_release
+    from uiface_ray.release.exporter import ReleaseExportError, export_release
 
     save_model(build_model(ModelConfig.tiny()), str(tmp_path / "diffusers"))
     with pytest.raises(ReleaseExportError, match="only model.unet=release"):
@@ -445,7 +447,7 @@ def test_the_paper_autoencoder_config_builds_the_releases_vq_f4():
     weight's name and shape), and 3-channel latents at a quarter of the side: 128x128 -> 3x32x32."""
     from diffusers import VQModel
 
-    from uiface_ray.model.official_import import official_vq_model
+    from uiface_ray.release.checkpoint import official_vq_model
     from uiface_ray.train.autoencoder import build_autoencoder
     from uiface_ray.train.config import AutoencoderTrainConfig
 

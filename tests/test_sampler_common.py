@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DConditionModel
 
-from uiface_ray.model.official_unet import OfficialUNet, official_unet_kwargs
+from uiface_ray.release.unet import OfficialUNet, official_unet_kwargs
 from uiface_ray.sample.config import SamplerConfig
 
 LATENT = (3, 8, 8)

@@ -1,7 +1,7 @@
 """The training grid and the Figure 2 interval study run through the sampler core's one DDIM loop.
 
 Each is pinned against the private loop it had before (train/grid.py's ``ddim_sample`` and
-evaluate/interval_sampling.py's loop), written out below as they were: on a tiny random model the
+paper/interval_sampling.py's loop), written out below as they were: on a tiny random model the
 core must give the same latents, bit for bit in float32 (the same ops on the same batches), and in
 float64 bit for bit for the grid and to float32 rounding for the interval study (its old loop kept
 the latents in float32 between steps; the core keeps a float64 UNet's latents in float64).
@@ -14,7 +14,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from uiface_ray.evaluate.interval_sampling import sample_with_interval
+from uiface_ray.paper.interval_sampling import sample_with_interval
 from uiface_ray.model.config import ModelConfig
 from uiface_ray.model.unet import build_model
 from uiface_ray.sample.config import SamplerConfig
@@ -78,7 +78,7 @@ def old_sample_grid(model, embeddings, num_seeds, num_inference_steps, seed, ref
 
 
 def old_interval_latents(model, embeddings, seeds, interval, num_inference_steps, guidance_scale):
-    """evaluate/interval_sampling.py's loop before issue 14, returning z_0."""
+    """paper/interval_sampling.py's loop before issue 14, returning z_0."""
     scheduler = DDIMScheduler.from_config(model.scheduler_config)
     unet, dtype = model.unet, model.unet.dtype
     scheduler.set_timesteps(num_inference_steps)

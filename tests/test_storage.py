@@ -98,6 +98,37 @@ def test_s3_dirs(tmp_path, s3_bucket):
         check_writable("s3://no-such-bucket-here/x")
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_missing_file_is_a_typed_not_found_error(where, tmp_path, request):
+    from uiface_ray.storage import StorageNotFoundError, file_info
+
+    base = str(tmp_path) if where == "local" else request.getfixturevalue("s3_bucket")
+    for read in (read_bytes, file_info):
+        with pytest.raises(StorageNotFoundError, match=f"^not found: {base}/nope.bin$") as caught:
+            read(f"{base}/nope.bin")
+        assert isinstance(caught.value, StorageError) and isinstance(caught.value, FileNotFoundError)
+
+
+def test_s3_listings_see_what_another_writer_did(s3_server, s3_bucket):
+    """Every listing, exists and file_info asks the store: nothing is served from an earlier answer."""
+    import boto3
+
+    from uiface_ray.storage import file_info, find_files, list_file_info
+
+    other = boto3.client("s3", endpoint_url=s3_server)  # a writer that is not this process's filesystem
+    bucket, folder = s3_bucket.removeprefix("s3://"), f"{s3_bucket}/d"
+    write_bytes_atomic(f"{folder}/a.bin", b"a")
+    assert list_files(folder) == [f"{folder}/a.bin"] and find_files(folder) == ["a.bin"]
+    assert not exists(f"{folder}/b.bin") and file_info(f"{folder}/a.bin").size == 1
+    other.put_object(Bucket=bucket, Key="d/b.bin", Body=b"bb")
+    other.put_object(Bucket=bucket, Key="d/a.bin", Body=b"aaa")
+    assert list_files(folder) == [f"{folder}/a.bin", f"{folder}/b.bin"] and find_files(folder) == ["a.bin", "b.bin"]
+    assert exists(f"{folder}/b.bin") and file_info(f"{folder}/a.bin").size == 3
+    assert {name: info.size for name, info in list_file_info(folder).items()} == {"a.bin": 3, "b.bin": 2}
+    other.delete_object(Bucket=bucket, Key="d/b.bin")
+    assert not exists(f"{folder}/b.bin") and list_files(folder) == [f"{folder}/a.bin"]
+
+
 def test_written_files_follow_the_umask(tmp_path):
     import os
 

@@ -54,3 +54,27 @@ def test_dry_run_with_given_seconds_and_price_computes_eta_and_cost(tmp_path, ca
     eta = hours * 3600 / actors
     assert f"estimate: {int(eta // 3600):02d}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d} with" in out
     assert not (tmp_path / "out").exists()
+
+
+def test_a_huge_request_is_planned_from_a_probe_of_at_most_25_steps(tmp_path, capsys, ray_local):
+    """3 identities x 1,048,576 images x 1000 steps: the probe samples its 4 images at 25 steps and the
+    evaluations scale to 1000 (one pass per step at least, two at most); the plan is arithmetic."""
+    import time
+
+    start = time.time()
+    out = _dry_run(
+        tmp_path,
+        capsys,
+        "--images_per_identity=1048576",
+        "--identities_per_shard=1",
+        "--sampler.num_inference_steps=1000",
+    )
+    took = time.time() - start
+    wait_cpus_free(ray_local)
+    assert "plan: 3 identities x 1048576 images = 3145728 images in 3 shards" in out
+    assert "(mode uiface, 1000 steps; mean of 4 probe images, sampled at 25 steps and scaled)" in out
+    per_image = float(re.search(r"UNet evaluations: ([\d.]+) per image", out).group(1))
+    assert 1000 <= per_image <= 2000
+    startup = float(re.search(r"plus (\d+) s to start the actors", out).group(1))
+    assert 0 <= startup < took
+    assert not (tmp_path / "out").exists()

@@ -8,8 +8,11 @@ rounded to the actor's dtype).  The pool's GPU planning is checked against resou
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -83,11 +86,25 @@ def test_gpu_planning_from_resource_counts():
         plan_pool(ActorPoolConfig(use_gpu=True), True, 100, {"CPU": 2.0})
 
 
+def _run_script(script: str, timeout: float) -> subprocess.CompletedProcess:
+    """``python -c script`` (its own ``ray.init``) with Ray's temp folder in a short folder of its own,
+    removed afterwards: a plain ray.init would leave /tmp/ray behind."""
+    temp = tempfile.mkdtemp(prefix="rayd-", dir="/tmp")  # short: socket paths have a length limit
+    env = {**os.environ, "RAY_TMPDIR": temp, "TMPDIR": temp}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 @pytest.mark.slow
 def test_gpu_pool_on_a_ray_with_fake_gpus(tmp_path):
     script = textwrap.dedent("""
         import ray
-        from uiface_ray.runtime.pool import kill_pool, start_pool, wait_ready, wants_gpu
+        from uiface_ray.runtime.pool import ActorPool, wants_gpu
         from uiface_ray.config import ActorPoolConfig
 
         class Probe:
@@ -101,13 +118,12 @@ def test_gpu_pool_on_a_ray_with_fake_gpus(tmp_path):
         ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, configure_logging=False)
         pool = ActorPoolConfig()
         use_gpu = wants_gpu(pool)
-        actors = wait_ready(start_pool(Probe, pool, use_gpu, 10, "probe", lambda name: (name,)))
-        ids = sorted(g for a in actors for g in ray.get(a.gpus.remote()))
-        kill_pool(actors)
-        print("RESULT", use_gpu, len(actors), ",".join(ids))
+        with ActorPool(Probe, ("probe",), pool, use_gpu=use_gpu, max_actors=10, name="probe") as probes:
+            ids = sorted(g for a in probes.actors for g in ray.get(a.gpus.remote()))
+            print("RESULT", use_gpu, len(probes.actors), ",".join(ids))
         ray.shutdown()
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = _run_script(script, timeout=300)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, proc.stderr[-3000:]
     assert line[0].split() == ["RESULT", "True", "2", "0,1"]
@@ -160,7 +176,7 @@ def test_gpu_actors_on_a_fake_gpu_fall_back_to_cpu(inputs, tmp_path):
         print("RESULT", json.dumps([res.actors, m.complete, m.generation["device"], m.generation["dtype"]]))
         ray.shutdown()
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = _run_script(script, timeout=600)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert line, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert line[0].split(" ", 1)[1] == f'[1, true, "cpu", "{_expected_auto()}"]'

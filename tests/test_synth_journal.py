@@ -4,6 +4,8 @@ checkpoints, crash safety at each write, resume in one pass trusting the listing
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -231,3 +233,26 @@ def test_progress_moves_inside_a_shard():
     show_progress(progress, stream=Sink())
     assert "shards 1/4  images 100/400 landed  " in lines[-2] and "ETA ?" not in lines[-2]
     json.dumps(lines)
+
+
+def test_the_final_commit_needs_no_working_directory(tmp_path):
+    """Issue 34 item 9, the fast half (tests/test_node_loss.py runs the real two-node cluster): a driver
+    whose working directory was removed under it (Ray's runtime-env agent of a second node on the same
+    machine unpacks the job's working_dir again) commits and removes the journal; before, the removal
+    asked for the working directory and failed with FileNotFoundError, the journal still there."""
+    out, gone = tmp_path / "ds", tmp_path / "workdir"
+    gone.mkdir()
+    script = f"""
+import os, shutil
+from uiface_ray.synth.journal import ManifestWriter
+from uiface_ray.synth.manifest import Manifest, ShardRecord
+os.chdir({str(gone)!r})
+shutil.rmtree({str(gone)!r})  # as the second node's agent does
+writer = ManifestWriter({str(out)!r}, Manifest({{"seed": 0}}, 1, 1, 1), journal_every_s=0)
+writer.begin()
+writer.add(ShardRecord("shard-00000.parquet", 0, 1, "0" * 64, 10, None))
+writer.finish()
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((out / "manifest.json").read_text())["complete"] is True and not (out / "journal").exists()

@@ -71,5 +71,10 @@ def identity_consistency(
     pooled = np.sqrt((gs.var() + im.var()) / 2)
     d = float(abs(gs.mean() - im.mean()) / pooled) if pooled > 0 else float("inf")
     return IdentityConsistency(
-        gs.astype(np.float32), im.astype(np.float32), float(gs.mean()), float(im.mean()), d, encoder
+        genuine=gs.astype(np.float32),
+        impostor=im.astype(np.float32),
+        genuine_mean=float(gs.mean()),
+        impostor_mean=float(im.mean()),
+        d_prime=d,
+        encoder=encoder,
     )

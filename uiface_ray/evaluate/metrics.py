@@ -40,7 +40,7 @@ class DatasetMetrics:
     lpips_vgg: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MetricParams:
     diversity_identities: int = 100
     diversity_pairs: int = 45
@@ -58,7 +58,12 @@ def measure(
     emb = encoder.embed(images)
     name = f"{encoder.name}:{encoder.fingerprint}"
     ic = identity_consistency(
-        emb, faces.labels, np.random.default_rng([seed, 1]), params.genuine_pairs, params.impostor_pairs, name
+        emb,
+        faces.labels,
+        np.random.default_rng([seed, 1]),
+        max_pairs_per_identity=params.genuine_pairs,
+        num_impostor=params.impostor_pairs,
+        encoder=name,
     )
     small = images if params.msssim_size == 112 else decode_images(faces.images, params.msssim_size)
     div = intra_class_diversity(
@@ -77,19 +82,19 @@ def measure(
         )
         lp = float(lpips_distance(lpips_model, images[ia], images[ib]).mean())
     m = DatasetMetrics(
-        faces.source,
-        len(faces.labels),
-        faces.num_classes,
-        name,
-        ic.genuine_mean,
-        ic.impostor_mean,
-        ic.d_prime,
-        div.diversity,
-        div.num_identities,
-        precision,
-        recall,
-        params.k,
-        lp,
+        source=faces.source,
+        num_images=len(faces.labels),
+        num_identities=faces.num_classes,
+        encoder=name,
+        genuine_mean=ic.genuine_mean,
+        impostor_mean=ic.impostor_mean,
+        d_prime=ic.d_prime,
+        diversity_1_minus_msssim=div.diversity,
+        diversity_identities=div.num_identities,
+        fr_precision=precision,
+        fr_recall=recall,
+        k=params.k,
+        lpips_vgg=lp,
     )
     return m, ic
 
@@ -125,11 +130,15 @@ def run_metrics(cfg: MetricsConfig) -> DatasetMetrics:
 
         lpips_model, _ = load_lpips_vgg(cfg.lpips_vgg, cfg.lpips_lin, cfg.storage)
     params = MetricParams(
-        cfg.diversity_identities, cfg.diversity_pairs, cfg.genuine_pairs, cfg.impostor_pairs, cfg.k, cfg.msssim_size
+        diversity_identities=cfg.diversity_identities,
+        diversity_pairs=cfg.diversity_pairs,
+        genuine_pairs=cfg.genuine_pairs,
+        impostor_pairs=cfg.impostor_pairs,
+        k=cfg.k,
+        msssim_size=cfg.msssim_size,
     )
-    m, ic = measure(
-        read_faceset(cfg.data, cfg.storage), encoder, real_embeddings(cfg, encoder), params, cfg.seed, lpips_model
-    )
+    faces = read_faceset(cfg.data, cfg.storage)
+    m, ic = measure(faces, encoder, real_embeddings(cfg, encoder), params, cfg.seed, lpips_model=lpips_model)
     plot = histogram_plot(
         {"genuine": ic.genuine, "impostor": ic.impostor}, f"genuine / impostor ({m.encoder})", "cosine similarity"
     )

@@ -57,4 +57,6 @@ def improved_precision_recall(
     r_radii, g_radii = knn_radii(r, k), knn_radii(g, k)
     precision = float(_inside(g, r, r_radii).double().mean())
     recall = float(_inside(r, g, g_radii).double().mean())
-    return PrecisionRecall(precision, recall, k, feature_space, len(r), len(g))
+    return PrecisionRecall(
+        precision=precision, recall=recall, k=k, feature_space=feature_space, num_real=len(r), num_generated=len(g)
+    )

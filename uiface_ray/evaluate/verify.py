@@ -88,13 +88,13 @@ def verify_set(
     scores = pair_scores(emb[ia], emb[ib])
     res = ten_fold_accuracy(scores, issame, folds)
     return VerifyResult(
-        spec.name,
-        res.accuracy,
-        res.accuracy_std,
-        res.num_pairs,
-        f"{encoder.name}:{encoder.fingerprint}",
-        scores.tolist(),
-        issame.tolist(),
+        name=spec.name,
+        accuracy=res.accuracy,
+        accuracy_std=res.accuracy_std,
+        num_pairs=res.num_pairs,
+        encoder=f"{encoder.name}:{encoder.fingerprint}",
+        scores=scores.tolist(),
+        issame=issame.tolist(),
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from uiface_ray import storage
+from uiface_ray import jsonfile, storage
 from uiface_ray.export.config import DEFAULT_INTENDED_USE
 from uiface_ray.synth.dataset import SyntheticDataset
 from uiface_ray.synth.manifest import Manifest
@@ -46,7 +46,7 @@ def generator_record(model_url: str | None, storage_cfg=None) -> dict[str, Any]:
     if not model_url:
         return {}
     try:
-        marker = json.loads(storage.read_bytes(storage.join(model_url, "uiface.json"), storage_cfg))
+        marker = jsonfile.loads(storage.read_bytes(storage.join(model_url, "uiface.json"), storage_cfg))
     except (storage.StorageError, ValueError):
         return {"model": model_url, "note": "model bundle not readable at export time"}
     info = marker.get("info", {}) if isinstance(marker, dict) else {}

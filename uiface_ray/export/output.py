@@ -25,7 +25,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from uiface_ray import storage
+from uiface_ray import jsonfile, storage
 from uiface_ray.export.plan import ExportInputError
 from uiface_ray.synth.preview import PREVIEW
 
@@ -111,7 +111,7 @@ def _check_replaceable(url: str, names: list[str], present: list[str], written: 
 def _read_marker(url: str, storage_cfg) -> list[str]:
     data = storage.read_bytes(url, storage_cfg)
     try:
-        body = json.loads(data)
+        body = jsonfile.loads(data)
         if not isinstance(body, dict) or body.get("format") != MARKER_FORMAT:
             raise ValueError(f"format is not {MARKER_FORMAT!r}")
         written = body["written"]

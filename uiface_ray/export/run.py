@@ -15,9 +15,11 @@
    tasks: in this process by default, over Ray workers from :mod:`uiface_ray.runtime.export`.
 4. Stitch the parts into ``train.rec``/``train.idx`` (streaming), write ``property`` and the card
    (from the shards' summaries: no shard is read again) into the staging folder.
-5. List the entries in the marker, move each (``images/``, ``train.rec``, ...) to its place under
+5. List the entries in the marker, then publish (:mod:`uiface_ray.export.publish`): record the
+   entries in the staging folder, move each (``images/``, ``train.rec``, ...) to its place under
    ``<output>``, replacing an earlier export's entry of the same name (never an entry no export
-   wrote), and remove the staging folder.
+   wrote), and remove the staging folder.  Publishing is crash-consistent: a rerun after a kill at
+   any point of it completes it, and ends with the tree a clean export gives.
 
 Failures:
 
@@ -27,21 +29,23 @@ Failures:
 * a crash, an interrupt (Ctrl-C, a killed driver), a store that stays unreachable through every
   write retry or a full disk leaves the staging folder: the same command resumes, skipping every
   shard whose done-record and parts are in place, and redoes the stitch;
-* an output never holds a part of an export: entries reach it only in step 5.
+* once publishing started, nothing removes the staging folder but the publish itself: any failure
+  leaves it, and the same command completes the publish (no shard is exported again);
+* an output never holds a part of an export's file: entries reach it only in step 5, whole.
 
 One export per output at a time (two runs of the same command would share a staging folder).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from uiface_ray import storage
+from uiface_ray import jsonfile, storage
 from uiface_ray.config import StorageConfig
 from uiface_ray.errors import InputError
 from uiface_ray.synth.preview import PREVIEW
@@ -50,6 +54,7 @@ from uiface_ray.export.config import ExportConfig
 from uiface_ray.export.folders import write_labels
 from uiface_ray.export.output import OwnedOutput, check_overlap, entry_names, owned_output
 from uiface_ray.export.plan import ExportInputError, ResumeState, plan_tasks, resume_export, staging_url
+from uiface_ray.export.publish import PUBLISH, StepHook, pending_publishes, publish, read_publish
 from uiface_ray.export.recordio import stitch_recordio
 from uiface_ray.export.shard import ShardDone, ShardTask, export_shard
 from uiface_ray.progress import Progress
@@ -111,9 +116,9 @@ def _metrics(cfg: ExportConfig) -> dict:
             raise ExportInputError(f"metrics file not found: {cfg.metrics}")
         return {}
     try:
-        metrics = json.loads(storage.read_bytes(url, cfg.storage))
-    except ValueError as exc:
-        raise ExportInputError(f"metrics file {url} is not JSON: {exc}") from None
+        metrics = jsonfile.loads(storage.read_bytes(url, cfg.storage))
+    except jsonfile.JSONFileError as exc:
+        raise ExportInputError(f"metrics file {url}: {exc}") from None
     if not isinstance(metrics, dict):
         raise ExportInputError(f"metrics file {url} must hold a JSON object, got {type(metrics).__name__}")
     return metrics
@@ -203,6 +208,14 @@ def _finish(
     return names
 
 
+def _publishing(staging: str, storage_cfg) -> bool:
+    """Whether the export had started publishing (its staging folder is then never removed on error)."""
+    try:
+        return storage.exists(storage.join(staging, PUBLISH), storage_cfg)
+    except storage.StorageError:
+        return True  # unreachable: keep whatever is there
+
+
 def _remove_quietly(url: str, storage_cfg) -> None:
     try:
         storage.remove(url, storage_cfg, recursive=True)
@@ -210,7 +223,7 @@ def _remove_quietly(url: str, storage_cfg) -> None:
         log.warning("could not remove %s: %s", url, exc)
 
 
-def _export(
+def _stage(
     cfg: ExportConfig,
     dataset: SyntheticDataset,
     metrics: dict,
@@ -218,8 +231,8 @@ def _export(
     tasks: list[ShardTask],
     map_shards: ShardMapper,
     result: ExportResult,
-    owned: OwnedOutput,
-) -> None:
+) -> list[str]:
+    """Steps 3-4: every shard not yet exported, then the stitch and the card; returns the entries."""
     state = resume_export(tasks, staging, cfg.storage)
     if state.done or state.redo:
         print(
@@ -242,21 +255,43 @@ def _export(
     missing = [t.name for t in tasks if t.name not in done]
     if missing:
         raise AssertionError(f"internal: no export record for {missing[:5]}")
-    names = _finish(cfg, dataset, metrics, staging, [done[t.name] for t in tasks])
-    owned.record(names, cfg.storage)  # refuses a name that appeared and is not ours
-    for name in names:
-        target = storage.join(cfg.output, name)
-        storage.remove(target, cfg.storage, recursive=True)
-        storage.move(storage.join(staging, name), target, cfg.storage)
-        result.written.append(target)
     result.shards_run, result.shards_skipped = len(state.todo), len(state.done)
-    storage.remove(staging, cfg.storage, recursive=True)
+    return _finish(cfg, dataset, metrics, staging, [done[t.name] for t in tasks])
+
+
+def _export(
+    cfg: ExportConfig,
+    staging: str,
+    num_tasks: int,
+    stage: Callable[[], list[str]],
+    result: ExportResult,
+    owned: OwnedOutput,
+    step: StepHook | None,
+) -> None:
+    """Steps 3-5; ``stage()`` runs steps 3-4 (:func:`_stage`), skipped when publishing had started."""
+    start = time.perf_counter()
+    if not owned.created:  # an export with other settings stopped while publishing: complete it first
+        for other in pending_publishes(cfg.output, storage.list_names(cfg.output, cfg.storage), staging, cfg.storage):
+            print(f"[export] completing the interrupted publish of {other}", file=sys.stderr, flush=True)
+            publish(other, cfg.output, [], cfg.storage)
+    pending = read_publish(staging, cfg.storage)
+    if pending is None:
+        names = stage()
+        owned.record(names, cfg.storage)  # refuses a name that appeared and is not ours
+    else:
+        print(f"[export] completing the interrupted publish of {staging}", file=sys.stderr, flush=True)
+        names, result.shards_skipped = pending.names, num_tasks
+    publish(staging, cfg.output, names, cfg.storage, step)
+    result.written = [storage.join(cfg.output, name) for name in names]
     result.finish_seconds = time.perf_counter() - start - result.shards_seconds
 
 
-def run_export(cfg: ExportConfig, map_shards: ShardMapper | None = None) -> ExportResult:
+def run_export(
+    cfg: ExportConfig, map_shards: ShardMapper | None = None, publish_step: StepHook | None = None
+) -> ExportResult:
     """Export the dataset of ``cfg`` (see the module docstring); ``map_shards`` runs the per-shard
-    tasks (default: :func:`in_process`)."""
+    tasks (default: :func:`in_process`).  ``publish_step`` is the crash tests' seam into the last
+    step (:func:`uiface_ray.export.publish.publish`); production passes none."""
     start = time.perf_counter()
     cfg = storage.resolve_urls(cfg)
     dataset, metrics, owned = validate_export(cfg)
@@ -265,9 +300,11 @@ def run_export(cfg: ExportConfig, map_shards: ShardMapper | None = None) -> Expo
     result = ExportResult(cfg.output, dataset.manifest.num_rows, dataset.manifest.num_identities)
     owned.claim(cfg.storage)
     try:
-        _export(cfg, dataset, metrics, staging, tasks, map_shards or in_process, result, owned)
+        stage = functools.partial(_stage, cfg, dataset, metrics, staging, tasks, map_shards or in_process, result)
+        _export(cfg, staging, len(tasks), stage, result, owned, publish_step)
     except InputError as exc:
-        if not isinstance(exc, (StoreUnavailableError, storage.StorageFullError)):  # a user error: nothing stays
+        kept = isinstance(exc, (StoreUnavailableError, storage.StorageFullError)) or _publishing(staging, cfg.storage)
+        if not kept:  # a user error before publishing: nothing stays
             _remove_quietly(staging, cfg.storage)
             if owned.created:  # the marker this export wrote into an empty output
                 _remove_quietly(owned.marker_url, cfg.storage)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from uiface_ray import storage
+from uiface_ray import jsonfile, storage
 from uiface_ray.data.recordio import encode_record
 from uiface_ray.export.card import summarize_shard
 from uiface_ray.export.folders import as_jpeg, folder_name, image_name
@@ -83,7 +83,7 @@ class ShardDone:
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "ShardDone":
         try:
-            return cls(**json.loads(data))
+            return cls(**jsonfile.loads(data))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{where} is not a shard export record: {exc}") from exc
 

@@ -8,7 +8,9 @@ AdaFace (Kim et al., 2022) applies, each with its own probability (0.2 in UIFace
   3. photometric:   random brightness, contrast and saturation, each factor in [0.5, 1.5].
 Flip is applied with probability 0.5; an optional random shift (by up to ``shift`` of the side,
 edge pixels repeated) on every image helps small, low-resolution training sets.  Images are float tensors in [0, 1], (B, 3, H, W); every
-random draw comes from the ``torch.Generator`` passed in.
+random draw comes from the ``torch.Generator`` passed in.  Training draws each row's choices from
+its own generator (:func:`row_generator`: seed, epoch, row), so the loaders that decode a batch
+augment it too, in any process, and the result does not depend on which one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -92,21 +95,36 @@ def random_shift(img: torch.Tensor, g: torch.Generator, shift: float) -> torch.T
     return padded[:, kh + dy : kh + dy + h, kw + dx : kw + dx + w]
 
 
+def augment_image(img: torch.Tensor, g: torch.Generator, spec: AugmentSpec = AugmentSpec()) -> torch.Tensor:
+    """Augment one (3, H, W) image in [0, 1], every choice drawn from ``g``."""
+    if float(torch.rand((), generator=g)) < spec.flip_p:
+        img = img.flip(-1)
+    if spec.shift > 0:
+        img = random_shift(img, g, spec.shift)
+    if float(torch.rand((), generator=g)) < spec.crop_p:
+        img = random_crop_in_place(img, g)
+    if float(torch.rand((), generator=g)) < spec.low_res_p:
+        img = low_resolution(img, g)
+    if float(torch.rand((), generator=g)) < spec.photometric_p:
+        img = photometric(img, g)
+    return img
+
+
 def augment_batch(images: torch.Tensor, g: torch.Generator, spec: AugmentSpec = AugmentSpec()) -> torch.Tensor:
     """Augment a (B, 3, H, W) batch in [0, 1]; each image draws its own choices from ``g``."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"augment_batch expects (B, 3, H, W), got {tuple(images.shape)}")
-    out = []
-    for img in images:
-        if float(torch.rand((), generator=g)) < spec.flip_p:
-            img = img.flip(-1)
-        if spec.shift > 0:
-            img = random_shift(img, g, spec.shift)
-        if float(torch.rand((), generator=g)) < spec.crop_p:
-            img = random_crop_in_place(img, g)
-        if float(torch.rand((), generator=g)) < spec.low_res_p:
-            img = low_resolution(img, g)
-        if float(torch.rand((), generator=g)) < spec.photometric_p:
-            img = photometric(img, g)
-        out.append(img)
-    return torch.stack(out)
+    return torch.stack([augment_image(img, g, spec) for img in images])
+
+
+def row_generator(seed: int, epoch: int, row: int) -> torch.Generator:
+    """The generator of one row's augmentation in one epoch: the same in any process, batch or worker."""
+    state = np.random.SeedSequence([seed, epoch, row, 0xA06]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def augment_rows(images: torch.Tensor, seed: int, epochs, rows, spec: AugmentSpec) -> torch.Tensor:
+    """Augment (B, 3, H, W) images in [0, 1], row i with :func:`row_generator` (seed, epochs[i], rows[i])."""
+    return torch.stack(
+        [augment_image(img, row_generator(seed, int(e), int(r)), spec) for img, e, r in zip(images, epochs, rows)]
+    )

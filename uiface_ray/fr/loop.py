@@ -1,16 +1,19 @@
 """The FR training loop, one home for both runners: Ray Train workers and a single process.
 
-:func:`run_fr_training` takes one worker's decoded images and a
-:class:`~uiface_ray.optim.context.WorkerContext` saying how this worker talks to the others
-(nothing, for one process).  Each step:
+:func:`run_fr_training` is a plain loop over a :class:`FRState` (model, optimiser, weight average,
+step, losses, curve), fed by this worker's stream of batches (``batches(start_step)``: the
+Ray Data shard on Ray Train, :func:`uiface_ray.data.stream_read.iter_local` in one process), with a
+:class:`~uiface_ray.optim.context.WorkerContext` saying how this worker talks to the others.  Each
+step:
 
   1. progress ``p`` of the budget (steps or minutes, rank 0's clock on every rank); stop at 1;
   2. learning rate (:func:`uiface_ray.optim.lr.lr_at`) and margin (:mod:`uiface_ray.fr.schedule`);
-  3. augment, forward, backward, update (:func:`uiface_ray.fr.model.train_step`);
+  3. the next batch (decoded and augmented by the loaders: :class:`uiface_ray.fr.data.FRTransform`);
+     forward, backward, update (:func:`uiface_ray.fr.model.train_step`);
   4. the weight average (rank 0; :class:`uiface_ray.optim.ema.EMA` over the backbone's state dict
      with decay warm-up), the loss averaged over ranks;
-  5. on rank 0: verification every ``verify_every`` steps, a progress line every ``log_every_s``;
-  6. a checkpoint every ``checkpoint_every`` steps and at the end (``ctx.report``).
+  5. the callbacks (:mod:`uiface_ray.fr.callbacks`): verification every ``verify_every`` steps and a
+     progress line every ``log_every_s`` on rank 0, a checkpoint every ``checkpoint_every`` steps.
 
 :func:`fit_fr_local` is the single-process runner; :func:`write_fr_outputs` writes what both
 runners leave in ``out``: ``backbone.pth``, ``train_log.json`` and ``verify_curve.png``.
@@ -18,32 +21,30 @@ runners leave in ``out``: ``backbone.pth``, ``train_log.json`` and ``verify_curv
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
 import math
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
 
-import numpy as np
 import torch
+from torch import nn
 
-from uiface_ray.fr.model import (
-    FRModel,
-    backbone_state,
-    build_optimizer,
-    epoch_batches,
-    state_bytes,
-    train_step,
-)
-from uiface_ray.fr.augment import AugmentSpec
-from uiface_ray.fr.schedule import margin_at, progress
-from uiface_ray.evaluate.pairs_verifier import CurvePoint, PairsVerifier
-from uiface_ray.evaluate.config import FRTrainConfig, FRTrainParams
+from uiface_ray.data.stream import make_plan
+from uiface_ray.data.stream_read import DecodeImages, ReadSpec, iter_local
 from uiface_ray.errors import InputError
+from uiface_ray.evaluate.pairs_verifier import CurvePoint, PairsVerifier
+from uiface_ray.fr.augment import AugmentSpec
+from uiface_ray.fr.callbacks import CallbackCheckpoint, CallbackLogging, CallbackVerification
+from uiface_ray.fr.config import FRTrainConfig, FRTrainParams
+from uiface_ray.fr.data import FRTransform, first_image_side, fr_source
+from uiface_ray.fr.model import FRModel, backbone_state, build_optimizer, state_bytes, train_step
+from uiface_ray.fr.schedule import margin_at, progress
 from uiface_ray.optim.context import WorkerContext
 from uiface_ray.optim.ema import EMA
 from uiface_ray.optim.lr import lr_at
-from uiface_ray.sample.seeds import step_seed
 from uiface_ray.precision import decide, detect
 
 BACKBONE_FILE = "backbone.pth"
@@ -128,6 +129,43 @@ def plan_training(
     return FRPlan(spe, min(total, limit) if limit else total, input_size_for(cfg, image_side), num_classes)
 
 
+@dataclass(frozen=True)
+class FRData:
+    """The dataset as this run streams it: what a loader needs, the training plan, the image count, and
+    what the loaders do to a batch (decode, augment)."""
+
+    spec: ReadSpec
+    plan: FRPlan
+    num_images: int
+    augment: AugmentSpec
+    seed: int
+
+    def transform(self) -> FRTransform:
+        return FRTransform(DecodeImages(self.plan.input_size, self.spec), self.augment, self.seed)
+
+    def local_batches(self, cfg: FRTrainConfig, rank: int) -> "Batches":
+        """This process's stream from a step (no Ray), read, decoded and augmented a few batches ahead."""
+        return lambda start: iter_local(
+            self.spec, rank, start, self.plan.total_steps, self.transform(), cfg.stream.prefetch_batches
+        )
+
+
+def augment_spec(cfg: FRTrainParams) -> AugmentSpec:
+    return AugmentSpec(0.5 if cfg.flip else 0.0, cfg.augment_p, cfg.augment_p, cfg.augment_p, cfg.augment_shift)
+
+
+def prepare_data(cfg: FRTrainConfig, url: str, world: int) -> FRData:
+    """The driver's look at the data (footers, labels, one image: never the images) and the plans."""
+    source = fr_source(url, cfg.storage, cfg.stream.piece_rows)
+    if source.num_rows == 0:
+        raise FRInputError(f"{url}: the dataset holds no images")
+    side = first_image_side(source, cfg.storage)
+    plan = plan_training(source.num_rows, source.num_classes, side, cfg, world, url)
+    stream = make_plan(source, cfg.seed, cfg.stream.shuffle_window, cfg.batch_size, world)
+    assert stream.steps_per_epoch == plan.steps_per_epoch
+    return FRData(ReadSpec.of(stream, source, cfg.storage), plan, source.num_rows, augment_spec(cfg), cfg.seed)
+
+
 def _build(cfg: FRTrainParams, plan: FRPlan, seed: int) -> FRModel:
     with torch.random.fork_rng(devices=[]):  # build_iresnet draws from the default generator
         torch.manual_seed(seed)
@@ -145,10 +183,80 @@ def _build(cfg: FRTrainParams, plan: FRPlan, seed: int) -> FRModel:
     return model.to(memory_format=torch.channels_last)  # NHWC convolutions: ~15% more images/s on a CPU
 
 
+@dataclass
+class FRState:
+    """Everything a step changes, and what a checkpoint keeps of it."""
+
+    model: nn.Module  # as trained (DDP-wrapped on Ray Train)
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None  # rank 0's weight average of the backbone (ema_decay > 0)
+    step: int = 0
+    losses: list = field(default_factory=list)  # mean loss over ranks at each step
+    curve: list = field(default_factory=list)  # CurvePoint
+    elapsed0: float = 0.0  # training time before this run (a restored checkpoint's)
+    first_step: int = 0  # this run's first step
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def inner(self) -> nn.Module:
+        return getattr(self.model, "module", self.model)
+
+    def elapsed(self) -> float:
+        return self.elapsed0 + time.monotonic() - self.started
+
+    def images_per_s(self, batch_size: int, world: int) -> float:
+        return (self.step - self.first_step) * batch_size * world / max(self.elapsed() - self.elapsed0, 1e-9)
+
+    def backbone(self) -> dict:
+        return self.ema.averaged() if self.ema is not None else backbone_state(self.model)
+
+    def advance(self, loss: float) -> None:
+        if self.ema is not None:
+            self.ema.update(self.inner.backbone)
+        self.losses.append(loss)
+        self.step += 1
+
+    def checkpoint(self) -> dict:
+        return {
+            "model": self.inner.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "elapsed_s": self.elapsed(),
+            "losses": list(self.losses),
+            "curve": [asdict(c) for c in self.curve],
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "backbone": self.backbone(),
+        }
+
+    def restore(self, r: dict) -> None:
+        self.inner.load_state_dict(r["model"])
+        self.optimizer.load_state_dict(r["optimizer"])
+        if self.ema is not None and r.get("ema"):
+            self.ema.load_state_dict(r["ema"])
+        self.step = self.first_step = int(r["step"])
+        self.elapsed0, self.losses = float(r["elapsed_s"]), list(r["losses"])
+        self.curve = [CurvePoint(**c) for c in r.get("curve", [])]
+        self.started = time.monotonic()
+
+
+def new_state(cfg: FRTrainParams, plan: FRPlan, ctx: WorkerContext, seed: int) -> FRState:
+    """The model built from ``seed`` (wrapped by ``ctx``), its optimiser and weight average; restored
+    from ``ctx.restored`` when there is a checkpoint."""
+    model = ctx.wrap(_build(cfg, plan, seed))
+    inner = getattr(model, "module", model)
+    ema = EMA(inner.backbone, cfg.ema_decay, warmup=True, buffers=True) if cfg.ema_decay > 0 and ctx.rank == 0 else None
+    state = FRState(model, build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay), ema)
+    if ctx.restored:
+        state.restore(ctx.restored)
+    return state
+
+
+Batches = Callable[[int], Iterator[dict]]  # start step -> this worker's batches from there ("image", "label")
+
+
 def run_fr_training(
     cfg: FRTrainParams,
-    images: np.ndarray,
-    labels: np.ndarray,
+    batches: Batches,
     plan: FRPlan,
     ctx: WorkerContext,
     seed: int = 0,
@@ -156,117 +264,49 @@ def run_fr_training(
     checkpoint_every: int = 0,
     log_every_s: float = 30.0,
 ) -> FRRun:
-    """Train on this worker's ``images`` (n, s, s, 3) uint8 at ``plan.input_size`` (see the module docstring)."""
+    """Train on this worker's stream of batches (``image``: float (b, 3, s, s) in [0, 1] at
+    ``plan.input_size``, augmented, or uint8 (b, s, s, 3); see the module docstring)."""
     precision = decide(detect(), torch.device(ctx.device).type, cfg.dtype)
     if ctx.rank == 0:
         ctx.log(f"[train_fr] precision: {precision.describe()}")
     scaler = torch.amp.GradScaler("cuda") if precision.grad_scaler else None
-    model = ctx.wrap(_build(cfg, plan, seed))
-    inner = getattr(model, "module", model)
-    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
-    lead = ctx.rank == 0
-    ema = EMA(inner.backbone, cfg.ema_decay, warmup=True, buffers=True) if cfg.ema_decay > 0 and lead else None
-    scored = copy.deepcopy(inner.backbone) if ema is not None and verifier is not None else None
-    step, elapsed0, losses, curve = 0, 0.0, [], []
-    if ctx.restored:
-        r = ctx.restored
-        inner.load_state_dict(r["model"])
-        optimizer.load_state_dict(r["optimizer"])
-        if ema is not None and r.get("ema"):
-            ema.load_state_dict(r["ema"])
-        step, elapsed0, losses = int(r["step"]), float(r["elapsed_s"]), list(r["losses"])
-        curve = [CurvePoint(**c) for c in r.get("curve", [])]
-    aug = AugmentSpec(0.5 if cfg.flip else 0.0, cfg.augment_p, cfg.augment_p, cfg.augment_p, cfg.augment_shift)
-    spe = plan.steps_per_epoch
-    lr_warm, m_warm = round(cfg.lr_warmup_epochs * spe), round(cfg.margin_warmup_epochs * spe)
+    state = new_state(cfg, plan, ctx, seed)
+    verification = CallbackVerification(verifier, cfg.verify_every, ctx, state)
+    logging = CallbackLogging(ctx, plan.total_steps, plan.steps_per_epoch, cfg.batch_size, log_every_s)
+    checkpoints = CallbackCheckpoint(ctx, checkpoint_every or plan.steps_per_epoch, state)
+    lr_warm, m_warm = (round(w * plan.steps_per_epoch) for w in (cfg.lr_warmup_epochs, cfg.margin_warmup_epochs))
     budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else None
-    every = checkpoint_every or spe
-    start, first_step, last_log = time.monotonic() - elapsed0, step, time.monotonic()
-    batches, batches_epoch = [], -1
-
-    def elapsed() -> float:
-        return time.monotonic() - start
-
-    def backbone_now() -> dict:
-        return ema.averaged() if ema is not None else backbone_state(model)
-
-    def verify() -> None:
-        if scored is not None:
-            ema.copy_to(scored)
-        res = verifier.score(scored if scored is not None else inner.backbone, ctx.device)
-        curve.append(CurvePoint(step, round(elapsed(), 2), res.accuracy, res.accuracy_std))
-        ctx.log(
-            f"[train_fr] step {step}: {verifier.name} {100 * res.accuracy:.2f}% "
-            f"+- {100 * res.accuracy_std:.2f} ({elapsed() / 60:.1f} min)"
-        )
-
-    def state() -> dict:
-        return {
-            "model": inner.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "elapsed_s": elapsed(),
-            "losses": list(losses),
-            "curve": [asdict(c) for c in curve],
-            "ema": ema.state_dict() if ema is not None else None,
-            "backbone": backbone_now(),
-        }
-
-    def save() -> None:
-        ctx.report({"step": step, "loss": losses[-1] if losses else None}, state() if lead else None)
-
-    saved_at = step
-    while True:
-        p = progress(step, plan.total_steps, ctx.from_rank0(elapsed()), budget_s)  # 1. the same on every rank
-        if p >= 1.0:
-            break
-        epoch, k = divmod(step, spe)
-        if epoch != batches_epoch:
-            batches, batches_epoch = (
-                epoch_batches(np.arange(len(labels)), cfg.batch_size, spe, seed + ctx.rank, epoch),
-                epoch,
+    with contextlib.closing(batches(state.step)) as stream:
+        while (p := progress(state.step, plan.total_steps, ctx.from_rank0(state.elapsed()), budget_s)) < 1.0:  # 1.
+            lr = lr_at(state.step, p, cfg.lr, cfg.lr_schedule, lr_warm, cfg.lr_milestones, cfg.lr_gamma)  # 2.
+            state.inner.head.m = margin_at(state.step, cfg.head_m, m_warm)
+            batch = next(stream, None)  # 3.
+            if batch is None:
+                raise RuntimeError(f"the data stream ended before step {state.step + 1} of {plan.total_steps}")
+            res = train_step(
+                state.model,
+                state.optimizer,
+                batch["image"],  # (b, 3, s, s) in [0, 1], augmented by the loaders
+                batch["label"],
+                lr,
+                None,
+                None,
+                ctx.device,
+                precision.autocast,
+                scaler,
             )
-        lr = lr_at(step, p, cfg.lr, cfg.lr_schedule, lr_warm, cfg.lr_milestones, cfg.lr_gamma)  # 2.
-        inner.head.m = margin_at(step, cfg.head_m, m_warm)
-        gen = torch.Generator().manual_seed(step_seed(seed, step, ctx.rank))
-        res = train_step(
-            model,
-            optimizer,
-            images[batches[k]],
-            labels[batches[k]],
-            lr,
-            gen,
-            aug,
-            ctx.device,
-            precision.autocast,
-            scaler,
-        )  # 3.
-        if ema is not None:  # 4.
-            ema.update(inner.backbone)
-        losses.append(ctx.mean(res.loss))
-        step += 1
-        if lead and verifier is not None and cfg.verify_every and step % cfg.verify_every == 0:  # 5.
-            verify()
-        if lead and time.monotonic() - last_log >= log_every_s:
-            last_log = time.monotonic()
-            rate = (step - first_step) * cfg.batch_size * ctx.world_size / max(elapsed() - elapsed0, 1e-9)
-            p = progress(step, plan.total_steps, elapsed(), budget_s)
-            ctx.log(
-                f"[train_fr] step {step}/{plan.total_steps} epoch {step / spe:.1f} loss {losses[-1]:.3f} "
-                f"lr {lr:.4g} m {inner.head.m:.3f} {rate:.0f} img/s, {elapsed() / 60:.1f} min, "
-                f"about {elapsed() * (1 - p) / max(p, 1e-9) / 60:.1f} min left"
-            )
-        if step % every == 0:  # 6.
-            save()
-            saved_at = step
-    if lead and verifier is not None and (not curve or curve[-1].step != step):
-        verify()
-    if saved_at != step or not losses:
-        save()
-    if not all(math.isfinite(x) for x in losses):
+            state.advance(ctx.mean(res.loss))  # 4.
+            verification(state)  # 5.
+            logging(state, lr, budget_s)
+            checkpoints(state)
+    verification.final(state)
+    checkpoints.final(state)
+    if not all(math.isfinite(x) for x in state.losses):
         raise FloatingPointError("FR training produced a non-finite loss")
-    rate = (step - first_step) * cfg.batch_size * ctx.world_size / max(elapsed() - elapsed0, 1e-9)
-    return FRRun(backbone_now() if lead else {}, step, losses, curve, elapsed(), rate)
+    rate = state.images_per_s(cfg.batch_size, ctx.world_size)
+    return FRRun(
+        state.backbone() if ctx.rank == 0 else {}, state.step, state.losses, state.curve, state.elapsed(), rate
+    )
 
 
 def write_fr_outputs(cfg: FRTrainConfig, run: FRRun, plan: FRPlan, num_images: int) -> FRTrainResult:
@@ -312,30 +352,42 @@ def write_fr_outputs(cfg: FRTrainConfig, run: FRRun, plan: FRPlan, num_images: i
     )
 
 
-def fit_fr_local(cfg: FRTrainConfig, faces=None) -> FRTrainResult:
-    """Train in this process (no Ray) on ``cfg.data`` (or on ``faces``, a FaceSet) and write the outputs."""
+@contextlib.contextmanager
+def _faces_as_table(faces) -> Iterator[str]:
+    """An in-memory FaceSet as a face table at a ``memory://`` URL (this process only), removed after."""
     from uiface_ray import storage
-    from uiface_ray.evaluate.faceset import decode_images, read_faceset
 
-    check_inputs(cfg)
-    faces = faces if faces is not None else read_faceset(cfg.data, cfg.storage)
-    storage.fs.check_writable(cfg.out, cfg.storage)
-    side = decode_images(faces.images[:1]).shape[1]
-    plan = plan_training(len(faces.labels), faces.num_classes, side, cfg, 1, cfg.data)
-    verifier = (
-        PairsVerifier.load(cfg.verify_pairs, cfg.verify_images, plan.input_size, cfg.verify_max_pairs, cfg.storage)
-        if cfg.verify_pairs
-        else None
-    )
-    images = decode_images(faces.images, plan.input_size)  # (N, n, n, 3)
-    device = "cuda" if cfg.use_gpu else "cpu"
-    ctx = WorkerContext(
-        device=torch.device(device), wrap=lambda m: m.to(device), log=lambda line: print(line, flush=True)
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.torch_threads)
+    url = f"memory://uiface-fr-{uuid.uuid4().hex}/faces.parquet"
+    storage.write_table(url, {"image": list(faces.images), "label": [int(v) for v in faces.labels]})
     try:
-        run = run_fr_training(cfg, images, faces.labels, plan, ctx, cfg.seed, verifier, cfg.checkpoint_every)
+        yield url
     finally:
-        torch.set_num_threads(threads)  # the caller's setting (an ablation runs this in its driver)
-    return write_fr_outputs(cfg, run, plan, len(faces.labels))
+        storage.remove(url.rsplit("/", 1)[0], recursive=True)
+
+
+def fit_fr_local(cfg: FRTrainConfig, faces=None) -> FRTrainResult:
+    """Train in this process (no Ray) on ``cfg.data`` (or on ``faces``, an in-memory FaceSet) and write
+    the outputs; the batches stream as on Ray Train (:func:`uiface_ray.data.stream_read.iter_local`)."""
+    check_inputs(cfg)
+    with _faces_as_table(faces) if faces is not None else contextlib.nullcontext(cfg.data) as url:
+        data = prepare_data(cfg, url, 1)
+        verifier = (
+            PairsVerifier.load(
+                cfg.verify_pairs, cfg.verify_images, data.plan.input_size, cfg.verify_max_pairs, cfg.storage
+            )
+            if cfg.verify_pairs
+            else None
+        )
+        device = "cuda" if cfg.use_gpu else "cpu"
+        ctx = WorkerContext(
+            device=torch.device(device), wrap=lambda m: m.to(device), log=lambda line: print(line, flush=True)
+        )
+        threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.torch_threads)
+        try:
+            run = run_fr_training(
+                cfg, data.local_batches(cfg, 0), data.plan, ctx, cfg.seed, verifier, cfg.checkpoint_every
+            )
+        finally:
+            torch.set_num_threads(threads)  # the caller's setting (an ablation runs this in its driver)
+    return write_fr_outputs(cfg, run, data.plan, data.num_images)

@@ -75,17 +75,19 @@ def train_step(
     images: np.ndarray,
     labels: np.ndarray,
     lr: float,
-    generator: torch.Generator,
+    generator: torch.Generator | None,
     augment: AugmentSpec | None,
     device: torch.device | str = "cpu",
     autocast: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
 ) -> StepResult:
-    """Augment, normalise to [-1, 1] as insightface, one forward/backward/update; the forward pass
-    under ``autocast`` (a dtype, or None for float32), the loss scaled by ``scaler`` (CUDA float16)."""
+    """Augment (``augment``: with ``generator``; None: the images came augmented), normalise to
+    [-1, 1] as insightface, one forward/backward/update; the forward pass under ``autocast`` (a dtype,
+    or None for float32), the loss scaled by ``scaler`` (CUDA float16).  ``images``: uint8
+    (B, H, W, 3) or float (B, 3, H, W) in [0, 1]."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    x = to_unit_range(images)
+    x = to_unit_range(images) if images.dtype == np.uint8 else torch.as_tensor(images, dtype=torch.float32)
     if augment is not None:
         x = augment_batch(x, generator, augment)
     x = ((x - 0.5) / 0.5).to(device).contiguous(memory_format=torch.channels_last)  # (B, 3, n, n) in [-1, 1]
@@ -104,13 +106,6 @@ def train_step(
         scaler.step(optimizer)
         scaler.update()
     return StepResult(float(loss.detach()), lr)
-
-
-def epoch_batches(rows: np.ndarray, batch_size: int, steps: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """``steps`` batches of ``rows`` for one epoch, shuffled by a generator seeded (seed, epoch)."""
-    rng = np.random.default_rng([seed, epoch])
-    perm = rows[rng.permutation(len(rows))]
-    return [perm[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 
 def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -80,6 +81,29 @@ def _normalised(emb: np.ndarray, url: str) -> np.ndarray:
     return emb / norms[:, None]
 
 
+def _check_npy_header(url: str, data: bytes) -> None:
+    """Refuse a ``.npy`` whose header describes more (or fewer) bytes than follow it, before
+    ``np.load`` allocates the array it claims (a header may claim shape (10**12, 128): 512 TB)."""
+    buf = io.BytesIO(data)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        version = np.lib.format.read_magic(buf)
+        if version not in readers:
+            raise ValueError(f"format version {version[0]}.{version[1]} (a numeric array is written as 1.0 or 2.0)")
+        shape, _fortran, dtype = readers[version](buf)
+    except ValueError as exc:
+        raise IdentityTableError(f"identity file {url} is not a readable .npy file: {str(exc)[:160]}") from None
+    if dtype.hasobject:
+        return  # np.load refuses it (allow_pickle=False), with its own message
+    needed = math.prod(shape) * dtype.itemsize
+    held = len(data) - buf.tell()
+    if needed != held:
+        raise IdentityTableError(
+            f"identity file {url}: its .npy header claims shape {shape} of {dtype} ({needed} bytes), but "
+            f"{held} bytes follow the header (truncated, or not the array it claims)"
+        )
+
+
 def _read_npy(url: str, data: bytes, expected_dim: int | None) -> IdentityTable:
     """The official release's identities: a ``.npy`` array (N, E), one identity per row.
 
@@ -87,6 +111,7 @@ def _read_npy(url: str, data: bytes, expected_dim: int | None) -> IdentityTable:
     depend on the embeddings' values; ``seed`` is -1 and ``nn_similarity`` NaN (not in the file).
     Object arrays are refused (``allow_pickle=False``): loading never runs code.
     """
+    _check_npy_header(url, data)
     try:
         emb = np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as exc:

@@ -9,12 +9,12 @@ in LDM.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, VQModel
 
+from uiface_ray import jsonfile
 from uiface_ray.config import StorageConfig
 from uiface_ray.storage.fs import StorageError, local_copy
 
@@ -40,7 +40,11 @@ def load_autoencoder_dir(
         raise FileNotFoundError(
             f"autoencoder folder {path} has no config.json (expected a diffusers save_pretrained folder)"
         )
-    class_name = json.loads(config_file.read_text()).get("_class_name")
+    try:
+        config = jsonfile.loads(config_file.read_bytes())
+    except jsonfile.JSONFileError as exc:
+        raise ValueError(f"autoencoder {config_file}: {exc}") from None
+    class_name = config.get("_class_name") if isinstance(config, dict) else None
     cls = AUTOENCODER_CLASSES.get(class_name)
     if cls is None:
         raise ValueError(

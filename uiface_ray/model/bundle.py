@@ -9,7 +9,7 @@ Layout of a model folder (local or ``s3://``), diffusers ``save_pretrained`` sty
     uiface.json                          written last: its presence marks a complete model
 
 The UNet is either diffusers' ``UNet2DConditionModel`` or the release's architecture
-(:class:`~uiface_ray.model.official_unet.OfficialUNet`), named by ``uiface.json``'s ``unet_class``
+(:class:`~uiface_ray.release.unet.OfficialUNet`), named by ``uiface.json``'s ``unet_class``
 (absent in older folders: the diffusers one); the context encoder's config carries its ``kind``.
 ``uiface.json`` holds the context encoder's sizes and ``info``: the identity encoder the model
 expects (kind, dim, fingerprint), the image size, the space and the latent scaling factor.
@@ -28,6 +28,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from uiface_ray import jsonfile
 from uiface_ray.errors import InputError
 from uiface_ray.config import StorageConfig
 from uiface_ray.model.autoencoder import (
@@ -37,16 +38,28 @@ from uiface_ray.model.autoencoder import (
     load_autoencoder_dir,
 )
 from uiface_ray.model.context import IdentityContextEncoder, ProjectedContextEncoder, context_encoder_from_config
-from uiface_ray.model.official_unet import OfficialUNet
-from uiface_ray.storage.fs import StorageError, exists, join, local_copy, remove, upload_dir, write_bytes_atomic
+from uiface_ray.release.unet import OfficialUNet
+from uiface_ray.storage.fs import (
+    StorageError,
+    exists,
+    is_remote,
+    join,
+    local_copy,
+    read_bytes,
+    remove,
+    upload_dir,
+    write_bytes_atomic,
+)
 
 __all__ = [
     "MODEL_FORMAT",
     "ModelLoadError",
     "UIFaceModel",
+    "ModelSummary",
     "default_encoder_info",
     "load_model",
     "model_hash",
+    "read_model_summary",
     "save_model",
 ]
 
@@ -136,7 +149,9 @@ def _write_local(model: UIFaceModel, folder: Path) -> bytes:
         "autoencoder_class": None if model.autoencoder is None else type(model.autoencoder).__name__,
         "scheduler_config": model.scheduler_config,
         "info": model.info,
-        "weights_hash": model_hash(model),
+        # of the weights written here, as load_model will hash them (float32): a reader learns the
+        # model's identity from this file without loading the weights (read_model_summary)
+        "weights_hash": _hash_modules(model),
     }
     return json.dumps(marker, indent=2, sort_keys=True).encode()
 
@@ -158,13 +173,18 @@ def save_model(model: UIFaceModel, url: str, storage: StorageConfig | None = Non
 # Load
 
 
+def _no_marker(url: str) -> ModelLoadError:
+    return ModelLoadError(f"no UIFace model at {url}: {MARKER} is missing (nothing saved there, or an incomplete save)")
+
+
 def read_marker(folder: Path, url: str) -> dict:
     marker_file = folder / MARKER
     if not marker_file.is_file():
-        raise ModelLoadError(
-            f"no UIFace model at {url}: {MARKER} is missing (nothing saved there, or an incomplete save)"
-        )
-    marker = _read_json(marker_file, f"{url}/{MARKER}")
+        raise _no_marker(url)
+    return _check_marker(_read_json(marker_file, f"{url}/{MARKER}"), url)
+
+
+def _check_marker(marker, url: str) -> dict:
     if not isinstance(marker, dict) or marker.get("format") != MODEL_FORMAT:
         found = marker.get("format") if isinstance(marker, dict) else type(marker).__name__
         raise ModelLoadError(f"{url}/{MARKER}: format {found!r}, expected {MODEL_FORMAT!r}")
@@ -176,9 +196,52 @@ def read_marker(folder: Path, url: str) -> dict:
 
 def _read_json(path: Path, name: str):
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelLoadError(f"{name}: not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
+        return _parse_json(path.read_bytes(), name)
+    except OSError as exc:
+        raise ModelLoadError(f"{name}: not readable ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def _parse_json(data: bytes, name: str):
+    try:
+        return jsonfile.loads(data)
+    except jsonfile.JSONFileError as exc:
+        raise ModelLoadError(f"{name}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What a driver needs to know of a model folder without loading its weights."""
+
+    url: str
+    weights_hash: str  # as load_model computes it (model_hash of the loaded model)
+    embedding_dim: int  # of the identity embeddings the context encoder takes
+
+
+def read_model_summary(url: str, storage: StorageConfig | None = None) -> ModelSummary:
+    """The model's weights hash and embedding size, from ``uiface.json`` (save_model writes the hash
+    there), without loading the weights.  A local folder's files are checked as :func:`load_model`
+    first checks them (the JSON files parse, every safetensors file holds the bytes its header
+    announces), so a damaged one is one line here; a remote folder is not downloaded for that, its
+    loaders find a damaged file.  A marker without ``weights_hash`` (a folder written by hand) is
+    loaded once to hash it."""
+    try:
+        if not exists(url, storage):
+            raise ModelLoadError(f"no UIFace model at {url}: the path does not exist")
+        if not exists(join(url, MARKER), storage):
+            raise _no_marker(url)
+        marker = _check_marker(_parse_json(read_bytes(join(url, MARKER), storage), f"{url}/{MARKER}"), url)
+        if not is_remote(url):
+            with local_copy(url, storage) as folder:  # the folder itself: nothing is copied
+                _check_files(Path(folder), url, marker)
+    except StorageError as exc:
+        raise ModelLoadError(f"no UIFace model at {url}: {exc}") from exc
+    dim = marker["context_encoder"].get("embedding_dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise ModelLoadError(f"{url}/{MARKER}: context_encoder.embedding_dim is {dim!r}, expected a positive integer")
+    weights_hash = marker.get("weights_hash")
+    if not isinstance(weights_hash, str) or not weights_hash:
+        weights_hash = model_hash(url, storage)
+    return ModelSummary(url, weights_hash, dim)
 
 
 def _require(folder: Path, rel: str, url: str) -> Path:
@@ -221,6 +284,19 @@ def _check_safetensors(path: Path, name: str) -> None:
             f"{name}: not a readable safetensors file ({type(exc).__name__}); "
             "the model folder is damaged or truncated: save or copy it again"
         ) from None
+
+
+def _check_files(folder: Path, url: str, marker: dict) -> None:
+    """What :func:`_load_folder` checks before it builds anything, without building anything."""
+    unet_dir = _require(folder, "unet", url)
+    _read_json(_require(folder, "unet/config.json", url), f"{url}/unet/config.json")
+    weights = sorted(unet_dir.glob("*.safetensors")) + [_require(folder, "context_encoder.safetensors", url)]
+    if marker.get("autoencoder_class"):
+        _read_json(_require(folder, "autoencoder/config.json", url), f"{url}/autoencoder/config.json")
+        weights += sorted((folder / "autoencoder").glob("*.safetensors"))
+    for path in weights:
+        _check_safetensors(path, f"{url}/{path.relative_to(folder).as_posix()}")
+    _read_json(_require(folder, "scheduler/scheduler_config.json", url), f"{url}/scheduler/scheduler_config.json")
 
 
 def _load_context_encoder(folder: Path, url: str, marker: dict) -> torch.nn.Module:

@@ -77,7 +77,7 @@ class ProjectedContextEncoder(nn.Module):
     """The official release's identity context: ``forward(embeddings (B, E)) -> (B, 1, D)``.
 
     One Linear map (the release's ``context_emb``, 512 -> 256) gives one D-dimensional context
-    vector per identity; each attention block of :class:`~uiface_ray.model.official_unet.OfficialUNet`
+    vector per identity; each attention block of :class:`~uiface_ray.release.unet.OfficialUNet`
     turns it into its own tokens.  The learnable empty context ``c_e`` (the release's
     ``empty_context_embedding``) lives in that D-dimensional space, not in identity space:
     ``empty_tokens`` returns it as is.

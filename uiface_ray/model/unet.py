@@ -1,6 +1,6 @@
 """The identity-conditioned UNet plus its context encoder, in one of two families (``model.unet``):
 a diffusers ``UNet2DConditionModel`` with the token context encoder, or the official release's
-architecture (:class:`~uiface_ray.model.official_unet.OfficialUNet`) with its projected context.
+architecture (:class:`~uiface_ray.release.unet.OfficialUNet`) with its projected context.
 
 ``ModelConfig`` describes the whole generator (UNet, context encoder, noise schedule, pixel or
 latent space); ``build_model`` turns it into a freshly initialised :class:`UIFaceModel`.
@@ -20,7 +20,7 @@ from uiface_ray.model.config import ModelConfig
 from uiface_ray.model.autoencoder import Autoencoder, downscale_factor, latent_channels, load_autoencoder
 from uiface_ray.model.bundle import UIFaceModel, default_encoder_info
 from uiface_ray.model.context import IdentityContextEncoder, ProjectedContextEncoder
-from uiface_ray.model.official_unet import OfficialUNet, release_init
+from uiface_ray.release.unet import OfficialUNet, release_init
 
 __all__ = ["ModelConfig", "build_model", "build_release_unet", "build_unet", "unet_shape"]
 

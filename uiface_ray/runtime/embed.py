@@ -1,28 +1,39 @@
 """Embed a face table with a pool of Ray actors and write it back with an ``embedding`` column.
 
-One actor per CPU slot (or per GPU when the encoder runs on CUDA) loads the encoder once; the
-table is read in blocks of ``block_size`` rows (``storage.batches``), each block's encoded images
-go to an actor (two blocks queued per actor at most), are decoded there, and the embeddings come
-back in the order they went out.  Each block is written with its ``embedding`` (list<float32>,
-unit L2 norm) into row groups of a temporary file, put in place in one step at the end, with the
-encoder recorded in the schema metadata key ``uiface.encoder`` (JSON: kind, name, dim, hash).  The
-driver holds a few blocks and one row group, whatever the table's size, and prints progress with
-an ETA from the start.
+One actor per CPU slot (or per GPU when the encoder runs on CUDA) loads the encoder once and checks
+it is the one the driver loaded; the table is read in blocks of ``block_size`` rows
+(``storage.batches``), each block's encoded images go to an actor (:class:`~uiface_ray.runtime.pool.ActorPool`:
+two blocks in flight per actor), are decoded there, and the embeddings come back in the table's
+order.  A lost actor's blocks go to another actor (and a new one starts where a slot is free), so a
+dead encoder no longer ends the job, and the output is the same bytes.  Each block is written with
+its ``embedding`` (list<float32>, unit L2 norm) into row groups of a temporary file, put in place in
+one step at the end, with the encoder recorded in the schema metadata key ``uiface.encoder`` (JSON:
+kind, name, dim, hash).  The driver holds a bounded window of blocks and one row group, whatever the
+table's size, and prints progress with an ETA from the start.
+
+Why this pool and not Ray Data's ``map_batches`` with an actor pool: the output must be the input's
+rows in the input's order, written by the storage layer's streaming ``TableWriter`` (typed checks
+per block, one commit) so that it is byte-identical however many actors ran or died; the input is
+read by the storage layer's typed reader with the job's own storage settings (pyarrow and fsspec
+stay in ``uiface_ray/storage/``, where Ray Data would need a pyarrow filesystem built here); and a
+lost actor, a bad checkpoint met in an actor, or a pool too large for the cluster end or recover
+the same way in every stage.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from uiface_ray.config import StorageConfig
-from uiface_ray.encoders.config import EmbedConfig
-from uiface_ray.progress import progress_text
+from uiface_ray.config import ActorPoolConfig, StorageConfig
+from uiface_ray.encoders.base import EncoderError
+from uiface_ray.encoders.config import EmbedConfig, EncoderConfig
+from uiface_ray.progress import Progress
+from uiface_ray.runtime.pool import ActorPool, PoolError, PoolWorker
 
 if TYPE_CHECKING:
     from uiface_ray.storage.batches import TableReader
@@ -45,19 +56,23 @@ class EmbedResult:
     images_per_second: float
 
 
-class EncoderActor:
-    """Holds one loaded encoder; turns blocks of encoded images into embeddings."""
+class EncoderActor(PoolWorker):
+    """Holds one loaded encoder, checked against the one the driver loaded; turns blocks of encoded
+    images into embeddings."""
 
-    def __init__(self, encoder: dict, storage: dict | None, threads: int = 1):
+    def __init__(self, encoder: EncoderConfig, storage: StorageConfig, expected_hash: str):
         import torch
 
         from uiface_ray.encoders import load_encoder
 
-        torch.set_num_threads(threads)
-        self.encoder = load_encoder(encoder, StorageConfig.model_validate(storage or {}))
-
-    def info(self) -> dict:
-        return self.encoder.info()
+        torch.set_num_threads(1)
+        with self.loading():
+            self.encoder = load_encoder(encoder, storage)
+            if self.encoder.fingerprint != expected_hash:
+                raise EncoderError(
+                    f"encoder {encoder.path or encoder.kind} changed while the job ran: weights "
+                    f"{self.encoder.fingerprint}, the driver saw {expected_hash}; rerun the job"
+                )
 
     def embed(self, block: tuple[Sequence[bytes], Sequence[str]]) -> np.ndarray:
         from uiface_ray.data.images import decode_batch
@@ -70,81 +85,56 @@ def _log(message: str) -> None:
     print(f"[embed] {message}", file=sys.stderr, flush=True)
 
 
-def _pool_size(cfg: EmbedConfig, num_blocks: int) -> tuple[int, dict]:
-    """How many actors, and the resources each asks for."""
+def _pool_settings(cfg: EmbedConfig) -> tuple[ActorPoolConfig, bool]:
+    """One encoder actor per free CPU (per free GPU for a CUDA encoder), or ``cfg.num_actors``."""
     import ray
 
     gpu = cfg.encoder.device.startswith("cuda")
     free = ray.available_resources()
-    if cfg.num_actors is not None:
-        n = cfg.num_actors
-    else:
-        n = int(free.get("GPU", 0)) if gpu else int(free.get("CPU", 0))
+    n = cfg.num_actors or int(free.get("GPU", 0) if gpu else free.get("CPU", 0))
     if n < 1:
-        raise RuntimeError(f"no free {'GPU' if gpu else 'CPU'} in the Ray cluster for encoder actors ({free})")
-    options = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
-    return max(1, min(n, num_blocks)), options
+        raise PoolError(f"no free {'GPU' if gpu else 'CPU'} in the Ray cluster for encoder actors ({free})")
+    return ActorPoolConfig(num_actors=n, use_gpu=gpu, cpus_per_actor=1), gpu
 
 
-def _ordered_results(actors: list, blocks: Iterator[Table], depth: int = 2) -> Iterator[tuple[Table, np.ndarray]]:
-    """``(block, its embeddings)`` in block order; at most ``depth`` blocks queued per actor, so the
-    driver holds a few blocks, not the table (``ActorPool.map`` submits every block at once)."""
-    import ray
-
-    free = deque(actor for actor in actors for _ in range(depth))
-    inflight: deque = deque()  # (block, ObjectRef, actor) in submission order
-    for block in blocks:
-        if not free:
-            done, ref, actor = inflight.popleft()
-            yield done, ray.get(ref)
-            free.append(actor)
-        actor = free.popleft()
-        images, sources = block.column("image"), block.column("source")
-        inflight.append((block, actor.embed.remote((images, sources)), actor))
-    while inflight:
-        done, ref, _ = inflight.popleft()
-        yield done, ray.get(ref)
+def _embed(actor, block: Table, attempt: int):
+    return actor.embed.remote((block.column("image"), block.column("source")))
 
 
 def embed_table(
-    reader: TableReader, output: str, cfg: EmbedConfig, expected: dict, log: Callable[[str], None] = _log
-) -> tuple[int, dict, int]:
+    reader: TableReader, output: str, cfg: EmbedConfig, info: dict, log: Callable[[str], None] = _log
+) -> tuple[int, int]:
     """Embed every block of ``reader`` with a pool of actors on the current Ray and write the table
-    with ``embedding`` to ``output`` block by block (committed once every block is written);
-    returns ``(rows, encoder info, number of actors)``."""
+    with ``embedding`` to ``output`` block by block, in the reader's order (committed once every
+    block is written); returns ``(rows, number of actors)``."""
     import json
-
-    import ray
 
     from uiface_ray.storage.batches import TableWriter
     from uiface_ray.storage.tables import FACE_TABLE
 
     total = reader.num_rows
-    n, options = _pool_size(cfg, -(-total // cfg.block_size))
-    actor_cls = ray.remote(**options)(EncoderActor)
-    storage = cfg.storage.model_dump()
-    actors = [actor_cls.remote(cfg.encoder.model_dump(), storage) for _ in range(n)]
-    try:
-        info = ray.get(actors[0].info.remote())
-        if info["hash"] != expected["hash"]:
-            raise RuntimeError(f"encoder actors loaded weights {info['hash']}, the driver {expected['hash']}")
-        log(f"{total} images in blocks of {cfg.block_size} on {n} actor(s) of {info['name']} ({info['dim']}-d)")
+    settings, gpu = _pool_settings(cfg)
+    args = (cfg.encoder, cfg.storage, info["hash"])
+    blocks = -(-total // cfg.block_size)
+    with ActorPool(EncoderActor, args, settings, use_gpu=gpu, max_actors=blocks, name="uiface-encoder") as pool:
+        log(f"{total} images in blocks of {cfg.block_size} on {pool.size} actor(s) of {info['name']} ({info['dim']}-d)")
         metadata = {**reader.metadata, ENCODER_META: json.dumps(info, sort_keys=True)}
-        start = last = time.perf_counter()
-        log(progress_text(0, total, 0.0))
+        progress = Progress(total, every_s=PROGRESS_EVERY_S)
+        if progress.due():  # the first line, from the start
+            log(progress.text())
         # embedding list<float32>, checked (one length, finite) block by block; nothing at output until commit
         with TableWriter(FACE_TABLE, output, cfg.storage, metadata) as writer:
-            for block, emb in _ordered_results(actors, reader.blocks(cfg.block_size)):
+            for block, emb in pool.map(reader.blocks(cfg.block_size), _embed, ordered=True, label=_rows):
                 writer.write(block.with_column("embedding", emb))
-                now = time.perf_counter()
-                if now - last >= PROGRESS_EVERY_S or writer.rows == total:
-                    log(progress_text(writer.rows, total, now - start))
-                    last = now
+                progress.add(len(block))
+                if progress.due(force=progress.done >= total):
+                    log(progress.text())
             reader.close()  # read to the end before the commit replaces it (output may be the input)
-    finally:
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
-    return writer.rows, info, n
+    return writer.rows, pool.size
+
+
+def _rows(block: Table) -> str:
+    return f"a block of {len(block)} rows"
 
 
 def check_encoder(cfg: EmbedConfig) -> dict:
@@ -166,11 +156,11 @@ def run_embed(cfg: EmbedConfig, log: Callable[[str], None] = _log) -> EmbedResul
     # resolved here, at the driver: the actors run in another folder and environment
     cfg = resolve_urls(cfg)
     output = cfg.output or cfg.input
-    expected = check_encoder(cfg)
+    info = check_encoder(cfg)
     # checked from the footer here; each block's rows when it is read
     with open_typed(FACE_TABLE, cfg.input, cfg.storage, required=["image", "source"]) as reader:
         with ray_session(cfg.ray):
-            rows, info, n = embed_table(reader, output, cfg, expected, log)
+            rows, n = embed_table(reader, output, cfg, info, log)
     seconds = time.perf_counter() - start
     log(f"wrote {rows} embeddings ({info['dim']}-d) to {output} in {seconds:.1f} s")
     return EmbedResult(output, rows, int(info["dim"]), info, n, seconds, rows / seconds)

@@ -18,9 +18,9 @@ from uiface_ray import storage
 from uiface_ray.identities.config import MakeIdentitiesConfig
 from uiface_ray.identities.filtering import FilterSummary, GreedyIdentityFilter
 from uiface_ray.identities.table import write_identity_table
-from uiface_ray.model import ModelLoadError, load_model
+from uiface_ray.model.bundle import ModelLoadError, read_model_summary
 from uiface_ray.runtime.device_probe import actor_precision
-from uiface_ray.runtime.pool import dispatch, kill_pool, start_pool, wants_gpu
+from uiface_ray.runtime.pool import ActorPool, PoolWorker, wants_gpu
 from uiface_ray.runtime.session import ray_session
 from uiface_ray.storage.fs import check_writable
 from uiface_ray.identities.errors import IdentitiesInputError
@@ -31,27 +31,28 @@ __all__ = ["CandidateWorker", "make_identities", "training_identity_embeddings"]
 log = logging.getLogger(__name__)
 
 
-class CandidateWorker:
+class CandidateWorker(PoolWorker):
     """Holds the sampler (c_e only: two-stage with t0 = 0) and the identity encoder."""
 
-    def __init__(self, cfg: dict, name: str, device: str):
+    def __init__(self, cfg: MakeIdentitiesConfig, device: str):
         import torch
 
         from uiface_ray.encoders import load_encoder
         from uiface_ray.sample import SamplerConfig, UIFaceSampler
 
-        self.cfg = MakeIdentitiesConfig.model_validate(cfg)
+        self.cfg = cfg
         if device == "cpu":
-            torch.set_num_threads(self.cfg.actors.cpus_per_actor)
-        sampler_cfg = SamplerConfig(mode="two_stage_fixed", t0=0, num_inference_steps=self.cfg.num_inference_steps)
-        self.sampler = UIFaceSampler.from_pretrained(
-            self.cfg.model,
-            device=device,
-            dtype=self.cfg.actors.dtype,  # resolved by the driver (runtime.device_probe)
-            config=sampler_cfg,
-            storage=self.cfg.storage,
-        )
-        self.encoder = load_encoder(self.cfg.encoder, self.cfg.storage)
+            torch.set_num_threads(cfg.actors.cpus_per_actor)
+        sampler_cfg = SamplerConfig(mode="two_stage_fixed", t0=0, num_inference_steps=cfg.num_inference_steps)
+        with self.loading():
+            self.sampler = UIFaceSampler.from_pretrained(
+                cfg.model,
+                device=device,
+                dtype=cfg.actors.dtype,  # resolved by the driver (runtime.device_probe)
+                config=sampler_cfg,
+                storage=cfg.storage,
+            )
+            self.encoder = load_encoder(cfg.encoder, cfg.storage)
 
     def embed_candidates(self, block: int) -> tuple[np.ndarray, np.ndarray, dict]:
         """Seeds, identity embeddings ``(B, dim)`` of candidate block ``block``, and the encoder's info."""
@@ -83,11 +84,10 @@ def training_identity_embeddings(url: str, storage_cfg=None) -> np.ndarray:
 
 
 def _validate(cfg: MakeIdentitiesConfig) -> tuple[int, np.ndarray | None]:
-    try:
-        model = load_model(cfg.model, "cpu", storage=cfg.storage)
+    try:  # the marker only: the actors load the weights (a damaged file is their one-line error)
+        dim = read_model_summary(cfg.model, cfg.storage).embedding_dim
     except ModelLoadError as exc:
         raise IdentitiesInputError(f"model: {exc}") from exc
-    dim = model.embedding_dim
     train = None
     if cfg.training_embeddings:
         train = training_identity_embeddings(cfg.training_embeddings, cfg.storage)
@@ -126,56 +126,49 @@ def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
         cfg.num_identities, dim, cfg.similarity_threshold, train, cfg.leakage_threshold if train is not None else None
     )
     blocks = range(-(-cfg.max_candidates // cfg.candidates_per_task))
-    arrived: dict[int, tuple] = {}
-    next_block = [0]
     encoder: dict = {}
-
-    def on_result(block: int, value) -> bool:
-        arrived[block] = value
-        while next_block[0] in arrived and not filt.done:  # feed the filter in candidate order
-            seeds, emb, info = arrived.pop(next_block[0])
-            encoder.update(info)
-            if emb.shape[1] != dim:
-                raise IdentitiesInputError(f"the identity encoder gives dim {emb.shape[1]}, the model expects {dim}")
-            filt.offer(emb, seeds)
-            next_block[0] += 1
-        _show_kept(progress, filt, cfg.max_candidates)
-        return filt.done
-
-    actors: list = []
     progress = Progress(cfg.num_identities)
     with ray_session(cfg.ray):  # the job's session, or the pipeline's when one is open
         use_gpu = wants_gpu(cfg.actors)
         precision = actor_precision(cfg.actors.dtype, use_gpu)  # "auto": what the actors' device runs fastest
         print(f"[make_identities] precision: {precision.describe()}", flush=True)
         cfg = cfg.model_copy(update={"actors": cfg.actors.model_copy(update={"dtype": precision.dtype_name})})
-        cfg_dict = cfg.model_dump(mode="json")
-        try:
-            actors = start_pool(
-                CandidateWorker,
-                cfg.actors,
-                use_gpu,
-                len(blocks),
-                "uiface-candidates",
-                lambda name: (cfg_dict, name, "cuda" if use_gpu else "cpu"),
-            )
+        args = (cfg, "cuda" if use_gpu else "cpu")
+        with ActorPool(
+            CandidateWorker, args, cfg.actors, use_gpu=use_gpu, max_actors=len(blocks), name="uiface-candidates"
+        ) as pool:
             progress.restart()
-            dispatch(
-                actors,
-                blocks,
-                lambda actor, block, attempt: actor.embed_candidates.remote(block),
-                on_result,
-                tasks_per_actor=cfg.actors.tasks_per_actor,
-                max_attempts=cfg.actors.max_shard_attempts,
-            )
-        finally:
-            kill_pool(actors)
-    result = filt.result()
+            # in candidate order whatever the order tasks finish in: the table does not depend on the actors
+            for _, (seeds, emb, info) in pool.map(blocks, _draw, ordered=True, label=_block):
+                if emb.shape[1] != dim:
+                    raise IdentitiesInputError(
+                        f"the identity encoder gives dim {emb.shape[1]}, the model expects {dim}"
+                    )
+                encoder.update(info)
+                filt.offer(emb, seeds)
+                _show_kept(progress, filt, cfg.max_candidates)
+                if filt.done:
+                    break
     if not filt.done:
         raise IdentitiesInputError(
             f"only {filt.kept} of {cfg.num_identities} identities after {filt.drawn} "
             "candidates (max_candidates); raise similarity_threshold or max_candidates"
         )
+    result = filt.result()
+    _write(cfg, result, encoder, precision)
+    return result.summary
+
+
+def _draw(actor, block: int, attempt: int):
+    return actor.embed_candidates.remote(block)
+
+
+def _block(block: int) -> str:
+    return f"candidate block {block}"
+
+
+def _write(cfg: MakeIdentitiesConfig, result, encoder: dict, precision) -> None:
+    """The identity table, then the summary beside it."""
     write_identity_table(cfg.output, result, encoder, cfg.storage)
     summary = {
         **asdict(result.summary),
@@ -187,4 +180,3 @@ def make_identities(cfg: MakeIdentitiesConfig) -> FilterSummary:
         "device": precision.device,
     }
     storage.write_bytes_atomic(cfg.summary_url(), (json.dumps(summary, indent=2) + "\n").encode(), cfg.storage)
-    return result.summary

@@ -11,20 +11,39 @@ which prints a stack dump (``*** SIGTERM received ...``) and aborts the process 
 its exit 143 (:func:`uiface_ray.runtime.job.run_job`) ever happened.
 
 :func:`handlers_kept_over_ray_init` registers a hook that Ray runs at the end of every
-``ray.init`` (``ray._private.worker._post_init_hooks``, the list Ray's own Tune registry uses) and
-puts back the handlers the job had when the hook was registered.  One place covers every stage,
-whichever of them starts or connects to Ray.
+``ray.init`` (:func:`uiface_ray.runtime.ray_compat.post_init_hooks`, the list Ray's own Tune
+registry uses) and puts back the handlers the job had when the hook was registered.  One place
+covers every stage, whichever of them starts or connects to Ray.
+
+A cluster that goes away under a direct driver (its head's processes killed, its machine gone)
+interrupts the job the same way: :func:`interrupt_for_lost_cluster` (called by
+:mod:`uiface_ray.runtime.cluster_watch`) records why and raises ``KeyboardInterrupt`` in the main
+thread; ``run_job`` then prints that one ``error:`` line (:func:`report_lost_cluster`) and exits
+:data:`EXIT_CLUSTER_GONE`.
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from typing import Iterator
 
-__all__ = ["JobSignals", "Terminated", "handlers_kept_over_ray_init", "restore_job_handlers"]
+from uiface_ray.runtime.ray_compat import post_init_hooks
+
+__all__ = [
+    "EXIT_CLUSTER_GONE",
+    "JobSignals",
+    "Terminated",
+    "handlers_kept_over_ray_init",
+    "interrupt_for_lost_cluster",
+    "lost_cluster",
+    "report_lost_cluster",
+    "restore_job_handlers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +112,9 @@ def handlers_kept_over_ray_init() -> Iterator[None]:
             if handler is not None:
                 signal.signal(sig, handler)
 
-    try:
-        from ray._private import worker
-
-        hooks = worker._post_init_hooks
-    except (ImportError, AttributeError) as exc:  # another Ray: say so, the job still runs
-        log.warning("cannot keep the job's SIGTERM handler over ray.init (%s): SIGTERM may abort the job", exc)
+    hooks = post_init_hooks()
+    if hooks is None:  # another Ray: say so, the job still runs
+        log.warning("cannot keep the job's SIGTERM handler over ray.init: SIGTERM may abort the job")
         hooks = []
     hooks.append(restore)
     _kept.append(restore)
@@ -108,3 +124,37 @@ def handlers_kept_over_ray_init() -> Iterator[None]:
         _kept.remove(restore)
         with contextlib.suppress(ValueError):
             hooks.remove(restore)
+
+
+# ---------------------------------------------------------------------------------------------
+# the cluster went away
+
+EXIT_CLUSTER_GONE = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, rerunning is the remedy
+
+_lost: list[str] = []  # why the cluster is gone (set once)
+_reported = threading.Lock()
+_said: list[bool] = []
+
+
+def interrupt_for_lost_cluster(message: str) -> None:
+    """Record that the cluster is gone (``message``: the job's one line, without ``error:``) and
+    interrupt the main thread (``KeyboardInterrupt``, as Ctrl-C: Ray's waits let only that through),
+    so that the job's ``finally`` blocks run and ``run_job`` prints the line."""
+    if not _lost:
+        _lost.append(message)
+        _thread.interrupt_main()
+
+
+def lost_cluster() -> str | None:
+    """Why the cluster is gone, or None while it is not."""
+    return _lost[0] if _lost else None
+
+
+def report_lost_cluster() -> int:
+    """Print the lost cluster's ``error:`` line (once per process, whoever calls first: ``run_job``
+    or the watch's last resort) and return :data:`EXIT_CLUSTER_GONE`."""
+    with _reported:
+        if not _said:
+            _said.append(True)
+            print(f"error: {lost_cluster()}", file=sys.stderr, flush=True)
+    return EXIT_CLUSTER_GONE

@@ -1,69 +1,49 @@
-"""Distributed synthesis: a fixed pool of sampler actors, one shard per task, a manifest as commit marker.
+"""Distributed synthesis: plan, pool, commit, report.
 
-The driver (``run_synthesis``) resolves the config (local paths made absolute, storage settings
-filled from this process's ``AWS_*`` variables: actors get both inside their config argument,
-never through their environment), validates every input before writing anything, takes the
-lease on the output (:mod:`uiface_ray.synth.lease`: one job per output), works out what is left
-to do (:mod:`uiface_ray.synth.resume`), then hands shards to a fixed pool of actors (one per GPU
-with ``num_gpus=1``, else one per CPU slot).  Each actor loads the model once, generates one
-shard per task and writes it atomically, retrying a failed write as a write with backoff; the
-driver commits each finished shard to the journal (:mod:`uiface_ray.synth.journal`, O(1) per
-shard) and writes the complete manifest last.
+1. **Plan** (:func:`uiface_ray.synth.synthesis_plan.plan_synthesis`, no Ray): the config resolved
+   once, every input checked (the model by its bundle's marker), the shards planned; under the
+   output's lease (:mod:`uiface_ray.synth.lease`: one job per output) what is left to do is read
+   (:mod:`uiface_ray.synth.resume`).
+2. **Pool** (:class:`uiface_ray.runtime.pool.ActorPool`): one sampler actor per GPU (``num_gpus=1``)
+   or per CPU slot; each loads the model once, checks its hash against the marker's, and generates
+   and writes one shard per task (a failed write retried as a write, with backoff).  A lost actor's
+   shards go to the surviving actors; since a shard's bytes depend only on its identities and
+   seeds, a shard run again is byte-identical.
+3. **Commit** (:class:`uiface_ray.synth.journal.ManifestWriter`, the manifest's one owner): each
+   finished shard is recorded in the journal (O(1) per shard); the complete manifest, the commit
+   marker, is written last.
+4. **Report**: one progress line every ``progress_every_s`` (shards and images landed, this run's
+   rate, ETA; images of the shards the actors hold are shown apart), and a :class:`SynthesisResult`.
 
-Failures: an actor that crashes is restarted by Ray in its own slot (``max_restarts``) and its
-task is retried there (``max_task_retries``); an actor that is killed for good fails its tasks
-with ``RayActorError`` and the driver re-dispatches those shards to the surviving actors.  No new
-actors are created while the old ones hold resources, and since a shard's bytes depend only on
-its identities and seeds, a re-run shard is byte-identical to the lost one.  A store that stays
-unreachable through every write retry stops the job with one ``error:`` line; what was
-committed stays, and the same command resumes.
+A store that stays unreachable through every write retry stops the job with one ``error:`` line;
+what was committed stays, and the same command resumes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import ray
 
 from uiface_ray import storage
-from uiface_ray.errors import InputError
-from uiface_ray.identities.table import IdentityTable, read_identity_table
-from uiface_ray.model import ModelLoadError, load_model, model_hash
+from uiface_ray.progress import Progress
 from uiface_ray.runtime.device_probe import actor_precision
-from uiface_ray.runtime.board import board_of, start_board
-from uiface_ray.runtime.pool import (
-    check_fits,
-    cluster_is_fixed,
-    dispatch,
-    kill_pool,
-    plan_pool,
-    replacer,
-    start_pool,
-    wait_ready,
-    wants_gpu,
-)
+from uiface_ray.runtime.pool import ActorPool, PoolWorker, wants_gpu
 from uiface_ray.runtime.session import ray_session
-from uiface_ray.storage.fs import check_writable
 from uiface_ray.synth.config import SynthesisConfig
 from uiface_ray.synth.errors import SynthesisInputError
 from uiface_ray.synth.faults import FaultInjectionConfig
-from uiface_ray.synth.journal import ManifestWriter
 from uiface_ray.synth.lease import OutputLease
-from uiface_ray.synth.manifest import Manifest, ShardRecord
-from uiface_ray.synth.plan import ShardSpec, plan_shards
+from uiface_ray.synth.manifest import ShardRecord
+from uiface_ray.synth.plan import ShardSpec
 from uiface_ray.synth.preview import write_preview
-from uiface_ray.progress import Progress
 from uiface_ray.synth.progress import show_progress
-from uiface_ray.synth.resume import ResumeState, resume_state
-from uiface_ray.synth.retry import write_with_retries
+from uiface_ray.synth.synthesis_plan import SynthesisPlan, plan_synthesis
 
-__all__ = ["SynthesisInputError", "SynthesisResult", "prepare_synthesis", "run_synthesis"]
+__all__ = ["SamplerWorker", "SynthesisInputError", "SynthesisResult", "run_synthesis"]
 
 log = logging.getLogger(__name__)
 
@@ -84,129 +64,39 @@ class SynthesisResult:
     commit_writes: int = 0  # manifest + journal objects the driver wrote
 
 
-@dataclass
-class Checked:
-    cfg: SynthesisConfig
-    table: IdentityTable
-    plan: list[ShardSpec]
-    generation: dict
-    use_gpu: bool
+class SamplerWorker(PoolWorker):
+    """Loads the model once and checks it is the one the driver planned with; generates and writes
+    one shard per :meth:`run_shard` call."""
 
-
-@dataclass
-class Prepared:
-    cfg: SynthesisConfig
-    table: IdentityTable
-    plan: list[ShardSpec]
-    state: ResumeState
-    manifest: Manifest
-    use_gpu: bool
-
-
-def check_inputs(cfg: SynthesisConfig) -> Checked:
-    """Validate the model, the identity table and the output. Writes nothing."""
-    st = cfg.storage
-    try:
-        model = load_model(cfg.model, "cpu", storage=st)
-    except ModelLoadError as exc:
-        raise SynthesisInputError(f"model: {exc}") from exc
-    mhash = model_hash(model)
-    table = read_identity_table(cfg.identities, expected_dim=model.embedding_dim, storage_cfg=st)
-    del model
-    try:
-        check_writable(cfg.output, st)
-    except storage.StorageError as exc:
-        raise SynthesisInputError(f"output {cfg.output} is not writable: {exc}") from exc
-    use_gpu = wants_gpu(cfg.actors)
-    precision = actor_precision(cfg.actors.dtype, use_gpu)  # "auto" -> the dtype the actors' device runs fastest
-    print(f"[synthesize] precision: {precision.describe()}", flush=True)
-    cfg = cfg.model_copy(update={"actors": cfg.actors.model_copy(update={"dtype": precision.dtype_name})})
-    generation = cfg.generation(mhash, table.sha256, precision.dtype_name, precision.device)
-    plan = plan_shards(len(table), cfg.identities_per_shard, cfg.images_per_identity)
-    return Checked(cfg, table, plan, generation, use_gpu)
-
-
-def plan_work(checked: Checked) -> Prepared:
-    """What is left to do under the output (read: the manifest, the journal, one listing)."""
-    cfg = checked.cfg
-    state = resume_state(
-        cfg.output, checked.generation, checked.plan, checked.table.identity_ids, cfg.storage, cfg.verify_hashes
-    )
-    manifest = Manifest(
-        checked.generation,
-        len(checked.table),
-        cfg.images_per_identity,
-        len(checked.plan),
-        shards=sorted(state.done.values(), key=lambda r: r.index),
-        job_config=cfg.recorded(),
-        journal_upto=state.journal_upto,
-    )
-    return Prepared(cfg, checked.table, checked.plan, state, manifest, checked.use_gpu)
-
-
-def prepare_synthesis(cfg: SynthesisConfig) -> Prepared:
-    """Resolve and validate the config and decide what is left. Writes nothing."""
-    return plan_work(check_inputs(storage.resolve_urls(cfg)))
-
-
-# --------------------------------------------------------------------------------------------
-# The actor
-
-
-class SamplerWorker:
-    """Loads the model once; generates and writes one shard per :meth:`run_shard` call."""
-
-    def __init__(
-        self,
-        cfg: dict,
-        name: str,
-        device: str,
-        expected_hash: str,
-        board: str | None = None,
-        faults: dict | None = None,
-    ):
+    def __init__(self, cfg: SynthesisConfig, device: str, expected_hash: str, faults: FaultInjectionConfig | None):
+        import ray
         import torch
 
+        from uiface_ray.model import model_hash
         from uiface_ray.sample import UIFaceSampler
 
-        self.cfg = SynthesisConfig.model_validate(cfg)
-        self.faults = FaultInjectionConfig.model_validate(faults) if faults else None
-        self.name = name
-        self.board = board_of(board)
+        self.cfg, self.faults = cfg, faults
+        self.name = ray.get_runtime_context().get_actor_name()
         self.model_hash = ""
-        self.init_error: InputError | None = None  # raised by ready(): a task error keeps its type
         if device == "cpu":
-            torch.set_num_threads(self.cfg.actors.cpus_per_actor)
-        try:
+            torch.set_num_threads(cfg.actors.cpus_per_actor)
+        with self.loading():
+            dtype = getattr(torch, cfg.actors.dtype)
             self.sampler = UIFaceSampler.from_pretrained(
-                self.cfg.model,
-                device=device,
-                dtype=getattr(torch, self.cfg.actors.dtype),
-                config=self.cfg.sampler,
-                storage=self.cfg.storage,
+                cfg.model, device=device, dtype=dtype, config=cfg.sampler, storage=cfg.storage
             )
             self.model_hash = model_hash(self.sampler.model)
             if self.model_hash != expected_hash:
                 raise SynthesisInputError(
-                    f"model at {self.cfg.model} changed while the job ran: hash "
+                    f"model at {cfg.model} changed while the job ran: hash "
                     f"{self.model_hash}, the driver saw {expected_hash}; rerun the job"
                 )
-        except InputError as exc:
-            self.init_error = exc
-
-    def ready(self) -> str:
-        """Returns once the model is loaded (the constructor has run); raises what stopped it."""
-        if self.init_error is not None:
-            raise self.init_error
-        return self.model_hash
 
     def run_shard(self, spec: ShardSpec, identity_ids: np.ndarray, embeddings: np.ndarray, attempt: int) -> ShardRecord:
         from uiface_ray.synth.generate import generate_shard
-        from uiface_ray.synth.shard import encode_shard, sha256
+        from uiface_ray.synth.shard import encode_shard, write_shard
 
-        cfg, board = self.cfg, self.board
-        if board is not None:
-            board.start.remote(spec.index)
+        cfg = self.cfg
         out = generate_shard(
             self.sampler,
             spec,
@@ -218,20 +108,10 @@ class SamplerWorker:
             jpeg_quality=cfg.jpeg_quality,
             mode=cfg.sampler.mode,
             model_hash=self.model_hash,
-            on_batch=None if board is None else lambda n: board.add.remote(spec.index, n),
         )
         data = encode_shard(out.rows)
         self._maybe_hold(spec, attempt)
-        url = storage.join(cfg.output, "shards", spec.name)
-
-        def write() -> storage.FileInfo:
-            storage.write_bytes_atomic(url, data, cfg.storage)
-            return storage.file_info(url, cfg.storage)
-
-        info = write_with_retries(write, url, attempts=cfg.write_attempts, backoff_s=cfg.write_backoff_s)
-        if info.size != len(data):
-            raise storage.StorageError(f"{url}: the store lists {info.size} bytes after writing {len(data)}")
-        return ShardRecord(spec.name, spec.index, len(out.rows), sha256(data), len(data), info.version)
+        return write_shard(cfg, spec, data, len(out.rows))
 
     def _maybe_hold(self, spec: ShardSpec, attempt: int) -> None:
         hook = self.faults
@@ -244,173 +124,59 @@ class SamplerWorker:
         time.sleep(hook.hold_seconds)
 
 
-# --------------------------------------------------------------------------------------------
-# The driver
-
-
-def _metrics():
-    from ray.util.metrics import Counter, Gauge
-
-    return (
-        Counter("uiface_synth_images", description="Images written by the synthesis job."),
-        Gauge("uiface_synth_shards_done", description="Shards listed in the manifest."),
-        Gauge("uiface_synth_images_per_second", description="Images per second of this run."),
-    )
-
-
-def _dispatch(
-    prep: Prepared,
-    actors: list,
-    board,
-    writer: ManifestWriter,
-    lease: OutputLease,
-    progress: Progress,
-    replace=None,
-) -> tuple[int, int]:
-    """Run every shard of ``prep.state.todo``; returns (shards run, re-dispatches)."""
-    cfg, table = prep.cfg, prep.table
-    images_metric, shards_metric, rate_metric = _metrics()
-
-    def call(actor, spec: ShardSpec, attempt: int):
-        ids = table.identity_ids[spec.row_start : spec.row_stop]
-        emb = table.embeddings[spec.row_start : spec.row_stop]
-        return actor.run_shard.remote(spec, ids, emb, attempt)
-
-    finished: set[int] = set()
-    partial: dict[int, int] = {}  # images done inside unfinished shards, as the board last said
-
-    def in_progress() -> int:
-        return sum(n for index, n in partial.items() if index not in finished)
-
-    def on_result(spec: ShardSpec, record: ShardRecord) -> None:
-        lease.check()
-        finished.add(spec.index)
-        board.finish.remote(spec.index)
-        progress.pending = in_progress()
-        writer.add(record)
-        progress.add(record.rows, parts=1)
-        images_metric.inc(record.rows)
-        shards_metric.set(len(prep.manifest.shards))
-        rate_metric.set(progress.rate)
-        show_progress(progress)
-
-    def on_tick() -> None:
-        lease.check()
-        try:
-            snapshot = ray.get(board.snapshot.remote(), timeout=5)
-        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
-            pass  # a slow or lost board: the line keeps its last in-progress count
-        else:
-            partial.clear()
-            partial.update(snapshot)
-        progress.pending = in_progress()
-        show_progress(progress)
-        writer.flush_if_due()
-
-    stats = dispatch(
-        actors,
-        prep.state.todo,
-        call,
-        on_result,
-        tasks_per_actor=cfg.actors.tasks_per_actor,
-        max_attempts=cfg.actors.max_shard_attempts,
-        key=lambda spec: spec.name,
-        on_tick=on_tick,
-        tick_s=max(min(cfg.progress_every_s, 5.0), 0.5),
-        replace=replace,
-    )
-    return stats.completed, stats.redispatched
-
-
-def _writer(prep: Prepared) -> ManifestWriter:
-    cfg = prep.cfg
-
-    def write(url: str, data: bytes) -> None:
-        write_with_retries(
-            lambda: storage.write_bytes_atomic(url, data, cfg.storage),
-            url,
-            attempts=cfg.write_attempts,
-            backoff_s=cfg.write_backoff_s,
-        )
-
-    return ManifestWriter(cfg.output, prep.manifest, cfg.storage, write=write)
-
-
-def _say_skipped(prep: Prepared) -> None:
-    state = prep.state
-    if state.fresh:
-        return
-    done_images = sum(r.rows for r in state.done.values())
-    print(
-        f"[synthesize] resuming {prep.cfg.output}: {len(state.done)} of {len(prep.plan)} shards already done "
-        f"({done_images} images"
-        + (
-            f"; {len(state.adopted)} adopted: written by an earlier run that stopped before recording them, "
-            "read back and verified"
-            if state.adopted
-            else ""
-        )
-        + f"), skipped; {len(state.todo)} to run"
-        + (f" ({len(state.redo)} listed but missing or damaged: rerun)" if state.redo else ""),
-        flush=True,
-    )
-
-
 def run_synthesis(cfg: SynthesisConfig, faults: FaultInjectionConfig | None = None) -> SynthesisResult:
     """Generate (or finish) the dataset of ``cfg`` into ``cfg.output``, in the open Ray session or one
-    started here from ``cfg.ray``.
-    ``faults``: a test hook (:mod:`uiface_ray.synth.faults`)."""
+    started here from ``cfg.ray``.  ``faults``: a test hook (:mod:`uiface_ray.synth.faults`)."""
     start = time.perf_counter()
-    cfg = storage.resolve_urls(cfg)
     with ray_session(cfg.ray):  # the job's session, or the pipeline's when one is open
-        return _run(cfg, faults, start)
-
-
-def _run(cfg: SynthesisConfig, faults: FaultInjectionConfig | None, start: float) -> SynthesisResult:
-    checked = check_inputs(cfg)
-    if cluster_is_fixed():  # a pool this Ray can never hold: one line before anything is written
-        check_fits(plan_pool(cfg.actors, checked.use_gpu, len(checked.plan), ray.cluster_resources()), cfg.actors)
-    with OutputLease(cfg.output, cfg.storage, ttl_s=cfg.lease_ttl_s) as lease:
-        prep = plan_work(checked)
-        state = prep.state
-        _say_skipped(prep)
-        writer = _writer(prep)
-        writer.begin()  # records the config before any shard
-        progress = Progress(
-            len(prep.table) * cfg.images_per_identity,
-            prep.manifest.num_rows,
-            cfg.progress_every_s,
-            parts_total=len(prep.plan),
-            parts_done=len(state.done),
-        )
-        actors: list = []
-        live: list = []
-        helpers: list = []
-        ran = retries = 0
-        loop_start = time.perf_counter()
-        try:
-            if state.todo:
-                board_name = f"uiface-board-{uuid.uuid4().hex[:8]}"
-                helpers.append(start_board(board_name))
-                actors, replace = _start_pool(prep, len(state.todo), board_name, faults)
-                live = wait_ready(actors)  # the model is loaded everywhere: start the clock
+        use_gpu = wants_gpu(cfg.actors)
+        precision = actor_precision(cfg.actors.dtype, use_gpu)  # "auto": what the actors' device runs fastest
+        print(f"[synthesize] precision: {precision.describe()}", flush=True)
+        plan = plan_synthesis(cfg, precision.dtype_name, precision.device)
+        cfg = plan.cfg
+        with OutputLease(cfg.output, cfg.storage, ttl_s=cfg.lease_ttl_s) as lease:
+            state = plan.resume()
+            if line := plan.resume_line(state):
+                print(f"[synthesize] {line}", flush=True)
+            writer = plan.writer(state)
+            progress = Progress(
+                plan.num_images, writer.num_rows, cfg.progress_every_s, len(plan.shards), len(state.done)
+            )
+            args = (cfg, "cuda" if use_gpu else "cpu", plan.model_hash, faults)
+            todo = len(state.todo)
+            with ActorPool(
+                SamplerWorker, args, cfg.actors, use_gpu=use_gpu, max_actors=todo, name="uiface-sampler"
+            ) as pool:
+                writer.begin()  # records the config before any shard
                 loop_start = progress.restart()
-                ran, retries = _dispatch(prep, live, helpers[0], writer, lease, progress, replace)
-        finally:
-            kill_pool(actors + live + helpers)  # live: those started, + the replacements of lost actors
-        loop_seconds = time.perf_counter() - loop_start
-        writer.finish()  # the complete manifest: the commit marker, written last
-        _preview(cfg)
-    show_progress(progress, force=True)
-    made = sum(s.num_images for s in state.todo)
+                metrics = _Metrics()
+
+                def tick() -> None:
+                    lease.check()
+                    progress.pending = sum(spec.num_images for spec in pool.in_flight)
+                    show_progress(progress)
+                    writer.flush_if_due()
+
+                tick_s = max(min(cfg.progress_every_s, 5.0), 0.5)
+                for spec, record in pool.map(state.todo, _shard_task(plan), label=_name, on_tick=tick, tick_s=tick_s):
+                    lease.check()  # before recording: a job that lost the output writes no record
+                    writer.add(record)
+                    progress.add(record.rows, parts=1)
+                    metrics.landed(record.rows, writer.num_shards, progress.rate)
+                    tick()
+                loop_seconds = time.perf_counter() - loop_start
+            writer.finish()  # the complete manifest: the commit marker, written last
+            _preview(cfg)
+        show_progress(progress, force=True)
+    made = sum(spec.num_images for spec in state.todo)
     return SynthesisResult(
         cfg.output,
-        len(prep.plan),
-        prep.manifest.num_rows,
-        ran,
+        len(plan.shards),
+        writer.num_rows,
+        pool.stats.completed,
         len(state.adopted),
-        retries,
-        len(actors),
+        pool.stats.retried,
+        pool.size,
         time.perf_counter() - start,
         made / loop_seconds if loop_seconds > 0 and made else 0.0,
         shards_skipped=len(state.done),
@@ -419,23 +185,40 @@ def _run(cfg: SynthesisConfig, faults: FaultInjectionConfig | None, start: float
     )
 
 
+def _shard_task(plan: SynthesisPlan):
+    """``call(actor, spec, attempt)`` of the pool: the shard's rows of the identity table go with it."""
+    ids, emb = plan.table.identity_ids, plan.table.embeddings
+
+    def call(actor, spec: ShardSpec, attempt: int):
+        rows = slice(spec.row_start, spec.row_stop)
+        return actor.run_shard.remote(spec, ids[rows], emb[rows], attempt)
+
+    return call
+
+
+def _name(spec: ShardSpec) -> str:
+    return spec.name
+
+
+class _Metrics:
+    """The job's Ray metrics (shown by the dashboard and Prometheus)."""
+
+    def __init__(self):
+        from ray.util.metrics import Counter, Gauge
+
+        self.images = Counter("uiface_synth_images", description="Images written by the synthesis job.")
+        self.shards = Gauge("uiface_synth_shards_done", description="Shards listed in the manifest.")
+        self.rate = Gauge("uiface_synth_images_per_second", description="Images per second of this run.")
+
+    def landed(self, rows: int, shards: int, rate: float) -> None:
+        self.images.inc(rows)
+        self.shards.set(shards)
+        self.rate.set(rate)
+
+
 def _preview(cfg: SynthesisConfig) -> None:
     """preview.png beside the manifest; the dataset is complete either way, so a failure is only logged."""
     try:
         log.info("preview: %s", write_preview(cfg.output, cfg.storage))
     except storage.StorageError as exc:
         log.warning("preview.png not written: %s", exc)
-
-
-def _start_pool(prep: Prepared, n_todo: int, board: str, faults: FaultInjectionConfig | None) -> tuple[list, Callable]:
-    """The sampler actors, and the function that replaces a lost one (:func:`replacer`)."""
-    cfg_dict = prep.cfg.model_dump(mode="json")
-    faults_dict = faults.model_dump() if faults else None
-    device = "cuda" if prep.use_gpu else "cpu"
-
-    def args(name: str) -> tuple:
-        return (cfg_dict, name, device, prep.manifest.model_hash, board, faults_dict)
-
-    pool, prefix = prep.cfg.actors, "uiface-sampler"
-    actors = start_pool(SamplerWorker, pool, prep.use_gpu, n_todo, prefix, args)
-    return actors, replacer(SamplerWorker, pool, prep.use_gpu, prefix, args)

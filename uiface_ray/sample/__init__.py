@@ -11,6 +11,7 @@ _EXPORTS = {
     "GeneratedBatch": "api",
     "MODES": "config",
     "SamplerConfig": "config",
+    "SamplerMode": "config",
     "SamplerOutput": "loop",
     "UIFaceSampler": "api",
     "image_seed": "seeds",

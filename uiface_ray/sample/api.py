@@ -23,7 +23,7 @@ from diffusers import DDIMScheduler
 
 from uiface_ray.model.bundle import UIFaceModel, load_model
 from uiface_ray.precision import Precision, resolve
-from uiface_ray.sample.config import SamplerConfig
+from uiface_ray.sample.config import SamplerConfig, SamplerMode
 from uiface_ray.sample.loop import SamplerOutput, run_sampler
 from uiface_ray.sample.seeds import image_seed
 
@@ -41,7 +41,7 @@ class GeneratedBatch:
     timesteps: np.ndarray  # (S,) int64
     unet_evaluations: np.ndarray  # (B,) int64 UNet sample-evaluations per image
     unet_calls: int
-    mode: str
+    mode: SamplerMode
     finite: np.ndarray  # (B,) bool: latents and decoded image free of NaN/inf (else the uint8 image is junk)
 
 
@@ -130,7 +130,13 @@ class UIFaceSampler:
             context_tokens = encoder(embeddings.to(encoder.proj_in.weight.dtype)).to(dtype)
             empty_tokens = encoder.empty_tokens(len(seeds)).to(dtype)
         out = run_sampler(
-            model.unet, self.scheduler, context_tokens, empty_tokens, generators, self.config, model.latent_shape()
+            model.unet,
+            self.scheduler,
+            context_tokens=context_tokens,
+            empty_tokens=empty_tokens,
+            generators=generators,
+            cfg=self.config,
+            latent_shape=model.latent_shape(),
         )
         return self._finish(out, seeds)
 

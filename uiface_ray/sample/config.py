@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from uiface_ray.config import Config
 
-__all__ = ["MAX_GUIDANCE_SCALE", "MODES", "SamplerConfig"]
+__all__ = ["MAX_GUIDANCE_SCALE", "MODES", "SamplerConfig", "SamplerMode"]
 
 #: Largest guidance_scale accepted (1e30 or inf gave NaN latents and all-black images).
 MAX_GUIDANCE_SCALE = 100.0
 
-#: One mode per row of the paper's Table 2.
-MODES = ("baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface")
+#: A sampler mode: one per row of the paper's Table 2 (the type of every field and check that names one).
+SamplerMode = Literal["baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"]
+
+#: Every mode, in Table 2's order.
+MODES: tuple[SamplerMode, ...] = get_args(SamplerMode)
+
+_ADAPTIVE: tuple[SamplerMode, ...] = ("two_stage_adaptive", "uiface")  # t0 per sample (eq. 5)
+_INJECTION: tuple[SamplerMode, ...] = ("attention_injection", "uiface")  # attention injection (sec. 3.4)
+_SINGLE_STAGE: tuple[SamplerMode, ...] = ("baseline", "attention_injection")  # guided at every step
 
 
 class SamplerConfig(Config):
     """How one batch of images is sampled (paper sections 3.3-3.4)."""
 
-    mode: Literal["baseline", "two_stage_fixed", "two_stage_adaptive", "attention_injection", "uiface"] = Field(
+    mode: SamplerMode = Field(
         "uiface",
         description="baseline: CFG with the identity at every step; two_stage_fixed: c_e for t >= t0, "
         "guided identity below (eq. 4); two_stage_adaptive: t0 per sample (eq. 5); attention_injection: "
@@ -142,14 +149,14 @@ class SamplerConfig(Config):
     @property
     def adaptive(self) -> bool:
         """True when t0 is chosen per sample from the c_e cross-attention maps (eq. 5)."""
-        return self.mode in ("two_stage_adaptive", "uiface")
+        return self.mode in _ADAPTIVE
 
     @property
     def injection(self) -> bool:
         """True when the conditional pass reads the c_e pass's attention (sec. 3.4)."""
-        return self.mode in ("attention_injection", "uiface") and (self.inject_self or self.inject_cross)
+        return self.mode in _INJECTION and (self.inject_self or self.inject_cross)
 
     @property
     def single_stage(self) -> bool:
         """True when every step is guided (no c_e-only first stage)."""
-        return self.mode in ("baseline", "attention_injection")
+        return self.mode in _SINGLE_STAGE

@@ -10,7 +10,7 @@ own dtype.  Every sample draws its initial noise from its own generator, and not
 loop reduces over the batch, so an image does not depend on its batch-mates.
 
 The UNet is either diffusers' ``UNet2DConditionModel`` or the release's architecture
-(``uiface_ray.model.official_unet.OfficialUNet``); the loop needs of it only ``config.in_channels``,
+(``uiface_ray.release.unet.OfficialUNet``); the loop needs of it only ``config.in_channels``,
 ``out_channels``, ``cross_attention_dim``, ``dtype``, ``attn_processors``/``set_attn_processor`` over
 diffusers ``Attention`` layers, and ``unet(x, t, encoder_hidden_states=..., return_dict=False)``.
 Three details of the official release's sampler are options (``SamplerConfig.official()``): its
@@ -102,7 +102,13 @@ def initial_noise(generators: list[torch.Generator], latent_shape: tuple[int, in
 
 
 def _plan_rows(
-    stage_two: torch.Tensor, record: torch.Tensor, follow: torch.Tensor, cfg: SamplerConfig, latent_hw, can_settle: bool
+    stage_two: torch.Tensor,
+    record: torch.Tensor,
+    follow: torch.Tensor,
+    cfg: SamplerConfig,
+    *,
+    latent_hw,
+    can_settle: bool,
 ) -> tuple:
     """Which samples go in this call as c_e rows and as conditional rows, and the processors' plan.
 
@@ -137,27 +143,81 @@ def _same_step_plan(main: AttentionPlan, settled: torch.Tensor, cfg: SamplerConf
     return plan
 
 
-def _boundary(plan: AttentionPlan, rows, switchable: int, step: int, t, t0, d_t, prev_map, cfg: SamplerConfig):
-    """Eq. 5 for the samples ``rows`` (the first ``switchable`` in stage 1): fills d_t and prev_map,
-    returns (t0, settled mask over those first rows)."""
-    h_t = combine_maps(plan.maps, tuple(prev_map.shape[1:]), cfg.layer_max_normalise)
+@dataclass
+class _Trace:
+    """What the loop keeps of each sample besides its latent (eq. 4-5), and what the sampling cost."""
+
+    t0: torch.Tensor  # (B,) int64: stage 2 at t < t0
+    d_t: torch.Tensor  # (B, S) float32: eq. 5 distance at each step, NaN where not computed
+    prev_map: torch.Tensor  # (B, h, w) float32: h_(t+1) of each sample
+    evaluations: torch.Tensor  # (B,) int64 UNet sample-evaluations
+    calls: int = 0  # batched UNet calls
+
+    @classmethod
+    def start(cls, cfg: SamplerConfig, scheduler: DDIMScheduler, batch: int, latent_hw, device) -> "_Trace":
+        """Before the first step: t0 of the mode, no d_t yet, zero maps, nothing evaluated."""
+        map_hw = latent_hw if cfg.map_resolution is None else (cfg.map_resolution, cfg.map_resolution)
+        return cls(
+            t0=initial_t0(cfg, batch, scheduler.config.num_train_timesteps, device),
+            d_t=torch.full((batch, len(scheduler.timesteps)), float("nan"), device=device),
+            prev_map=torch.zeros((batch, *map_hw), device=device),
+            evaluations=torch.zeros(batch, dtype=torch.long, device=device),
+        )
+
+    def count(self, *samples: torch.Tensor) -> None:
+        """One more UNet call, with one evaluation for each sample of each index tensor in ``samples``."""
+        self.calls += 1
+        for idx in samples:
+            self.evaluations[idx] += 1
+
+    def output(self, latents: torch.Tensor, timesteps: torch.Tensor) -> SamplerOutput:
+        return SamplerOutput(
+            latents=latents,
+            t0=self.t0,
+            d_t=self.d_t,
+            timesteps=timesteps.long(),
+            unet_evaluations=self.evaluations,
+            unet_calls=self.calls,
+        )
+
+
+def _boundary(plan: AttentionPlan, rows, switchable: int, step: int, t, trace: _Trace, cfg: SamplerConfig):
+    """Eq. 5 for the samples ``rows`` (the first ``switchable`` in stage 1): fills the trace's d_t,
+    prev_map and t0; returns the settled mask over those first rows."""
+    h_t = combine_maps(plan.maps, tuple(trace.prev_map.shape[1:]), cfg.layer_max_normalise)
     settled = torch.zeros(switchable, dtype=torch.bool, device=rows.device)
     if step > 0:
-        distance = map_distance(h_t, prev_map[rows])  # (R,)
-        d_t[rows, step] = distance
-        t0, settled = settle(t0, rows[:switchable], distance[:switchable], t, cfg.threshold)
-    prev_map[rows] = h_t
-    return t0, settled
+        distance = map_distance(h_t, trace.prev_map[rows])  # (R,)
+        trace.d_t[rows, step] = distance
+        trace.t0, settled = settle(trace.t0, rows[:switchable], distance[:switchable], t, cfg.threshold)
+    trace.prev_map[rows] = h_t
+    return settled
 
 
-def _denoise(unet, processor, plan, latents, tokens, t, state_dtype) -> torch.Tensor:
-    """One batched UNet call under ``plan``: (R, C, H, W) latents and (R, N, D) tokens -> eps."""
-    processor.plan = plan
-    try:
-        out = unet(latents.to(unet.dtype), t, encoder_hidden_states=tokens.to(unet.dtype), return_dict=False)[0]
-    finally:
-        processor.plan = None
-    return out.to(state_dtype)
+class _Denoiser:
+    """The UNet with the UIFace attention processor installed while the loop runs (its own processors
+    back on exit): one batched call per plan."""
+
+    def __init__(self, unet: UNet2DConditionModel, state_dtype: torch.dtype) -> None:
+        self.unet, self.state_dtype, self.processor = unet, state_dtype, UIFaceAttnProcessor()
+
+    def __enter__(self) -> "_Denoiser":
+        self.original = self.unet.attn_processors
+        self.unet.set_attn_processor(self.processor)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unet.set_attn_processor(self.original)
+
+    def __call__(self, plan: AttentionPlan, latents: torch.Tensor, tokens: torch.Tensor, t) -> torch.Tensor:
+        """(R, C, H, W) latents and (R, N, D) tokens under ``plan`` -> (R, C, H, W) eps in the state dtype."""
+        self.processor.plan = plan
+        dtype = self.unet.dtype
+        try:
+            out = self.unet(latents.to(dtype), t, encoder_hidden_states=tokens.to(dtype), return_dict=False)[0]
+        finally:
+            self.processor.plan = None
+        return out.to(self.state_dtype)
 
 
 def run_sampler(
@@ -175,63 +235,45 @@ def run_sampler(
     ``guided_from`` (non-adaptive modes): c_e alone also at t < guided_from, so stage 2 is
     [guided_from, t0); 0 is eq. 4.
     """
-    check_inputs(unet, context_tokens, empty_tokens, generators, cfg, latent_shape)
+    check_inputs(unet, context_tokens, empty_tokens, generators=generators, cfg=cfg, latent_shape=latent_shape)
     check_guided_from(guided_from, cfg)
-    device = context_tokens.device
+    device, latent_hw = context_tokens.device, tuple(latent_shape[1:])
     state_dtype = torch.float64 if unet.dtype == torch.float64 else torch.float32  # latents between steps
-    batch, latent_hw = context_tokens.shape[0], tuple(latent_shape[1:])
-    map_hw = latent_hw if cfg.map_resolution is None else (cfg.map_resolution, cfg.map_resolution)
     scheduler.set_timesteps(cfg.num_inference_steps, device=device)
-    timesteps = scheduler.timesteps
     latents = initial_noise(generators, latent_shape, device).to(state_dtype) * scheduler.init_noise_sigma  # z_T
-    t0 = initial_t0(cfg, batch, scheduler.config.num_train_timesteps, device)
-    d_t = torch.full((batch, len(timesteps)), float("nan"), device=device)  # float32
-    prev_map = torch.zeros((batch, *map_hw), device=device)  # h_(t+1) of each sample, float32
-    evaluations = torch.zeros(batch, dtype=torch.long, device=device)
-    calls, processor = 0, UIFaceAttnProcessor()
-    denoise = lambda plan, rows, tokens, t: _denoise(unet, processor, plan, rows, tokens, t, state_dtype)  # noqa: E731
-    original = unet.attn_processors
-    unet.set_attn_processor(processor)
-    try:
-        with torch.inference_mode():
-            for step, t in enumerate(timesteps):
-                # 1. who is in which stage at t (eq. 4) and who needs its c_e map (eq. 5)
-                stage_two = in_stage_two(t, t0, guided_from)
-                step_cfg = step_config(cfg, t)  # cfg, or the release's plain conditional early stage 2
-                record = ~stage_two if cfg.adaptive else torch.zeros_like(stage_two)
-                follow = stage_two if follows_boundary(cfg, t) else torch.zeros_like(stage_two)
-                empty_idx, cond_idx, row_of, plan = _plan_rows(stage_two, record, follow, step_cfg, latent_hw, step > 0)
-                # 2. one UNet call: c_e rows, then conditional rows
-                noise_pred = denoise(
-                    plan,
-                    torch.cat([latents[empty_idx], latents[cond_idx]]),
-                    torch.cat([empty_tokens[empty_idx], context_tokens[cond_idx]]),
-                    t,
-                )
-                calls += 1
-                evaluations[empty_idx] += 1
-                evaluations[cond_idx] += 1
-                # 3. eps per sample: c_e in stage 1, guided in stage 2 (eq. 4)
-                n = len(empty_idx)
-                eps = torch.empty_like(latents)
-                eps[empty_idx] = noise_pred[:n]
-                eps_empty = noise_pred[:n][row_of[cond_idx]] if step_cfg.guidance_scale != 0.0 else None
-                eps[cond_idx] = guide(eps_empty, noise_pred[n:], step_cfg.guidance_scale)
-                # 4. adaptive boundary (eq. 5) from this step's c_e cross-attention maps
-                if plan.record is not None:
-                    stage_one = record.nonzero().flatten()
-                    rows = torch.cat([stage_one, follow.nonzero().flatten()])
-                    t0, settled = _boundary(plan, rows, len(stage_one), step, t, t0, d_t, prev_map, cfg)
-                    # 4b. same-step switch: the settled samples' conditional pass at this t
-                    if cfg.switch == "same_step" and settled.any():
-                        switched = stage_one[settled]
-                        catch_up = _same_step_plan(plan, settled, step_cfg, latent_hw)
-                        eps_cond = denoise(catch_up, latents[switched], context_tokens[switched], t)
-                        calls += 1
-                        evaluations[switched] += 1
-                        eps[switched] = guide(eps[switched], eps_cond, step_cfg.guidance_scale)
-                # 5. DDIM update, eta 0 (diffusers' or the release's alpha_bar_prev)
-                latents = ddim_step(scheduler, eps, t, latents, cfg.ddim_alpha_prev)
-    finally:
-        unet.set_attn_processor(original)
-    return SamplerOutput(latents, t0, d_t, timesteps.long(), evaluations, calls)
+    trace = _Trace.start(cfg, scheduler, len(generators), latent_hw, device)  # t0, d_t, h_(t+1), evaluations
+    with _Denoiser(unet, state_dtype) as denoise, torch.inference_mode():
+        for step, t in enumerate(scheduler.timesteps):
+            # 1. who is in which stage at t (eq. 4) and who needs its c_e map (eq. 5)
+            stage_two = in_stage_two(t, trace.t0, guided_from)
+            step_cfg = step_config(cfg, t)  # cfg, or the release's plain conditional early stage 2
+            record = ~stage_two if cfg.adaptive else torch.zeros_like(stage_two)
+            follow = stage_two if follows_boundary(cfg, t) else torch.zeros_like(stage_two)
+            empty_idx, cond_idx, row_of, plan = _plan_rows(
+                stage_two, record, follow, step_cfg, latent_hw=latent_hw, can_settle=step > 0
+            )
+            # 2. one UNet call: c_e rows, then conditional rows
+            rows_in = torch.cat([latents[empty_idx], latents[cond_idx]])  # (R, C, H, W)
+            noise_pred = denoise(plan, rows_in, torch.cat([empty_tokens[empty_idx], context_tokens[cond_idx]]), t)
+            trace.count(empty_idx, cond_idx)
+            # 3. eps per sample: c_e in stage 1, guided in stage 2 (eq. 4)
+            n = len(empty_idx)
+            eps = torch.empty_like(latents)
+            eps[empty_idx] = noise_pred[:n]
+            eps_empty = noise_pred[:n][row_of[cond_idx]] if step_cfg.guidance_scale != 0.0 else None
+            eps[cond_idx] = guide(eps_empty, noise_pred[n:], step_cfg.guidance_scale)
+            # 4. adaptive boundary (eq. 5) from this step's c_e cross-attention maps
+            if plan.record is not None:
+                stage_one = record.nonzero().flatten()
+                rows = torch.cat([stage_one, follow.nonzero().flatten()])
+                settled = _boundary(plan, rows, len(stage_one), step=step, t=t, trace=trace, cfg=cfg)
+                # 4b. same-step switch: the settled samples' conditional pass at this t
+                if cfg.switch == "same_step" and settled.any():
+                    switched = stage_one[settled]
+                    catch_up = _same_step_plan(plan, settled, step_cfg, latent_hw)
+                    eps_cond = denoise(catch_up, latents[switched], context_tokens[switched], t)
+                    trace.count(switched)
+                    eps[switched] = guide(eps[switched], eps_cond, step_cfg.guidance_scale)
+            # 5. DDIM update, eta 0 (diffusers' or the release's alpha_bar_prev)
+            latents = ddim_step(scheduler, eps, t, latents, cfg.ddim_alpha_prev)
+    return trace.output(latents, scheduler.timesteps)

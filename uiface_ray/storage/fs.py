@@ -34,6 +34,10 @@ class StorageFullError(StorageError):
     """No space left (or the disk quota reached) where a write went; the message names the path."""
 
 
+class StorageNotFoundError(StorageError, FileNotFoundError):
+    """The file a read asked for is not there; the message names the URL."""
+
+
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -56,6 +60,19 @@ _ENV_FALLBACK = {
 }
 
 
+def _from_env(storage: StorageConfig | None, fields) -> StorageConfig:
+    """``storage`` with each of ``fields`` that is empty filled from its ``AWS_*`` variables (the one
+    reading of the environment's storage settings)."""
+    storage = storage or StorageConfig()
+    update = {}
+    for name in fields:
+        if not getattr(storage, name):
+            value = next((os.environ[v] for v in _ENV_FALLBACK[name] if os.environ.get(v)), None)
+            if value is not None:
+                update[name] = value
+    return storage.model_copy(update=update) if update else storage
+
+
 def resolve_storage(storage: StorageConfig | None) -> StorageConfig:
     """The storage settings with every empty field filled from this process's ``AWS_*`` variables.
 
@@ -63,26 +80,19 @@ def resolve_storage(storage: StorageConfig | None) -> StorageConfig:
     arguments (never through ``runtime_env``, which Ray logs).  Fields still empty after this fall
     back to the worker's own credential chain (instance profile) when used.
     """
-    storage = storage or StorageConfig()
-    update = {}
-    for name, variables in _ENV_FALLBACK.items():
-        if getattr(storage, name) is None:
-            value = next((os.environ[v] for v in variables if os.environ.get(v)), None)
-            if value is not None:
-                update[name] = value
-    return storage.model_copy(update=update) if update else storage
+    return _from_env(storage, _ENV_FALLBACK)
 
 
 def s3_options(storage: StorageConfig | None) -> dict:
-    """s3fs keyword arguments from a config, falling back to the standard environment."""
-    storage = storage or StorageConfig()
-    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = storage.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    opts: dict = {"client_kwargs": {}}
-    if endpoint:
-        opts["client_kwargs"]["endpoint_url"] = endpoint
-    if region:
-        opts["client_kwargs"]["region_name"] = region
+    """s3fs keyword arguments from a config: its endpoint and region, else this process's ``AWS_*``
+    ones; its credentials, else none (boto's own chain finds them).  The listings cache is off: every
+    listing, ``exists`` and ``info`` asks the store, so files written by other processes are seen."""
+    storage = _from_env(storage, ("endpoint_url", "region"))
+    opts: dict = {"client_kwargs": {}, "use_listings_cache": False}
+    if storage.endpoint_url:
+        opts["client_kwargs"]["endpoint_url"] = storage.endpoint_url
+    if storage.region:
+        opts["client_kwargs"]["region_name"] = storage.region
     if storage.access_key_id:
         opts["key"] = storage.access_key_id
     if storage.secret_access_key:
@@ -160,7 +170,21 @@ def wrap_error(url: str, action: str, exc: Exception) -> StorageError:
     return StorageError(f"cannot {action} {url}: {type(exc).__name__}: {exc}")
 
 
-_wrap = wrap_error
+@contextlib.contextmanager
+def _errors(url: str, action: str, not_found: str | None = None) -> Iterator[None]:
+    """Raise every error of the block but our own as a :class:`StorageError` naming ``url`` (``cannot
+    <action> <url>: ...``, or :class:`StorageFullError`); with ``not_found``, a missing file is a
+    :class:`StorageNotFoundError` saying ``not found: <not_found>``."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except FileNotFoundError as exc:
+        if not_found is None:
+            raise wrap_error(url, action, exc) from exc
+        raise StorageNotFoundError(f"not found: {not_found}") from exc
+    except Exception as exc:  # noqa: BLE001 - re-raised with the URL named
+        raise wrap_error(url, action, exc) from exc
 
 
 def write_bytes_atomic(url: str, data: bytes, storage: StorageConfig | None = None) -> None:
@@ -170,7 +194,7 @@ def write_bytes_atomic(url: str, data: bytes, storage: StorageConfig | None = No
     objects appear whole or not at all).  memory://: a single assignment.
     """
     fs, path = url_to_fs(url, storage)
-    try:
+    with _errors(url, "write"):
         if not is_remote(url):
             directory = os.path.dirname(path)
             os.makedirs(directory, exist_ok=True)
@@ -189,23 +213,14 @@ def write_bytes_atomic(url: str, data: bytes, storage: StorageConfig | None = No
         elif _scheme(url) in ("s3", "s3a"):
             # A single put_object: never a multipart upload, so no partial object is visible.
             fs.call_s3("put_object", Bucket=path.split("/", 1)[0], Key=path.split("/", 1)[1], Body=data)
-            fs.invalidate_cache(path)
         else:
             fs.pipe_file(path, data)
-    except StorageError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - re-raised with the URL named
-        raise _wrap(url, "write", exc) from exc
 
 
 def read_bytes(url: str, storage: StorageConfig | None = None) -> bytes:
     fs, path = url_to_fs(url, storage)
-    try:
+    with _errors(url, "read", not_found=url):
         return fs.cat_file(path)
-    except FileNotFoundError as exc:
-        raise StorageError(f"not found: {url}") from exc
-    except Exception as exc:  # noqa: BLE001
-        raise _wrap(url, "read", exc) from exc
 
 
 def read_many(urls: list[str], storage: StorageConfig | None = None) -> list[bytes]:
@@ -216,10 +231,10 @@ def read_many(urls: list[str], storage: StorageConfig | None = None) -> list[byt
     paths = [url_to_fs(u, storage)[1] for u in urls]
     try:
         found = fs.cat(paths, on_error="raise")
-    except FileNotFoundError as exc:
-        raise StorageError(f"not found: {exc}") from exc
+    except FileNotFoundError as exc:  # names the one missing, which only the store's error knows
+        raise StorageNotFoundError(f"not found: {exc}") from exc
     except Exception as exc:  # noqa: BLE001
-        raise _wrap(urls[0], "read", exc) from exc
+        raise wrap_error(urls[0], "read", exc) from exc
     if not isinstance(found, dict):  # one path: fsspec returns its bytes
         found = {paths[0]: found}
     return [found[p] for p in paths]
@@ -227,29 +242,19 @@ def read_many(urls: list[str], storage: StorageConfig | None = None) -> list[byt
 
 def exists(url: str, storage: StorageConfig | None = None) -> bool:
     fs, path = url_to_fs(url, storage)
-    try:
-        if is_remote(url):
-            fs.invalidate_cache(path)
+    with _errors(url, "reach"):
         return fs.exists(path)
-    except Exception as exc:  # noqa: BLE001
-        raise _wrap(url, "reach", exc) from exc
 
 
 def _ls(url: str, storage: StorageConfig | None, folder_only: bool) -> list[str]:
     """The names directly under ``url`` (empty when it does not exist); ``folder_only`` refuses a file."""
     fs, path = url_to_fs(url, storage)
-    try:
-        if is_remote(url):
-            fs.invalidate_cache(path)
+    with _errors(url, "list"):
         if not fs.exists(path):
             return []
         if folder_only and not fs.isdir(path):
             raise StorageError(f"{url} is a file, not a folder")
         names = fs.ls(path, detail=False)
-    except StorageError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise _wrap(url, "list", exc) from exc
     own = path.strip("/")
     return [name.rstrip("/").rsplit("/", 1)[-1] for name in names if name.strip("/") != own]
 
@@ -281,14 +286,10 @@ def list_file_info(url: str, suffix: str = "", storage: StorageConfig | None = N
     """``{name: FileInfo}`` of the files directly under ``url`` whose names end with ``suffix``,
     from one listing (on S3: one request per 1,000 files, nothing read)."""
     fs, path = url_to_fs(url, storage)
-    try:
-        if is_remote(url):
-            fs.invalidate_cache(path)
+    with _errors(url, "list"):
         if not fs.exists(path):
             return {}
         entries = fs.ls(path, detail=True)
-    except Exception as exc:  # noqa: BLE001
-        raise _wrap(url, "list", exc) from exc
     out = {}
     for entry in entries:
         base = entry["name"].rstrip("/").rsplit("/", 1)[-1]
@@ -300,48 +301,56 @@ def list_file_info(url: str, suffix: str = "", storage: StorageConfig | None = N
 def file_info(url: str, storage: StorageConfig | None = None) -> FileInfo:
     """The :class:`FileInfo` of one file (one HEAD request on S3)."""
     fs, path = url_to_fs(url, storage)
-    try:
-        if is_remote(url):
-            fs.invalidate_cache(path)
+    with _errors(url, "stat", not_found=url):
         return _file_info(fs.info(path))
-    except FileNotFoundError as exc:
-        raise StorageError(f"not found: {url}") from exc
-    except Exception as exc:  # noqa: BLE001
-        raise _wrap(url, "stat", exc) from exc
 
 
 def move(src: str, dst: str, storage: StorageConfig | None = None) -> None:
-    """Move a file or folder tree to ``dst`` (a rename locally; copy then delete on S3)."""
+    """Move a file or folder tree to ``dst`` (a rename locally; :func:`copy` then delete on S3)."""
     fs, src_path = url_to_fs(src, storage)
     _, dst_path = url_to_fs(dst, storage)
-    try:
+    with _errors(src, f"move to {dst}"):
         if not is_remote(src):
             os.makedirs(os.path.dirname(dst_path), exist_ok=True)
             os.replace(src_path, dst_path)
+            return
+        files = _copy_remote(fs, src_path, dst_path)
+        if files:
+            fs.rm(files)
+
+
+def _copy_remote(fs: AbstractFileSystem, src_path: str, dst_path: str) -> list[str]:
+    """Server-side copies of every object under ``src_path`` (issued together); the sources."""
+    files = fs.find(src_path)
+    targets = [dst_path + f[len(src_path.rstrip("/")) :] if f != src_path else dst_path for f in files]
+    if files:
+        fs.copy(files, targets)
+    return files
+
+
+def copy(src: str, dst: str, storage: StorageConfig | None = None) -> None:
+    """Copy a file or folder tree to ``dst``, leaving ``src`` (server-side copies on S3)."""
+    fs, src_path = url_to_fs(src, storage)
+    _, dst_path = url_to_fs(dst, storage)
+    with _errors(src, f"copy to {dst}"):
+        if is_remote(src):
+            _copy_remote(fs, src_path, dst_path)
+            return
+        os.makedirs(os.path.dirname(dst_path), exist_ok=True)
+        if os.path.isdir(src_path):
+            shutil.copytree(src_path, dst_path)
         else:
-            fs.invalidate_cache()
-            files = fs.find(src_path)
-            targets = [dst_path + f[len(src_path.rstrip("/")) :] if f != src_path else dst_path for f in files]
-            if files:
-                fs.copy(files, targets)  # server-side copies, issued together
-                fs.rm(files)
-            fs.invalidate_cache()
-    except Exception as exc:  # noqa: BLE001
-        raise _wrap(src, f"move to {dst}", exc) from exc
+            shutil.copyfile(src_path, dst_path)
 
 
 def find_files(url: str, storage: StorageConfig | None = None) -> list[str]:
     """Paths, relative to ``url`` and with ``/`` separators, of every file anywhere under it
     (one listing call on S3), sorted.  Empty when ``url`` does not exist; ``.tmp-`` files skipped."""
     fs, path = url_to_fs(url, storage)
-    try:
-        if is_remote(url):
-            fs.invalidate_cache(path)
+    with _errors(url, "list"):
         if not fs.exists(path) or not fs.isdir(path):
             return []
         found = fs.find(path, withdirs=False)
-    except Exception as exc:  # noqa: BLE001
-        raise _wrap(url, "list", exc) from exc
     base = path.strip("/") + "/"  # memory:// lists with or without the leading slash
     out = []
     for name in found:
@@ -375,11 +384,24 @@ def is_link(url: str) -> bool:
 
 def remove(url: str, storage: StorageConfig | None = None, recursive: bool = False) -> None:
     fs, path = url_to_fs(url, storage)
-    try:
-        if fs.exists(path):
+    with _errors(url, "remove"):
+        if not is_remote(url):
+            _remove_local(path, recursive)
+        elif fs.exists(path):
             fs.rm(path, recursive=recursive)
-    except Exception as exc:  # noqa: BLE001
-        raise _wrap(url, "remove", exc) from exc
+
+
+def _remove_local(path: str, recursive: bool) -> None:
+    """Not fsspec's ``rm``, which asks for this process's working directory (``os.getcwd()``): Ray can
+    remove a job driver's working directory under it (a second node on the same machine unpacks the
+    job's working_dir again into the session folder they share), and the removal then failed with
+    FileNotFoundError (issue 34 item 9).  ``path`` is absolute (:func:`url_to_fs`)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        if not recursive:
+            raise IsADirectoryError(f"{path} is a folder (remove it with recursive=True)")
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 def open_url(url: str, mode: str = "rb", storage: StorageConfig | None = None):

@@ -26,7 +26,6 @@ so a bad table is never written.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -34,9 +33,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from uiface_ray import jsonfile
 from uiface_ray.config import StorageConfig
 from uiface_ray.errors import InputError
-from uiface_ray.storage.fs import StorageError, read_bytes, write_bytes_atomic
+from uiface_ray.storage.fs import StorageError, StorageNotFoundError, read_bytes, write_bytes_atomic
 
 __all__ = [
     "FACE_TABLE",
@@ -276,8 +276,8 @@ class Table:
         if raw is None:
             return None
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
+            value = jsonfile.loads(raw)
+        except jsonfile.JSONFileError as exc:
             raise self.kind.error(f"{self.where}: schema metadata {key} is not JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise self.kind.error(f"{self.where}: schema metadata {key} is not a JSON object")
@@ -345,9 +345,9 @@ def read_typed(
     if data is None:
         try:
             data = read_bytes(url, storage)
+        except StorageNotFoundError as exc:
+            raise kind.error(f"{kind.name} not found: {url}") from exc
         except StorageError as exc:
-            if str(exc).startswith("not found"):
-                raise kind.error(f"{kind.name} not found: {url}") from exc
             raise kind.error(f"{where} cannot be read: {exc}") from exc
     need = list(dict.fromkeys([*kind.required, *required]))
     try:
@@ -425,7 +425,7 @@ def table_bytes(
     """The Parquet bytes of a checked table of ``kind`` (``url`` only names it in errors)."""
     table = _arrow_table(kind, columns, metadata, f"{kind.name} {url}")
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression=compression)
+    pq.write_table(table, sink, compression=compression, row_group_size=1024)  # pieces a stream reads alone
     return sink.getvalue()
 
 

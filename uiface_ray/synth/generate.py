@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import torch
 
@@ -71,10 +69,8 @@ def generate_shard(
     jpeg_quality: int,
     mode: str,
     model_hash: str,
-    on_batch: Callable[[int], None] | None = None,
 ) -> GeneratedShard:
-    """Sample and encode every image of ``spec``; ``identity_ids``/``embeddings`` are the shard's rows.
-    ``on_batch(n)`` hears of every ``n`` images done (progress inside a long shard)."""
+    """Sample and encode every image of ``spec``; ``identity_ids``/``embeddings`` are the shard's rows."""
     start = time.perf_counter()
     ids, idx, seeds = shard_seeds(job_seed, identity_ids, spec.images_per_identity)
     rows_emb = np.repeat(np.asarray(embeddings, dtype=np.float32), spec.images_per_identity, axis=0)  # (R, E)
@@ -90,8 +86,6 @@ def generate_shard(
         )  # (B, H, W, 3) uint8
         t0s.append(np.asarray(out.t0).astype(np.int32))
         evaluations += int(np.sum(out.unet_evaluations))
-        if on_batch is not None:
-            on_batch(len(out.images))
     height, width = np.asarray(out.images).shape[1:3]
     rows = ShardRows(
         ids,

@@ -36,10 +36,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable
 
-from uiface_ray import storage
+from uiface_ray import jsonfile, storage
 from uiface_ray.synth.manifest import Manifest, ShardRecord, manifest_url, read_manifest
 
 __all__ = ["JOURNAL_DIR", "ManifestWriter", "read_committed"]
@@ -68,7 +68,7 @@ def read_committed(out_url: str, storage_cfg=None) -> Manifest | None:
     by_name = {r.name: r for r in manifest.shards}
     for url, data in zip(newer, storage.read_many(newer, storage_cfg)):
         try:
-            records = [ShardRecord(**r) for r in json.loads(data)["shards"]]
+            records = [ShardRecord(**r) for r in jsonfile.loads(data)["shards"]]
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("skipping %s, not a valid journal segment (%s): its shards are read back and adopted", url, exc)
             continue
@@ -81,7 +81,10 @@ def read_committed(out_url: str, storage_cfg=None) -> Manifest | None:
 
 
 class ManifestWriter:
-    """The driver's side of the journal: :meth:`begin`, :meth:`add` per shard, :meth:`finish`."""
+    """The driver's side of the journal: :meth:`begin`, :meth:`add` per shard, :meth:`finish`.
+
+    The writer owns the manifest it is given (it keeps its own copy): the driver reads the counts
+    through :attr:`num_shards` and :attr:`num_rows`, never through the manifest object."""
 
     def __init__(
         self,
@@ -95,7 +98,7 @@ class ManifestWriter:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.out_url = out_url
-        self.manifest = manifest
+        self.manifest = replace(manifest, shards=list(manifest.shards), generation=dict(manifest.generation))
         self.storage_cfg = storage_cfg
         self.journal_every_s = journal_every_s
         self.min_checkpoint = min_checkpoint
@@ -108,6 +111,15 @@ class ManifestWriter:
         self._last_flush = clock()
         self.bytes_written = 0
         self.writes = 0
+
+    @property
+    def num_shards(self) -> int:
+        """Shards recorded so far (committed or pending in the journal)."""
+        return len(self.manifest.shards)
+
+    @property
+    def num_rows(self) -> int:
+        return self.manifest.num_rows
 
     def _put(self, url: str, data: bytes) -> None:
         self._write(url, data)
@@ -162,7 +174,6 @@ class ManifestWriter:
             storage.remove(url, self.storage_cfg, recursive=True)
         except storage.StorageError:
             if storage.exists(url, self.storage_cfg):
-                raise
-            # gone meanwhile: an earlier attempt of this job (a driver restarted by a lost node,
-            # a resubmission) finished and removed it between our check and our removal
-            log.info("%s was already removed", url)
+                raise  # still there: a real failure (under `ray job submit` on two nodes of one machine
+                # it was the driver's removed working directory, which the storage layer no longer asks for)
+            log.info("%s was already removed", url)  # removed meanwhile by another run on this output

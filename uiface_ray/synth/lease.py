@@ -24,7 +24,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from uiface_ray import storage
+from uiface_ray import jsonfile, storage
 from uiface_ray.errors import InputError
 
 __all__ = ["LEASE_NAME", "LeaseRecord", "OutputBusyError", "OutputLease"]
@@ -91,7 +91,7 @@ class OutputLease:
         if not storage.exists(self.url, self.storage_cfg):
             return None
         try:
-            return LeaseRecord(**json.loads(storage.read_bytes(self.url, self.storage_cfg)))
+            return LeaseRecord(**jsonfile.loads(storage.read_bytes(self.url, self.storage_cfg)))
         except (ValueError, TypeError) as exc:
             log.warning("ignoring an unreadable lease %s: %s", self.url, exc)
             return None

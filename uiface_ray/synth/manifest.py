@@ -18,7 +18,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from uiface_ray import storage
+from uiface_ray import jsonfile, storage
 from uiface_ray.errors import InputError
 
 __all__ = [
@@ -83,7 +83,7 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str, where: str) -> "Manifest":
         try:
-            body = json.loads(text)
+            body = jsonfile.loads(text)
             if body.get("format") != FORMAT:
                 raise ValueError(f"format is {body.get('format')!r}, expected {FORMAT!r}")
             return cls(

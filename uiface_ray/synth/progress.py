@@ -1,6 +1,7 @@
 """The synthesis progress line: shards and images landed (in the store and committed to the journal),
 images/s of this run and ETA, from the stage's :class:`uiface_ray.progress.Progress` (images, in
-shards; ``pending``: images inside unfinished shards, as the actors report them per batch)."""
+shards; ``pending``: the images of the shards the actors hold, handed out and not landed: the line
+shows work under way, and counts only what landed)."""
 
 from __future__ import annotations
 

@@ -17,8 +17,13 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from uiface_ray import storage
 from uiface_ray.data.images import decode_rgb
 from uiface_ray.storage.tables import SHARD, read_typed, table_bytes
+from uiface_ray.synth.config import SynthesisConfig
+from uiface_ray.synth.manifest import ShardRecord
+from uiface_ray.synth.plan import ShardSpec
+from uiface_ray.synth.retry import write_with_retries
 
 __all__ = [
     "SHARD_COLUMNS",
@@ -29,6 +34,7 @@ __all__ = [
     "read_shard",
     "sha256",
     "shard_metadata",
+    "write_shard",
 ]
 
 SHARD_COLUMNS = ("identity_id", "image_index", "seed", "image", "t0", "mode", "model_hash")
@@ -100,6 +106,21 @@ def encode_shard(rows: ShardRows) -> bytes:
         "model_hash": [rows.model_hash] * n,
     }
     return table_bytes(SHARD, columns, rows.metadata or None, compression="none")
+
+
+def write_shard(cfg: SynthesisConfig, spec: ShardSpec, data: bytes, rows: int) -> ShardRecord:
+    """Put a shard's bytes in place under ``<output>/shards/`` (a failed write retried as a write,
+    with backoff) and record it as the store lists it right after: size and version (ETag, mtime)."""
+    url = storage.join(cfg.output, "shards", spec.name)
+
+    def write() -> storage.FileInfo:
+        storage.write_bytes_atomic(url, data, cfg.storage)
+        return storage.file_info(url, cfg.storage)
+
+    info = write_with_retries(write, url, attempts=cfg.write_attempts, backoff_s=cfg.write_backoff_s)
+    if info.size != len(data):
+        raise storage.StorageError(f"{url}: the store lists {info.size} bytes after writing {len(data)}")
+    return ShardRecord(spec.name, spec.index, rows, sha256(data), len(data), info.version)
 
 
 def read_shard(url: str, storage_cfg=None, data: bytes | None = None) -> ShardRows:

@@ -29,10 +29,10 @@ from diffusers import VQModel
 from uiface_ray.config import StorageConfig
 from uiface_ray.errors import InputError
 from uiface_ray.model.bundle import UIFaceModel, load_model
-from uiface_ray.model.config import ReleaseExportConfig
+from uiface_ray.release.config import ReleaseExportConfig
 from uiface_ray.model.context import ProjectedContextEncoder
-from uiface_ray.model.official_import import release_state_dict, release_vq_state_dicts
-from uiface_ray.model.official_unet import OfficialUNet
+from uiface_ray.release.checkpoint import release_state_dict, release_vq_state_dicts
+from uiface_ray.release.unet import OfficialUNet
 from uiface_ray.storage.fs import join, write_bytes_atomic
 
 __all__ = ["ExportedRelease", "ReleaseExportError", "export_release", "release_unet_config", "write_release_files"]

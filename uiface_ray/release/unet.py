@@ -23,7 +23,7 @@ the diffusers UNet; their logits are ``q.k / sqrt(head_channels)``, as the relea
 context live in :class:`uiface_ray.model.context.ProjectedContextEncoder`; this module takes the
 projected context as ``encoder_hidden_states`` of shape (B, 1, D).
 
-Key names follow the release's; :mod:`uiface_ray.model.official_import` maps its checkpoints.
+Key names follow the release's; :mod:`uiface_ray.release.checkpoint` maps its checkpoints.
 """
 
 from __future__ import annotations
@@ -242,13 +242,13 @@ class OfficialUNet(ModelMixin, ConfigMixin):
     ) -> None:
         super().__init__()
         _check_sizes(
-            in_channels,
-            out_channels,
-            base_channels,
-            channel_multipliers,
-            attention_levels,
-            head_channels,
-            cross_attention_dim,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            base_channels=base_channels,
+            multipliers=channel_multipliers,
+            attention_levels=attention_levels,
+            head_channels=head_channels,
+            context_dim=cross_attention_dim,
         )
         time_channels = 4 * base_channels
         block = dict(time_channels=time_channels, context_dim=cross_attention_dim, head_channels=head_channels)
@@ -321,7 +321,7 @@ class OfficialUNet(ModelMixin, ConfigMixin):
 
 
 def _check_sizes(
-    in_channels, out_channels, base_channels, multipliers, attention_levels, head_channels, context_dim
+    *, in_channels, out_channels, base_channels, multipliers, attention_levels, head_channels, context_dim
 ) -> None:
     if in_channels != out_channels:
         raise ValueError(f"OfficialUNet predicts eps: out_channels {out_channels} must equal in_channels {in_channels}")

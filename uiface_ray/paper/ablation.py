@@ -5,8 +5,8 @@ mode; for each resulting dataset the dataset metrics, an FR model trained on it 
 ``train_fr`` callable the job passes in: Ray Train) and its 10-fold accuracy on pairsDevTest;
 a real-data row trained on DevTrain faces; Figure 2 (identity only inside a timestep interval).
 With ``real_faces`` (a user's own face table) the real row, the precision/recall reference and the
-verification pairs come from that table instead (:mod:`uiface_ray.evaluate.real_faces`).
-The report is written by :mod:`uiface_ray.evaluate.ablation_report`.
+verification pairs come from that table instead (:mod:`uiface_ray.paper.real_faces`).
+The report is written by :mod:`uiface_ray.paper.ablation_report`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ import torch
 
 from uiface_ray import storage
 from uiface_ray.evaluate.faceset import FaceSet, decode_images, read_faceset
-from uiface_ray.evaluate.interval_sampling import IntervalPoint, interval_similarity
+from uiface_ray.paper.interval_sampling import IntervalPoint, interval_similarity
+from uiface_ray.evaluate.identity_consistency import IdentityConsistency
 from uiface_ray.evaluate.metrics import DatasetMetrics, MetricParams, measure
-from uiface_ray.evaluate.real_faces import real_faces
-from uiface_ray.evaluate.config import AblationConfig, FRTrainConfig
+from uiface_ray.paper.real_faces import RealFaces, real_faces
+from uiface_ray.fr.config import FRTrainConfig
+from uiface_ray.paper.config import AblationConfig
 from uiface_ray.progress import Progress
+from uiface_ray.sample.config import SamplerConfig, SamplerMode
 
 log = logging.getLogger(__name__)
 REAL_ROW = "real (DevTrain)"
@@ -64,7 +67,7 @@ class ModeData:
     unet_evaluations: np.ndarray  # (N*K,)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Row:
     name: str  # sampler mode, or "real (DevTrain)"
     metrics: DatasetMetrics
@@ -106,7 +109,7 @@ def identity_contexts(cfg: AblationConfig, dim: int) -> np.ndarray:
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
-def generate_mode(model, mode: str, cfg: AblationConfig, contexts: np.ndarray) -> ModeData:
+def generate_mode(model, mode: SamplerMode, cfg: AblationConfig, contexts: np.ndarray) -> ModeData:
     from uiface_ray.sample.api import UIFaceSampler, image_seed
 
     sampler = UIFaceSampler(model, mode_sampler(cfg, mode))
@@ -117,13 +120,13 @@ def generate_mode(model, mode: str, cfg: AblationConfig, contexts: np.ndarray) -
     for s in range(0, len(seeds), cfg.batch_size):
         parts.append(sampler.sample(contexts[labels[s : s + cfg.batch_size]], seeds[s : s + cfg.batch_size]))
     return ModeData(
-        np.concatenate([p.images for p in parts]),
-        labels,
-        seeds,
-        np.concatenate([p.t0 for p in parts]),
-        np.concatenate([p.d_t for p in parts]),
-        parts[0].timesteps,
-        np.concatenate([p.unet_evaluations for p in parts]),
+        images=np.concatenate([p.images for p in parts]),
+        labels=labels,
+        seeds=seeds,
+        t0=np.concatenate([p.t0 for p in parts]),
+        d_t=np.concatenate([p.d_t for p in parts]),
+        timesteps=parts[0].timesteps,
+        unet_evaluations=np.concatenate([p.unet_evaluations for p in parts]),
     )
 
 
@@ -196,12 +199,12 @@ def train_rows_fr(
     accs, stds, first = [], [], None
     for fr_seed in fr_seeds(cfg):
         sub = name if cfg.fr_seeds == 1 else f"{name}/seed-{fr_seed}"
-        acc, std, steps, loss = train_and_verify(cfg, sub, data_url, train_fr, verify, fr_seed)
+        acc, std, steps, loss = train_and_verify(cfg, sub, data_url, train_fr=train_fr, verify=verify, fr_seed=fr_seed)
         accs.append(acc)
         stds.append(std)
         first = first or (steps, loss)
         _step(progress, f"{name}: FR model (seed {fr_seed}) trained ({steps} steps) and verified ({100 * acc:.2f}%)")
-    return FRScores(accs, stds, first[0], first[1])
+    return FRScores(accuracies=accs, stds=stds, steps=first[0], loss=first[1])
 
 
 def train_and_verify(
@@ -246,10 +249,8 @@ def _mean_d_t(data: ModeData) -> tuple[list, list]:
     return data.timesteps[keep].tolist(), mean[keep].tolist()
 
 
-def mode_sampler(cfg: AblationConfig, mode: str):
+def mode_sampler(cfg: AblationConfig, mode: SamplerMode) -> SamplerConfig:
     """The shared sampler settings with this row's mode (validated again: some checks depend on it)."""
-    from uiface_ray.sample.config import SamplerConfig
-
     return SamplerConfig.model_validate({**cfg.sampler.model_dump(), "mode": mode})
 
 
@@ -267,7 +268,23 @@ def check_config(cfg: AblationConfig) -> None:
         raise ValueError("grid_images must be <= images_per_identity and interval_identities <= num_identities")
 
 
-def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
+@dataclass(frozen=True)
+class Shared:
+    """What every row of the table shares: the generator and the identity contexts it samples from, the FR
+    encoder of the metrics, the real faces and the metrics' settings, and the job's progress."""
+
+    model: object  # UIFaceModel
+    contexts: np.ndarray  # (N, E) unit-norm identity contexts
+    encoder: object  # IdentityEncoder of the metrics and Figure 2
+    real: RealFaces
+    reference: np.ndarray  # (R, D) embeddings of the real reference sample (precision/recall)
+    params: MetricParams
+    resolution: int | None  # side real faces were reduced to (None: 112, unchanged)
+    progress: Progress
+
+
+def prepare(cfg: AblationConfig) -> Shared:
+    """Check the config and the output, load the generator and the encoder, read the real faces."""
     from uiface_ray.encoders import load_encoder
     from uiface_ray.model.bundle import load_model
 
@@ -278,82 +295,121 @@ def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
     encoder = load_encoder(cfg.encoder, cfg.storage)
     resolution = real_resolution(cfg, model)
     real = real_faces(cfg, resolution)
-    ref_emb = encoder.embed(decode_images(real.reference.images, 112))
-    params = MetricParams(cfg.diversity_identities, 45, 45, 10000, cfg.metrics_k, 112)
+    return Shared(
+        model=model,
+        contexts=contexts,
+        encoder=encoder,
+        real=real,
+        reference=encoder.embed(decode_images(real.reference.images, 112)),
+        # the pair counts and the MS-SSIM size are MetricParams' defaults (MetricsConfig's)
+        params=MetricParams(diversity_identities=cfg.diversity_identities, k=cfg.metrics_k),
+        resolution=resolution,
+        progress=_progress(cfg),
+    )
+
+
+def make_row(
+    name: str, metrics: DatasetMetrics, consistency: IdentityConsistency, fr: FRScores, data: ModeData | None = None
+) -> Row:
+    """A table row from a dataset's metrics and genuine/impostor scores, its FR models and, for a sampler
+    mode, its images' t0 and UNet evaluations."""
+    return Row(
+        name=name,
+        metrics=metrics,
+        verify_accuracy=fr.accuracy,
+        verify_std=fr.std,
+        fr_steps=fr.steps,
+        fr_loss=fr.loss,
+        seed_accuracies=fr.accuracies,
+        seed_std=fr.seed_std,
+        mean_t0=None if data is None else float(data.t0.mean()),
+        unet_evals_per_image=None if data is None else float(data.unet_evaluations.mean()),
+        genuine=consistency.genuine,
+        impostor=consistency.impostor,
+    )
+
+
+def _measure(
+    cfg: AblationConfig, shared: Shared, name: str, faces: FaceSet, reference: np.ndarray | None
+) -> tuple[DatasetMetrics, IdentityConsistency]:
+    """The metrics and genuine/impostor scores of one row's dataset, with its progress line."""
+    m, ic = measure(faces, shared.encoder, reference, shared.params, cfg.seed)
+    _step(shared.progress, f"{name}: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
+    return m, ic
+
+
+def mode_row(cfg: AblationConfig, shared: Shared, mode: SamplerMode, train_fr: Callable) -> tuple[Row, ModeData]:
+    """One sampler mode's row: its images sampled and written as a face table, measured, FR models
+    trained on them and verified; and the images."""
+    data = generate_mode(shared.model, mode, cfg, shared.contexts)
+    url = write_face_table(
+        storage.join(cfg.out, "data", f"{mode}.parquet"),
+        faces=None,
+        images=data.images,
+        labels=data.labels,
+        sources=[f"seed:{s}" for s in data.seeds],
+        st=cfg.storage,
+    )
+    _step(shared.progress, f"{mode}: {len(data.labels)} images sampled")
+    metrics, consistency = _measure(cfg, shared, mode, read_faceset(url, cfg.storage), shared.reference)
+    fr = train_rows_fr(cfg, mode, url, train_fr=train_fr, verify=shared.real.verify, progress=shared.progress)
+    return make_row(mode, metrics, consistency, fr, data), data
+
+
+def real_row(cfg: AblationConfig, shared: Shared, train_fr: Callable) -> Row:
+    """The reference row: the real faces measured (no precision/recall against themselves), FR-trained."""
+    url = write_face_table(storage.join(cfg.out, "data", "real.parquet"), shared.real.train, st=cfg.storage)
+    metrics, consistency = _measure(cfg, shared, "real", shared.real.train, None)
+    fr = train_rows_fr(cfg, "real", url, train_fr=train_fr, verify=shared.real.verify, progress=shared.progress)
+    return make_row(REAL_ROW if not cfg.real_faces else "real (own faces)", metrics, consistency, fr)
+
+
+def mode_grid(cfg: AblationConfig, images: np.ndarray) -> np.ndarray:
+    """(rows, cols, H, W, 3) uint8: the first grid_identities identities' first grid_images images."""
+    g, c = min(cfg.grid_identities, cfg.num_identities), min(cfg.grid_images, cfg.images_per_identity)
+    return images.reshape(cfg.num_identities, cfg.images_per_identity, *images.shape[1:])[:g, :c]
+
+
+def figure2(cfg: AblationConfig, shared: Shared) -> list[IntervalPoint]:
+    """Figure 2: the intra-class similarity with the identity used only inside each timestep interval."""
+    points = interval_similarity(
+        shared.model,
+        shared.contexts[: cfg.interval_identities],
+        shared.encoder,
+        intervals=cfg.intervals,
+        images_per_identity=cfg.interval_images,
+        seed=cfg.seed,
+        num_inference_steps=cfg.sampler.num_inference_steps,
+        guidance_scale=cfg.sampler.guidance_scale,
+    )
+    _step(shared.progress, f"Figure 2: {len(points)} timestep intervals")
+    return points
+
+
+def run_ablation(cfg: AblationConfig, train_fr: Callable) -> AblationResult:
+    """Table 2 at our scale: a row per sampler mode (and the real row), Figure 2, results.json."""
+    shared = prepare(cfg)
     rows, grids, d_t = [], {}, {}
-    progress = _progress(cfg)
     for mode in cfg.modes:
-        data = generate_mode(model, mode, cfg, contexts)
-        url = write_face_table(
-            storage.join(cfg.out, "data", f"{mode}.parquet"),
-            None,
-            data.images,
-            data.labels,
-            [f"seed:{s}" for s in data.seeds],
-            cfg.storage,
-        )
-        _step(progress, f"{mode}: {len(data.labels)} images sampled")
-        m, ic = measure(read_faceset(url, cfg.storage), encoder, ref_emb, params, cfg.seed)
-        _step(progress, f"{mode}: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
-        fr = train_rows_fr(cfg, mode, url, train_fr, real.verify, progress)
-        rows.append(
-            Row(
-                mode,
-                m,
-                fr.accuracy,
-                fr.std,
-                fr.steps,
-                fr.loss,
-                fr.accuracies,
-                fr.seed_std,
-                float(data.t0.mean()),
-                float(data.unet_evaluations.mean()),
-                ic.genuine,
-                ic.impostor,
-            )
-        )
-        g, c = min(cfg.grid_identities, cfg.num_identities), min(cfg.grid_images, cfg.images_per_identity)
-        grids[mode] = data.images.reshape(cfg.num_identities, cfg.images_per_identity, *data.images.shape[1:])[:g, :c]
+        row, data = mode_row(cfg, shared, mode, train_fr)
+        rows.append(row)
+        grids[mode] = mode_grid(cfg, data.images)
         d_t[mode] = _mean_d_t(data)
     if cfg.real_row:
-        url = write_face_table(storage.join(cfg.out, "data", "real.parquet"), real.train, st=cfg.storage)
-        m, ic = measure(real.train, encoder, None, params, cfg.seed)
-        _step(progress, f"real: metrics (genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f})")
-        fr = train_rows_fr(cfg, "real", url, train_fr, real.verify, progress)
-        rows.append(
-            Row(
-                REAL_ROW if not cfg.real_faces else "real (own faces)",
-                m,
-                fr.accuracy,
-                fr.std,
-                fr.steps,
-                fr.loss,
-                fr.accuracies,
-                fr.seed_std,
-                None,
-                None,
-                ic.genuine,
-                ic.impostor,
-            )
-        )
-    sampler_steps = cfg.sampler.num_inference_steps
-    points = interval_similarity(
-        model,
-        contexts[: cfg.interval_identities],
-        encoder,
-        cfg.intervals,
-        cfg.interval_images,
-        cfg.seed,
-        sampler_steps,
-        cfg.sampler.guidance_scale,
-    )
-    _step(progress, f"Figure 2: {len(points)} timestep intervals")
+        rows.append(real_row(cfg, shared, train_fr))
+    points = figure2(cfg, shared)
     results_url = storage.join(cfg.out, "results.json")
-    body = results_json(cfg, rows, points, resolution)
-    body["verify_set"] = real.verify_name
+    body = results_json(cfg, rows, points, shared.resolution)
+    body["verify_set"] = shared.real.verify_name
     storage.write_bytes_atomic(results_url, json.dumps(body, indent=2).encode(), cfg.storage)
     return AblationResult(
-        rows, grids, d_t, points, results_url, real_resolution=resolution, verify_name=real.verify_name
+        rows=rows,
+        grids=grids,
+        d_t=d_t,
+        intervals=points,
+        results_url=results_url,
+        real_resolution=shared.resolution,
+        verify_name=shared.real.verify_name,
     )
 
 

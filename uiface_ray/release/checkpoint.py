@@ -4,7 +4,7 @@ Diffusion checkpoint (``model_<step>.ckpt`` or ``ema_averaged_model_<step>.ckpt`
 of the release's diffusion wrapper, keys possibly prefixed ``module.`` and ``eps_model.``; beside
 the UNet's keys it holds the wrapper's noise-schedule buffers (:data:`SCHEDULE_KEYS`), which are
 checked against the linear schedule we sample with and otherwise dropped.  Every other key must
-fill exactly one parameter of :class:`~uiface_ray.model.official_unet.OfficialUNet` or
+fill exactly one parameter of :class:`~uiface_ray.release.unet.OfficialUNet` or
 :class:`~uiface_ray.model.context.ProjectedContextEncoder`, with its shape; the release's
 ``Conv1d`` 1x1 attention projections become our ``Linear`` weights (the same numbers).
 

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from uiface_ray import storage
-from uiface_ray.evaluate.ablation import AblationResult
+from uiface_ray.paper.ablation import AblationResult
 from uiface_ray.evaluate.plots import bar_plot, histogram_plot, image_grid, line_plot
 from uiface_ray.evaluate.report import Report
-from uiface_ray.evaluate.config import AblationConfig
+from uiface_ray.paper.config import AblationConfig
+from uiface_ray.sample.config import SamplerMode
 
-TABLE2_NAMES = {
+TABLE2_NAMES: dict[SamplerMode, str] = {
     "baseline": "baseline",
     "two_stage_fixed": "baseline + 2-stage-fixed",
     "two_stage_adaptive": "baseline + 2-stage-adaptive",
@@ -115,7 +116,7 @@ def seed_paragraph(rows: list, n_seeds: int) -> str:
 
 
 # The paper's Table 2 orderings (better, worse): accuracy, LPIPS and ImRecall all rise along each pair.
-PAPER_ORDER = (
+PAPER_ORDER: tuple[tuple[SamplerMode, SamplerMode], ...] = (
     ("two_stage_fixed", "baseline"),
     ("two_stage_adaptive", "two_stage_fixed"),
     ("attention_injection", "baseline"),
@@ -165,7 +166,11 @@ def paper_directions(rows: list, n_seeds: int) -> list[Direction]:
         rb, rw = by_name[b], by_name[w]
         if attr == "verify_accuracy" and n_seeds > 1 and rb.seed_std is not None and rw.seed_std is not None:
             beyond = abs(hi - lo) > 2 * _difference_se(rb, rw, n_seeds)
-        out.append(Direction(label, b, w, scale * (hi - lo), hi > lo, beyond))
+        out.append(
+            Direction(
+                measure=label, better=b, worse=w, difference=scale * (hi - lo), holds=hi > lo, beyond_seed_spread=beyond
+            )
+        )
     return out
 
 
@@ -187,8 +192,8 @@ def directions_paragraph(directions: list[Direction]) -> str:
     return " ".join(parts)
 
 
-def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
-    rep = Report("UIFace ablation (Table 2 at our scale)")
+def _introduction(rep: Report, cfg: AblationConfig, res: AblationResult) -> None:
+    """What was sampled and trained, at which resolution, and which of the paper's columns we replace."""
     enc = res.rows[0].metrics.encoder if res.rows else "-"
     rep.paragraph(
         f"Generator {cfg.model}; {cfg.num_identities} identities x {cfg.images_per_identity} images per "
@@ -208,6 +213,10 @@ def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
         "in the FR embedding space instead, named as such. The paper's five benchmarks are replaced "
         f"by {res.verify_name} (people no row was trained on)."
     )
+
+
+def _table2(rep: Report, cfg: AblationConfig, res: AblationResult) -> None:
+    """Table 2 with our numbers, the seed spread and which of the paper's directions hold."""
     rep.heading("Table 2 (our numbers)")
     rep.table(COLUMNS, [_row(r) for r in res.rows])
     if cfg.fr_seeds > 1:
@@ -215,6 +224,10 @@ def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
     directions = directions_paragraph(paper_directions(res.rows, cfg.fr_seeds))
     if directions:
         rep.paragraph(directions)
+
+
+def _samples(rep: Report, cfg: AblationConfig, res: AblationResult) -> None:
+    """Each mode's image grid and the d_t curves (Figure 7 left)."""
     rep.heading("Samples per mode (rows: identities, columns: seeds; the same in every mode)")
     for mode, grid in res.grids.items():
         rep.image(f"grid_{mode}.png", image_grid(_upscale(grid)), TABLE2_NAMES.get(mode, mode))
@@ -226,22 +239,31 @@ def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
             line_plot(curves, "d_t over timesteps", "timestep t", "mean d_t"),
             f"threshold {cfg.sampler.threshold}; NaN steps (not computed) omitted",
         )
-    if res.intervals:
-        rep.heading("Identity used only in a timestep interval (Figure 2)")
-        labels = [f"[{p.interval[0]},{p.interval[1]})" for p in res.intervals]
-        rep.image(
-            "figure2.png",
-            bar_plot(
-                labels,
-                [p.intra_class_similarity for p in res.intervals],
-                "intra-class similarity vs identity interval",
-                "mean cosine",
-            ),
-        )
-        rep.table(
-            ("interval", "intra-class similarity", "std"),
-            [[lab, p.intra_class_similarity, p.std] for lab, p in zip(labels, res.intervals)],
-        )
+
+
+def _figure2(rep: Report, res: AblationResult) -> None:
+    """The intra-class similarity per identity interval, as a bar plot and a table."""
+    if not res.intervals:
+        return
+    rep.heading("Identity used only in a timestep interval (Figure 2)")
+    labels = [f"[{p.interval[0]},{p.interval[1]})" for p in res.intervals]
+    rep.image(
+        "figure2.png",
+        bar_plot(
+            labels,
+            [p.intra_class_similarity for p in res.intervals],
+            "intra-class similarity vs identity interval",
+            "mean cosine",
+        ),
+    )
+    rep.table(
+        ("interval", "intra-class similarity", "std"),
+        [[lab, p.intra_class_similarity, p.std] for lab, p in zip(labels, res.intervals)],
+    )
+
+
+def _histograms(rep: Report, res: AblationResult) -> None:
+    """Each row's genuine and impostor similarity histogram (Figure 5)."""
     rep.heading("Genuine and impostor similarity (Figure 5)")
     for r in res.rows:
         name = "".join(c if c.isalnum() else "_" for c in r.name)
@@ -251,6 +273,16 @@ def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
                 {"genuine": r.genuine, "impostor": r.impostor}, TABLE2_NAMES.get(r.name, r.name), "cosine similarity"
             ),
         )
+
+
+def build_report(cfg: AblationConfig, res: AblationResult) -> Report:
+    """The ablation's page: introduction, Table 2, samples and d_t, Figure 2, Figure 5's histograms."""
+    rep = Report("UIFace ablation (Table 2 at our scale)")
+    _introduction(rep, cfg, res)
+    _table2(rep, cfg, res)
+    _samples(rep, cfg, res)
+    _figure2(rep, res)
+    _histograms(rep, res)
     return rep
 
 

@@ -36,8 +36,8 @@ class _MeanColour:
 
 
 def test_own_face_table_gives_disjoint_row_reference_and_pairs(tmp_path):
-    from uiface_ray.evaluate.real_faces import held_out_pairs, real_faces
-    from uiface_ray.evaluate.config import AblationConfig
+    from uiface_ray.paper.real_faces import held_out_pairs, real_faces
+    from uiface_ray.paper.config import AblationConfig
 
     url = str(tmp_path / "faces.parquet")
     _table(url)
@@ -68,8 +68,8 @@ def test_own_face_table_gives_disjoint_row_reference_and_pairs(tmp_path):
 
 
 def test_own_face_table_too_small_is_one_clear_error(tmp_path):
-    from uiface_ray.evaluate.real_faces import real_faces
-    from uiface_ray.evaluate.config import AblationConfig
+    from uiface_ray.paper.real_faces import real_faces
+    from uiface_ray.paper.config import AblationConfig
 
     url = str(tmp_path / "faces.parquet")
     _table(url, people=4, per_person=2)

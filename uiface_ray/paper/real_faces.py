@@ -30,7 +30,8 @@ from uiface_ray.evaluate.faceset import (
     read_faceset,
     read_image_folder,
 )
-from uiface_ray.evaluate.config import AblationConfig, VerifySetConfig
+from uiface_ray.evaluate.config import VerifySetConfig
+from uiface_ray.paper.config import AblationConfig
 from uiface_ray.evaluate.tenfold import flip_embeddings, pair_scores, ten_fold_accuracy
 
 DEFAULT_PAIRS = 1000

@@ -17,10 +17,10 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from uiface_ray.config import StorageConfig
-from uiface_ray.model.config import OfficialImportConfig
+from uiface_ray.release.config import OfficialImportConfig
 from uiface_ray.model.bundle import UIFaceModel, save_model
 from uiface_ray.model.context import ProjectedContextEncoder
-from uiface_ray.model.official_import import (
+from uiface_ray.release.checkpoint import (
     SCHEDULE_KEYS,
     CheckpointError,
     load_release_checkpoint,
@@ -30,11 +30,11 @@ from uiface_ray.model.official_import import (
     release_state_dict,
     strip_prefixes,
 )
-from uiface_ray.model.official_unet import OfficialUNet, official_unet_kwargs
+from uiface_ray.release.unet import OfficialUNet, official_unet_kwargs
 from uiface_ray.storage.fs import StorageError, check_writable, is_remote, read_bytes
 from uiface_ray.storage.fs import exists as storage_exists
 
-__all__ = ["OfficialImportConfig", "RELEASE_SAMPLING", "build_official_model", "import_official"]
+__all__ = ["RELEASE_SAMPLING", "build_official_model", "import_official"]
 
 #: The release's sampling settings (``configs/sample_ddim_config.yaml``, ``diffusion/ddpm.py``).
 RELEASE_SAMPLING = {

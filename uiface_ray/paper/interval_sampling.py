@@ -42,7 +42,16 @@ def sample_with_interval(
         emb = torch.nn.functional.normalize(embeddings.float(), dim=1).to(unet.device)
         context = enc(emb.to(enc.proj_in.weight.dtype)).to(dtype)  # (B, N, D)
         empty = enc.empty_tokens(len(seeds)).to(dtype)  # (B, N, D)
-    out = run_sampler(unet, scheduler, context, empty, generators, cfg, model.latent_shape(), guided_from=interval[0])
+    out = run_sampler(
+        unet,
+        scheduler,
+        context_tokens=context,
+        empty_tokens=empty,
+        generators=generators,
+        cfg=cfg,
+        latent_shape=model.latent_shape(),
+        guided_from=interval[0],
+    )
     with torch.inference_mode():
         images = model.decode_latents(out.latents.to(dtype))
     return to_uint8(images)
@@ -72,7 +81,14 @@ def interval_similarity(
     emb_t = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))[ids]
     out = []
     for lo, hi in intervals:
-        imgs = sample_with_interval(model, emb_t, seeds, (int(lo), int(hi)), num_inference_steps, guidance_scale)
+        imgs = sample_with_interval(
+            model,
+            emb_t,
+            seeds,
+            interval=(int(lo), int(hi)),
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+        )
         feats = encoder.embed(resize_images(imgs, 112))
         sims = []
         for i in range(n):
