@@ -19,14 +19,21 @@ from uiface_ray.train.config import TrainConfig  # noqa: E402
 
 def body(cfg: TrainConfig) -> None:
     from uiface_ray.optim.context import WorkerContext
+    from uiface_ray.storage import resolve_urls
+    from uiface_ray.train.latent_cache import build_in_process
     from uiface_ray.train.loop import run_training
+    from uiface_ray.train.stream import read_spec
     from uiface_ray.train.validate import validate_run
 
+    cfg = resolve_urls(cfg)
+    log = lambda line: print(line, flush=True)  # noqa: E731
     plan = validate_run(cfg)
     print(
         f"[train] {plan.num_rows} images of {plan.num_identities} identities; start step {plan.start_step}", flush=True
     )
-    state = run_training(cfg, WorkerContext(log=lambda line: print(line, flush=True)))
+    cache = build_in_process(cfg, log) if cfg.model.space == "latent" else None
+    data = read_spec(cfg, plan.data, 1, cache)
+    state = run_training(cfg, WorkerContext(log=log), data)
     print(f"[train] at step {state.step} of {cfg.max_steps}; run folder {cfg.output}", flush=True)
 
 

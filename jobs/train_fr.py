@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uiface_ray.runtime.job import run_job  # noqa: E402
-from uiface_ray.evaluate.config import FRTrainConfig  # noqa: E402
+from uiface_ray.fr.config import FRTrainConfig  # noqa: E402
 
 
 def body(cfg: FRTrainConfig) -> None:

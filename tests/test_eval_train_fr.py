@@ -49,7 +49,7 @@ def test_fr_on_ray_train_with_relative_paths_from_another_cwd(ray_local, tmp_pat
     at the driver is not written to the log; no temporary folder is left behind."""
     from uiface_ray.encoders import EncoderConfig, load_encoder
     from uiface_ray.evaluate.faceset import decode_images, read_faceset
-    from uiface_ray.evaluate.config import FRTrainConfig
+    from uiface_ray.fr.config import FRTrainConfig
     from uiface_ray.runtime.train_fr import fit_fr
 
     monkeypatch.chdir(tmp_path)
@@ -118,7 +118,7 @@ def test_tiny_lfw_run_lowers_loss_and_learns_to_identify(lfw_dir, tmp_path):
     from uiface_ray.encoders.iresnet import load_iresnet
     from uiface_ray.evaluate.faceset import decode_images, read_image_folder
     from uiface_ray.fr.loop import _build, fit_fr_local, plan_training
-    from uiface_ray.evaluate.config import FRTrainConfig
+    from uiface_ray.fr.config import FRTrainConfig
 
     faces = read_image_folder(
         str(lfw_dir / "images"),
@@ -162,7 +162,7 @@ def test_tiny_lfw_run_lowers_loss_and_learns_to_identify(lfw_dir, tmp_path):
 
 def test_plan_refuses_too_small_dataset():
     from uiface_ray.fr.loop import plan_training
-    from uiface_ray.evaluate.config import FRTrainConfig
+    from uiface_ray.fr.config import FRTrainConfig
 
     cfg = FRTrainConfig(data="x", out="y", batch_size=64, num_workers=2)
     with pytest.raises(ValueError, match="batch_size=64"):
@@ -178,7 +178,7 @@ def test_plan_refuses_too_small_dataset():
 
 def test_missing_verification_pairs_fail_at_the_driver(tmp_path):
     from uiface_ray.errors import InputError
-    from uiface_ray.evaluate.config import FRTrainConfig
+    from uiface_ray.fr.config import FRTrainConfig
     from uiface_ray.runtime.train_fr import fit_fr
 
     data = str(tmp_path / "faces.parquet")
@@ -197,7 +197,7 @@ def test_missing_verification_pairs_fail_at_the_driver(tmp_path):
 def test_failed_fr_run_leaves_no_temporary_folder(ray_local, tmp_path):
     """A worker fails on an undecodable image: the error reaches the caller, nothing is written to out
     and the temporary Ray Train storage is removed."""
-    from uiface_ray.evaluate.config import FRTrainConfig
+    from uiface_ray.fr.config import FRTrainConfig
     from uiface_ray.runtime.train_fr import fit_fr
 
     data = str(tmp_path / "faces.parquet")
@@ -228,7 +228,7 @@ def test_failed_fr_run_leaves_no_temporary_folder(ray_local, tmp_path):
 def test_fr_training_resumes_from_its_ray_checkpoint(ray_local, tmp_path, monkeypatch):
     """A rerun resumes from the Ray Train checkpoint; the storage secret handed to the workers in
     their config is written nowhere in Ray Train's storage."""
-    from uiface_ray.evaluate.config import FRTrainConfig
+    from uiface_ray.fr.config import FRTrainConfig
     from uiface_ray.runtime.train_fr import fit_fr
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-store-me")
@@ -257,23 +257,22 @@ def test_fr_training_resumes_from_its_ray_checkpoint(ray_local, tmp_path, monkey
     assert stored and not [p for p in stored if b"do-not-store-me" in p.read_bytes()]
 
 
-def test_resume_with_the_weight_average_is_exact():
+def test_resume_with_the_weight_average_is_exact(tmp_path):
     """The FR loop checkpointed at step 2 (through ``ctx.report``, serialised as the Ray Train worker
     does) and resumed from it (``ctx.restored``) to step 4 gives the losses and the averaged backbone
-    of 4 straight steps, bit for bit (one process: the loop itself, below Ray)."""
+    of 4 straight steps, bit for bit (one process: the loop itself on the local stream, below Ray)."""
     import torch
 
-    from uiface_ray.evaluate.config import FRTrainConfig
-    from uiface_ray.fr.loop import plan_training, run_fr_training
+    from uiface_ray.fr.config import FRTrainConfig
+    from uiface_ray.fr.loop import prepare_data, run_fr_training
     from uiface_ray.fr.model import state_bytes
     from uiface_ray.optim.context import WorkerContext
 
     torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(4), 6)
-    images = rng.integers(0, 256, (4, 1, 32, 32, 3)).repeat(6, axis=1).reshape(24, 32, 32, 3).astype(np.uint8)
+    data_url = str(tmp_path / "faces.parquet")
+    _face_table(data_url)
     cfg = FRTrainConfig(
-        data="unused",
+        data=data_url,
         out="unused",
         depth=18,
         width=0.25,
@@ -284,19 +283,22 @@ def test_resume_with_the_weight_average_is_exact():
         epochs=1,
         lr=0.05,
         augment_p=0.5,
+        stream={"shuffle_window": 8, "piece_rows": 5},
     )
-    plan = plan_training(24, 4, 32, cfg, 1)
+    data = prepare_data(cfg, data_url, 1)
+    assert data.plan.total_steps == 4
     saved = []
 
     def keep(metrics: dict, state: dict | None = None) -> None:
         saved.append(state_bytes(state))
 
     quiet = lambda line: None  # noqa: E731
-    straight = run_fr_training(cfg, images, labels, plan, WorkerContext(report=keep, log=quiet), 1, None, 2)
+    batches = data.local_batches(cfg, 0)
+    straight = run_fr_training(cfg, batches, data.plan, WorkerContext(report=keep, log=quiet), 1, None, 2)
     assert straight.steps == 4 and len(saved) == 2
     restored = torch.load(io.BytesIO(saved[0]), weights_only=True)
     assert restored["step"] == 2 and restored["ema"]["num_updates"] == 2
-    resumed = run_fr_training(cfg, images, labels, plan, WorkerContext(log=quiet, restored=restored), 1, None, 2)
+    resumed = run_fr_training(cfg, batches, data.plan, WorkerContext(log=quiet, restored=restored), 1, None, 2)
     assert resumed.losses == straight.losses
     assert list(resumed.backbone) == list(straight.backbone)
     assert all(torch.equal(resumed.backbone[k], v) for k, v in straight.backbone.items())

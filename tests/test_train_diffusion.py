@@ -88,6 +88,27 @@ def test_ray_train_loss_falls_crash_and_resume(ray_local, s3_bucket, table):
     check_finished_run(output, result.checkpoint, list(range(5, 45, 5)))
 
 
+@pytest.mark.slow
+def test_ray_train_two_workers_stop_and_resume_exactly(ray_local, table, tmp_path):
+    """2 Ray Train workers, each fed its own Ray Data stream: 8 straight steps == 4 steps, crash after 6,
+    resume from the step-4 checkpoint to 8: the same weights, EMA and losses, bit for bit."""
+    from uiface_ray.train.checkpoint import load_train_state
+
+    common = dict(max_steps=8, checkpoint_every=4, log_every=2, grid={"num_identities": 0})
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    train_diffusion(tiny_train_config(table, a, **common))
+    with pytest.raises(Exception, match="simulated crash"):
+        train_diffusion(tiny_train_config(table, b, fail_at_step=6, **common))
+    assert json.loads(read_bytes(b + "/latest.json"))["step"] == 4
+    result = train_diffusion(tiny_train_config(table, b, **common))
+    assert (result.start_step, result.step) == (4, 8)
+    state_a, state_b = (load_train_state(json.loads(read_bytes(o + "/latest.json"))["checkpoint"]) for o in (a, b))
+    for name, value in state_a["module"].items():
+        torch.testing.assert_close(value, state_b["module"][name], rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(state_a["ema"], state_b["ema"], rtol=0, atol=0)
+    assert [m["loss"] for m in state_a["metrics"]] == [m["loss"] for m in state_b["metrics"]]
+
+
 FAMILIES = {
     "diffusers": {},
     # the release's UNet with its context dropout: the dropout masks come from the step's generator too

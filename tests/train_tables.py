@@ -67,3 +67,15 @@ def face_table(
 def write_face_table(url: str, lfw_dir: Path, **kwargs) -> str:
     write_table(url, face_table(lfw_dir, **kwargs))
     return url
+
+
+def write_face_table_folder(folder: Path, lfw_dir: Path, files: int = 2, row_group_rows: int = 4, **kwargs) -> str:
+    """The table of :func:`face_table` split into ``files`` Parquet files of row groups of ``row_group_rows``."""
+    import pyarrow.parquet as pq
+
+    table = face_table(lfw_dir, **kwargs)
+    folder.mkdir(parents=True, exist_ok=True)
+    per = -(-table.num_rows // files)
+    for i in range(files):
+        pq.write_table(table.slice(i * per, per), folder / f"part-{i:03d}.parquet", row_group_size=row_group_rows)
+    return str(folder)

@@ -33,7 +33,7 @@ from uiface_ray.storage.tables import (
     _one_line,
 )
 
-__all__ = ["TableReader", "TableWriter", "open_typed"]
+__all__ = ["TableReader", "TableWriter", "open_parquet", "open_typed"]
 
 
 class TableReader:
@@ -84,6 +84,22 @@ class TableReader:
         self.close()
 
 
+def open_parquet(kind: TableKind, url: str, storage: StorageConfig | None = None):
+    """``(open file, pq.ParquetFile)`` of one Parquet file of ``kind``; a missing, unreadable or
+    damaged file is ``kind``'s error naming it (the file is closed then)."""
+    try:
+        handle = open_url(url, "rb", storage)
+    except FileNotFoundError as exc:
+        raise kind.error(f"{kind.name} not found: {url}") from exc
+    except Exception as exc:  # noqa: BLE001 - the store's errors, named with the URL
+        raise kind.error(f"{kind.name} {url} cannot be read: {_one_line(exc)}") from exc
+    try:
+        return handle, pq.ParquetFile(handle)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        handle.close()
+        raise kind.error(f"{kind.name} {url} is not a readable Parquet file ({_one_line(exc)})") from exc
+
+
 def open_typed(
     kind: TableKind,
     url: str,
@@ -94,14 +110,8 @@ def open_typed(
     """Open one Parquet file of ``kind`` and check what its footer tells (the ``required`` columns
     besides the kind's own, their types, rows); the rows' own checks come with each block."""
     where = f"{kind.name} {url}"
+    handle, parquet = open_parquet(kind, url, storage)
     try:
-        handle = open_url(url, "rb", storage)
-    except FileNotFoundError as exc:
-        raise kind.error(f"{kind.name} not found: {url}") from exc
-    except Exception as exc:  # noqa: BLE001 - the store's errors, named with the URL
-        raise kind.error(f"{where} cannot be read: {_one_line(exc)}") from exc
-    try:
-        parquet = pq.ParquetFile(handle)
         names = parquet.schema_arrow.names
         need = list(dict.fromkeys([*kind.required, *required]))
         missing = [c for c in need if c not in names]

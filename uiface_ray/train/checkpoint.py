@@ -20,7 +20,9 @@ import json
 
 import torch
 
+from uiface_ray import jsonfile
 from uiface_ray.config import StorageConfig
+from uiface_ray.errors import InputError
 from uiface_ray.model.bundle import UIFaceModel, save_model
 from uiface_ray.storage.fs import StorageError, join, list_files, read_bytes, remove, write_bytes_atomic
 
@@ -41,7 +43,16 @@ def read_latest(output: str, storage: StorageConfig | None = None) -> dict | Non
         if "not found" in str(exc):
             return None
         raise
-    return json.loads(data)
+    try:
+        record = jsonfile.loads(data)
+        if not isinstance(record, dict):
+            raise jsonfile.JSONFileError(f"holds a {type(record).__name__}, not an object")
+    except jsonfile.JSONFileError as exc:
+        raise InputError(
+            f"{join(output, LATEST)} is damaged ({exc}); it names the newest checkpoint of the run: "
+            "restore it, or choose another output"
+        ) from None
+    return record
 
 
 def load_train_state(checkpoint: str, storage: StorageConfig | None = None) -> dict:

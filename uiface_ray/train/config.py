@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from uiface_ray.config import Config, RayConfig, StorageConfig
-from uiface_ray.urls import Url
+from uiface_ray.config import Config, RayConfig, StorageConfig, StreamConfig
+from uiface_ray.urls import OptionalUrl, Url
 from uiface_ray.model.config import ModelConfig
 
 __all__ = ["AutoencoderTrainConfig", "DataConfig", "DiffusionConfig", "GridConfig", "OptimConfig", "TrainConfig"]
@@ -20,6 +20,11 @@ class DataConfig(Config):
     min_images_per_identity: int = Field(1, ge=1, description="Use only identities with at least this many images.")
     max_identities: int | None = Field(None, ge=1, description="Use at most this many identities (most images first).")
     hflip: bool = Field(True, description="Random horizontal flips of the training images.")
+    latent_cache: OptionalUrl = Field(
+        None,
+        description="model.space=latent: folder (local or s3://) of the latent cache, the faces encoded once "
+        "through the autoencoder (empty: <table>.latents beside the table).",
+    )
 
 
 class OptimConfig(Config):
@@ -69,6 +74,7 @@ class TrainConfig(Config):
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="The generator.")
     data: DataConfig = Field(..., description="Training data.")
+    stream: StreamConfig = Field(default_factory=StreamConfig, description="How the data streams to each worker.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser and LR schedule.")
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig, description="Training objective and EMA.")
     grid: GridConfig = Field(default_factory=GridConfig, description="Sample grid per checkpoint.")
@@ -132,6 +138,7 @@ class AutoencoderTrainConfig(Config):
     lr: float = Field(1e-3, gt=0, description="Adam learning rate (cosine-annealed).")
     log_every: int = Field(50, ge=1, description="Print the loss every this many steps.")
     seed: int = Field(0, description="Seed of weights and batch order.")
+    stream: StreamConfig = Field(default_factory=StreamConfig, description="How the faces stream to the trainer.")
     torch_threads: int | None = Field(1, ge=1, description="torch threads (empty: torch's default).")
     use_gpu: bool = Field(False, description="Train on one GPU.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")

@@ -12,12 +12,12 @@ it, so resuming at a step continues exactly where the data stopped, for any numb
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from uiface_ray import jsonfile
 from uiface_ray.config import StorageConfig
 from uiface_ray.data.face_table import FACE_TABLE_META
 from uiface_ray.data.images import decode_images
@@ -88,7 +88,8 @@ def table_files(url: str, storage: StorageConfig | None = None) -> list[str]:
     return files
 
 
-def _encoder_info(enc: dict | None, url: str, dim: int) -> dict:
+def encoder_info_of(enc: dict | None, url: str, dim: int) -> dict:
+    """The table's ``uiface.encoder`` record as a model records it (kind, dim, fingerprint)."""
     if not enc:
         return {"kind": "unspecified", "dim": dim, "fingerprint": ""}
     if int(enc.get("dim", dim)) != dim:
@@ -100,10 +101,11 @@ def _encoder_info(enc: dict | None, url: str, dim: int) -> dict:
     }
 
 
-def _provenance(meta: dict) -> dict:
+def provenance_of(meta: dict) -> dict:
+    """How the face table was made (prepare_faces' record in the schema metadata), or {}."""
     try:
-        value = json.loads(meta.get(FACE_TABLE_META, "{}"))
-    except json.JSONDecodeError:
+        value = jsonfile.loads(meta.get(FACE_TABLE_META, "{}"))
+    except jsonfile.JSONFileError:
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -172,9 +174,9 @@ def load_face_data(
         labels=np.array([label_of[ids[k]] for k in rows], dtype=np.int64),
         identities=names,
         sources=[sources[k] for k in rows],
-        encoder_info=_encoder_info(parts[0].encoder, url, emb.shape[1]),
+        encoder_info=encoder_info_of(parts[0].encoder, url, emb.shape[1]),
         encoded=encoded,
-        provenance=_provenance(parts[0].metadata),
+        provenance=provenance_of(parts[0].metadata),
     )
 
 

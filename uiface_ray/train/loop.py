@@ -1,17 +1,22 @@
 """The training loop of one worker (pure torch): resume, steps, metrics, checkpoints.
 
 Ray-agnostic: the runtime layer hands in a :class:`~uiface_ray.optim.context.WorkerContext` (rank,
-device, DDP wrapper, collectives, reporter: the context FR training takes too); a single process
-can run it with the defaults, as the benchmarks do.
-Everything random in a step comes from a generator seeded by (seed, step, rank), and the data
-order is a function of (seed, step), so a resumed run continues exactly.
+device, DDP wrapper, collectives, reporter: the context FR training takes too), the run's small
+:class:`~uiface_ray.train.stream.TrainData` and the worker's stream of batches from a step (Ray Data
+on Ray Train); a single process can run it with the defaults, as the local runner and the
+benchmarks do (the core's in-process iterator).  The loop takes one batch per step from the stream:
+pixels (decoded ahead of the step) or cached latents (``train/latent_cache.py``), with embeddings.
+Everything random in a step comes from a generator seeded by (seed, step, rank), and the stream
+from a step is a pure function of (seed, step, rank, workers), so a resumed run continues exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,11 +33,15 @@ from uiface_ray.model.unet import build_model
 from uiface_ray.sample.seeds import step_seed
 from uiface_ray.train.checkpoint import load_train_state, read_latest, save_checkpoint
 from uiface_ray.train.config import TrainConfig
-from uiface_ray.train.data import BatchOrder, FaceData, decode_images, load_face_data
+from uiface_ray.train.data import FaceData, decode_images, load_face_data
 from uiface_ray.train.grid import grid_png, sample_grid
-from uiface_ray.train.objective import DiffusionModule, apply_flip, diffusion_loss, draw_step_noise
+from uiface_ray.train.latent_cache import check_compatible
+from uiface_ray.train.objective import DiffusionModule, apply_flip, cached_x0, diffusion_loss, draw_step_noise
+from uiface_ray.train.stream import TrainData, local_batches
 
-__all__ = ["SimulatedCrash", "TrainState", "run_training"]
+__all__ = ["CachedLatents", "SimulatedCrash", "TrainState", "run_training"]
+
+BatchStream = Callable[[int], Iterator[dict]]  # a worker's local batches from a step on
 
 
 class SimulatedCrash(RuntimeError):
@@ -52,7 +61,16 @@ class TrainState:
     scaler: torch.amp.GradScaler | None = None  # float16 on CUDA only
 
 
-def build_state(cfg: TrainConfig, data: FaceData, device: torch.device) -> TrainState:
+@dataclass
+class CachedLatents:
+    """A batch's cached autoencoder output (``train/latent_cache.py``): x0 is taken from it at the step."""
+
+    latents: torch.Tensor  # (b, K, D): the image (k = 0) and its mirror (k = 1)
+    kind: str  # 'vq' | 'kl'
+    shape: tuple[int, int, int]  # (C, h, w)
+
+
+def build_state(cfg: TrainConfig, data: TrainData | FaceData, device: torch.device) -> TrainState:
     model = build_model(cfg.model, data.encoder_info, seed=cfg.seed, storage=cfg.storage)
     model.info["training_data"] = data.training_record()  # provenance, carried into the dataset card
     model.to(device)
@@ -108,32 +126,30 @@ def ema_model(state: TrainState) -> UIFaceModel:
     )
 
 
-def grid_rows(data: FaceData, count: int) -> np.ndarray:
-    """Row indices of the first image of the ``count`` identities with the most images."""
-    counts = np.bincount(data.labels)
-    labels = sorted(range(len(counts)), key=lambda lab: (-counts[lab], data.identities[lab]))[:count]
-    return np.array([int(np.flatnonzero(data.labels == lab)[0]) for lab in labels], dtype=np.int64)
-
-
 def train_step(
     state: TrainState,
     wrapped: nn.Module,
     scheduler: DDPMScheduler,
-    images: torch.Tensor,
+    images: torch.Tensor | CachedLatents,
     embeddings: torch.Tensor,
     cfg: TrainConfig,
     ctx: WorkerContext,
 ) -> float:
+    """One optimiser step on ``images`` ((b, 3, S, S) in [-1, 1], encoded here in latent space) or on a
+    batch's cached latents."""
     generator = torch.Generator().manual_seed(step_seed(cfg.seed, state.step, ctx.rank))
-    shape = (images.shape[0], *state.model.latent_shape())
+    shape = (embeddings.shape[0], *state.model.latent_shape())
     draws = draw_step_noise(
         shape, scheduler.config.num_train_timesteps, cfg.diffusion.p_uncond, generator, cfg.data.hflip
     ).to(ctx.device)
     precision = state.precision
     autocast = precision is not None and precision.autocast is not None
     with torch.autocast(ctx.device.type, dtype=precision.autocast if autocast else torch.bfloat16, enabled=autocast):
-        with torch.no_grad():
-            x0 = state.model.encode_images(apply_flip(images, draws.flip))
+        if isinstance(images, CachedLatents):
+            x0 = cached_x0(images.latents, draws, images.kind, images.shape, state.model.latent_scaling_factor)
+        else:
+            with torch.no_grad():
+                x0 = state.model.encode_images(apply_flip(images, draws.flip))
         loss = diffusion_loss(wrapped, scheduler, x0, embeddings, draws, cfg.diffusion)
     state.optimizer.zero_grad(set_to_none=True)
     scaler = state.scaler
@@ -212,16 +228,13 @@ def progress_line(m: dict, max_steps: int) -> str:
     )
 
 
-def write_checkpoint(
-    state: TrainState, cfg: TrainConfig, data: FaceData, images: np.ndarray, ctx: WorkerContext
-) -> str:
+def write_checkpoint(state: TrainState, cfg: TrainConfig, data: TrainData, ctx: WorkerContext) -> str:
     model = ema_model(state)
     png = None
     g = cfg.grid
     if g.num_identities:
-        rows = grid_rows(data, g.num_identities)
-        emb = torch.from_numpy(data.embeddings[rows])
-        grid = sample_grid(model, emb, g.num_seeds, g.num_inference_steps, g.seed, ctx.device, images[rows])
+        emb = torch.tensor(data.grid_embeddings)  # (k, E); a copy: the array came read-only through ray.put
+        grid = sample_grid(model, emb, g.num_seeds, g.num_inference_steps, g.seed, ctx.device, data.grid_images)
         png = grid_png(grid, scale=max(1, 64 // cfg.model.image_size))
     record = {
         "model_config": cfg.model.model_dump(mode="json"),
@@ -245,6 +258,7 @@ def write_checkpoint(
 
 
 def load_training_data(cfg: TrainConfig) -> tuple[FaceData, np.ndarray]:
+    """The whole selected table decoded in memory: for the analysis benchmarks, not the training path."""
     d = cfg.data
     data = load_face_data(
         d.table,
@@ -259,30 +273,62 @@ def load_training_data(cfg: TrainConfig) -> tuple[FaceData, np.ndarray]:
     return data, images
 
 
-def run_training(cfg: TrainConfig, ctx: WorkerContext | None = None) -> TrainState:
-    """Train from the newest checkpoint of ``cfg.output`` (or from scratch) to ``cfg.max_steps``."""
+def prepare_local(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainData:
+    """The driver's work in this process (the local runner): the scan, the latent cache, the stream."""
+    from uiface_ray.train.latent_cache import build_in_process
+    from uiface_ray.train.stream import read_spec, scan_table
+
+    data = scan_table(cfg)
+    cache = build_in_process(cfg, log) if cfg.model.space == "latent" else None
+    return read_spec(cfg, data, 1, cache)
+
+
+def to_device(batch: dict, data: TrainData, device: torch.device) -> tuple[torch.Tensor | CachedLatents, torch.Tensor]:
+    """A stream batch -> (pixels (b, 3, S, S) in [-1, 1] or the cached latents, embeddings (b, E))."""
+    embeddings = torch.from_numpy(np.ascontiguousarray(batch["embedding"])).to(device)
+    if data.latents is not None:
+        latents = torch.from_numpy(np.ascontiguousarray(batch["latent"])).to(device)  # (b, K, D)
+        return CachedLatents(latents, data.latents.kind, tuple(data.latents.latent_shape)), embeddings
+    pixels = torch.from_numpy(np.ascontiguousarray(batch["image"])).permute(0, 3, 1, 2)  # (b, 3, S, S) uint8
+    return pixels.to(device).float() / 127.5 - 1.0, embeddings
+
+
+def run_training(
+    cfg: TrainConfig,
+    ctx: WorkerContext | None = None,
+    data: TrainData | None = None,
+    batches: BatchStream | None = None,
+) -> TrainState:
+    """Train from the newest checkpoint of ``cfg.output`` (or from scratch) to ``cfg.max_steps``, on
+    ``batches(step)`` (default: the core's in-process stream of ``data``, scanned here when not given)."""
     ctx = ctx or WorkerContext()
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     precision = training_precision(cfg.mixed_precision, ctx.device)
     if ctx.rank == 0:
         ctx.log(f"[train] precision: {precision.describe()}")
-    data, images = load_training_data(cfg)
+    data = data or prepare_local(cfg, ctx.log)
     state = build_state(cfg, data, ctx.device)
+    if data.latents is not None:
+        check_compatible(data.latents, state.model.latent_shape())
     use_precision(state, precision)
     if restore(state, cfg) and ctx.rank == 0:
         ctx.log(f"[train] resumed {cfg.output} at step {state.step}")
     wrapped = ctx.wrap(state.module)
     scheduler = DDPMScheduler.from_config(state.model.scheduler_config)
-    order = BatchOrder(data.num_rows, cfg.seed)
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, 3, S, S) uint8
-    embeddings = torch.from_numpy(data.embeddings)
+    stream = (batches or local_batches(cfg, data, ctx.rank))(state.step)
+    with contextlib.closing(stream):
+        step_loop(state, wrapped, scheduler, stream, data, cfg, ctx)
+    return state
+
+
+def step_loop(state, wrapped, scheduler, stream: Iterator[dict], data: TrainData, cfg: TrainConfig, ctx) -> None:
+    """Steps until ``max_steps`` (or the wall-time stop): one batch of the stream a step."""
     now = time.time()
     meter = _Meter(now, state.step, now)
     while state.step < cfg.max_steps:
-        idx = torch.from_numpy(order.worker_batch(state.step, cfg.batch_size, ctx.rank, ctx.world_size))
-        batch = pixels[idx].to(ctx.device).float() / 127.5 - 1.0  # (b, 3, S, S) in [-1, 1]
-        meter.loss_sum += train_step(state, wrapped, scheduler, batch, embeddings[idx].to(ctx.device), cfg, ctx)
+        images, embeddings = to_device(next(stream), data, ctx.device)
+        meter.loss_sum += train_step(state, wrapped, scheduler, images, embeddings, cfg, ctx)
         meter.count += 1
         last = state.step == cfg.max_steps
         if state.step % cfg.log_every == 0 or last:
@@ -295,11 +341,10 @@ def run_training(cfg: TrainConfig, ctx: WorkerContext | None = None) -> TrainSta
                 over = time.time() - meter.session_start > 60 * cfg.stop_after_minutes
                 last = last or ctx.mean(float(over)) > 0  # every rank stops at the same step
         if (state.step % cfg.checkpoint_every == 0 or last) and ctx.rank == 0:
-            write_checkpoint(state, cfg, data, images, ctx)
+            write_checkpoint(state, cfg, data, ctx)
         if last and state.step < cfg.max_steps:
             if ctx.rank == 0:
                 ctx.log(f"[train] stopped at step {state.step} after {cfg.stop_after_minutes} min; rerun to resume")
             break
         if cfg.fail_at_step is not None and state.step == cfg.fail_at_step:
             raise SimulatedCrash(f"simulated crash after step {state.step} (fail_at_step)")
-    return state

@@ -23,7 +23,15 @@ from torch import nn
 from uiface_ray.model.context import IdentityContextEncoder, ProjectedContextEncoder
 from uiface_ray.train.config import DiffusionConfig
 
-__all__ = ["DiffusionModule", "StepNoise", "apply_flip", "context_keep", "diffusion_loss", "draw_step_noise"]
+__all__ = [
+    "DiffusionModule",
+    "StepNoise",
+    "apply_flip",
+    "cached_x0",
+    "context_keep",
+    "diffusion_loss",
+    "draw_step_noise",
+]
 
 
 class DiffusionModule(nn.Module):
@@ -109,6 +117,28 @@ def _context_dim(module: nn.Module) -> int:
 def apply_flip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Mirror the rows of (B, C, H, W) where ``flip`` is True (in pixel space, before encoding)."""
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def cached_x0(
+    latents: torch.Tensor, draws: StepNoise, kind: str, latent_shape: tuple[int, int, int], scaling_factor: float
+) -> torch.Tensor:
+    """x0 = scaling_factor * z from the latent cache's rows (``train/latent_cache.py``).
+
+    ``latents`` (B, K, D): the autoencoder's output for each image (k = 0) and its mirror (k = 1, when
+    K = 2); the row of the step's flip draw is taken, as the per-step path encodes flip(x).  VQ: D =
+    C*h*w pre-quantisation latents.  KL: D = 2*C*h*w, the posterior's mean and log-variance, sampled
+    here from the step's generator (so resuming draws the same z)."""
+    b = latents.shape[0]
+    c, h, w = latent_shape
+    flip = draws.flip.to(latents.device) & (latents.shape[1] > 1)
+    rows = torch.where(flip[:, None], latents[:, -1], latents[:, 0])  # (B, D)
+    if kind == "vq":
+        return scaling_factor * rows.reshape(b, c, h, w)  # (B, C, h, w)
+    mean, logvar = rows.reshape(b, 2 * c, h, w).chunk(2, dim=1)  # (B, C, h, w) each
+    if draws.generator is None:
+        raise ValueError("sampling a KL latent needs the step's generator (StepNoise.generator)")
+    eps = torch.randn(mean.shape, generator=draws.generator).to(mean.device)
+    return scaling_factor * (mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * eps)
 
 
 def snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:

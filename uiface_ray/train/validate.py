@@ -13,7 +13,7 @@ from uiface_ray.model.config import ModelConfig
 from uiface_ray.storage.fs import StorageError, check_writable, exists, join
 from uiface_ray.train.checkpoint import read_latest
 from uiface_ray.train.config import TrainConfig
-from uiface_ray.train.data import FaceTableError, load_face_data
+from uiface_ray.train.stream import TrainData, scan_table
 
 __all__ = ["RunPlan", "TrainInputError", "validate_run"]
 
@@ -28,6 +28,7 @@ class RunPlan:
     num_identities: int
     encoder_info: dict
     start_step: int  # 0 for a fresh run, else the step of the checkpoint it resumes from
+    data: TrainData  # the driver's scan of the table (small: what every worker needs)
 
 
 def _comparable(model: dict | None) -> dict | None:
@@ -80,17 +81,9 @@ def _check_autoencoder(cfg: TrainConfig) -> None:
 def validate_run(cfg: TrainConfig) -> RunPlan:
     """Validate everything a run needs; return what it will train on and where it starts."""
     _check_autoencoder(cfg)
-    d = cfg.data
     try:
-        data = load_face_data(
-            d.table,
-            cfg.model.embedding_dim,
-            d.min_images_per_identity,
-            d.max_identities,
-            with_images=False,
-            storage=cfg.storage,
-        )
-    except FaceTableError as exc:
+        data = scan_table(cfg)
+    except InputError as exc:
         raise TrainInputError(str(exc)) from exc
     try:
         check_writable(cfg.output, cfg.storage)
@@ -101,8 +94,15 @@ def validate_run(cfg: TrainConfig) -> RunPlan:
     if latest is not None:
         _check_resume(cfg, latest, data.encoder_info)
         start = int(latest["step"])
-    if cfg.grid.num_identities > len(data.identities):
+    if cfg.grid.num_identities > data.num_identities:
         raise TrainInputError(
-            f"grid.num_identities={cfg.grid.num_identities} but the table has {len(data.identities)} identities"
+            f"grid.num_identities={cfg.grid.num_identities} but the table has {data.num_identities} identities"
         )
-    return RunPlan(data.num_rows, len(data.identities), data.encoder_info, start)
+    per_worker = data.num_rows // cfg.num_workers
+    if per_worker < cfg.batch_size // cfg.num_workers:
+        raise TrainInputError(
+            f"batch_size={cfg.batch_size}: {data.num_rows} images give {per_worker} per worker "
+            f"({cfg.num_workers} workers), fewer than a batch of {cfg.batch_size // cfg.num_workers}; "
+            "lower batch_size or num_workers"
+        )
+    return RunPlan(data.num_rows, data.num_identities, data.encoder_info, start, data)
