@@ -165,13 +165,20 @@ def _delete_one_percent(out: str, n_shards: int) -> int:
     return len(victims)
 
 
-def _time_resume(cfg) -> float:
-    from uiface_ray.runtime.synthesis import check_inputs, plan_work
-    from uiface_ray.storage import resolve_urls
+def _plan(cfg):
+    """The job's plan as its driver makes it: its actors' precision decided the way run_synthesis
+    decides it (dtype ``auto``: what the CPU runs fastest), so the plan resumes the job's dataset."""
+    from uiface_ray.runtime.device_probe import actor_precision
+    from uiface_ray.synth.synthesis_plan import plan_synthesis
 
-    checked = check_inputs(resolve_urls(cfg))
+    precision = actor_precision(cfg.actors.dtype, use_gpu=False)
+    return plan_synthesis(cfg, precision.dtype_name, precision.device)
+
+
+def _time_resume(cfg) -> float:
+    plan = _plan(cfg)
     start = time.perf_counter()
-    plan_work(checked)
+    plan.resume()
     return time.perf_counter() - start
 
 
@@ -236,7 +243,11 @@ def bench_export(dataset: str, out: str, formats: tuple[str, ...] = ("folders", 
         "print(json.dumps({'s': r.seconds, 'stitch_s': r.finish_seconds, 'mb': int(hwm) / 1024}))"
         % (str(ROOT), ray.get_runtime_context().gcs_address, dataset, out, tuple(formats))
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # the embedded Ray listens on loopback only: Ray's "clusters off" switch keeps the driver's address
+    # 127.0.0.1 (else Ray swaps in the machine's address, where nothing listens); the session's token
+    # path is inherited from this process's environment
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if proc.returncode:
         raise RuntimeError(f"export failed: {proc.stderr[-3000:]}")
     r = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -259,7 +270,7 @@ def _write_shard(prep, spec, ids: np.ndarray, image: bytes):
         [image] * len(idn),
         np.zeros(len(idn)),
         "uiface",
-        prep.manifest.model_hash,
+        prep.model_hash,
         shard_metadata("png", 8, 8, "uiface", "x"),
     )
     data = encode_shard(rows)
@@ -272,23 +283,20 @@ def _write_shard(prep, spec, ids: np.ndarray, image: bytes):
 def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...] | None, req: S3Requests) -> dict:
     """N/16 shards written here and committed through the journal; then resume planning."""
     from uiface_ray.identities.table import read_identity_table
-    from uiface_ray.runtime.synthesis import check_inputs, plan_work
-    from uiface_ray.storage import resolve_urls
-    from uiface_ray.synth.journal import ManifestWriter
     from uiface_ray.synth.shard import encode_image
 
     model, table = make_inputs(work, n)
     out = store + f"/driver-{n}"
     cfg = synth_config(model, table, out)
-    checked = check_inputs(resolve_urls(cfg))
-    prep = plan_work(checked)
+    prep = _plan(cfg)
+    state = prep.resume()
     ids = read_identity_table(table).identity_ids
-    writer = ManifestWriter(prep.cfg.output, prep.manifest, prep.cfg.storage)
+    writer = prep.writer(state)
     writer.begin()
     image = encode_image(np.zeros((8, 8, 3), np.uint8))
     commit_s = 0.0
     r0 = req.total()
-    for spec in prep.state.todo:
+    for spec in state.todo:
         record = _write_shard(prep, spec, ids, image)
         start = time.perf_counter()
         writer.add(record)
@@ -296,7 +304,7 @@ def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...]
     start = time.perf_counter()
     writer.finish()
     final_s = time.perf_counter() - start
-    shards = len(prep.plan)
+    shards = len(prep.shards)
     r1 = req.total()
     idle = _time_resume(cfg)
     r2 = req.total()
@@ -305,10 +313,10 @@ def bench_driver(n: int, store: str, work: Path, export_formats: tuple[str, ...]
     rss = _rss_mb()
     exported = {}
     if export_formats:
-        prep = plan_work(checked)  # put the deleted shards back: an export needs the whole dataset
-        for spec in prep.state.todo:
-            prep.manifest.shards.append(_write_shard(prep, spec, ids, image))
-        fix = ManifestWriter(prep.cfg.output, prep.manifest, prep.cfg.storage)
+        state = prep.resume()  # put the deleted shards back: an export needs the whole dataset
+        fix = prep.writer(state)
+        for spec in state.todo:
+            fix.add(_write_shard(prep, spec, ids, image))
         fix.finish()
         r3 = req.total()
         exported = bench_export(out, store + f"/driver-export-{n}", export_formats)
@@ -389,7 +397,10 @@ def main() -> None:
         choices=["folders", "recordio", "card"],
         help="formats of the --driver exports",
     )
+    parser.add_argument("--quick", action="store_true", help="--job 32 --driver 64 --filter 1024: seconds per part")
     args = parser.parse_args()
+    if args.quick:
+        args.job, args.driver, args.filter = [32], [64], [1024]
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import logging
@@ -414,7 +425,7 @@ def main() -> None:
         from uiface_ray.config import RayConfig
         from uiface_ray.runtime.session import ray_session
 
-        with ray_session(RayConfig(num_cpus=2)):
+        with ray_session(RayConfig(address="local", num_cpus=2)):  # private: never a cluster running here
             for store in args.stores:
                 base = new_bucket(endpoint) if store == "s3" else str(work / "out")
                 req = S3Requests(work / "s3-access.log" if store == "s3" else None)

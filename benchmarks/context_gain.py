@@ -5,34 +5,52 @@ and with another identity's context, on the same images, timesteps and noise.
 
 A model that ignores the identity predicts the noise equally well with any context (the three
 columns agree); one that uses it predicts best with the right identity. Printed per timestep band.
+
+    python benchmarks/context_gain.py --quick      # a tiny random model and table it builds: seconds
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
 
 from uiface_ray.model.bundle import load_model  # noqa: E402
 from uiface_ray.train.data import decode_images, load_face_data  # noqa: E402
 
 
-@torch.no_grad()
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True)
-    p.add_argument("--table", required=True)
+    p.add_argument("--model", default=None, help="a saved pixel-space model (required without --quick)")
+    p.add_argument("--table", default=None, help="face table with embeddings (required without --quick)")
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--timesteps", default="50,150,300,500,700,900")
     p.add_argument("--min-images", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a tiny random model and face table, 8 images, 2 timesteps")
     args = p.parse_args(argv)
+    if not args.quick and not (args.model and args.table):
+        p.error("--model and --table are required (or --quick)")
     torch.set_num_threads(1)
+    if args.quick:
+        from bench_inputs import random_face_table, tiny_model
+
+        args.images, args.timesteps, args.min_images = 8, "100,700", 2
+        with tempfile.TemporaryDirectory() as tmp:
+            args.model = args.model or tiny_model(f"{tmp}/model")
+            args.table = args.table or random_face_table(f"{tmp}/faces.parquet", size=16)
+            return measure(args)
+    return measure(args)
+
+
+@torch.no_grad()
+def measure(args) -> int:
     model = load_model(args.model)
     if model.autoencoder is not None:
         raise SystemExit("error: pixel-space models only")

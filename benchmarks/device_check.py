@@ -45,7 +45,7 @@ MAX_DIFF, MEAN_DIFF = 8, 1.0  # uint8 levels
 
 def parity(device: str, tmp: str) -> tuple[str, str, bool]:
     from uiface_ray.model import save_model
-    from uiface_ray.model.official import build_official_model
+    from uiface_ray.release.importer import build_official_model
     from uiface_ray.sample import SamplerConfig, UIFaceSampler
 
     save_model(build_official_model("tiny", seed=3), f"{tmp}/official-tiny")

@@ -14,7 +14,8 @@ average is printed before and after, since the CPU may be shared.
 ``--dtype`` (default ``float32,auto``): the same budget once per precision, in this process, then a
 table of steps, images/s, the last accuracy, achieved GFLOP/s of training (forward + backward
 FLOPs of one image counted by torch's FlopCounterMode, times images/s) and its fraction of the
-matmul peak measured here in that dtype (benchmarks/perf.py).  ``--quick``: 0.2 minutes, 200 pairs.
+matmul peak measured here in that dtype (benchmarks/perf.py).  ``--quick``: 0.2 minutes, 200 pairs,
+the DevTrain people with at least 20 images (skipped where the LFW faces are absent).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 def main(argv=None) -> int:
@@ -42,15 +44,22 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config override")
     p.add_argument("--out", default=None, help="keep backbone.pth, train_log.json, verify_curve.png here")
     p.add_argument("--dtype", default="float32,auto", help="comma list of float32, bfloat16, float16, auto")
-    p.add_argument("--quick", action="store_true", help="0.2 minutes per precision, 200 verification pairs")
+    p.add_argument(
+        "--quick", action="store_true", help="0.2 minutes per precision, 200 pairs, people with >= 20 images"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.minutes = 0.2
+        args.min_images = max(args.min_images, 20)
         args.set = [*args.set, "verify_max_pairs=200"]
+    from bench_inputs import lfw_dir, skip
+
+    if lfw_dir(args.lfw) is None:
+        skip(f"LFW faces not found at {args.lfw} (give --lfw)")
 
     from uiface_ray.cli import load_config
     from uiface_ray.evaluate.faceset import read_image_folder
-    from uiface_ray.evaluate.config import FRTrainConfig
+    from uiface_ray.fr.config import FRTrainConfig
 
     lfw = Path(args.lfw)
     out = args.out or "uiface-fr-calibration"  # each run's own folder: see calibrate

@@ -4,10 +4,16 @@ Peak: the best GFLOP/s of a square matmul in that dtype on this device, timed in
 the benchmark (``measured_peak``), so "fraction of peak" compares like with like on a shared
 machine: on a CPU the matmul goes through oneDNN/MKL (AMX or AVX512-BF16 kernels for bfloat16),
 on a GPU through cuBLAS (tensor cores for float16/bfloat16, TF32 off).
+
+Run alone, it prints the measured peak of each precision (what the other benchmarks divide by):
+
+    python benchmarks/perf.py                  # 1024x1024 matmuls, 1 s each, float32 and auto
+    python benchmarks/perf.py --quick          # 256x256, 0.2 s each
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
@@ -80,3 +86,23 @@ def sampler_flops_per_image(sampler, contexts, seeds) -> float:
     with torch.inference_mode():
         per_call = count_flops(lambda: sampler.model.unet(*args, **kwargs))
     return per_call / args[0].shape[0] * float(batch.unet_evaluations.mean())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="The measured matmul peak of each precision on this device.")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32,auto", help="comma list of float32, bfloat16, float16, auto")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="256x256 matmuls, 0.2 s per precision")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    n, seconds = (256, 0.2) if args.quick else (1024, 1.0)
+    before = load()
+    peaks = {q.describe(): measured_peak(q.dtype, args.device, n, seconds) for q in precisions(args.dtype, args.device)}
+    print(f"# {n}x{n} matmul, best of {seconds} s, {args.threads} thread(s); {before}, after: {load()}")
+    print(peak_line(peaks, args.device).replace("1024x1024", f"{n}x{n}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

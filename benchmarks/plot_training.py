@@ -4,7 +4,8 @@
         --png loss.png [--log-y]
 
 Prints the loss averaged over windows of steps (a table for notes) and writes the curve as PNG:
-the logged loss and its moving average over ``--window`` log lines.
+the logged loss and its moving average over ``--window`` log lines.  ``--quick``: the same on a
+made-up run of 200 steps (a decaying loss) written as a checkpoint's metrics.jsonl, PNG included.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +47,29 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder (or URL) with metrics.jsonl")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (or URL) with metrics.jsonl")
     p.add_argument("--png", default=None, help="write the loss curve here")
     p.add_argument("--window", type=int, default=10, help="moving-average window in log lines")
     p.add_argument("--table-every", type=int, default=500, help="steps per row of the printed table")
     p.add_argument("--log-y", action="store_true", help="plot log10(loss)")
+    p.add_argument("--quick", action="store_true", help="a made-up 200-step run, table and PNG")
     args = p.parse_args(argv)
+    if not args.quick:
+        if not args.checkpoint:
+            p.error("--checkpoint is required (or --quick)")
+        return report(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        lines = [
+            {"step": s, "loss": float(0.05 + np.exp(-s / 40) + 0.01 * rng.random()), "images_per_s": 40.0}
+            for s in range(5, 201, 5)
+        ]
+        storage.write_bytes_atomic(f"{tmp}/metrics.jsonl", "".join(json.dumps(m) + "\n" for m in lines).encode())
+        args.checkpoint, args.png, args.table_every = tmp, args.png or f"{tmp}/loss.png", 50
+        return report(args)
+
+
+def report(args) -> int:
     steps, loss, speed = read_metrics(args.checkpoint)
     print(f"{len(steps)} metrics lines, steps {steps[0]}..{steps[-1]}; median {np.nanmedian(speed):.1f} img/s")
     print("steps            mean loss")

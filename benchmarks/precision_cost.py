@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         model = args.model
         if model is None:
             from uiface_ray.model import save_model
-            from uiface_ray.model.official import build_official_model
+            from uiface_ray.release.importer import build_official_model
 
             model = f"{tmp}/official-tiny"
             save_model(build_official_model("tiny", seed=3), model)

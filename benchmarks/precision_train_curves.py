@@ -14,6 +14,7 @@ absolute difference, s/step), and saves both EMA models under ``<out>/model_<dty
 
     python benchmarks/precision_train_curves.py --table out/h2/faces_devtrain5_dlib.parquet --steps 300
     python benchmarks/precision_train_curves.py --table TABLE --quick     # 4 steps at batch 4
+    python benchmarks/precision_train_curves.py --quick                   # the same on a random table it builds
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import argparse
 import csv
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -142,7 +144,9 @@ def report(runs: list[Run], names: list[str], loads: list[float], window: int) -
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--table", required=True, help="face table with dlib embeddings (jobs/prepare_faces + embed)")
+    p.add_argument(
+        "--table", default=None, help="face table with dlib embeddings (jobs/prepare_faces + embed; --quick: random)"
+    )
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--chunk", type=int, default=10, help="steps per precision before switching")
     p.add_argument("--dtype", default="auto", help="the precision set against float32 (bfloat16, float16, auto)")
@@ -150,11 +154,24 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-minutes", type=float, default=None, help="start no chunk after this (a shared machine)")
     p.add_argument("--window", type=int, default=10, help="moving average in steps")
-    p.add_argument("--out", default="out/precision_curves", help="CSV, PNG and the two models")
+    p.add_argument("--out", default=None, help="CSV, PNG and the two models (default out/precision_curves)")
     p.add_argument("--quick", action="store_true", help="4 steps at batch 4, chunks of 2, identities of >= 2 images")
     args = p.parse_args(argv)
-    if args.quick:
-        args.steps, args.chunk, args.batch, args.window = 4, 2, 4, 2
+    if not args.quick:
+        if not args.table:
+            p.error("--table is required (or --quick)")
+        args.out = args.out or "out/precision_curves"
+        return compare(args)
+    args.steps, args.chunk, args.batch, args.window = 4, 2, 4, 2
+    with tempfile.TemporaryDirectory() as tmp:
+        from bench_inputs import random_face_table
+
+        args.table = args.table or random_face_table(f"{tmp}/faces.parquet", num_people=3, per_person=3)
+        args.out = args.out or f"{tmp}/curves"
+        return compare(args)
+
+
+def compare(args) -> int:
     torch.set_num_threads(args.threads)
     from uiface_ray.model import save_model
     from uiface_ray.train.loop import ema_model, load_training_data

@@ -10,6 +10,7 @@ so curves are comparable across learning rates and loss weightings.  Prints a ta
         --out out/h2/convergence --steps 150 --image-size 32
 
 A table without ``embedding`` gets one random unit direction per identity (``--random-embeddings``).
+``--quick``: two settings, 4 steps at batch 4 on 16 px, on a random face table it builds (seconds).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import copy
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
 
 from diffusers import DDPMScheduler  # noqa: E402
 
@@ -177,8 +179,8 @@ def plot(results: list[dict], key: str, path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--table", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--table", default=None, help="face table (required without --quick)")
+    p.add_argument("--out", default=None, help="curves.json and the plots (required without --quick)")
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--image-size", type=int, default=32)
@@ -187,7 +189,23 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names of SETTINGS")
     p.add_argument("--random-embeddings", action="store_true")
+    p.add_argument("--quick", action="store_true", help="2 settings, 4 steps, batch 4, 16 px, a random table")
     args = p.parse_args(argv)
+    if not args.quick:
+        if not (args.table and args.out):
+            p.error("--table and --out are required (or --quick)")
+        return compare(args)
+    from bench_inputs import random_face_table
+
+    args.steps, args.batch_size, args.image_size, args.eval_every, args.eval_size = 4, 4, 16, 2, 8
+    args.settings = ",".join(list(SETTINGS)[:2])
+    with tempfile.TemporaryDirectory() as tmp:
+        args.out = args.out or f"{tmp}/out"
+        args.table = args.table or random_face_table(f"{tmp}/faces.parquet", num_people=4, per_person=6, size=16)
+        return compare(args)
+
+
+def compare(args) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     table = args.table
     if args.random_embeddings:

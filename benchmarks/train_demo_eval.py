@@ -9,25 +9,33 @@ the same way.  Reference rows: real-vs-real at the same resolution.
 
     python benchmarks/train_demo_eval.py --model out/h2/demo/checkpoints/step-00002000/model \
         --table out/h2/faces_devtrain5_dlib.parquet
+    python benchmarks/train_demo_eval.py --quick    # a tiny random model and face table: seconds
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
 
 from uiface_ray.encoders import load_encoder  # noqa: E402
 from uiface_ray.model.bundle import load_model  # noqa: E402
 from uiface_ray.train.data import decode_images, load_face_data  # noqa: E402
 from uiface_ray.train.grid import conditional_images, grid_png  # noqa: E402
-from uiface_ray.train.loop import grid_rows  # noqa: E402
+
+
+def grid_rows(data, count: int) -> np.ndarray:
+    """Row indices of the first image of the ``count`` identities with the most images (ties: by name)."""
+    counts = np.bincount(data.labels)
+    labels = sorted(range(len(counts)), key=lambda lab: (-counts[lab], data.identities[lab]))[:count]
+    return np.array([int(np.flatnonzero(data.labels == lab)[0]) for lab in labels], dtype=np.int64)
 
 
 def up(images: np.ndarray, size: int = 112) -> np.ndarray:
@@ -68,8 +76,8 @@ def similarity_table(
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True)
-    p.add_argument("--table", required=True)
+    p.add_argument("--model", default=None, help="a saved model (required without --quick)")
+    p.add_argument("--table", default=None, help="face table with embeddings (required without --quick)")
     p.add_argument("--num-identities", type=int, default=8)
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--real-per-identity", type=int, default=10)
@@ -90,8 +98,27 @@ def main(argv=None) -> int:
         action="store_true",
         help="clip the x0 estimate to [-1, 1] (for pixel-space checkpoints saved before clip_sample)",
     )
+    p.add_argument("--quick", action="store_true", help="a tiny random model and table, 2 identities x 2, 2 steps")
     args = p.parse_args(argv)
+    if not args.quick and not (args.model and args.table):
+        p.error("--model and --table are required (or --quick)")
     torch.set_num_threads(1)
+    if not args.quick:
+        return evaluate(args)
+    from bench_inputs import random_face_table, skip, tiny_model
+
+    try:
+        load_encoder({"kind": "dlib"})
+    except Exception as exc:  # noqa: BLE001 - any reason dlib cannot load here is a reason to skip
+        skip(f"the dlib encoder does not load here ({type(exc).__name__}: {exc})")
+    args.num_identities, args.samples, args.real_per_identity, args.steps, args.min_images = 2, 2, 2, 2, 2
+    with tempfile.TemporaryDirectory() as tmp:
+        args.model = args.model or tiny_model(f"{tmp}/model")
+        args.table = args.table or random_face_table(f"{tmp}/faces.parquet", num_people=3, per_person=3, size=16)
+        return evaluate(args)
+
+
+def evaluate(args) -> int:
     model = load_model(args.model)
     if args.clip_sample:
         model.scheduler_config = dict(model.scheduler_config, clip_sample=True)

@@ -1,7 +1,8 @@
 """The whole UIFace chain at small scale (what scripts/run.sh runs): prepare faces -> embed (dlib) ->
 train a small generator (or reuse a cached one) -> make identities -> synthesize with 2 sampler actors ->
-metrics -> export -> report. Reruns skip what is complete and resume the rest; --dry_run=true prints what
-each stage would do and the synthesis estimate, and writes nothing."""
+metrics -> export -> report (<workdir>/report.md, the newest of <workdir>/runs/). Reruns skip what is
+complete and resume the rest; --dry_run=true prints what each stage would do and an estimate of each from
+a short probe of its real work (about the time of a toy run), and writes nothing."""
 
 from __future__ import annotations
 

@@ -245,6 +245,19 @@ def _alias_bomb(levels: int, width: int = 9, key: str = "seed") -> str:
     return "\n".join(lines + [f"{key}: *a{levels - 1}"]) + "\n"
 
 
+#: 100,000 nested JSON arrays: json.loads raised RecursionError (a traceback) before the bounded reader.
+NESTED_JSON = b"[" * 100_000 + b"]" * 100_000
+
+
+def _npy_claiming(tmp: Path, shape: tuple[int, ...]) -> str:
+    """A .npy whose header claims ``shape`` (float32) followed by 4 rows of data only."""
+    path = tmp / "identities.npy"
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        fh.write(_unit(4).astype("<f4").tobytes())
+    return str(path)
+
+
 def _overflowing_model(tmp: Path, a: dict) -> str:
     """The tiny model with its UNet's last conv scaled by 1e38: eps overflows, the latents turn NaN."""
     import torch
@@ -723,6 +736,55 @@ CASES: dict[str, Case] = {
         r"shard 0: the sampler produced non-finite values \(NaN/inf\)",
         lambda t, a: _synth(t, a, model=_overflowing_model(t, a)),
         output="out/shards",
+        needs=("synth",),
+    ),
+    # --- helper hardening (issue 34 item 9): a 5,001-digit integer, nested JSON, a lying .npy header ---
+    "config-int-5001-digits-cli": Case(
+        "synthesize",
+        "an integer of 5,001 digits on the command line (`--seed=99...9`)",
+        r"override --seed: an integer of 5001 digits: refusing it",
+        lambda t, a: _synth(t, a, "--seed=" + "9" * 5001),
+        needs=("synth",),
+    ),
+    "config-int-5001-digits-yaml": Case(
+        "synthesize",
+        "an integer of 5,001 digits in the YAML file (`sampler: {num_inference_steps: 11...1}`)",
+        r"c\.yaml: sampler\.num_inference_steps: an integer of 5001 digits",
+        lambda t, a: _synth(t, a, "--config", str(_yaml(t, "sampler:\n  num_inference_steps: " + "1" * 5001 + "\n"))),
+        needs=("synth",),
+    ),
+    "synth-manifest-nested": Case(
+        "synthesize",
+        "a resume whose manifest.json is 100,000 nested JSON arrays",
+        r"manifest\.json is damaged \(nests 100000 levels deep",
+        lambda t, a: _synth(t, a) if _write(t / "out" / "manifest.json", NESTED_JSON) else [],
+        output="out/shards",
+        needs=("synth",),
+    ),
+    "export-manifest-nested": Case(
+        "export",
+        "export of a dataset whose manifest.json is 100,000 nested JSON arrays",
+        r"manifest\.json is damaged \(nests 100000 levels deep",
+        lambda t, a: [
+            f"--dataset={_write(_dataset(t, truncate=False) / 'manifest.json', NESTED_JSON).parent}",
+            f"--output={t / 'out'}",
+        ],
+    ),
+    "export-marker-nested": Case(
+        "export",
+        "export into an output whose .uiface-export.json is 100,000 nested JSON arrays",
+        r"out/\.uiface-export\.json is damaged \(nests 100000 levels deep",
+        lambda t, a: [
+            f"--dataset={_dataset(t, truncate=False)}",
+            f"--output={_write(t / 'out' / '.uiface-export.json', NESTED_JSON).parent}",
+        ],
+        output="out/images",
+    ),
+    "identities-npy-huge-header": Case(
+        "synthesize",
+        "a .npy identity file whose header claims shape (10**12, 128) (4 rows follow it)",
+        r"identities\.npy: its \.npy header claims shape \(1000000000000, 128\) of float32",
+        lambda t, a: _synth(t, a, identities=_npy_claiming(t, (10**12, 128))),
         needs=("synth",),
     ),
     # --- boundary: typed sections that were dicts (issue 24 item 4) ---

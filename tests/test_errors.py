@@ -1,5 +1,5 @@
 """One helper finds the user's error behind what Ray raised (``errors.input_error_of``): the job's
-``error:`` line (``run_job``) and the pool's dispatch both use it.  Through a real Ray task and a
+``error:`` line (``run_job``) and the actor pool both use it.  Through a real Ray task and a
 real actor whose constructor fails, in other processes."""
 
 from __future__ import annotations

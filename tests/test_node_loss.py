@@ -35,7 +35,7 @@ from test_deploy_local_cluster import (
 )
 from fault_seam import synthesize_with_faults
 from test_signals import synth_cmd
-from tiny_assets import make_tiny_synthesis_inputs
+from tiny_assets import descendants, make_tiny_synthesis_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -49,10 +49,18 @@ def _synth_args(model: str, identities: str, out: Path) -> list[str]:
     return synth_cmd(model, identities, out, "--actors.max_restarts=0", "--progress_every_s=2")[2:]
 
 
-def _node(tmp_path: Path, name: str, gcs: int | None, extra_env: dict) -> tuple[subprocess.Popen, str | None, str, int]:
+def _node(
+    tmp_path: Path, name: str, gcs: int | None, extra_env: dict, temp_dir: str | None = None
+) -> tuple[subprocess.Popen, str | None, str, int]:
     """``ray start --block`` of a head (``gcs`` None: picks its ports) or a worker node joining ``gcs``;
-    1 CPU each.  Returns (process, dashboard URL of a head, temp dir, GCS port)."""
-    cmd, temp_dir, (gcs_port, dash, client) = node_args(name, 1)
+    1 CPU each, in its own temp dir or in ``temp_dir`` (the head's: as two nodes started on one machine
+    without --temp-dir share /tmp/ray).  Returns (process, dashboard URL of a head, temp dir, GCS port)."""
+    cmd, own_temp, (gcs_port, dash, client) = node_args(name, 1)
+    if temp_dir is None:
+        temp_dir = own_temp
+    else:
+        os.rmdir(own_temp)
+        cmd = [f"--temp-dir={temp_dir}" if arg.startswith("--temp-dir=") else arg for arg in cmd]
     url = None
     if gcs is None:
         url = f"http://127.0.0.1:{dash}"
@@ -99,16 +107,7 @@ def _wait_cpus(gcs: int, cpus: float, worker: subprocess.Popen, timeout_s: float
 
 def _raylet_pid(node: subprocess.Popen) -> int:
     """The pid of the raylet among the descendants of a node's ``ray start``."""
-    table = subprocess.run(["ps", "-eo", "pid=,ppid=,comm="], capture_output=True, text=True).stdout
-    rows = [line.split(None, 2) for line in table.splitlines() if len(line.split(None, 2)) == 3]
-    family, found = {node.pid}, True
-    while found:
-        found = False
-        for pid, ppid, _ in rows:
-            if int(ppid) in family and int(pid) not in family:
-                family.add(int(pid))
-                found = True
-    raylets = [int(pid) for pid, _, comm in rows if int(pid) in family and comm.strip() == "raylet"]
+    raylets = [pid for pid, args in descendants(node.pid) if os.path.basename(args.split()[0]) == "raylet"]
     assert len(raylets) == 1, f"raylets under the worker node: {raylets}"
     return raylets[0]
 
@@ -150,8 +149,18 @@ def wait_job(url: str, job_id: str, timeout_s: float = 600) -> str:
 
 @pytest.fixture()
 def cluster(tmp_path):
-    """A head (1 CPU) and a worker node (1 CPU); yields (dashboard URL, GCS port, worker process,
-    start_worker) where start_worker() starts a fresh worker node."""
+    """A head (1 CPU) and a worker node (1 CPU); yields (dashboard URL, GCS port, start_worker) where
+    start_worker() starts a fresh worker node."""
+    yield from _cluster(tmp_path, shared_temp=False)
+
+
+@pytest.fixture()
+def shared_temp_cluster(tmp_path):
+    """The same, with the worker nodes in the head's temp dir (one session folder for both)."""
+    yield from _cluster(tmp_path, shared_temp=True)
+
+
+def _cluster(tmp_path: Path, shared_temp: bool):
     procs, temps = [], []
     try:
         for attempt in range(3):  # Ray gives a raylet 30 s to register: a loaded machine can miss it
@@ -166,7 +175,7 @@ def cluster(tmp_path):
 
         def start_worker() -> subprocess.Popen:
             for _ in range(3):  # a port taken meanwhile by another process: try fresh ones
-                worker, _, wtemp, _ = _node(tmp_path, f"worker{len(procs)}", gcs, {})
+                worker, _, wtemp, _ = _node(tmp_path, f"worker{len(procs)}", gcs, {}, temp if shared_temp else None)
                 procs.append(worker)
                 temps.append(wtemp)
                 if _wait_cpus(gcs, 2.0, worker):
@@ -257,3 +266,25 @@ def test_ray_job_stop_ends_the_log_with_the_jobs_line(cluster, tmp_path):
     lines = [line for line in logs.splitlines() if line.strip()]
     assert lines[-1] == "terminated: stopped; rerun the same command to resume", logs[-3000:]
     assert "received at time" not in logs and "Traceback" not in logs, logs[-3000:]
+
+
+def test_a_submitted_job_on_two_nodes_sharing_a_temp_dir_commits(shared_temp_cluster, tmp_path):
+    """Issue 34 item 9: ``ray job submit`` of synthesis on two nodes started with ``ray start`` on one
+    machine (one temp dir, so one session folder) ended FAILED with ``error: cannot remove
+    <out>/journal: FileNotFoundError`` although every shard was complete.  Cause: the worker node's
+    runtime-env agent unpacks the job's working_dir again (``overwrite=True``) into the folder both
+    nodes share when the first actor lands there, removing the directory the driver runs in; fsspec's
+    local ``rm`` asks for the working directory (``os.getcwd()``), which then raises.  No node loss
+    is needed: the fault-free run fails the same way."""
+    url, gcs, start_worker = shared_temp_cluster
+    start_worker()
+    model, identities = make_tiny_synthesis_inputs(tmp_path / "inputs", num_identities=NUM_IDENTITIES)
+    out = tmp_path / "submitted"
+    job_id = f"uiface-shared-temp-{os.getpid()}"
+    submit(url, job_id, _synth_args(model, identities, out), {})
+    status = wait_job(url, job_id)
+    logs = _job_logs(url, job_id)
+    assert status == "SUCCEEDED", logs[-4000:]
+    assert "Traceback" not in logs and "error:" not in logs, logs[-4000:]
+    assert json.loads((out / "manifest.json").read_text())["complete"] is True
+    assert len(_shards(out)) == NUM_IDENTITIES and not (out / "journal").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,8 @@ def test_pipeline_end_to_end_tiny_from_repo_root_with_relative_paths(lfw_dir):
         assert len(trained) == 1, trained  # each worker line reaches the driver once
         where = [i for i, line in enumerate(both) if "Traceback" in line]
         assert not where, "\n".join(both[max(0, where[0] - 5) : where[0] + 60])
+        warned = [line for line in both if "Warning:" in line]
+        assert not warned, warned  # a healthy run prints no library warnings (Ray Data's included)
         second = subprocess.run(args, capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env)
         assert second.returncode == 0, second.stderr[-3000:]
         assert "prepare_faces: already complete" in second.stdout and "embed: already complete" in second.stdout
@@ -347,3 +350,146 @@ def test_signal_at_each_stage_then_the_rerun_completes(lfw_dir, sig_name):
     """SIGTERM / SIGINT at each of the seven stages (each run resumes the last): the job's own line
     and 143/130 every time, and the rerun completes (issue 27 item 2)."""
     _walk_stages(lfw_dir, STAGE_NAMES, sig_name, rerun=True)
+
+
+def test_stage_settings_are_pipeline_fields_and_build_the_stage_configs_of_before(tmp_path, monkeypatch):
+    """The settings the pipeline gave its stages in code are PipelineConfig fields (issue 33 item 3),
+    shown by --help; their defaults build the very stage configs of before (same stamps, so a complete
+    stage stays complete), and each field reaches its stage."""
+    from uiface_ray.cli import config_help
+    from uiface_ray.evaluate.config import MetricsConfig
+    from uiface_ray.identities.config import MakeIdentitiesConfig
+    from uiface_ray.runtime.pipeline import Upstream, resolve_pipeline, stamp
+    from uiface_ray.runtime.pipeline_stages import STAGES
+
+    monkeypatch.chdir(ROOT)
+    up = Upstream(faces="f", embedded="e", embed_stamp="x", generator="g", identities="i", dataset="d", metrics="m")
+
+    def plans(*flags: str) -> dict:
+        cfg = load_config(PipelineConfig, ROOT / "configs" / "pipeline.yaml", [f"--workdir={tmp_path}", *flags])
+        cfg = resolve_pipeline(cfg)
+        return cfg, {stage.name: stage.plan(cfg, up).config for stage in STAGES}
+
+    cfg, now = plans()
+    store = {"storage": cfg.storage.model_dump()}
+    ray = {"ray": cfg.ray.model_dump(), **store}
+    before = {  # the literal stage settings of pipeline_stages.py before they were fields
+        "synthesize": stage_config(
+            SynthesisConfig,
+            "synthesize",
+            {
+                **{"model": "g", "identities": "i", "output": f"{tmp_path}/synthetic", "seed": 0, **ray},
+                **{"images_per_identity": 4, "identities_per_shard": 2, "batch_size": 8, "image_format": "png"},
+                "sampler": {"mode": "uiface", "num_inference_steps": 25},
+                "actors": {"num_actors": 2},
+            },
+            {},
+        ),
+        "make_identities": stage_config(
+            MakeIdentitiesConfig,
+            "make_identities",
+            {
+                **{"model": "g", "output": f"{tmp_path}/identities.parquet", "num_identities": 16, "seed": 0},
+                **{"training_embeddings": "e", "encoder": {"kind": "dlib"}, "num_inference_steps": 25},
+                **{"candidates_per_task": 16, "similarity_threshold": 0.9, "leakage_threshold": 0.9},
+                **{"max_candidates": 16 * 16, "actors": {"num_actors": 2}, **ray},
+            },
+            {},
+        ),
+        "metrics": stage_config(
+            MetricsConfig,
+            "metrics",
+            {"data": "d", "real": "e", "out": f"{tmp_path}/metrics", "encoder": {"kind": "dlib"}, **store}
+            | {"real_max_images": 500, "k": 3},
+            {},
+        ),
+    }
+    for name, old in before.items():
+        assert now[name] == old and stamp(now[name]) == stamp(old), name
+    assert now["prepare_faces"].resolution == 112 and now["embed"].encoder.kind == "dlib"
+
+    flags = {
+        "synthesis_batch_size=4": ("synthesize", lambda c: c.batch_size == 4),
+        "identities_per_shard=3": ("synthesize", lambda c: c.identities_per_shard == 3),
+        "image_format=jpeg": ("synthesize", lambda c: c.image_format == "jpeg"),
+        "sampler_mode=baseline": ("synthesize", lambda c: c.sampler.mode == "baseline"),
+        "candidates_per_task=8": ("make_identities", lambda c: c.candidates_per_task == 8),
+        "max_candidates_per_identity=3": ("make_identities", lambda c: c.max_candidates == 3 * 16),
+        "metrics_k=5": ("metrics", lambda c: c.k == 5),
+        "metrics_real_max_images=100": ("metrics", lambda c: c.real_max_images == 100),
+        "face_resolution=64": ("prepare_faces", lambda c: c.resolution == 64),
+        "encoder.batch_size=7": ("metrics", lambda c: c.encoder.batch_size == 7),
+    }
+    _, changed = plans(*(f"--{flag}" for flag in flags))
+    for flag, (stage, check) in flags.items():
+        assert check(changed[stage]), flag
+    assert all(changed[s].encoder.batch_size == 7 for s in ("embed", "make_identities", "metrics"))
+    shown = config_help(PipelineConfig, "jobs/pipeline.py", None)
+    for flag in flags:
+        assert f"  --{flag.split('=')[0]}  [" in shown, flag
+
+
+def test_each_run_keeps_its_report_and_a_rerun_shows_the_original_times(tmp_path):
+    """Every run writes runs/<run>.md and runs/<run>.json and leaves the earlier ones; report.md is the
+    newest with a link to it; a rerun's reused stages say which run did them, when, and how long it took
+    (issue 34 item 5)."""
+    import dataclasses
+
+    from uiface_ray.runtime.pipeline import read_runs, run_stages, write_report
+
+    cfg = PipelineConfig(workdir=str(tmp_path))
+    ran: list[str] = []
+    first = run_stages(cfg, _toy_stages(tmp_path, ran), log=lambda _m: None)
+    first.stages = [dataclasses.replace(r, seconds=r.seconds + 12.5) for r in first.stages]  # a measurable time
+    write_report(cfg, first)
+    (run1,) = read_runs(str(tmp_path), cfg.storage)
+    report1 = (tmp_path / "runs" / f"{run1['run']}.md").read_text()
+    assert "| a | 12.5 | ran now |" in report1 and "total: 38 s" in report1
+
+    ran.clear()
+    second = run_stages(cfg, _toy_stages(tmp_path, ran), log=lambda _m: None)
+    assert ran == ["c"]
+    write_report(cfg, second)
+    run1_again, run2 = read_runs(str(tmp_path), cfg.storage)
+    assert run1_again == run1 and (tmp_path / "runs" / f"{run1['run']}.md").read_text() == report1
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(
+        f"{r['run']}.{ext}" for r in (run1, run2) for ext in ("md", "json")
+    )
+    newest = (tmp_path / "report.md").read_text()
+    assert newest.splitlines()[0].startswith(f"newest run: [runs/{run2['run']}.md]")
+    assert newest.endswith((tmp_path / "runs" / f"{run2['run']}.md").read_text())
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(first.stages[0].started))
+    assert f"| a | 0.0 | reused: ran in run `{run1['run']}` at {when}, took 12.5 s |" in newest
+    assert "| c | " in newest and "ran now" in newest.split("| c |")[1].splitlines()[0]
+    assert "total: 0 s (25 s with the reused stages' original times)" in newest  # a and b: 12.5 s each
+    from uiface_ray.runtime.estimate_probe import last_run_line
+
+    assert last_run_line(cfg).startswith(f"the last run of this workdir, {run2['run']} at ")  # the dry run's line
+
+
+def test_a_stopped_run_keeps_the_record_of_its_finished_stages(tmp_path, monkeypatch):
+    """A run that fails (or is stopped) at stage b still records stage a, so the rerun that reuses a
+    says when and how long it took."""
+    import contextlib
+
+    import uiface_ray.runtime.pipeline_stages as ps
+    from uiface_ray.runtime.pipeline import PipelineStageError, read_runs
+
+    ran: list[str] = []
+    monkeypatch.setattr(ps, "ray_session", lambda _ray: contextlib.nullcontext())
+    cfg = PipelineConfig(workdir=str(tmp_path / "work"), faces_source=str(tmp_path), people_file=None)
+    (tmp_path / "work").mkdir()
+    monkeypatch.setattr(ps, "STAGES", _toy_stages(tmp_path / "work", ran, fail="b"))
+    with pytest.raises(PipelineStageError):
+        ps.run_pipeline(cfg, log=lambda _m: None)
+    (stopped,) = read_runs(cfg.workdir, cfg.storage)
+    assert [s["name"] for s in stopped["stages"]] == ["a"] and "bad input to b" in stopped["stopped"]
+    assert (
+        "**stopped** after 1 stage(s): PipelineStageError: pipeline stage b: bad input to b"
+        in (tmp_path / "work" / "runs" / f"{stopped['run']}.md").read_text()
+    )
+    monkeypatch.setattr(ps, "STAGES", _toy_stages(tmp_path / "work", ran))
+    result = ps.run_pipeline(cfg, log=lambda _m: None)
+    report = Path(result.report).read_text()
+    assert f"| a | 0.0 | reused: ran in run `{stopped['run']}` at " in report and "| b | " in report
+    assert len(read_runs(cfg.workdir, cfg.storage)) == 2

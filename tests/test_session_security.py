@@ -54,6 +54,7 @@ class Session:
         for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
             env.pop(key, None)
         self.tmp, self.log = tmp, log
+        self.rc: int | None = None
         self.proc = subprocess.Popen(
             [sys.executable, "-c", SESSION.format(root=str(ROOT))],
             env=env,
@@ -71,7 +72,6 @@ class Session:
             pytest.fail(f"the session did not come up: {line!r} {log.read_text()[-3000:]}")
         self.info = json.loads(line)
         self.pids = _tree(self.proc.pid)
-        self.rc: int | None = None
 
     def close(self) -> int:
         if self.rc is None:
@@ -135,11 +135,13 @@ def _others_can_read(path: Path) -> bool:
 def session(tmp_path_factory):
     tmp = tempfile.mkdtemp(prefix="us", dir="/tmp")  # short: Ray's socket paths live under it
     os.chmod(tmp, 0o1777)  # as open as /tmp itself
-    s = Session(tmp, tmp_path_factory.mktemp("session") / "stderr.log")
+    s = None
     try:
+        s = Session(tmp, tmp_path_factory.mktemp("session") / "stderr.log")
         yield s
     finally:
-        s.close()
+        if s is not None:
+            s.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -210,6 +212,16 @@ def test_every_port_listens_on_loopback_only(session):
     assert reached == [], f"reachable on {outside}: {reached}"
 
 
+def test_no_port_is_one_a_real_head_takes_by_default(session):
+    """A ``ray start --head`` beside a running job takes 6379, 8265, 10001 and 52365 (and 10002-19999
+    for its workers): the embedded Ray listens on none of them (issue 34 item 2).  Before, its
+    dashboard took 8265 and its dashboard agent 52365 whenever they were free."""
+    ports = _listening(_tree(session.proc.pid))
+    assert len(ports) >= 8, f"the session's processes hold too few sockets to be its Ray: {ports}"
+    taken = [p for p in ports if p[1] in (6379, 8265, 10001, 52365) or 10002 <= p[1] <= 19999]
+    assert taken == [], taken
+
+
 def _held_by(ip: str, port: int, pids: list[int]) -> bool:
     """Whether the socket that took a connection to ip:port is one of ``pids``' (another Ray on the
     machine may hold the same port on that address, e.g. a dashboard agent's default 52365)."""
@@ -250,10 +262,74 @@ def test_the_session_ends_leaving_nothing(session):
     assert alive == [], f"processes of the session still run: {alive}"
 
 
+@pytest.mark.slow
+def test_a_killed_drivers_session_ends_within_30_s(tmp_path):
+    """``kill -9`` of the driver alone: within 30 s no process of its session is left (Ray 2.60
+    left its dashboard agent and runtime-env agent alive for 60 s) and its private folder is gone,
+    both removed by the session's reaper (issue 34 item 9)."""
+    from uiface_ray.runtime.reaper import session_processes
+
+    tmp = tempfile.mkdtemp(prefix="ud", dir="/tmp")
+    try:
+        killed = Session(tmp, tmp_path / "killed.log")
+        folder = _private_folder(killed)
+        pids = _tree(killed.proc.pid)
+        assert len(session_processes(str(folder))) >= 5, "the session's processes are not found by its folder"
+        os.kill(killed.proc.pid, signal.SIGKILL)  # the driver only, as a user's kill -9 <pid>
+        killed.proc.wait(timeout=60)
+        deadline = time.time() + 30
+        while (alive := [p for p in pids if _alive(p)] + session_processes(str(folder))) and time.time() < deadline:
+            time.sleep(0.5)
+        left = _names(alive)
+        assert alive == [], f"30 s after kill -9 of the driver these processes of its session still run: {left}"
+        assert sorted(os.listdir(tmp)) == [], "the killed session's folder is still there"
+    finally:
+        _kill_left(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _names(pids: list[int]) -> list[str]:
+    import ray  # noqa: F401
+    import psutil
+
+    names = []
+    for pid in sorted(set(pids)):
+        try:
+            names.append(f"{pid} {psutil.Process(pid).name()}")
+        except psutil.NoSuchProcess:
+            continue
+    return names
+
+
+def _kill_left(tmp: str) -> None:
+    """SIGKILL, by pid, any process still holding a file under ``tmp`` (a failed test's leftovers)."""
+    from uiface_ray.runtime.reaper import session_processes
+
+    for folder in Path(tmp).glob("ray-*"):
+        for pid in session_processes(str(folder)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _reaper_of(driver: int) -> int:
+    """The pid of the embedded session's reaper: the driver's child that runs runtime/reaper.py."""
+    import ray  # noqa: F401
+    import psutil
+
+    found = [p.pid for p in psutil.Process(driver).children() if any("reaper.py" in a for a in p.cmdline())]
+    assert len(found) == 1, found
+    return found[0]
+
+
 def test_a_killed_jobs_folder_is_removed_by_the_next_session(tmp_path):
+    """When the reaper is killed with the job (``kill -9`` of both), the next embedded session on the
+    machine ends what is left of the killed session's processes and removes its folder."""
     tmp = tempfile.mkdtemp(prefix="uk", dir="/tmp")
     try:
         killed = Session(tmp, tmp_path / "killed.log")
+        os.kill(_reaper_of(killed.proc.pid), signal.SIGKILL)  # its own session: the group's kill misses it
         os.killpg(killed.proc.pid, signal.SIGKILL)  # kill -9: no shutdown runs
         killed.proc.wait(timeout=60)
         left = sorted(os.listdir(tmp))
@@ -261,7 +337,11 @@ def test_a_killed_jobs_folder_is_removed_by_the_next_session(tmp_path):
         later = Session(tmp, tmp_path / "later.log")
         assert later.close() == 0, later.log.read_text()[-3000:]
         assert sorted(os.listdir(tmp)) == [], "the next session did not remove the killed one's folder"
+        from uiface_ray.runtime.reaper import session_processes
+
+        assert session_processes(str(Path(tmp) / left[0])) == [], "the killed session's processes outlived the next"
     finally:
+        _kill_left(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

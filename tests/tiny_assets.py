@@ -67,3 +67,28 @@ def wait_cpus_free(ray, n: float = 2.0, timeout: float = 60.0) -> None:
     while ray.available_resources().get("CPU", 0) < n:
         assert time.time() < deadline, f"actors still hold CPUs: {ray.available_resources()}"
         time.sleep(0.2)
+
+
+def descendants(root: int) -> list[tuple[int, str]]:
+    """``(pid, command line)`` of every process below ``root`` (this test's own Ray, a node's ``ray
+    start``), read from /proc (``ps`` cuts its lines to the terminal's width, a long venv path's
+    binary name included): tests find what to kill by ancestry, never by name alone."""
+    parents, commands = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+        commands[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+    family, found = {root}, True
+    while found:
+        found = False
+        for pid, ppid in parents.items():
+            if ppid in family and pid not in family:
+                family.add(pid)
+                found = True
+    return [(pid, commands[pid]) for pid in sorted(family - {root}) if commands[pid]]

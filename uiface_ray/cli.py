@@ -9,8 +9,11 @@ came from.  The models themselves live in :mod:`uiface_ray.config`.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
+import textwrap
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
@@ -47,18 +50,42 @@ _Loader.add_implicit_resolver(
 )
 
 
+@dataclass(frozen=True)
+class _HugeInt:
+    """An integer of more digits than Python converts from text (``sys.get_int_max_str_digits``, 4300
+    by default), kept as its digit count so that :func:`_check_size` can name the key that holds it."""
+
+    digits: int
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError:  # Python's int-string limit (the resolver only sends int-shaped text here)
+        return _HugeInt(sum(c.isdigit() for c in str(node.value)))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
 def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _check_size(tree: Any, where: str) -> None:
     """Refuse a loaded value that expands to more than :data:`MAX_CONFIG_VALUES` values or nests
-    deeper than :data:`MAX_CONFIG_DEPTH` (YAML aliases share one object; this counts every use)."""
+    deeper than :data:`MAX_CONFIG_DEPTH` (YAML aliases share one object; this counts every use), or
+    that holds an integer too long to convert (named by its key)."""
     count = 0
-    stack = [(tree, 0)]
+    stack: list[tuple[Any, int, str]] = [(tree, 0, "")]
     while stack:
-        node, depth = stack.pop()
+        node, depth, key = stack.pop()
         count += 1
+        if isinstance(node, _HugeInt):
+            raise ConfigError(
+                f"{where}: {clip(key) + ': ' if key else ''}an integer of {node.digits} digits: refusing it "
+                f"(at most {sys.get_int_max_str_digits()} digits are read; no setting needs more than a few)"
+            )
         if count > MAX_CONFIG_VALUES:
             raise ConfigError(
                 f"{where} expands to more than {MAX_CONFIG_VALUES} values (YAML aliases counted where "
@@ -67,10 +94,11 @@ def _check_size(tree: Any, where: str) -> None:
         if depth > MAX_CONFIG_DEPTH:
             raise ConfigError(f"{where} nests deeper than {MAX_CONFIG_DEPTH} levels: refusing it")
         if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((v, depth + 1, f"{key}.{k}" if key else str(k)) for k, v in node.items())
+            stack.extend((k, depth + 1, key) for k in node if isinstance(k, _HugeInt))
             count += len(node)  # the keys
         elif isinstance(node, (list, tuple)):
-            stack.extend((v, depth + 1) for v in node)
+            stack.extend((v, depth + 1, f"{key}[{i}]") for i, v in enumerate(node))
 
 
 def _read_yaml(p: Path) -> dict[str, Any]:
@@ -220,7 +248,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
-        return "|".join(repr(a) for a in typing.get_args(annotation))
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         return " or ".join(_type_name(a) for a in typing.get_args(annotation))
     if origin is not None:
@@ -229,20 +257,45 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _field_lines(cls: type[BaseModel], prefix: str = "") -> list[str]:
+def _field_lines(cls: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
+    """(indent, text) of every field: a section line, or a field's key line and its description."""
     lines = []
     for name, field in cls.model_fields.items():
         ann = field.annotation
         sub = _submodel(ann)
         if sub is not None:
-            lines.append(f"  {prefix}{name}.*  ({sub.__name__}) {field.description or ''}".rstrip())
+            lines.append(("  ", f"{prefix}{name}.*  ({sub.__name__}) {field.description or ''}".rstrip()))
             lines.extend(_field_lines(sub, f"{prefix}{name}."))
             continue
         default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
-        lines.append(f"  --{prefix}{name}  [{_type_name(ann)}; {default}]")
+        lines.append(("  ", f"--{prefix}{name}  [{_type_name(ann)}; {default}]"))
         if field.description:
-            lines.append(f"        {field.description}")
+            lines.append(("        ", field.description))
     return lines
+
+
+#: Narrowest width help is wrapped to (a field's description is indented by 8).
+MIN_HELP_WIDTH = 40
+
+
+def help_width() -> int:
+    """The terminal's width (``COLUMNS`` when set), 80 when unknown (output to a pipe or a file)."""
+    return max(MIN_HELP_WIDTH, shutil.get_terminal_size((80, 24)).columns)
+
+
+def _wrap(text: str, width: int, indent: str = "", hang: str = "    ") -> list[str]:
+    """``text`` on lines of at most ``width`` characters, after ``indent``; continuation lines
+    indented by ``hang`` more (a line of the text that already fits is kept as it is)."""
+    if len(indent) + len(text) <= width:
+        return [indent + text]
+    return textwrap.wrap(
+        text,
+        width,
+        initial_indent=indent,
+        subsequent_indent=" " * len(indent) + hang,
+        break_on_hyphens=False,
+        break_long_words=True,
+    ) or [indent]
 
 
 def _submodel(annotation: Any) -> type[BaseModel] | None:
@@ -260,15 +313,43 @@ def _job_path(script: str) -> str:
     return f"jobs/{path.name}" if path.parent.name == "jobs" else path.name
 
 
-def config_help(cls: type[BaseModel], prog: str, description: str | None) -> str:
-    head = (description or cls.__doc__ or "").strip()
-    usage = (
-        f"usage: .venv/bin/python {prog} [--config FILE.yaml] [--section.key=value ...]   (from the repository root)\n"
-        f"       ray job submit --address http://HEAD:8265 --working-dir . -- python {prog} --config FILE.yaml ...\n"
-        "       (the entrypoint's python is the head's: on a local head, give this virtualenv's by its absolute path)\n"
-    )
-    body = "\n".join(_field_lines(cls))
-    return f"{usage}\n{head}\n\nfields ({cls.__name__}; YAML keys, or --key=value overrides):\n{body}\n"
+#: A docstring line kept on its own (wrapped alone): indented, a command, or a list item.
+_OWN_LINE = re.compile(r"^(\s|python |\.venv/|ray |bash |[-*] |\d+\. )")
+
+
+def _paragraphs(text: str, width: int) -> list[str]:
+    """A job's description wrapped to ``width``: the lines of each prose paragraph joined and
+    re-wrapped; commands, list items and indented lines wrapped one by one, their indent kept."""
+    out: list[str] = []
+    prose: list[str] = []
+    for line in [*text.splitlines(), ""]:
+        if line.strip() and not _OWN_LINE.match(line):
+            prose.append(line.strip())
+            continue
+        if prose:
+            out += _wrap(" ".join(prose), width, hang="")
+            prose = []
+        stripped = line.lstrip()
+        out += _wrap(stripped, width, line[: len(line) - len(stripped)], hang="  ") if stripped else [""]
+    return out[:-1]
+
+
+def config_help(cls: type[BaseModel], prog: str, description: str | None, width: int | None = None) -> str:
+    """The job's ``--help``: usage, its description and every field, wrapped to ``width`` columns
+    (default: :func:`help_width`, the terminal's)."""
+    width = max(MIN_HELP_WIDTH, width or help_width())
+    lines = _wrap(f".venv/bin/python {prog} [--config FILE.yaml] [--section.key=value ...]", width, "usage: ")
+    for text in (
+        "(from the repository root)",
+        f"ray job submit --address http://HEAD:8265 --working-dir . -- python {prog} --config FILE.yaml ...",
+        "(the entrypoint's python is the head's: on a local head, give this virtualenv's by its absolute path)",
+    ):
+        lines += _wrap(text, width, "       ")
+    lines += ["", *_paragraphs((description or cls.__doc__ or "").strip(), width), ""]
+    lines += _wrap(f"fields ({cls.__name__}; YAML keys, or --key=value overrides):", width)
+    for indent, text in _field_lines(cls):
+        lines += _wrap(text, width, indent, hang="    " if text.startswith("--") else "")
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def parse_args(
@@ -302,3 +383,13 @@ def parse_args(
             raise ConfigError(f"unexpected argument '{clip(arg)}': use --config FILE or --section.key=value")
         i += 1
     return load_config(cls, path, overrides)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of a YAML file that a config names (the pipeline's ``train_config``), read as
+    ``--config`` files are: a folder, FIFO or device is refused before anything is read, then the
+    size, YAML and expansion bounds of :func:`load_config` apply; every problem is a ConfigError."""
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        raise ConfigError(f"config file {p} is not a regular file (a folder, FIFO or device): give a YAML file")
+    return _read_yaml(p)

@@ -21,6 +21,7 @@ __all__ = [
     "clip",
     "RayConfig",
     "StorageConfig",
+    "StreamConfig",
 ]
 
 
@@ -117,3 +118,37 @@ MAX_ECHO = 200
 def clip(text: str, limit: int = MAX_ECHO) -> str:
     """``text`` cut to ``limit`` characters with an ellipsis (what error lines echo of a value)."""
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+class StreamConfig(Config):
+    """How training data streams to each worker (uiface_ray.data.stream): pieces of row groups in a seeded
+    order, rows shuffled within windows, decoded a few batches ahead of the step."""
+
+    shuffle_window: int = Field(
+        8192,
+        ge=1,
+        description="Rows shuffled together: each epoch permutes the pieces, groups consecutive ones into "
+        "windows of at least this many rows and permutes the rows inside each window (mosaicml-streaming's "
+        "shuffle block). Larger mixes better; a loader holds one window's encoded images (8192 x ~5-25 KB). "
+        "At least the dataset's size: one full permutation per epoch.",
+    )
+    piece_rows: int = Field(
+        1024,
+        ge=1,
+        description="Rows per piece, the unit the epoch's order permutes: a Parquet row group larger than this "
+        "is read in pieces of this many rows (the face tables and shards this package writes have row groups of "
+        "1024 rows; a piece of a larger row group costs the pages before it).",
+    )
+    prefetch_batches: int = Field(
+        4, ge=1, description="Decoded (and augmented) batches kept ready ahead of the step, per training worker."
+    )
+    loader_cpus: float | None = Field(
+        None,
+        ge=0,
+        description="CPUs each Ray Data loader task (read, decode, augment) reserves. Empty: 1 when the cluster has "
+        "CPUs beyond the training workers' (a CPU node next to GPU nodes), else 0, so loaders run beside "
+        "training workers that hold every CPU (the 2-CPU embedded Ray with 2 workers) instead of waiting.",
+    )
+    loader_concurrency: int = Field(
+        2, ge=1, description="Ray Data loader tasks in flight per training worker (each reads one window)."
+    )

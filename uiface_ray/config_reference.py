@@ -42,7 +42,7 @@ def render() -> str:
         "",
     ]
     for job, doc, cls in job_configs():
-        parts += [f"## {job}", "", "```text", config_help(cls, job, doc).rstrip(), "```", ""]
+        parts += [f"## {job}", "", "```text", config_help(cls, job, doc, width=80).rstrip(), "```", ""]
     return "\n".join(parts)
 
 

@@ -24,7 +24,7 @@ def input_error_of(exc: BaseException | None) -> InputError | None:
     found along the ``cause`` chain Ray keeps (``RayTaskError(StorageError)`` is an ``InputError`` too,
     but carries the worker's stack in its text; its cause does not).  Ray keeps no cause for an
     actor whose constructor raised (``ActorDiedError``): actors keep such an error and raise it from
-    ``ready()`` (:func:`uiface_ray.runtime.pool.wait_ready`).  None for anything else."""
+    ``ready()`` (:class:`uiface_ray.runtime.pool.PoolWorker`).  None for anything else."""
     for _ in range(5):
         if exc is None:
             return None

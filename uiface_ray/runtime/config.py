@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import copy
 import typing
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, create_model
 
 from uiface_ray.config import Config, RayConfig, StorageConfig
 from uiface_ray.data.config import PrepareFacesConfig
-from uiface_ray.encoders.config import EmbedConfig
+from uiface_ray.encoders.config import EmbedConfig, EncoderConfig
 from uiface_ray.evaluate.config import MetricsConfig
 from uiface_ray.export.config import ExportConfig
 from uiface_ray.identities.config import MakeIdentitiesConfig
+from uiface_ray.sample.config import SamplerConfig
 from uiface_ray.synth.config import SynthesisConfig
 from uiface_ray.train.config import TrainConfig
 from uiface_ray.urls import OptionalUrl, Url, UrlField
@@ -22,6 +23,8 @@ __all__ = ["LFW_IMAGES", "LFW_PEOPLE", "PipelineConfig", "StageOverrides", "part
 
 LFW_IMAGES = "../shared/data/lfw112/images"
 LFW_PEOPLE = "../shared/data/lfw112/peopleDevTrain.txt"
+
+SamplerMode = SamplerConfig.model_fields["mode"].annotation  # the sampler's modes, as SamplerConfig lists them
 
 
 def partial_config(cls: type[Config]) -> type[Config]:
@@ -117,10 +120,44 @@ class PipelineConfig(Config):
     num_actors: int = Field(2, ge=1, description="Sampler actors for identities and synthesis.")
     num_inference_steps: int = Field(50, ge=1, description="DDIM steps of every sampling stage.")
     seed: int = Field(0, description="Job seed of identities and synthesis.")
+    face_resolution: int = Field(
+        112, ge=8, description="Side in pixels of the square face chips prepare_faces writes (LFW112: 112)."
+    )
+    encoder: EncoderConfig = Field(
+        default_factory=EncoderConfig,
+        description="The identity encoder of embed, make_identities and metrics (one embedding space for all three).",
+    )
+    candidates_per_task: int = Field(
+        16, ge=1, description="make_identities: candidates one actor draws and embeds per task (one filter block)."
+    )
+    max_candidates_per_identity: int = Field(
+        16,
+        ge=1,
+        description="make_identities: draw at most this many candidates per identity asked for "
+        "(max_candidates = this x num_identities) before giving up.",
+    )
+    identities_per_shard: int = Field(2, ge=1, description="synthesize: identities per shard (one actor task).")
+    synthesis_batch_size: int = Field(8, ge=1, description="synthesize: images per sampler call inside an actor.")
+    sampler_mode: SamplerMode = Field(
+        "uiface", description="synthesize: the sampler mode (see --stages.synthesize.sampler.mode)."
+    )
+    image_format: Literal["png", "jpeg"] = Field("png", description="synthesize: encoding of the images in the shards.")
+    metrics_real_max_images: int = Field(
+        500, ge=11, description="metrics: at most this many real faces for precision/recall (seeded sample)."
+    )
+    metrics_k: int = Field(
+        3, ge=1, description="metrics: nearest-neighbour k of precision/recall (paper: 10; few images here)."
+    )
     dry_run: bool = Field(
         False,
         description="Print what each stage would do (stages already complete are skipped, as a rerun "
-        "skips them) and the synthesis estimate, then exit without writing anything.",
+        "skips them) and an estimate of each with its basis, measured by running the stages at a small "
+        "probe size in a temporary folder (removed after), then exit without writing anything.",
+    )
+    estimate: bool = Field(
+        True,
+        description="With dry_run: estimate each stage's time from a probe of its real work (the stages run "
+        "at a small size in a temporary folder, about as long as a toy run); false: print only the plan.",
     )
     stages: StageOverrides = Field(default_factory=StageOverrides, description="Per-stage overrides.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Where Ray runs.")

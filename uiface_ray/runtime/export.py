@@ -7,7 +7,7 @@ flight and the driver holds one small record per finished shard).  Each actor ge
 storage settings in its constructor argument (never through its environment, which Ray logs);
 every URL in a task was made absolute at the driver.
 
-Failures, through :func:`uiface_ray.runtime.pool.dispatch`: a shard whose task fails (a crash, a
+Failures, through :class:`uiface_ray.runtime.pool.ActorPool`: a shard whose task fails (a crash, a
 dead actor) is handed to another actor, up to ``workers.max_attempts`` tries, then the export
 stops with one error naming the shard and its last error; bad input found by a worker (a shard
 whose hash differs from the manifest) stops it at once with that error.  What finished stays in
@@ -22,7 +22,7 @@ from uiface_ray.config import StorageConfig
 from uiface_ray.export.config import ExportConfig
 from uiface_ray.export.run import ExportResult, run_export
 from uiface_ray.export.shard import ShardDone, ShardTask, export_shard
-from uiface_ray.runtime.pool import dispatch, kill_pool, start_pool, wait_ready
+from uiface_ray.runtime.pool import ActorPool
 from uiface_ray.runtime.session import ray_session
 from uiface_ray.config import ActorPoolConfig
 
@@ -60,24 +60,19 @@ def _mapper(cfg: ExportConfig):
     def map_shards(tasks: list[ShardTask], storage_cfg: StorageConfig, on_done: Callable[[ShardDone], None]) -> None:
         if not tasks:
             return
-        storage_arg = storage_cfg.model_dump(mode="json")
+        args = (storage_cfg.model_dump(mode="json"),)
         with ray_session(cfg.ray):  # after run_export validated the inputs; the pipeline's session if open
-            actors = start_pool(ExportWorker, pool, False, len(tasks), "uiface-export", lambda name: (storage_arg,))
-            try:
-                live = wait_ready(actors)
-                dispatch(
-                    live,
-                    tasks,
-                    lambda actor, task, attempt: actor.run_shard.remote(task, attempt),
-                    lambda task, done: on_done(done),
-                    tasks_per_actor=pool.tasks_per_actor,
-                    max_attempts=pool.max_shard_attempts,
-                    key=lambda task: task.name,
-                )
-            finally:
-                kill_pool(actors)
+            with ActorPool(
+                ExportWorker, args, pool, use_gpu=False, max_actors=len(tasks), name="uiface-export"
+            ) as workers:
+                for _, done in workers.map(tasks, _export, label=lambda task: task.name):
+                    on_done(done)
 
     return map_shards
+
+
+def _export(actor, task: ShardTask, attempt: int):
+    return actor.run_shard.remote(task, attempt)
 
 
 def run_export_on_ray(cfg: ExportConfig) -> ExportResult:

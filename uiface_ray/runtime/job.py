@@ -2,7 +2,9 @@
 
 Bad input (any :class:`uiface_ray.errors.InputError`, also one raised inside a Ray task or actor) is
 one ``error: ...`` line and exit 2; Ctrl-C or SIGTERM is one ``interrupted:``/``terminated:`` line
-and exit 130 or 143 after cleaning up (:mod:`uiface_ray.runtime.signals`); bugs keep their traceback.
+and exit 130 or 143 after cleaning up (:mod:`uiface_ray.runtime.signals`); a cluster that went away
+under the job (:mod:`uiface_ray.runtime.cluster_watch`) is one ``error:`` line and exit 75; bugs
+keep their traceback.
 Imports no Ray at import time, so that ``--help`` stays light.
 """
 
@@ -17,7 +19,13 @@ from typing import Any, Callable, Sequence, TypeVar
 from uiface_ray.cli import parse_args
 from uiface_ray.config import Config, ConfigError
 from uiface_ray.errors import input_error_of
-from uiface_ray.runtime.signals import JobSignals, Terminated, handlers_kept_over_ray_init
+from uiface_ray.runtime.signals import (
+    JobSignals,
+    Terminated,
+    handlers_kept_over_ray_init,
+    lost_cluster,
+    report_lost_cluster,
+)
 
 __all__ = ["run_job", "torch_cache_outside_tmp"]
 
@@ -41,7 +49,8 @@ def run_job(
     """Parse the config and run ``body``.  Bad input (a :class:`uiface_ray.errors.InputError`: config,
     file, checkpoint, table, storage) prints one ``error: ...`` line and returns 2 (with the
     traceback too under ``--debug``); Ctrl-C or SIGTERM prints one ``interrupted:``/``terminated:``
-    line and returns 130 or 143 after cleaning up; bugs keep their traceback."""
+    line and returns 130 or 143 after cleaning up; a cluster gone mid-run prints one ``error:`` line
+    and returns 75; bugs keep their traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -59,12 +68,16 @@ def run_job(
         with handlers_kept_over_ray_init():
             body(cfg)
     except KeyboardInterrupt as exc:
+        if lost_cluster() is not None:
+            return report_lost_cluster()
         if isinstance(exc, Terminated) or handler.received == signal.SIGTERM:
             print("terminated: stopped; rerun the same command to resume", file=sys.stderr, flush=True)
             return 143
         print("interrupted: stopped; rerun the same command to resume", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # noqa: BLE001 - bad input is one line; anything else re-raised
+        if lost_cluster() is not None:  # whatever failed, it failed because the cluster went away
+            return report_lost_cluster()
         user = input_error_of(exc)
         if user is None:
             raise

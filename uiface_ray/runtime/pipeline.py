@@ -11,7 +11,12 @@ embed -> train the generator -> make identities -> synthesize -> metrics -> expo
 Stages whose output is already complete for the same config are skipped, so a rerun resumes where
 the last one stopped (training and synthesis also resume inside a stage).  A failing stage leaves
 the outputs of the stages before it in place, and its error names the stage.  With ``dry_run``,
-:func:`dry_run_stages` walks the same plans and prints each stage's ``preview`` instead of running it.
+:mod:`uiface_ray.runtime.estimate_probe` walks the same plans, prints each stage's ``preview`` instead
+of running it, and estimates each stage from a probe run of the same stages.
+
+Every run leaves its report and record under ``<workdir>/runs/`` (:func:`write_report`), never
+overwritten; ``report.md`` is the newest.  A stage the run found done names the earlier run that did
+it, with its time (:func:`original_runs`, matched by the stage config's stamp).
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
+from uiface_ray import jsonfile
 from uiface_ray.config import Config, ConfigError, StorageConfig
 from uiface_ray.errors import InputError
 from uiface_ray.runtime.config import LFW_IMAGES, LFW_PEOPLE, PipelineConfig
 from uiface_ray.runtime.signals import restore_job_handlers
-from uiface_ray.storage import exists, join, read_bytes, resolve_urls, write_bytes_atomic
+from uiface_ray.storage import exists, join, list_files, read_bytes, resolve_urls, write_bytes_atomic
 
 NO_FACES_MESSAGE = (
     "no real faces found at {source}: point the pipeline at aligned 112x112 face chips, either an image "
@@ -60,6 +66,9 @@ class Upstream:
 class StageOutcome:
     summary: str  # one line for the log and the report
     produces: dict[str, Any] = field(default_factory=dict)  # Upstream fields known only after running
+    # what the stage did, in numbers (images, steps, rates; "reused": True when it found its work done):
+    # kept in the run's record (runs/<run>.json), where a later dry run reads its rates
+    work: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,14 @@ class StageRecord:
     seconds: float
     skipped: bool
     summary: str
+    stamp: str = ""  # the stage config's stamp: which earlier run did this same work
+    work: dict[str, Any] = field(default_factory=dict)  # StageOutcome.work
+    started: float = 0.0  # epoch seconds
+
+    @property
+    def reused(self) -> bool:
+        """Whether this run found the stage's work done (skipped, or it resumed with nothing left)."""
+        return self.skipped or bool(self.work.get("reused"))
 
 
 @dataclass
@@ -91,6 +108,7 @@ class PipelineResult:
     stages: list[StageRecord] = field(default_factory=list)
     upstream: Upstream = field(default_factory=Upstream)
     report: str = ""
+    started: float = field(default_factory=time.time)
 
 
 class PipelineStageError(InputError):
@@ -132,10 +150,18 @@ def mark_complete(url: str, cfg: Config, storage: StorageConfig) -> None:
 
 
 def run_stages(
-    cfg: "PipelineConfig", stages: list[Stage], log: Callable[[str], None] = print, upstream: Upstream | None = None
+    cfg: "PipelineConfig",
+    stages: list[Stage],
+    log: Callable[[str], None] = print,
+    upstream: Upstream | None = None,
+    result: PipelineResult | None = None,
 ) -> PipelineResult:
-    """Plan and run each stage in order; skip those already complete for the same config."""
-    result = PipelineResult(workdir=cfg.workdir, upstream=upstream or Upstream(generator=cfg.generator))
+    """Plan and run each stage in order; skip those already complete for the same config.  Each
+    finished stage's record goes into ``result`` as it ends (so a caller keeps them when a later
+    stage fails or the run is stopped)."""
+    if result is None:
+        result = PipelineResult(workdir=cfg.workdir)
+    result.upstream = upstream or Upstream(generator=cfg.generator)
     for i, stage in enumerate(stages, start=1):
         plan = stage.plan(cfg, result.upstream)
         skip = plan.complete_marker is not None and is_complete(plan.complete_marker, plan.config, cfg.storage)
@@ -152,52 +178,128 @@ def run_stages(
         if not skip and plan.complete_marker is not None:
             mark_complete(plan.complete_marker, plan.config, cfg.storage)
         result.upstream = dataclasses.replace(result.upstream, **plan.produces, **outcome.produces)
-        record = StageRecord(stage.name, time.time() - start, skip, outcome.summary)
+        record = StageRecord(
+            stage.name, time.time() - start, skip, outcome.summary, stamp(plan.config), dict(outcome.work), start
+        )
         result.stages.append(record)
         log(f"[pipeline] {stage.name}: {record.summary} ({record.seconds:.1f} s)")
     return result
 
 
-def dry_run_stages(cfg: "PipelineConfig", stages: list[Stage], log: Callable[[str], None] = print) -> Upstream:
-    """Plan each stage and print what it would do, skipping those already complete as
-    :func:`run_stages` would; runs nothing and writes nothing."""
-    upstream = Upstream(generator=cfg.generator)
-    for i, stage in enumerate(stages, start=1):
-        plan = stage.plan(cfg, upstream)
-        head = f"[pipeline] {i}/{len(stages)} {stage.name}:"
-        if plan.complete_marker is not None and is_complete(plan.complete_marker, plan.config, cfg.storage):
-            log(f"{head} already complete, would skip")
-            outcome = StageOutcome("")
-        else:
-            outcome = plan.preview(plan.config) if plan.preview else StageOutcome("would run")
-            first, *rest = outcome.summary.splitlines() or [""]
-            log(f"{head} {first}")
-            for line in rest:
-                log(f"[pipeline]     {line}")
-        upstream = dataclasses.replace(upstream, **plan.produces, **outcome.produces)
-    log("[pipeline] dry run: nothing written")
-    return upstream
+RUNS_DIR = "runs"  # under the workdir: <run>.md and <run>.json for every run, never overwritten
 
 
-def write_report(cfg: "PipelineConfig", result: PipelineResult) -> str:
-    """``<workdir>/report.md``: each stage's time and result, and the metrics."""
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def _run_id(cfg: "PipelineConfig", started: float) -> str:
+    """``20261207T101500Z`` (UTC start time), with ``_2``, ``_3`` ... when a run of the same second exists
+    (names sort in the order the runs started)."""
+    base = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    for n in range(1, 1000):
+        run = base if n == 1 else f"{base}_{n}"
+        if not exists(join(cfg.workdir, RUNS_DIR, f"{run}.json"), cfg.storage):
+            return run
+    raise RuntimeError(f"more than 999 pipeline runs started at {base} in {cfg.workdir}")
+
+
+def read_runs(workdir: str, storage: StorageConfig) -> list[dict]:
+    """The records of every earlier run of ``workdir`` (``runs/<run>.json``), oldest first; a record
+    that cannot be read is left out (it is history, not input)."""
+    runs = []
+    for url in list_files(join(workdir, RUNS_DIR), ".json", storage):
+        try:
+            record = json.loads(read_bytes(url, storage))
+        except (ValueError, RecursionError, OSError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("stages"), list):
+            runs.append(record)
+    return sorted(runs, key=lambda r: r.get("started", 0))
+
+
+def original_runs(rec: StageRecord, earlier: list[dict]) -> list[tuple[str, float, float]]:
+    """(run, started, seconds) of each earlier run that did this stage's work (same name and stamp,
+    not itself reused): a reused stage's original time; a resumed one's several pieces."""
+    out = []
+    for run in earlier:
+        for st in run["stages"]:
+            if not isinstance(st, dict) or st.get("name") != rec.name or st.get("stamp") != rec.stamp:
+                continue
+            if not (st.get("skipped") or (st.get("work") or {}).get("reused")):
+                out.append((str(run.get("run")), float(st.get("started", 0)), float(st.get("seconds", 0))))
+    return out
+
+
+def _row(rec: StageRecord, earlier: list[dict]) -> tuple[str, float]:
+    """The report's row for ``rec``, and the seconds it took originally when this run reused it."""
+    if not rec.reused:
+        return f"| {rec.name} | {rec.seconds:.1f} | ran now | {rec.summary} |", 0.0
+    origin = original_runs(rec, earlier)
+    if not origin:
+        where = "done before (no earlier run of this workdir records it)"
+        return f"| {rec.name} | {rec.seconds:.1f} | {where} | {rec.summary} |", 0.0
+    took = sum(seconds for _, _, seconds in origin)
+    if len(origin) == 1:
+        ((run, started, _),) = origin
+        where = f"reused: ran in run `{run}` at {_when(started)}, took {took:.1f} s"
+    else:
+        parts = ", ".join(f"`{run}` at {_when(started)} ({seconds:.1f} s)" for run, started, seconds in origin)
+        where = f"reused: ran in {len(origin)} runs, took {took:.1f} s: {parts}"
+    return f"| {rec.name} | {rec.seconds:.1f} | {where} | {rec.summary} |", took
+
+
+def _report_lines(cfg: "PipelineConfig", result: PipelineResult, run: str, earlier: list[dict]) -> list[str]:
+    finished = time.time()
     lines = [
         "# uiface-ray pipeline report",
         "",
-        f"workdir: `{cfg.workdir}`",
+        f"run `{run}`: {_when(result.started)} to {_when(finished)}; workdir `{cfg.workdir}`",
         "",
-        "| stage | seconds | result |",
-        "| --- | ---: | --- |",
+        "| stage | seconds | when | result |",
+        "| --- | ---: | --- | --- |",
     ]
+    original = 0.0
     for rec in result.stages:
-        lines.append(f"| {rec.name} | {rec.seconds:.1f} | {rec.summary} |")
+        row, took = _row(rec, earlier)
+        lines.append(row)
+        original += took
     total = sum(r.seconds for r in result.stages)
-    lines += ["", f"total: {total:.0f} s", ""]
+    lines += ["", f"total: {total:.0f} s"]
+    if original:
+        lines[-1] += f" ({total + original:.0f} s with the reused stages' original times)"
+    lines.append("")
     if result.upstream.metrics and exists(result.upstream.metrics, cfg.storage):
-        metrics_json = json.loads(read_bytes(result.upstream.metrics, cfg.storage))
+        metrics_json = jsonfile.loads(read_bytes(result.upstream.metrics, cfg.storage))
         lines += ["## metrics", "", "```json", json.dumps(metrics_json, indent=2, default=str), "```", ""]
+    return lines
+
+
+def write_report(cfg: "PipelineConfig", result: PipelineResult, stopped: str | None = None) -> str:
+    """This run's report and record (``runs/<run>.md``, ``runs/<run>.json``; earlier runs' stay),
+    then ``report.md``: the newest report, with a line pointing to it and to the earlier ones.
+    ``stopped``: why a run ended before its last stage (its finished stages are recorded all the same)."""
+    earlier = read_runs(cfg.workdir, cfg.storage)
+    run = _run_id(cfg, result.started)
+    lines = _report_lines(cfg, result, run, earlier)
+    if stopped:
+        lines[3:3] = [f"**stopped** after {len(result.stages)} stage(s): {stopped}; a rerun resumes", ""]
+    record = {
+        "run": run,
+        "started": result.started,
+        "finished": time.time(),
+        "workdir": cfg.workdir,
+        "stopped": stopped,
+        "stages": [dataclasses.asdict(rec) for rec in result.stages],
+    }
+    runs = join(cfg.workdir, RUNS_DIR)
+    write_bytes_atomic(join(runs, f"{run}.json"), json.dumps(record, indent=1, default=str).encode(), cfg.storage)
+    write_bytes_atomic(join(runs, f"{run}.md"), "\n".join(lines).encode(), cfg.storage)
+    pointer = f"newest run: [{RUNS_DIR}/{run}.md]({RUNS_DIR}/{run}.md)"
+    if earlier:
+        pointer += f"; {len(earlier)} earlier run(s) in `{RUNS_DIR}/` (one report and one record each)"
     url = join(cfg.workdir, "report.md")
-    write_bytes_atomic(url, "\n".join(lines).encode(), cfg.storage)
+    write_bytes_atomic(url, "\n".join([pointer, "", *lines]).encode(), cfg.storage)
     return url
 
 
@@ -229,6 +331,7 @@ def generator_cache_url(cfg: PipelineConfig, train_cfg: Config, faces_hash: str)
 
 
 __all__ = [
+    "RUNS_DIR",
     "PipelineResult",
     "PipelineStageError",
     "Stage",
@@ -237,11 +340,12 @@ __all__ = [
     "StageRecord",
     "Upstream",
     "check_faces_source",
-    "dry_run_stages",
     "generator_cache_url",
     "is_complete",
     "mark_complete",
     "merge",
+    "original_runs",
+    "read_runs",
     "resolve_pipeline",
     "run_stages",
     "stage_config",

@@ -8,11 +8,10 @@ plan function and put it in :data:`STAGES`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
+from uiface_ray.cli import read_config_file
+from uiface_ray.config import ConfigError
 from uiface_ray.runtime.config import PipelineConfig
 from uiface_ray.runtime.pipeline import (
     PipelineResult,
@@ -21,7 +20,6 @@ from uiface_ray.runtime.pipeline import (
     StagePlan,
     Upstream,
     check_faces_source,
-    dry_run_stages,
     generator_cache_url,
     merge,
     resolve_pipeline,
@@ -54,6 +52,10 @@ def _common(cfg: PipelineConfig, ray: bool = True) -> dict:
     return out
 
 
+def _encoder(cfg: PipelineConfig) -> dict:
+    return cfg.encoder.model_dump(mode="json")
+
+
 def plan_prepare_faces(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.data.config import PrepareFacesConfig
 
@@ -63,7 +65,7 @@ def plan_prepare_faces(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         "people_file": cfg.people_file,
         "min_images": cfg.min_images,
         "max_images_per_identity": cfg.max_images_per_identity,
-        "resolution": 112,
+        "resolution": cfg.face_resolution,
         "output": out,
         **_common(cfg, ray=False),
     }
@@ -73,7 +75,8 @@ def plan_prepare_faces(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         from uiface_ray.data.prepare import prepare_faces
 
         t = prepare_faces(c).table
-        return StageOutcome(f"{t.images} images of {t.identities} identities -> {t.output}")
+        work = {"images": t.images, "identities": t.identities}
+        return StageOutcome(f"{t.images} images of {t.identities} identities -> {t.output}", work=work)
 
     def preview(c) -> StageOutcome:
         people = f", the people in {c.people_file}" if c.people_file else ""
@@ -89,7 +92,7 @@ def plan_embed(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.encoders.config import EmbedConfig
 
     out = join(cfg.workdir, "faces_dlib.parquet")
-    base = {"input": up.faces, "output": out, "encoder": {"kind": "dlib"}, "num_actors": cfg.num_actors, **_common(cfg)}
+    base = {"input": up.faces, "output": out, "encoder": _encoder(cfg), "num_actors": cfg.num_actors, **_common(cfg)}
     stage_cfg = stage_config(EmbedConfig, "embed", base, cfg.stages.embed)
 
     def run(c) -> StageOutcome:
@@ -97,7 +100,8 @@ def plan_embed(cfg: PipelineConfig, up: Upstream) -> StagePlan:
 
         r = run_embed(c)
         return StageOutcome(
-            f"{r.images} x {r.dim}-d embeddings on {r.num_actors} actors ({r.images_per_second:.1f} images/s)"
+            f"{r.images} x {r.dim}-d embeddings on {r.num_actors} actors ({r.images_per_second:.1f} images/s)",
+            work={"images": r.images, "actors": r.num_actors},
         )
 
     def preview(c) -> StageOutcome:
@@ -107,6 +111,19 @@ def plan_embed(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     return StagePlan(stage_cfg, run, complete_marker=out, produces=produces, preview=preview)
 
 
+def train_config_base(cfg: PipelineConfig) -> dict:
+    """The YAML tree of ``cfg.train_config``, read by the bounded loader of every ``--config`` file
+    (a missing file, a folder, a FIFO, a device or a file over 1 MiB is one error naming the field)."""
+    if not cfg.train_config:
+        return {}
+    if "://" in cfg.train_config:
+        raise ConfigError(f"train_config {cfg.train_config}: give a local YAML file (it is read before any stage)")
+    try:
+        return read_config_file(cfg.train_config)
+    except ConfigError as exc:
+        raise ConfigError(f"train_config: {exc}") from None
+
+
 def _reuse_generator(c) -> StageOutcome:
     return StageOutcome(f"reusing the generator {c.output} (--generator)")
 
@@ -114,7 +131,7 @@ def _reuse_generator(c) -> StageOutcome:
 def plan_train_diffusion(cfg: PipelineConfig, up: Upstream) -> StagePlan:
     from uiface_ray.train.config import TrainConfig
 
-    start = yaml.safe_load(Path(cfg.train_config).read_text()) if cfg.train_config else {}
+    start = train_config_base(cfg)
     base = {"data": {"table": up.embedded}, "output": "-", **_common(cfg)}
     draft = stage_config(TrainConfig, "train_diffusion", merge(start or {}, base), cfg.stages.train_diffusion)
     if cfg.generator:  # the user's own generator: nothing to train
@@ -133,10 +150,15 @@ def plan_train_diffusion(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         if not r.model:
             raise RuntimeError(f"training finished without a saved model in {r.output} (step {r.step})")
         loss = (r.metrics or {}).get("loss")
+        rate = (r.metrics or {}).get("images_per_s") if r.step > r.start_step else None  # the last log window
+        work = {"steps": r.step - r.start_step, "reused": r.step == r.start_step}
+        if rate:
+            work["step_s"] = c.batch_size / rate  # images_per_s counts batch_size images a step
         return StageOutcome(
             f"step {r.start_step} -> {r.step} in {r.wall_s:.0f} s, loss "
             f"{loss if loss is None else round(loss, 4)} -> {r.model}",
             {"generator": r.model},
+            work,
         )
 
     def preview(c) -> StageOutcome:
@@ -168,12 +190,12 @@ def plan_identities(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         "num_identities": cfg.num_identities,
         "training_embeddings": up.embedded,
         "seed": cfg.seed,
-        "encoder": {"kind": "dlib"},
+        "encoder": _encoder(cfg),
         "num_inference_steps": cfg.num_inference_steps,
-        "candidates_per_task": 16,
+        "candidates_per_task": cfg.candidates_per_task,
         "similarity_threshold": cfg.identity_similarity_threshold,
         "leakage_threshold": cfg.identity_leakage_threshold,
-        "max_candidates": 16 * cfg.num_identities,
+        "max_candidates": cfg.max_candidates_per_identity * cfg.num_identities,
         "actors": {"num_actors": cfg.num_actors},
         **_common(cfg),
     }
@@ -185,7 +207,8 @@ def plan_identities(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         s = make_identities(c)
         return StageOutcome(
             f"kept {s.kept} of {s.candidates_drawn} candidates ({s.rejected_similar} too similar, "
-            f"{s.rejected_leakage} too close to training identities)"
+            f"{s.rejected_leakage} too close to training identities)",
+            work={"candidates": s.candidates_drawn, "identities": s.kept},
         )
 
     def preview(c) -> StageOutcome:
@@ -206,11 +229,11 @@ def plan_synthesize(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         "identities": up.identities,
         "output": out,
         "images_per_identity": cfg.images_per_identity,
-        "identities_per_shard": 2,
+        "identities_per_shard": cfg.identities_per_shard,
         "seed": cfg.seed,
-        "batch_size": 8,
-        "image_format": "png",
-        "sampler": {"mode": "uiface", "num_inference_steps": cfg.num_inference_steps},
+        "batch_size": cfg.synthesis_batch_size,
+        "image_format": cfg.image_format,
+        "sampler": {"mode": cfg.sampler_mode, "num_inference_steps": cfg.num_inference_steps},
         "actors": {"num_actors": cfg.num_actors},
         **_common(cfg),
     }
@@ -221,11 +244,16 @@ def plan_synthesize(cfg: PipelineConfig, up: Upstream) -> StagePlan:
 
         r = run_synthesis(c)
         if not r.shards_run:
-            return StageOutcome(f"{r.num_rows} images in {r.num_shards} shards, all already complete: nothing to run")
+            return StageOutcome(
+                f"{r.num_rows} images in {r.num_shards} shards, all already complete: nothing to run",
+                work={"images": 0, "reused": True},
+            )
+        images = r.num_rows * r.shards_run // max(1, r.num_shards)  # shards hold equal numbers of identities
         return StageOutcome(
             f"{r.num_rows} images in {r.num_shards} shards ({r.shards_run} run now, "
             f"{r.num_shards - r.shards_run} already complete); {r.images_per_second:.2f} images/s "
-            f"on {r.actors} actors"
+            f"on {r.actors} actors",
+            work={"images": images, "shards": r.shards_run, "actors": r.actors},
         )
 
     # always run: synthesis resumes itself
@@ -244,8 +272,8 @@ def _preview_synthesis(c) -> StageOutcome:
     return StageOutcome(
         f"would synthesize the identities of stage 4 x {c.images_per_identity} images ({c.identities_per_shard} "
         f"identities per shard, mode {c.sampler.mode}, {c.sampler.num_inference_steps} steps) -> {c.output}\n"
-        "the estimate (UNet evaluations, seconds per evaluation, ETA) needs the generator and the identities: "
-        "rerun with --dry_run=true once stages 3 and 4 are complete"
+        "its estimate below samples with the probe's generator; for UNet evaluations measured on your own "
+        "generator and identities, rerun with --dry_run=true once stages 3 and 4 are complete"
     )
 
 
@@ -257,9 +285,9 @@ def plan_metrics(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         "data": up.dataset,
         "real": up.embedded,
         "out": out,
-        "encoder": {"kind": "dlib"},
-        "real_max_images": 500,
-        "k": 3,
+        "encoder": _encoder(cfg),
+        "real_max_images": cfg.metrics_real_max_images,
+        "k": cfg.metrics_k,
         "storage": cfg.storage.model_dump(),
     }
     stage_cfg = stage_config(MetricsConfig, "metrics", base, cfg.stages.metrics)
@@ -271,7 +299,8 @@ def plan_metrics(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         rec = "-" if m.fr_recall is None else f"{m.fr_precision:.3f}/{m.fr_recall:.3f}"
         return StageOutcome(
             f"genuine {m.genuine_mean:.3f}, impostor {m.impostor_mean:.3f} ({m.encoder}); "
-            f"1-MS-SSIM {m.diversity_1_minus_msssim:.3f}; FR-embedding precision/recall {rec}"
+            f"1-MS-SSIM {m.diversity_1_minus_msssim:.3f}; FR-embedding precision/recall {rec}",
+            work={"images": m.num_images, "identities": m.num_identities},
         )
 
     metrics_url = join(out, "metrics.json")
@@ -293,7 +322,7 @@ def plan_export(cfg: PipelineConfig, up: Upstream) -> StagePlan:
         from uiface_ray.runtime.export import run_export_on_ray
 
         r = run_export_on_ray(c)  # the shards on the pipeline's Ray session, as jobs/export.py does
-        return StageOutcome(f"{r.images} images of {r.identities} identities -> {r.output}")
+        return StageOutcome(f"{r.images} images of {r.identities} identities -> {r.output}", work={"images": r.images})
 
     return StagePlan(stage_cfg, run, preview=lambda c: StageOutcome(f"would export {c.dataset} -> {c.output}"))
 
@@ -310,9 +339,12 @@ STAGES: list[Stage] = [
 
 
 def dry_run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> None:
-    """``--dry_run``: what each stage would do and the synthesis estimate; nothing is written (Ray
-    starts only for the estimate's probe)."""
+    """``--dry_run``: what each stage would do, and each stage's estimate from a probe of its real
+    work (:mod:`uiface_ray.runtime.estimate_probe`); nothing is written."""
+    from uiface_ray.runtime.estimate_probe import dry_run_stages
+
     cfg = resolve_pipeline(cfg)
+    train_config_base(cfg)  # a bad train_config ends here, before Ray starts
     check_faces_source(cfg)
     dry_run_stages(cfg, STAGES, log)
 
@@ -320,8 +352,23 @@ def dry_run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) ->
 def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> PipelineResult:
     """Every stage, on one Ray session (embedded unless an address is given), then the report."""
     cfg = resolve_pipeline(cfg)
+    train_config_base(cfg)  # a bad train_config ends here, before Ray starts
     check_faces_source(cfg)
-    with ray_session(cfg.ray):
-        result = run_stages(cfg, STAGES, log)
+    result = PipelineResult(workdir=cfg.workdir)
+    try:
+        with ray_session(cfg.ray):
+            run_stages(cfg, STAGES, log, result=result)
+    except BaseException as exc:  # failed or stopped: the stages that finished keep their record
+        if result.stages:
+            _record_stopped(cfg, result, exc, log)
+        raise
     result.report = write_report(cfg, result)
     return result
+
+
+def _record_stopped(cfg: PipelineConfig, result: PipelineResult, exc: BaseException, log) -> None:
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300] if str(exc) else type(exc).__name__
+    try:
+        write_report(cfg, result, stopped=reason)
+    except Exception as err:  # noqa: BLE001 - the run's own error is the one to report
+        log(f"[pipeline] could not record the stopped run in {cfg.workdir}/runs: {err}")
