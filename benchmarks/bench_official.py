@@ -32,6 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from uiface_ray.runtime.job import torch_cache_outside_tmp  # noqa: E402
+
+torch_cache_outside_tmp()  # before diffusers' import of torch._dynamo: its compile cache is not made in /tmp
 
 import torch  # noqa: E402
 from diffusers import DDIMScheduler  # noqa: E402

@@ -28,6 +28,9 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from uiface_ray.runtime.job import torch_cache_outside_tmp  # noqa: E402
+
+torch_cache_outside_tmp()  # before diffusers' import of torch._dynamo: its compile cache is not made in /tmp
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

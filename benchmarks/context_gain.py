@@ -16,6 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from uiface_ray.runtime.job import torch_cache_outside_tmp  # noqa: E402
+
+torch_cache_outside_tmp()  # before diffusers' import of torch._dynamo: its compile cache is not made in /tmp
 import numpy as np
 import torch
 

@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from uiface_ray.runtime.job import torch_cache_outside_tmp  # noqa: E402
+
+torch_cache_outside_tmp()  # before diffusers' import of torch._dynamo: its compile cache is not made in /tmp
 import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]

@@ -17,6 +17,9 @@ import argparse
 import os
 import time
 
+from uiface_ray.runtime.job import torch_cache_outside_tmp  # noqa: E402
+
+torch_cache_outside_tmp()  # before diffusers' import of torch._dynamo: its compile cache is not made in /tmp
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 

@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from uiface_ray.runtime.job import torch_cache_outside_tmp  # noqa: E402
+
+torch_cache_outside_tmp()  # before diffusers' import of torch._dynamo: its compile cache is not made in /tmp
 import numpy as np
 import torch
 from PIL import Image, ImageDraw

@@ -12,10 +12,12 @@ Each benchmark's time is printed with the load average (``-s`` shows them).
 
 from __future__ import annotations
 
+import getpass
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -110,11 +112,14 @@ def test_benchmark_quick(name, tmp_path):
     argv = RUNS[name]
     argv = argv(tmp_path) if callable(argv) else list(argv)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"},  # as a user runs it
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),  # where the benchmark should put torch's cache instead
         "PYTHONPATH": str(ROOT),
         "OMP_NUM_THREADS": "1",
         "RAY_ADDRESS": "127.0.0.1:9",  # nothing answers there: a benchmark must start its own Ray
     }
+    torch_tmp = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
+    torch_tmp_before = torch_tmp.exists()
     work = tmp_path / "cwd"
     work.mkdir()
     before, start, cpu = _load(), time.perf_counter(), _children_cpu()
@@ -137,3 +142,4 @@ def test_benchmark_quick(name, tmp_path):
     assert proc.stdout.strip(), f"{name} printed nothing"
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert sorted(os.listdir(work)) == [], f"{name} wrote into the folder it was run from"
+    assert torch_tmp_before or not torch_tmp.exists(), f"{name} left {torch_tmp} (torch's compile cache)"
